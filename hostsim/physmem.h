@@ -1,0 +1,25 @@
+// Simulated physical memory: one large anonymous mapping stands in for RAM; a physical
+// address is an offset into it. Sparse (MAP_NORESERVE), so a 4 GiB+ "machine" costs only
+// the pages actually touched.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace capmem::hostsim {
+
+inline constexpr std::uint64_t kDefaultMemBytes = 64ull << 20;
+
+// Creates the simulated RAM (size rounded down to pages; physical frame 0 is never
+// reported usable so PA 0 stays an invalid "null" frame), initializes the frame
+// allocator over it and selects the hash implementation. Calling it again with the
+// allocator all-free re-creates the machine with the new size.
+void boot(std::uint64_t mem_bytes = kDefaultMemBytes);
+// Tears down the machine (the allocator must be all-free, or this aborts).
+void shutdown();
+bool booted();
+
+std::uint8_t* ram_base();
+std::uint64_t ram_size();
+
+}  // namespace capmem::hostsim

@@ -1,0 +1,136 @@
+// Physical frame allocator: carves 4 KiB frames out of the RAM ranges the seam reports,
+// one descriptor per frame, O(1) alloc/free, O(1) descriptor <-> PA <-> direct-map pointer.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "capmem/env.h"
+#include "capmem/status.h"
+#include "capmem/types.h"
+
+namespace capmem {
+
+// What a frame is currently used for. Checked on every transition, so a frame freed
+// twice, a table freed as a page or a page referenced after its last release traps.
+enum class FrameKind : std::uint8_t {
+  Free = 0,   // on the free list; `link` is the next free frame
+  Page,       // a DataCap page (PageRef): `hash` is valid, `refs` counts PageRefs + mappings
+  Table,      // a page-table frame: `link` threads the owning table's owned list
+  Slab,       // backs small objects (see slab.h); `link` threads the slab's frame list
+  Zero,       // the global read-only zero frame: never freed, refcount pinned
+  Reserved,   // allocator metadata or outside usable RAM: never handed out
+};
+
+// One per physical frame. Layout pinned below: 48 bytes, so the descriptor array costs
+// 1.2% of RAM. Invariants:
+//   - kind == Free        <=> the frame is on the free list, refs == 0.
+//   - kind == Page/Table/Slab => refs >= 1 (the last unref() returns the frame).
+//   - `hash` (Page) and `link` (Free/Table/Slab) share storage: a live page never sits
+//     on a list, a listed frame has no page hash.
+//   - `pfn` never changes after init: desc -> PA is a field read.
+struct FrameDesc {
+  std::atomic<std::uint32_t> refs;  // intrusive reference count (atomic: any CPU may drop)
+  FrameKind kind;
+  std::uint8_t adopted;             // set once by PageRef::adopt (fbl-style adoption check)
+  std::uint16_t flags;              // kind-specific
+  union {
+    FrameDesc* link = nullptr;      // kind == Free/Table/Slab: intrusive singly linked list
+    Hash32 hash;                    // kind == Page: rule 1.3 hash, or 32 zero bytes (unhashed)
+  };
+  std::uint64_t pfn;
+
+  [[nodiscard]] PhysAddr phys() const { return PhysAddr::from_pfn(pfn); }
+  [[nodiscard]] void* virt() const { return env::phys_to_virt(phys()); }
+};
+static_assert(sizeof(FrameDesc) == 48, "frame descriptor layout is pinned");
+static_assert(alignof(FrameDesc) == 8);
+
+enum class AllocFlags : unsigned { None = 0, Zero = 1 };
+
+struct FrameStats {
+  std::uint64_t total;   // frames handed to the allocator for general use
+  std::uint64_t free;
+  std::uint64_t in_use;  // total - free (includes the zero frame)
+};
+
+class FrameAllocator {
+ public:
+  static constexpr std::size_t kMaxRanges = 16;
+
+  constexpr FrameAllocator() = default;
+  FrameAllocator(const FrameAllocator&) = delete;
+  FrameAllocator& operator=(const FrameAllocator&) = delete;
+
+  // Takes ownership of the given ranges: places the descriptor array in the first frames
+  // of the largest range (those frames are Reserved), threads every other frame onto
+  // the free list and sets up the zero frame. Ranges are page-aligned and disjoint.
+  // Returns InvalidArgument for unusable input (none, too many, too small).
+  Result<void> init(const env::PhysRange* ranges, std::size_t count);
+  // Convenience: init from env::memory_ranges().
+  Result<void> init_from_env();
+  [[nodiscard]] bool initialized() const { return descs_ != nullptr; }
+
+  // O(1). Returns nullptr when out of frames (or when an injected failure fires).
+  // The frame comes back with kind `kind`, refs == 1, adopted == 0.
+  [[nodiscard]] FrameDesc* alloc(FrameKind kind, AllocFlags flags = AllocFlags::None);
+  // O(1). `d` must be live with refs == 0 or 1 (the caller's last reference).
+  void free(FrameDesc* d);
+
+  // Reference counting on live frames. ref() traps on a free frame and on overflow;
+  // unref() traps below zero and frees the frame when the count reaches zero.
+  void ref(FrameDesc* d);
+  // Returns true if this dropped the last reference (the frame is now free).
+  bool unref(FrameDesc* d);
+
+  // O(#ranges) <= 16: descriptor for a physical address inside a managed range.
+  [[nodiscard]] FrameDesc* desc_of(PhysAddr pa) const;
+  [[nodiscard]] FrameDesc* desc_of_virt(const void* p) const { return desc_of(env::virt_to_phys(p)); }
+
+  [[nodiscard]] FrameDesc* zero_frame() const { return zero_; }
+  [[nodiscard]] FrameStats stats() const;
+
+  // --- Testing and fault injection (available in the kernel build too) ---------------
+  // Fail the n-th allocation from now (1 = the next one); 0 disables. One-shot.
+  void inject_failure_at(std::uint64_t n) { fail_at_ = n ? allocs_ + n : 0; }
+  // Make every allocation fail while `on` (an allocator "limited on purpose").
+  void set_exhausted(bool on) { exhausted_ = on; }
+  // Number of allocation attempts so far (for sweeping inject_failure_at over a scenario).
+  [[nodiscard]] std::uint64_t alloc_attempts() const { return allocs_; }
+  // Debug poisoning: a frame freed while poisoning is on is filled with kPoison (and
+  // marked in its flags) and checked when it is handed out again: a write after free is
+  // reported through env::panic.
+  void set_poison(bool on) { poison_ = on; }
+  static constexpr std::uint8_t kPoison = 0xa5;
+  static constexpr std::uint32_t kMaxRefs = 0xffff0000u;
+  static constexpr std::uint16_t kFlagPoisoned = 1;  // FrameDesc::flags of a Free frame
+
+ private:
+  struct Range {
+    std::uint64_t first_pfn;
+    std::uint64_t frames;
+    FrameDesc* descs;  // descs[i] describes first_pfn + i
+  };
+  void lock();
+  void unlock();
+  void release_locked(FrameDesc* d);
+
+  Range ranges_[kMaxRanges]{};
+  std::size_t nranges_ = 0;
+  FrameDesc* descs_ = nullptr;
+  FrameDesc* free_head_ = nullptr;
+  FrameDesc* zero_ = nullptr;
+  std::uint64_t total_ = 0;
+  std::uint64_t free_ = 0;
+  std::uint64_t allocs_ = 0;
+  std::uint64_t fail_at_ = 0;
+  bool exhausted_ = false;
+  bool poison_ = false;
+  std::atomic<bool> lock_{false};
+};
+
+// The one allocator every page, table and slab draws from.
+FrameAllocator& frames();
+
+}  // namespace capmem

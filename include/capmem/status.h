@@ -1,0 +1,111 @@
+// Typed errors: one enum class for every failure the core reports, an expected-like
+// Result<T>, and TRY for propagation (after SerenityOS ErrorOr / managarm error.hpp).
+// No exceptions exist in the kernel build; every fallible core call returns one of these.
+#pragma once
+
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace capmem {
+
+enum class Status : unsigned {
+  Ok = 0,
+  // Resources
+  OutOfFrames,       // the frame allocator (or a slab on top of it) is exhausted
+  // Usage errors
+  InvalidArgument,   // an argument violates the call's documented precondition
+  NotCanonical,      // virtual address is not canonical (x86-64 4-level)
+  Misaligned,        // address not 4 KiB aligned where it must be
+  HugePageInWalk,    // a page walk met a 2 MiB / 1 GiB leaf
+  NotMapped,         // translate/unmap/protect on an address with no leaf
+  OverlayNotEmpty,   // rule 3.4: a root was asked of a cap with unflushed writes
+  OutOfExtent,       // page index / byte range past the cap's size
+  MissingPage,       // rule 2.1: host read of a Missing page
+  MissingInOverlay,  // rule 3.5: flush met a Missing overlay entry
+  TooLarge,          // size over 4 GiB / 2^20 pages
+  // Wire decoding (rules 2.5 and 5.2); each names the rule it enforces (see status_rule()).
+  DecodeEmptyBuffer,        // 2.5
+  DecodeUnknownSelector,    // 2.5
+  DecodeTrailingBytes,      // 2.5
+  DecodeMissingBytes,       // 2.5 (truncated)
+  DecodeBadPageOffset,      // 2.5 offset other than 36
+  DecodeBadPayloadLength,   // 2.5 byte payload other than 4096 bytes
+  DecodeForgedHash,         // 2.5 Loaded hash != hash of bytes
+  DecodeBadSize,            // 5.2 size not a multiple of 4096 or over 4 GiB
+  DecodeTooManySlots,       // 5.2 more slots than size / 4096
+  DecodeBadFirstOffset,     // 5.2 first list offset (in container) not 12
+  DecodeBadOffsetTable,     // 5.2 offsets out of bounds, decreasing or not a multiple of 4
+  DecodeBadListLength,      // 5.2 list length not a whole number of offsets
+  DecodeTrailingEmpty,      // 5.2 trailing Empty slot (not canonical)
+  DecodeZeroLoaded,         // 5.2 Loaded page of all zero bytes (not canonical)
+  DecodeMissingSlot,        // 5.2 Missing slot in a published cap
+};
+
+// Short human-readable description ("unknown slot selector") and the spec rule it
+// enforces ("2.5"), or "" when the status is not tied to a numbered rule.
+const char* status_name(Status s);
+const char* status_rule(Status s);
+
+template <typename T>
+class [[nodiscard]] Result {
+ public:
+  Result(const T& v) : ok_(true) { new (&storage_) T(v); }            // NOLINT(implicit)
+  Result(T&& v) : ok_(true) { new (&storage_) T(std::move(v)); }      // NOLINT(implicit)
+  Result(Status s) : ok_(false), status_(s) {}                       // NOLINT(implicit)
+  Result(Result&& o) noexcept : ok_(o.ok_), status_(o.status_) {
+    if (ok_) new (&storage_) T(std::move(*o.ptr()));
+  }
+  Result(const Result&) = delete;
+  Result& operator=(const Result&) = delete;
+  Result& operator=(Result&&) = delete;
+  ~Result() {
+    if (ok_) ptr()->~T();
+  }
+
+  [[nodiscard]] bool ok() const { return ok_; }
+  explicit operator bool() const { return ok_; }
+  [[nodiscard]] Status status() const { return ok_ ? Status::Ok : status_; }
+  T& value() & { return *ptr(); }
+  const T& value() const& { return *ptr(); }
+  T&& value() && { return std::move(*ptr()); }
+  T* operator->() { return ptr(); }
+  const T* operator->() const { return ptr(); }
+  T& operator*() & { return *ptr(); }
+  T release_value() { return std::move(*ptr()); }
+
+ private:
+  T* ptr() { return std::launder(reinterpret_cast<T*>(&storage_)); }
+  const T* ptr() const { return std::launder(reinterpret_cast<const T*>(&storage_)); }
+  bool ok_;
+  Status status_ = Status::Ok;
+  alignas(T) unsigned char storage_[sizeof(T)];
+};
+
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() = default;
+  Result(Status s) : status_(s) {}  // NOLINT(implicit)
+  [[nodiscard]] bool ok() const { return status_ == Status::Ok; }
+  explicit operator bool() const { return ok(); }
+  [[nodiscard]] Status status() const { return status_; }
+  void release_value() {}
+
+ private:
+  Status status_ = Status::Ok;
+};
+
+}  // namespace capmem
+
+// TRY(expr): evaluate a Result; on failure return its status from the enclosing function,
+// otherwise yield the value (GNU statement expression, supported by g++ and clang).
+#define CAPMEM_TRY(expr)                                       \
+  ({                                                           \
+    auto _capmem_try_r = (expr);                               \
+    if (!_capmem_try_r.ok()) return _capmem_try_r.status();    \
+    _capmem_try_r.release_value();                             \
+  })
+#ifndef TRY
+#define TRY(expr) CAPMEM_TRY(expr)
+#endif

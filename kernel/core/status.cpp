@@ -1,0 +1,48 @@
+#include "capmem/status.h"
+
+namespace capmem {
+
+namespace {
+struct StatusInfo {
+  const char* name;
+  const char* rule;
+};
+
+constexpr StatusInfo info(Status s) {
+  switch (s) {
+    case Status::Ok: return {"ok", ""};
+    case Status::OutOfFrames: return {"out of physical frames", ""};
+    case Status::InvalidArgument: return {"invalid argument", ""};
+    case Status::NotCanonical: return {"non-canonical virtual address", ""};
+    case Status::Misaligned: return {"address not 4 KiB aligned", ""};
+    case Status::HugePageInWalk: return {"page walk met a 2 MiB/1 GiB leaf", ""};
+    case Status::NotMapped: return {"no leaf mapped at that address", ""};
+    case Status::OverlayNotEmpty: return {"cap has unflushed overlay entries; flush before asking its root", "3.4"};
+    case Status::OutOfExtent: return {"page or byte range past the cap's size", "3.2"};
+    case Status::MissingPage: return {"page is Missing (known only by hash)", "2.1"};
+    case Status::MissingInOverlay: return {"flush met a Missing overlay entry", "3.5"};
+    case Status::TooLarge: return {"size over 4 GiB (2^20 pages)", "5.1"};
+    case Status::DecodeEmptyBuffer: return {"empty buffer where a page slot was expected", "2.5"};
+    case Status::DecodeUnknownSelector: return {"unknown page slot selector", "2.5"};
+    case Status::DecodeTrailingBytes: return {"trailing bytes after a page slot", "2.5"};
+    case Status::DecodeMissingBytes: return {"truncated page slot", "2.5"};
+    case Status::DecodeBadPageOffset: return {"page bytes offset is not 36", "2.5"};
+    case Status::DecodeBadPayloadLength: return {"page byte payload is not 4096 bytes", "2.5"};
+    case Status::DecodeForgedHash: return {"Loaded page hash does not match its bytes", "2.5"};
+    case Status::DecodeBadSize: return {"cap size not a multiple of 4096 or over 4 GiB", "5.2"};
+    case Status::DecodeTooManySlots: return {"more page slots than size / 4096", "5.2"};
+    case Status::DecodeBadFirstOffset: return {"pages list offset is not 12", "5.2"};
+    case Status::DecodeBadOffsetTable: return {"slot offset out of bounds, decreasing or not a multiple of 4", "5.2"};
+    case Status::DecodeBadListLength: return {"list length is not a whole number of offsets", "5.2"};
+    case Status::DecodeTrailingEmpty: return {"trailing Empty slot (not canonical)", "5.2"};
+    case Status::DecodeZeroLoaded: return {"Loaded page with all-zero bytes (not canonical)", "5.2"};
+    case Status::DecodeMissingSlot: return {"Missing slot in a published cap", "5.2"};
+  }
+  return {"unknown status", ""};
+}
+}  // namespace
+
+const char* status_name(Status s) { return info(s).name; }
+const char* status_rule(Status s) { return info(s).rule; }
+
+}  // namespace capmem
