@@ -39,6 +39,9 @@ class PageRef {
   // A page whose bytes and hash the caller already knows match (the decoder, after it
   // verified the hash): no rehash.
   static Result<PageRef> from_verified(const std::uint8_t* bytes4096, const Hash32& hash);
+  // Hash a page built in place (its bytes written through mutable_bytes()) and store the
+  // rule 1.2 hash. Only for a page nobody else references yet (traps otherwise).
+  void seal();
   // Clone: a new aligned frame with the same bytes and hash.
   [[nodiscard]] Result<PageRef> clone() const;
 

@@ -53,6 +53,11 @@ Result<PageRef> PageRef::from_verified(const std::uint8_t* bytes4096, const Hash
   return p;
 }
 
+void PageRef::seal() {
+  if (ref_count() != 1) env::panic("PageRef::seal on a shared page");
+  d_->hash = hash::page_content_hash(bytes());
+}
+
 Result<PageRef> PageRef::clone() const {
   return from_verified(bytes(), hash());
 }
