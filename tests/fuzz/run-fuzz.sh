@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every libFuzzer target for SECS seconds (default 60) on its committed seed corpus
+# plus a scratch corpus; a crash is saved under build-fuzz/crashes/ and fails the run.
+# Usage: tests/fuzz/run-fuzz.sh [SECS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-60}
+dir=${CAPMEM_FUZZ_BUILD:-build-fuzz}
+if [ ! -f "$dir/build.ninja" ]; then
+  CXX=clang++-14 CXX_LD=lld meson setup "$dir" . -Dfuzz=true -Dkernel=false -Dbench=false -Dbuildtype=debugoptimized -Db_lundef=false >/dev/null 2>&1 ||
+    CXX=clang++-14 meson setup "$dir" . -Dfuzz=true -Dkernel=false -Dbench=false -Dbuildtype=debugoptimized -Db_lundef=false >/dev/null
+fi
+meson compile -C "$dir" >/dev/null || meson compile -C "$dir"
+mkdir -p "$dir/crashes" "$dir/scratch"
+rc=0
+total=0
+for exe in "$dir"/tests/fuzz/fuzz-*; do
+  [ -x "$exe" ] || continue
+  name=$(basename "$exe"); name=${name#fuzz-}; name=${name//-/_}
+  seeds=tests/fuzz/corpus/$name
+  mkdir -p "$dir/scratch/$name"
+  log="$dir/fuzz-$name.log"
+  if "$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+      -artifact_prefix="$dir/crashes/$name-" "$dir/scratch/$name" "$seeds" >"$log" 2>&1; then
+    execs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}')
+    echo "fuzz: $name ok (${execs:-?} executions in ${secs}s, corpus $(ls "$dir/scratch/$name" | wc -l) + $(ls "$seeds" 2>/dev/null | wc -l) seeds)"
+  else
+    echo "fuzz: $name FAILED (see $log; reproducer in $dir/crashes/)"
+    tail -30 "$log"
+    rc=1
+  fi
+  total=$((total + 1))
+done
+[ "$total" -gt 0 ] || { echo "fuzz: no targets built"; exit 1; }
+exit $rc
