@@ -1,33 +1,37 @@
-// Portable SHA-256 (FIPS 180-4), general-register only.
+// Portable SHA-256 (FIPS 180-4), general-register only (compiled with -mgeneral-regs-only
+// in the kernel build; it is the fallback whenever the SIMD section is unavailable).
 #include "hash_internal.h"
 
 namespace capmem::hash::detail {
 
 namespace {
-constexpr std::uint32_t rotr(std::uint32_t x, unsigned n) { return (x >> n) | (x << (32 - n)); }
 constexpr std::uint32_t load_be32(const std::uint8_t* p) {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+void store_be32(std::uint8_t* p, std::uint32_t v) {
+  p[0] = static_cast<std::uint8_t>(v >> 24);
+  p[1] = static_cast<std::uint8_t>(v >> 16);
+  p[2] = static_cast<std::uint8_t>(v >> 8);
+  p[3] = static_cast<std::uint8_t>(v);
+}
+void compress_one(std::uint32_t state[8], const std::uint8_t* block) {
+  std::uint32_t m[16];
+  for (int i = 0; i < 16; ++i) m[i] = load_be32(block + 4 * i);
+  compress_words(state, m);
 }
 }  // namespace
 
 void compress_portable(std::uint32_t state[8], const std::uint8_t* block, std::size_t nblocks) {
-  for (; nblocks != 0; --nblocks, block += 64) {
-    std::uint32_t w[64];
-    for (int i = 0; i < 16; ++i) w[i] = load_be32(block + 4 * i);
-    for (int i = 16; i < 64; ++i) {
-      const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    std::uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-    std::uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-    for (int i = 0; i < 64; ++i) {
-      const std::uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[i] + w[i];
-      const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    state[0] += a; state[1] += b; state[2] += c; state[3] += d;
-    state[4] += e; state[5] += f; state[6] += g; state[7] += h;
+  for (; nblocks != 0; --nblocks, block += 64) compress_one(state, block);
+}
+
+void hash64_portable(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint32_t st[8];
+    for (int j = 0; j < 8; ++j) st[j] = kInit[j];
+    compress_one(st, in + 64 * i);   // reads all 64 input bytes before any output byte is written
+    rounds_wk(st, kPadWK.data());    // the constant padding block, schedule precomputed
+    for (int j = 0; j < 8; ++j) store_be32(out + 32 * i + 4 * j, st[j]);
   }
 }
 

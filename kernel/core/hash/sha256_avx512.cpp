@@ -1,0 +1,108 @@
+// 16-lane multi-buffer SHA-256 of 64-byte messages with AVX-512 (F + BW for the byte
+// shuffle + VL). Compiled with -mavx512f -mavx512bw -mavx512vl; callable only inside the
+// SIMD section when CPUID.(EAX=07H,ECX=0):EBX bits 16 (AVX512F), 30 (AVX512BW) and 31
+// (AVX512VL) are set and XCR0 enables opmask/ZMM state (Intel SDM Vol. 1 section 15.2;
+// hash.cpp checks). VPRORD and VPTERNLOGD give each rotate and each 3-input boolean
+// function (Sigma xors, Ch, Maj) in one instruction.
+// GCC 12's avx512fintrin.h builds the unmasked forms (vprord, vpternlogd, ...) on
+// _mm512_undefined_epi32(), whose deliberate self-initialisation trips -Wmaybe-uninitialized
+// once inlined here; the warning is about the header's idiom, not about this code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "sha256_lanes.h"
+
+namespace capmem::hash::detail {
+namespace {
+
+struct V512 {
+  using T = __m512i;
+  static T set1(std::uint32_t c) { return _mm512_set1_epi32(static_cast<int>(c)); }
+  static T add(T a, T b) { return _mm512_add_epi32(a, b); }
+  template <int n>
+  static T ror(T a) { return _mm512_ror_epi32(a, n); }
+  template <int n>
+  static T shr(T a) { return _mm512_srli_epi32(a, n); }
+  static T xor3(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
+  static T ch(T e, T f, T g) { return _mm512_ternarylogic_epi32(e, f, g, 0xCA); }
+  static T maj(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0xE8); }
+};
+
+inline __m512i bswap32_mask() {
+  return _mm512_broadcast_i32x4(_mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL));
+}
+
+// r[i] = message i (16 words) -> r[j] = word j of messages 0..15.
+[[gnu::always_inline]] inline void transpose16(__m512i (&r)[16]) {
+  __m512i b[16], c[16];
+  for (int p = 0; p < 8; ++p) {
+    b[2 * p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+    b[2 * p + 1] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+  }
+  // c[4q + k], 128-bit lane L = word 4L + k of messages 4q..4q+3.
+  for (int q = 0; q < 4; ++q) {
+    c[4 * q + 0] = _mm512_unpacklo_epi64(b[4 * q], b[4 * q + 2]);
+    c[4 * q + 1] = _mm512_unpackhi_epi64(b[4 * q], b[4 * q + 2]);
+    c[4 * q + 2] = _mm512_unpacklo_epi64(b[4 * q + 1], b[4 * q + 3]);
+    c[4 * q + 3] = _mm512_unpackhi_epi64(b[4 * q + 1], b[4 * q + 3]);
+  }
+  // word 4L + k = [c[k].L, c[4+k].L, c[8+k].L, c[12+k].L]
+  for (int k = 0; k < 4; ++k) {
+    const __m512i d0 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0x44);      // c[k].L0 L1, c[4+k].L0 L1
+    const __m512i d1 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0xEE);      // c[k].L2 L3, c[4+k].L2 L3
+    const __m512i d2 = _mm512_shuffle_i32x4(c[8 + k], c[12 + k], 0x44);
+    const __m512i d3 = _mm512_shuffle_i32x4(c[8 + k], c[12 + k], 0xEE);
+    r[k] = _mm512_shuffle_i32x4(d0, d2, 0x88);       // lanes L0 of all four
+    r[4 + k] = _mm512_shuffle_i32x4(d0, d2, 0xDD);   // L1
+    r[8 + k] = _mm512_shuffle_i32x4(d1, d3, 0x88);   // L2
+    r[12 + k] = _mm512_shuffle_i32x4(d1, d3, 0xDD);  // L3
+  }
+}
+
+// Hash messages [0, n) of the 16 at `in` (n <= 16; lanes >= n compute on zeros and are
+// not stored).
+[[gnu::always_inline]] inline void batch(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+  const __m512i bs = bswap32_mask();
+  __m512i w[16];
+  for (int i = 0; i < 16; ++i)
+    w[i] = static_cast<std::size_t>(i) < n ? _mm512_shuffle_epi8(_mm512_loadu_si512(in + 64 * i), bs)
+                                           : _mm512_setzero_si512();
+  transpose16(w);
+  __m512i s[8];
+  lanes::hash64<V512>(w, s);
+  for (int j = 0; j < 8; ++j) s[j] = _mm512_shuffle_epi8(s[j], bs);
+  // 8 x 16 -> 16 x 8: u[k] (lane L) = words 0..3 of message 4L+k, u[4+k] = words 4..7.
+  __m512i t[8], u[8];
+  for (int p = 0; p < 4; ++p) {
+    t[2 * p] = _mm512_unpacklo_epi32(s[2 * p], s[2 * p + 1]);
+    t[2 * p + 1] = _mm512_unpackhi_epi32(s[2 * p], s[2 * p + 1]);
+  }
+  u[0] = _mm512_unpacklo_epi64(t[0], t[2]);
+  u[1] = _mm512_unpackhi_epi64(t[0], t[2]);
+  u[2] = _mm512_unpacklo_epi64(t[1], t[3]);
+  u[3] = _mm512_unpackhi_epi64(t[1], t[3]);
+  u[4] = _mm512_unpacklo_epi64(t[4], t[6]);
+  u[5] = _mm512_unpackhi_epi64(t[4], t[6]);
+  u[6] = _mm512_unpacklo_epi64(t[5], t[7]);
+  u[7] = _mm512_unpackhi_epi64(t[5], t[7]);
+  const __m512i lo_idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);     // [a.L0 b.L0 a.L1 b.L1]
+  const __m512i hi_idx = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);   // [a.L2 b.L2 a.L3 b.L3]
+  for (int k = 0; k < 4; ++k) {
+    const __m512i x = _mm512_permutex2var_epi64(u[k], lo_idx, u[4 + k]);  // messages k, 4+k
+    const __m512i y = _mm512_permutex2var_epi64(u[k], hi_idx, u[4 + k]);  // messages 8+k, 12+k
+    const std::size_t m[4] = {std::size_t(k), std::size_t(4 + k), std::size_t(8 + k), std::size_t(12 + k)};
+    const __m256i v[4] = {_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1),
+                          _mm512_castsi512_si256(y), _mm512_extracti64x4_epi64(y, 1)};
+    for (int z = 0; z < 4; ++z)
+      if (m[z] < n) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * m[z]), v[z]);
+  }
+}
+
+}  // namespace
+
+void hash64_avx512(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) batch(in + 64 * i, out + 32 * i, 16);
+  if (i < n) batch(in + 64 * i, out + 32 * i, n - i);
+}
+
+}  // namespace capmem::hash::detail
