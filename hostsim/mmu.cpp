@@ -1,7 +1,212 @@
+// Simulated MMU and TLB: see hostsim/mmu.h. Hosted only (uses the standard library).
 #include "hostsim/mmu.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "capmem/env.h"
+#include "capmem/pt.h"
 
 namespace capmem::hostsim {
 
-void current_mmu_invlpg(VirtAddr) {}
+namespace {
+Mmu* g_current = nullptr;
+
+constexpr std::uint64_t kPageMask = PAGE_SIZE - 1;
+
+[[noreturn]] void die(const char* msg) {
+  std::fprintf(stderr, "hostsim mmu: %s\n", msg);
+  std::abort();
+}
+
+// Error-code bits that describe the access itself (SDM 4.7): W/R, U/S, I/D.
+std::uint32_t access_bits(AccessKind kind, Privilege priv) {
+  std::uint32_t e = 0;
+  if (kind == AccessKind::Write) e |= pf::kWrite;
+  if (priv == Privilege::User) e |= pf::kUser;
+  if (kind == AccessKind::Fetch) e |= pf::kFetch;  // reported because EFER.NXE = 1
+  return e;
+}
+}  // namespace
+
+void current_mmu_invlpg(VirtAddr va) {
+  if (g_current != nullptr) g_current->invlpg(va);
+}
+
+Mmu::~Mmu() {
+  if (g_current == this) g_current = nullptr;
+}
+void Mmu::make_current() { g_current = this; }
+Mmu* Mmu::current() { return g_current; }
+void Mmu::clear_current() { g_current = nullptr; }
+
+void Mmu::load_cr3(PhysAddr pml4) {
+  cr3_ = PhysAddr{pml4.value() & pt::kAddrMask};
+  ++counters_.flushes;
+  // SDM 4.10.4.1: MOV to CR3 (PCIDE = 0) invalidates all TLB entries except global ones.
+  for (auto it = tlb_.begin(); it != tlb_.end();) {
+    if (it->second.global)
+      ++it;
+    else
+      it = tlb_.erase(it);
+  }
+}
+
+void Mmu::invlpg(VirtAddr va) {
+  ++counters_.invalidations;
+  tlb_.erase(va.value() >> 12);  // INVLPG drops the page's entry even if global (SDM 4.10.4.1)
+}
+
+void Mmu::flush_all() {
+  ++counters_.flushes;
+  tlb_.clear();
+}
+
+// SDM 4.6 with CR0.WP = 1, EFER.NXE = 1, SMEP = SMAP = 0. Returns the access bits of the
+// error code if the access is not allowed, 0 if it is.
+std::uint32_t Mmu::violation(bool writable, bool user, bool no_execute, AccessKind kind, Privilege priv) {
+  bool bad = false;
+  if (priv == Privilege::User && !user) bad = true;         // user access to a supervisor page
+  if (kind == AccessKind::Write && !writable) bad = true;   // WP = 1: ring 0 too
+  if (kind == AccessKind::Fetch && no_execute) bad = true;  // XD somewhere on the walk
+  return bad ? (access_bits(kind, priv) | pf::kPresent) : 0;
+}
+
+MmuResult Mmu::fault(VirtAddr va, std::uint32_t error_code) {
+  ++counters_.page_faults;
+  // SDM 4.10.4.1: a page fault invalidates the TLB entries for the faulting address, so
+  // the retried instruction re-walks the tables (this makes a "spurious" fault after a
+  // permission upgrade without invlpg heal itself on retry).
+  if (tlb_.erase(va.value() >> 12) != 0) ++counters_.fault_invalidations;
+  return MmuResult{.ok = false, .pa = PhysAddr{}, .fault = PageFault{.cr2 = va, .error_code = error_code}};
+}
+
+MmuResult Mmu::walk(VirtAddr va, AccessKind kind, Privilege priv) {
+  if (!va.canonical()) die("non-canonical access (#GP, not modelled)");
+  ++counters_.misses;
+  // SDM 4.5.4: CR3 -> PML4E -> PDPTE -> PDE -> PTE; a PDPTE/PDE with PS = 1 maps a
+  // 1 GiB / 2 MiB page. Rights combine over every level (SDM 4.6.1).
+  std::uint64_t* used[4];
+  unsigned nused = 0;
+  bool writable = true;
+  bool user = true;
+  bool no_execute = false;
+  std::uint64_t table = cr3_.value();
+  std::uint64_t* leaf = nullptr;
+  std::uint64_t pfn = 0;
+  for (unsigned l = 4; l >= 1; --l) {
+    const auto level = static_cast<pt::Level>(l);
+    auto* slots = static_cast<std::uint64_t*>(env::phys_to_virt(PhysAddr{table}));
+    std::uint64_t* slot = &slots[pt::index_at(va, level)];
+    const std::uint64_t e = *slot;
+    if ((e & pt::bit(pt::Bit::Present)) == 0) return fault(va, access_bits(kind, priv));
+    writable = writable && (e & pt::bit(pt::Bit::Writable)) != 0;
+    user = user && (e & pt::bit(pt::Bit::User)) != 0;
+    no_execute = no_execute || (e & pt::bit(pt::Bit::NoExecute)) != 0;
+    used[nused++] = slot;
+    if (l == 1 || ((l == 3 || l == 2) && (e & pt::bit(pt::Bit::PageSize)) != 0)) {
+      // Leaf. A large page's address field starts at bit 30 / 21 (bit 12 is its PAT).
+      const std::uint64_t span = pt::entry_span(level);
+      const std::uint64_t base = e & pt::kAddrMask & ~(span - 1);
+      pfn = (base + (va.value() & (span - 1))) >> 12;
+      leaf = slot;
+      break;
+    }
+    table = e & pt::kAddrMask;
+  }
+  if (const std::uint32_t err = violation(writable, user, no_execute, kind, priv)) return fault(va, err);
+  // SDM 4.8: the CPU sets A in every paging-structure entry it used and D in the leaf on
+  // a write. This model sets them only for an access that is allowed (the SDM permits A
+  // to be set by a walk that then faults; choosing "never" keeps tests deterministic).
+  for (unsigned i = 0; i < nused; ++i) *used[i] |= pt::bit(pt::Bit::Accessed);
+  if (kind == AccessKind::Write) *leaf |= pt::bit(pt::Bit::Dirty);
+  tlb_[va.value() >> 12] = TlbEntry{.pfn = pfn,
+                                    .writable = writable,
+                                    .user = user,
+                                    .no_execute = no_execute,
+                                    .dirty = (*leaf & pt::bit(pt::Bit::Dirty)) != 0,
+                                    .global = (*leaf & pt::bit(pt::Bit::Global)) != 0};
+  return MmuResult{.ok = true, .pa = PhysAddr{(pfn << 12) | (va.value() & kPageMask)}, .fault = {}};
+}
+
+MmuResult Mmu::translate(VirtAddr va, AccessKind kind, Privilege priv) {
+  const auto it = tlb_.find(va.value() >> 12);
+  if (it == tlb_.end()) return walk(va, kind, priv);
+  const TlbEntry& t = it->second;
+  // The CPU may check rights against the cached entry without re-walking (SDM 4.10.2.2,
+  // 4.10.4.3): a stale, narrower entry faults, a stale wider one is honoured.
+  if (const std::uint32_t err = violation(t.writable, t.user, t.no_execute, kind, priv)) {
+    ++counters_.hits;
+    return fault(va, err);
+  }
+  if (kind == AccessKind::Write && !t.dirty) {
+    // First write through an entry cached with D = 0: the CPU must set D in the PTE in
+    // memory (SDM 4.8); modelled as a re-walk, which also sees any change made since.
+    ++counters_.dirty_assists;
+    tlb_.erase(it);
+    return walk(va, kind, priv);
+  }
+  ++counters_.hits;
+  return MmuResult{.ok = true, .pa = PhysAddr{(t.pfn << 12) | (va.value() & kPageMask)}, .fault = {}};
+}
+
+GuestAccess Mmu::access(std::uint32_t va, unsigned width, AccessKind kind, std::uint64_t value) {
+  if (width != 1 && width != 2 && width != 4 && width != 8) die("guest access width must be 1, 2, 4 or 8");
+  const std::uint64_t first = va;
+  const std::uint64_t last = first + width - 1;  // not wrapped: may be >= 2^32
+  const std::uint64_t pages[2] = {first & ~kPageMask, last & ~kPageMask};
+  const unsigned npages = pages[0] == pages[1] ? 1 : 2;
+  PageFault prev{};
+  unsigned same = 0;
+  for (;;) {
+    // x86 restarts the whole instruction after a fault: translate and check every page of
+    // the access, in address order, before any byte moves.
+    PhysAddr frame[2];
+    bool faulted = false;
+    PageFault f{};
+    for (unsigned i = 0; i < npages; ++i) {
+      const std::uint64_t start = i == 0 ? first : pages[1];  // first byte of the access in this page
+      if (start >= kGuestLimit) {
+        // Past the 32-bit guest space: a not-present fault at the first such byte.
+        ++counters_.page_faults;
+        f = PageFault{.cr2 = VirtAddr{start}, .error_code = access_bits(kind, Privilege::User)};
+        faulted = true;
+        break;
+      }
+      const MmuResult r = translate(VirtAddr{start}, kind, Privilege::User);
+      if (!r.ok) {
+        f = r.fault;
+        faulted = true;
+        break;
+      }
+      frame[i] = PhysAddr{r.pa.value() & ~kPageMask};
+    }
+    if (!faulted) {
+      std::uint64_t result = 0;
+      for (unsigned b = 0; b < width; ++b) {
+        const std::uint64_t a = first + b;
+        const unsigned i = (a & ~kPageMask) == pages[0] ? 0 : 1;
+        auto* byte = static_cast<std::uint8_t*>(env::phys_to_virt(frame[i] + (a & kPageMask)));
+        if (kind == AccessKind::Write)
+          *byte = static_cast<std::uint8_t>(value >> (8 * b));
+        else
+          result |= std::uint64_t{*byte} << (8 * b);
+      }
+      return GuestAccess{.status = AccessStatus::Ok, .value = result, .cr2 = {}, .error_code = 0};
+    }
+    same = (same > 0 && f.cr2 == prev.cr2 && f.error_code == prev.error_code) ? same + 1 : 1;
+    prev = f;
+    if (same >= kMaxSameFault)
+      return GuestAccess{.status = AccessStatus::FaultLoop, .value = 0, .cr2 = f.cr2, .error_code = f.error_code};
+    if (entry_ == nullptr || !entry_(entry_ctx_, f.cr2, f.error_code))
+      return GuestAccess{.status = AccessStatus::Fault, .value = 0, .cr2 = f.cr2, .error_code = f.error_code};
+  }
+}
+
+GuestAccess Mmu::load(std::uint32_t va, unsigned width) { return access(va, width, AccessKind::Read, 0); }
+GuestAccess Mmu::store(std::uint32_t va, unsigned width, std::uint64_t value) {
+  return access(va, width, AccessKind::Write, value);
+}
+GuestAccess Mmu::fetch(std::uint32_t va, unsigned width) { return access(va, width, AccessKind::Fetch, 0); }
 
 }  // namespace capmem::hostsim

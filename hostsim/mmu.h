@@ -1,11 +1,148 @@
-// Simulated MMU and TLB (see docs/architecture.md, "hostsim").
+// Simulated MMU and TLB for hosted builds (see docs/architecture.md, "hostsim").
+//
+// The Mmu walks the SAME page tables the core built (pt::PageTable), in simulated physical
+// memory (env::phys_to_virt), from a simulated CR3, with the architectural semantics of
+// x86-64 4-level paging under CR0.WP = 1, EFER.NXE = 1, CR4.PGE = 1, CR4.PCIDE = 0,
+// SMEP = SMAP = 0 (Intel SDM Vol. 3A 4.5 walk, 4.6 access rights, 4.7 page-fault error
+// code, 4.8 accessed/dirty, 4.10 TLB).
+//
+// The TLB caches final translations (page number -> frame + combined rights) and never
+// evicts on its own: the worst case for code that forgets an invalidation. An entry goes
+// away only through invlpg of its page, a CR3 load (non-global entries), flush_all(), or a
+// page fault on that page (SDM 4.10.4.1: a #PF invalidates the faulting address's entries).
+//
+// Used by the fault-path tests: PageTable::map_leaf / translate + Mmu::load/store with a
+// fault entry callback + counters().
 #pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
 
 #include "capmem/types.h"
 
 namespace capmem::hostsim {
 
-// invlpg on the simulated CPU that is current (no-op when none is active).
+// invlpg on the simulated CPU that is current (no-op when none is): env::tlb_invalidate_page.
 void current_mmu_invlpg(VirtAddr va);
+
+// Page-fault error code bits (Intel SDM Vol. 3A 4.7, Figure 4-12).
+namespace pf {
+inline constexpr std::uint32_t kPresent = 1u << 0;  // P: 1 = protection violation, 0 = not present
+inline constexpr std::uint32_t kWrite = 1u << 1;    // W/R: the access was a write
+inline constexpr std::uint32_t kUser = 1u << 2;     // U/S: the access was made at CPL 3
+inline constexpr std::uint32_t kRsvd = 1u << 3;     // RSVD: reserved bit set (not modelled)
+inline constexpr std::uint32_t kFetch = 1u << 4;    // I/D: instruction fetch (NXE = 1)
+}  // namespace pf
+
+enum class AccessKind : std::uint8_t { Read, Write, Fetch };
+enum class Privilege : std::uint8_t { Supervisor, User };
+
+struct PageFault {
+  VirtAddr cr2;              // the linear address that faulted (not rounded to the page)
+  std::uint32_t error_code;  // pf::k* bits
+};
+
+// One translation: ok with pa, or the page fault the CPU would raise.
+struct MmuResult {
+  bool ok;
+  PhysAddr pa;      // valid if ok (frame + page offset)
+  PageFault fault;  // valid if !ok
+};
+
+struct TlbCounters {
+  std::uint64_t hits = 0;                 // translations served from the TLB
+  std::uint64_t misses = 0;               // translations that walked the tables
+  std::uint64_t invalidations = 0;        // invlpg executed (whether or not the page was cached)
+  std::uint64_t flushes = 0;              // CR3 loads and flush_all()
+  std::uint64_t fault_invalidations = 0;  // entries dropped because their page faulted (SDM 4.10.4.1)
+  std::uint64_t dirty_assists = 0;        // writes through a cached entry with D = 0 (re-walk)
+  std::uint64_t page_faults = 0;          // page faults raised (each delivered or returned)
+};
+
+// The kernel's #PF entry as seen by a guest access: true = the handler fixed something,
+// re-execute the whole access (as the CPU re-executes the instruction); false = the access
+// ends with a guest page fault the caller sees.
+using FaultEntry = bool (*)(void* ctx, VirtAddr cr2, std::uint32_t error_code);
+
+enum class AccessStatus : std::uint8_t {
+  Ok,         // the access completed (value holds a loaded value)
+  Fault,      // a page fault the handler declined (or no handler): cr2 + error_code
+  FaultLoop,  // the same fault (cr2, error code) kMaxSameFault times in a row: the handler
+              // keeps answering "retry" without making progress
+};
+
+struct GuestAccess {
+  AccessStatus status;
+  std::uint64_t value;       // loaded value, little-endian (Ok loads/fetches)
+  VirtAddr cr2;              // Fault / FaultLoop
+  std::uint32_t error_code;  // Fault / FaultLoop
+};
+
+class Mmu {
+ public:
+  // Guest addresses are 32-bit (rule 4.1): any byte of a guest access at or past 2^32 is a
+  // not-present page fault at the first such byte (CR2 = 2^32), without a walk.
+  static constexpr std::uint64_t kGuestLimit = std::uint64_t{1} << 32;
+  static constexpr unsigned kMaxSameFault = 4;
+
+  Mmu() = default;
+  ~Mmu();
+  Mmu(const Mmu&) = delete;
+  Mmu& operator=(const Mmu&) = delete;
+
+  // env::tlb_invalidate_page (invlpg from the core) reaches the current Mmu.
+  void make_current();
+  static Mmu* current();
+  static void clear_current();
+
+  // mov cr3: new root (bits 51:12); flushes every non-global TLB entry (SDM 4.10.4.1).
+  void load_cr3(PhysAddr pml4);
+  [[nodiscard]] PhysAddr cr3() const { return cr3_; }
+  // invlpg: drops the page's entry, global or not (SDM 4.10.4.1).
+  void invlpg(VirtAddr va);
+  // Drops every entry including global ones (like toggling CR4.PGE).
+  void flush_all();
+
+  // Translate one linear address for one access, through the TLB, setting A/D like the
+  // CPU. A fault here only reports (and drops the TLB entry); it calls no handler.
+  MmuResult translate(VirtAddr va, AccessKind kind, Privilege priv);
+
+  // Ring-3 guest accesses of width 1, 2, 4 or 8 at guest address `va` (may straddle two
+  // pages; may run past 2^32). Every page of the access is translated and checked before
+  // any byte moves; on a fault the entry callback runs and the whole access restarts.
+  void set_fault_entry(FaultEntry fn, void* ctx) {
+    entry_ = fn;
+    entry_ctx_ = ctx;
+  }
+  GuestAccess load(std::uint32_t va, unsigned width);
+  GuestAccess store(std::uint32_t va, unsigned width, std::uint64_t value);
+  GuestAccess fetch(std::uint32_t va, unsigned width);  // instruction fetch (I/D checks)
+
+  [[nodiscard]] const TlbCounters& counters() const { return counters_; }
+  void reset_counters() { counters_ = TlbCounters{}; }
+  [[nodiscard]] std::size_t tlb_entries() const { return tlb_.size(); }
+  [[nodiscard]] bool tlb_cached(VirtAddr va) const { return tlb_.count(va.value() >> 12) != 0; }
+
+ private:
+  struct TlbEntry {
+    std::uint64_t pfn;  // frame of this 4 KiB page (large pages are cached per 4 KiB piece)
+    bool writable;      // AND of R/W over the walk
+    bool user;          // AND of U/S
+    bool no_execute;    // OR of XD
+    bool dirty;         // D was set when cached (or set since through this entry)
+    bool global;        // leaf G
+  };
+  MmuResult walk(VirtAddr va, AccessKind kind, Privilege priv);
+  static std::uint32_t violation(bool writable, bool user, bool no_execute, AccessKind kind, Privilege priv);
+  MmuResult fault(VirtAddr va, std::uint32_t error_code);
+  GuestAccess access(std::uint32_t va, unsigned width, AccessKind kind, std::uint64_t value);
+
+  PhysAddr cr3_{};
+  std::unordered_map<std::uint64_t, TlbEntry> tlb_;  // key: linear page number
+  TlbCounters counters_{};
+  FaultEntry entry_ = nullptr;
+  void* entry_ctx_ = nullptr;
+};
 
 }  // namespace capmem::hostsim

@@ -24,6 +24,7 @@ enum class Status : unsigned {
   MissingPage,       // rule 2.1: host read of a Missing page
   MissingInOverlay,  // rule 3.5: flush met a Missing overlay entry
   TooLarge,          // size over 4 GiB / 2^20 pages
+  SharedTable,       // a page-table change would write into a shared (linked, not owned) table
   // Wire decoding (rules 2.5 and 5.2); each names the rule it enforces (see status_rule()).
   DecodeEmptyBuffer,        // 2.5
   DecodeUnknownSelector,    // 2.5

@@ -22,6 +22,7 @@ constexpr StatusInfo info(Status s) {
     case Status::MissingPage: return {"page is Missing (known only by hash)", "2.1"};
     case Status::MissingInOverlay: return {"flush met a Missing overlay entry", "3.5"};
     case Status::TooLarge: return {"size over 4 GiB (2^20 pages)", "5.1"};
+    case Status::SharedTable: return {"page-table change would write into a shared (linked) table", ""};
     case Status::DecodeEmptyBuffer: return {"empty buffer where a page slot was expected", "2.5"};
     case Status::DecodeUnknownSelector: return {"unknown page slot selector", "2.5"};
     case Status::DecodeTrailingBytes: return {"trailing bytes after a page slot", "2.5"};
