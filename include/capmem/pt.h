@@ -317,22 +317,29 @@ class BasicPageTable {
   Result<Translation> translate(VirtAddr va) const {
     if (!va.canonical()) return Status::NotCanonical;
     CAPMEM_ASSERT(root_ != nullptr);
-    const Slot* t = root_slots_;
-    Rights r{.writable = true, .user = true, .executable = true};
-    std::uint64_t e = t[index_at(va, Level::Pml4)];
-    for (unsigned l = 4; l > 1; --l) {
-      if ((e & bit(Bit::Present)) == 0) return Status::NotMapped;
-      if (l < 4 && (e & bit(Bit::PageSize)) != 0) return Status::HugePageInWalk;
-      accumulate(r, e);
-      t = policy_.table_at(PhysAddr{e & kAddrMask});
-      e = t[index_at(va, static_cast<Level>(l - 1))];
-    }
+    // Unrolled walk; rights combine as AND of R/W, U/S and OR of XD (SDM 4.6.1).
+    constexpr std::uint64_t kP = bit(Bit::Present), kPS = bit(Bit::PageSize);
+    std::uint64_t e = root_slots_[index_at(va, Level::Pml4)];
+    if ((e & kP) == 0) return Status::NotMapped;
+    std::uint64_t all = e, any = e;
+    e = policy_.table_at(PhysAddr{e & kAddrMask})[index_at(va, Level::Pdpt)];
+    if ((e & (kP | kPS)) != kP) return (e & kP) == 0 ? Status::NotMapped : Status::HugePageInWalk;
+    all &= e;
+    any |= e;
+    e = policy_.table_at(PhysAddr{e & kAddrMask})[index_at(va, Level::Pd)];
+    if ((e & (kP | kPS)) != kP) return (e & kP) == 0 ? Status::NotMapped : Status::HugePageInWalk;
+    all &= e;
+    any |= e;
+    e = policy_.table_at(PhysAddr{e & kAddrMask})[index_at(va, Level::Pt)];
+    if ((e & kP) == 0) return Status::NotMapped;
+    all &= e;
+    any |= e;
     const Pte leaf{e};
-    if (!leaf.present()) return Status::NotMapped;
-    accumulate(r, e);
     return Translation{.pa = leaf.addr() + (va.value() & (PAGE_SIZE - 1)),
                        .flags = leaf.leaf_flags(),
-                       .effective = r,
+                       .effective = Rights{.writable = (all & bit(Bit::Writable)) != 0,
+                                           .user = (all & bit(Bit::User)) != 0,
+                                           .executable = (any & bit(Bit::NoExecute)) == 0},
                        .accessed = leaf.accessed(),
                        .dirty = leaf.dirty()};
   }
@@ -444,11 +451,6 @@ class BasicPageTable {
 
   static constexpr std::uint64_t path_bits(bool writable, bool user) {
     return bit(Bit::Present) | (writable ? bit(Bit::Writable) : 0) | (user ? bit(Bit::User) : 0);
-  }
-  static void accumulate(Rights& r, std::uint64_t e) {
-    r.writable = r.writable && (e & bit(Bit::Writable)) != 0;
-    r.user = r.user && (e & bit(Bit::User)) != 0;
-    r.executable = r.executable && (e & bit(Bit::NoExecute)) == 0;
   }
 
   // The PT for `va` if every entry above it is present, owned (no SharedLink), not PS and
