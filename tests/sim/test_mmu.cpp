@@ -10,6 +10,7 @@
 #include "capmem/frame.h"
 #include "capmem/pt.h"
 #include "hostsim/mmu.h"
+#include "hostsim/physmem.h"
 
 using namespace capmem;
 using hostsim::AccessKind;
@@ -373,4 +374,36 @@ TEST_F(Guest, InstructionFetchFromNoExecutePage) {
   auto ok = mmu.fetch(0x20000000, 1);
   ASSERT_EQ(ok.status, AccessStatus::Ok);
   EXPECT_EQ(ok.value, 0xc3u);
+}
+
+// hostsim physical memory beyond 4 GiB (sparse): a frame whose physical address needs more
+// than 32 bits is mapped by the core and reached through the simulated MMU.
+TEST(HostsimPhysmem, FrameAbove4GiBMappedAndAccessed) {
+  const std::uint64_t old_size = hostsim::ram_size();
+  hostsim::boot((4ull << 30) + (64ull << 20));  // sparse: only touched pages cost memory
+  std::vector<FrameDesc*> held;
+  FrameDesc* high = nullptr;
+  while (high == nullptr) {
+    FrameDesc* d = frames().alloc(FrameKind::Page);
+    ASSERT_NE(d, nullptr);
+    if (d->phys().value() >= (4ull << 30) + (16ull << 20))
+      high = d;
+    else
+      held.push_back(d);
+  }
+  {
+    auto t = pt::PageTable::create().release_value();
+    ASSERT_TRUE(t.map_leaf(VirtAddr{0x10000000}, high->phys(), {.writable = true, .user = true}).ok());
+    EXPECT_EQ(t.translate(VirtAddr{0x10000010})->pa.value(), high->phys().value() + 0x10);
+    Mmu mmu;
+    mmu.load_cr3(t.root());
+    ASSERT_EQ(mmu.store(0x10000010, 8, 0x0123456789abcdefull).status, AccessStatus::Ok);
+    std::uint64_t v;
+    std::memcpy(&v, static_cast<std::uint8_t*>(high->virt()) + 0x10, 8);
+    EXPECT_EQ(v, 0x0123456789abcdefull);
+  }
+  frames().free(high);
+  for (FrameDesc* d : held) frames().free(d);
+  hostsim::boot(old_size);
+  frames().set_poison(true);
 }
