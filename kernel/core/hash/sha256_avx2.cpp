@@ -58,17 +58,17 @@ inline __m256i bswap32_mask() {
   }
   transpose8(lo);
   transpose8(hi);
-  __m256i w[16];
+  __m256i w[1][16];
   for (int j = 0; j < 8; ++j) {
-    w[j] = _mm256_shuffle_epi8(lo[j], bs);
-    w[8 + j] = _mm256_shuffle_epi8(hi[j], bs);
+    w[0][j] = _mm256_shuffle_epi8(lo[j], bs);
+    w[0][8 + j] = _mm256_shuffle_epi8(hi[j], bs);
   }
-  __m256i s[8];
-  lanes::hash64<V256>(w, s);
-  transpose8(s);
+  __m256i s[1][8];
+  lanes::hash64<V256, 1>(w, s);
+  transpose8(s[0]);
   for (int i = 0; i < 8; ++i)
     if (static_cast<std::size_t>(i) < n)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * i), _mm256_shuffle_epi8(s[i], bs));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * i), _mm256_shuffle_epi8(s[0][i], bs));
 }
 
 }  // namespace

@@ -58,17 +58,18 @@ inline __m512i bswap32_mask() {
   }
 }
 
-// Hash messages [0, n) of the 16 at `in` (n <= 16; lanes >= n compute on zeros and are
-// not stored).
-[[gnu::always_inline]] inline void batch(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+// 16 messages -> w[j] = word j (big-endian) of each; rows >= n are zero.
+[[gnu::always_inline]] inline void load16(const std::uint8_t* in, std::size_t n, __m512i (&w)[16]) {
   const __m512i bs = bswap32_mask();
-  __m512i w[16];
   for (int i = 0; i < 16; ++i)
     w[i] = static_cast<std::size_t>(i) < n ? _mm512_shuffle_epi8(_mm512_loadu_si512(in + 64 * i), bs)
                                            : _mm512_setzero_si512();
   transpose16(w);
-  __m512i s[8];
-  lanes::hash64<V512>(w, s);
+}
+
+// s[j] = digest word j of 16 messages -> out (messages [0, n) only).
+[[gnu::always_inline]] inline void store16(__m512i (&s)[8], std::uint8_t* out, std::size_t n) {
+  const __m512i bs = bswap32_mask();
   for (int j = 0; j < 8; ++j) s[j] = _mm512_shuffle_epi8(s[j], bs);
   // 8 x 16 -> 16 x 8: u[k] (lane L) = words 0..3 of message 4L+k, u[4+k] = words 4..7.
   __m512i t[8], u[8];
@@ -97,12 +98,27 @@ inline __m512i bswap32_mask() {
   }
 }
 
+// Hash messages [0, n) of the 16 * NB at `in` (n <= 16 * NB; lanes >= n compute on zeros
+// and are not stored). All loads happen before any store (in-place levels).
+template <int NB>
+[[gnu::noinline]] void batch(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+  __m512i w[NB][16];
+  for (int k = 0; k < NB; ++k) {
+    const std::size_t nk = n > 16u * k ? n - 16u * k : 0;
+    load16(in + 64 * 16 * k, nk < 16 ? nk : 16, w[k]);
+  }
+  __m512i s[NB][8];
+  lanes::hash64<V512, NB>(w, s);
+  for (int k = 0; k < NB; ++k) {
+    const std::size_t nk = n > 16u * k ? n - 16u * k : 0;
+    store16(s[k], out + 32 * 16 * k, nk < 16 ? nk : 16);
+  }
+}
+
 }  // namespace
 
 void hash64_avx512(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 16 <= n; i += 16) batch(in + 64 * i, out + 32 * i, 16);
-  if (i < n) batch(in + 64 * i, out + 32 * i, n - i);
+  for (std::size_t i = 0; i < n; i += 16) batch<1>(in + 64 * i, out + 32 * i, n - i < 16 ? n - i : 16);
 }
 
 }  // namespace capmem::hash::detail

@@ -33,6 +33,12 @@ template <class V>
 // Round i (FIPS 180-4 section 6.2.2 step 3) on the state ring s[8]: slot (j - i) & 7 holds
 // working variable j (a = 0 ... h = 7), so no variable is moved: the new a lands in h's
 // slot and the new e in d's. `wk` = W[i] + K[i].
+//
+// Simple vector ops have multi-cycle latency on current cores, so the sums are ordered for
+// a short dependency chain rather than the fewest adds: everything that does not depend on
+// this round's e or a (h + WK, d + h + WK, Ch and Maj partial sums) is formed first, so
+//   e' = Sigma1(e) + (Ch(e,f,g) + (d + h + WK))      -> rotate, ternlog, add, add
+//   a' = Sigma0(a) + (Maj(a,b,c) + T1)
 template <class V, int I>
 [[gnu::always_inline]] inline void round(typename V::T (&s)[8], typename V::T wk) {
   using T = typename V::T;
@@ -44,44 +50,81 @@ template <class V, int I>
   T& f = s[(5 - I) & 7];
   T& g = s[(6 - I) & 7];
   T& h = s[(7 - I) & 7];
-  const T t1 = V::add(V::add(h, wk), V::add(big_sigma1<V>(e), V::ch(e, f, g)));
-  const T t2 = V::add(big_sigma0<V>(a), V::maj(a, b, c));
-  d = V::add(d, t1);
-  h = V::add(t1, t2);
+  const T hk = V::add(h, wk);
+  const T hkd = V::add(hk, d);
+  const T chv = V::ch(e, f, g);
+  const T s1 = big_sigma1<V>(e);
+  const T t1 = V::add(s1, V::add(chv, hk));
+  d = V::add(s1, V::add(chv, hkd));
+  h = V::add(big_sigma0<V>(a), V::add(V::maj(a, b, c), t1));
 }
 
-template <class V, int I>
-[[gnu::always_inline]] inline void rounds_msg_from(typename V::T (&s)[8], typename V::T (&w)[16]) {
-  if constexpr (I < 64) {
-    if constexpr (I >= 16) {
-      w[I & 15] = V::add(V::add(w[I & 15], small_sigma0<V>(w[(I + 1) & 15])),
-                         V::add(w[(I + 9) & 15], small_sigma1<V>(w[(I + 14) & 15])));
+// NB independent batches can advance round by round together, so one batch's dependency
+// chain overlaps the other's; with GCC 12 the extra register pressure costs more than it
+// gains (measured: NB = 2 is slower), so the kernels use NB = 1. The feed-forward state and
+// the constant tables are kept in memory (pointers laundered through an empty asm) so the
+// compiler neither spills the working state for them nor re-materializes every constant.
+template <class T>
+[[gnu::always_inline]] inline T* launder(T* p) {  // also: const tables stay in memory
+  asm("" : "+r"(p));
+  return p;
+}
+
+// Sixteen rounds, fully unrolled (the state ring and the 16-word schedule ring both come
+// back to the same slots after 16 rounds, so the same code serves rounds 16-31, 32-47 and
+// 48-63 in a loop; keeping the code small keeps it in the op cache). `k` points at the
+// sixteen K[i] (or, for the padding block, W[i] + K[i]) of this group.
+template <class V, int NB, int I, bool kSchedule>
+[[gnu::always_inline]] inline void rounds16_msg(typename V::T (&s)[NB][8], typename V::T (*w)[16], const std::uint32_t* k) {
+  if constexpr (I < 16) {
+    for (int b = 0; b < NB; ++b) {
+      typename V::T wi = w[b][I];
+      if constexpr (kSchedule) {
+        // W[i] = W[i-16] + sigma0(W[i-15]) + W[i-7] + sigma1(W[i-2])
+        wi = V::add(V::add(wi, small_sigma0<V>(w[b][(I + 1) & 15])),
+                    V::add(w[b][(I + 9) & 15], small_sigma1<V>(w[b][(I + 14) & 15])));
+        w[b][I] = wi;
+      }
+      round<V, I>(s[b], V::add(wi, V::set1(k[I])));
     }
-    round<V, I>(s, V::add(w[I & 15], V::set1(kK[I])));
-    rounds_msg_from<V, I + 1>(s, w);
+    rounds16_msg<V, NB, I + 1, kSchedule>(s, w, k);
   }
 }
 
-template <class V, int I>
-[[gnu::always_inline]] inline void rounds_pad_from(typename V::T (&s)[8]) {
-  if constexpr (I < 64) {
-    round<V, I>(s, V::set1(kPadWK[I]));
-    rounds_pad_from<V, I + 1>(s);
+template <class V, int NB, int I>
+[[gnu::always_inline]] inline void rounds16_const(typename V::T (&s)[NB][8], const std::uint32_t* wk) {
+  if constexpr (I < 16) {
+    for (int b = 0; b < NB; ++b) round<V, I>(s[b], V::set1(wk[I]));
+    rounds16_const<V, NB, I + 1>(s, wk);
   }
 }
 
-// w[j] = big-endian word j of every lane's message (consumed). out[j] = digest word j.
-template <class V>
-[[gnu::always_inline]] inline void hash64(typename V::T (&w)[16], typename V::T (&out)[8]) {
+// w[b][j] = big-endian word j of every lane's message in batch b.
+// out[b][j] = digest word j of batch b.
+template <class V, int NB>
+[[gnu::always_inline]] inline void hash64(const typename V::T (&w)[NB][16], typename V::T (&out)[NB][8]) {
   using T = typename V::T;
-  T s[8];
-  for (int j = 0; j < 8; ++j) s[j] = V::set1(kInit[j]);
-  rounds_msg_from<V, 0>(s, w);
-  T f[8];
-  for (int j = 0; j < 8; ++j) f[j] = s[j] = V::add(s[j], V::set1(kInit[j]));
+  alignas(64) T wbuf[NB][16];
+  alignas(64) T fbuf[NB][8];
+  T (*wm)[16] = wbuf;  // the compiler keeps what fits in registers
+  T (*fm)[8] = launder(fbuf);
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < 16; ++j) wm[b][j] = w[b][j];
+  T s[NB][8];
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < 8; ++j) s[b][j] = V::set1(kInit[j]);
+  const std::uint32_t* k = launder(kK);
+  rounds16_msg<V, NB, 0, false>(s, wm, k);
+#pragma GCC unroll 1
+  for (int base = 16; base < 64; base += 16) rounds16_msg<V, NB, 0, true>(s, wm, k + base);
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < 8; ++j) fm[b][j] = s[b][j] = V::add(s[b][j], V::set1(kInit[j]));
   // Second block: the constant padding of a 64-byte message; W+K precomputed (kPadWK).
-  rounds_pad_from<V, 0>(s);
-  for (int j = 0; j < 8; ++j) out[j] = V::add(s[j], f[j]);
+  const std::uint32_t* pwk = launder(kPadWK.data());
+#pragma GCC unroll 1
+  for (int base = 0; base < 64; base += 16) rounds16_const<V, NB, 0>(s, pwk + base);
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < 8; ++j) out[b][j] = V::add(s[b][j], fm[b][j]);
 }
 
 }  // namespace capmem::hash::detail::lanes
