@@ -1,0 +1,120 @@
+// The backing's persistent merkle tree of page roots (rules 3.2, 3.4; issue 7).
+//
+// Geometry: fixed, 2^20 leaves (every cap up to 4 GiB), fan-out 32, four node levels:
+//   level 3 (the root node)  covers pages [0, 2^20)   bottom items: level-2 node roots
+//   level 2                  covers 2^15 pages        bottom items: level-1 node roots
+//   level 1                  covers 2^10 pages        bottom items: leaf node roots
+//   level 0 (leaf)           covers 32 pages          bottom items: slot roots (rule 2.2)
+// A node at level t has 32 bottom items of merkle depth 5t and its own root is the root of
+// a depth-(5t+5) subtree of the SSZ binary tree. Each node caches all 31 internal hashes of
+// its 5-level binary subtree, so changing one bottom item rehashes 5 positions per node and
+// one page costs 4 x 5 = 20 node hashes.
+//
+// Sharing: nodes are refcounted and immutable once committed; a change path-copies the
+// nodes above it (Txn) and shares every untouched subtree. A null child is an all-Empty
+// subtree whose root is zero_hash(depth); all-Empty nodes are never stored (a Txn prunes
+// them), so the tree of a given slot array is unique.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "capmem/slot.h"
+#include "capmem/status.h"
+#include "capmem/types.h"
+
+namespace capmem::tree {
+
+inline constexpr unsigned kFanBits = 5;
+inline constexpr unsigned kFan = 1u << kFanBits;  // 32
+inline constexpr unsigned kLevels = 4;
+inline constexpr unsigned kDepth = kFanBits * kLevels;  // 20
+inline constexpr std::uint32_t kMaxPages = 1u << kDepth;
+
+struct Node {
+  // Invariants (committed node): refs >= 1 counts parents + backings + open Txns holding it;
+  // h[i-1] is heap position i of the node's binary subtree (1 = node root, 2..3 its
+  // children, ..., 16..31 the parents of the 32 bottom items); a committed node is never
+  // modified; fresh == 0.
+  std::atomic<std::uint32_t> refs;
+  std::uint8_t level;  // 0 = leaf (u.slots), 1..3 = internal (u.kids)
+  // --- scratch, meaningful only while fresh (created by the open Txn, refs == 1) ---
+  std::uint8_t fresh;
+  std::uint8_t index;   // position in the parent
+  std::uint8_t unused;
+  std::uint32_t dirty;  // bottom items changed since the node was copied
+  std::uint32_t unused2;
+  Node* parent;
+  Node* next;           // the Txn's list of fresh nodes of this level
+  Hash32 h[kFan - 1];
+  union U {
+    U() {}
+    ~U() {}
+    Slot slots[kFan];  // level 0: absolute page = base + i
+    Node* kids[kFan];  // level >= 1: nullptr = all-Empty subtree
+  } u;
+};
+// Layout: 32 bytes of header and scratch + 992 bytes of hashes + 256 bytes of items;
+// three per slab frame.
+static_assert(sizeof(Node) == 1280);
+
+// Shared, immutable, canonical backing (rule 3.2). Invariants: refs >= 1 counts DataCaps;
+// extent = 1 + index of the last non-Empty slot (0 if none) <= size / 4096; root is the
+// tree of the slot array (nullptr when all Empty); cap_root caches rule 3.4's root.
+struct Backing {
+  std::atomic<std::uint32_t> refs;
+  std::uint32_t extent;
+  std::uint64_t size;
+  Node* root;
+  Hash32 cap_root;
+};
+
+void node_ref(Node* n);
+void node_unref(Node* n);  // releases children / slots when the last reference goes
+
+// Root of a node at `level` (zero_hash of its depth when n is null).
+const Hash32& node_root(const Node* n, unsigned level);
+// The slot of `page`, or nullptr when it reads Empty. O(4), touches no refcount.
+const Slot* lookup(const Node* root, std::uint32_t page);
+// 1 + index of the last non-Empty slot, 0 for an empty tree. O(4 * 32).
+std::uint32_t extent(const Node* root);
+// Rule 3.4: merkleize(slot roots, limit = max(page_count, 1)): the leftmost subtree of
+// depth ceil(log2(limit)). O(4).
+Hash32 pages_root(const Node* root, std::uint32_t page_count);
+// Rule 3.4 cap root = node(uint64_root(size), pages_root).
+Hash32 cap_root(const Node* root, std::uint64_t size);
+
+// Backings (slab-allocated).
+Result<Backing*> backing_alloc();  // refs = 1, everything else zero
+// Fill in a fresh backing for tree `root` (ownership of one reference moves in).
+void backing_init(Backing* b, Node* root, std::uint64_t size);
+void backing_ref(Backing* b);
+void backing_unref(Backing* b);
+void backing_free_unused(Backing* b);  // a backing_alloc() result that was never initialized
+
+// Live counts (tests / docs).
+std::uint64_t live_nodes();
+std::uint64_t live_backings();
+
+// A batch of slot changes applied by path copying. set() may fail (OutOfFrames) and
+// leaves the base untouched; commit() cannot fail: it rehashes every changed position once,
+// level by level across all touched nodes (batched through hash::nodes), prunes nodes
+// that became all-Empty and returns the new root (one owned reference). Destroying an
+// uncommitted Txn releases every node it made.
+class Txn {
+ public:
+  // `base` stays owned by the caller; the Txn takes its own reference.
+  explicit Txn(Node* base);
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  ~Txn();
+
+  Result<void> set(std::uint32_t page, Slot s);
+  [[nodiscard]] Node* commit();
+
+ private:
+  Node* root_;
+  Node* fresh_[kLevels] = {};
+};
+
+}  // namespace capmem::tree

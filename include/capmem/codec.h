@@ -1,0 +1,48 @@
+// Wire codecs (SSZ): the page slot (rules 2.4, 2.5). The cap codec (section 5) is on
+// DataCap (datacap.h) and shares DecodeError and ByteSink.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "capmem/slot.h"
+#include "capmem/status.h"
+
+namespace capmem {
+
+// Why and where a decode failed: `status` is one of the Status::Decode* values (or
+// OutOfFrames), status_rule(status) names the rule; `offset` is the byte offset in the
+// input where the violation was found.
+struct DecodeError {
+  Status status;
+  std::uint64_t offset;
+};
+
+// Streaming output: called with consecutive chunks of the encoding; return anything but
+// Status::Ok to abort the encode with that status.
+using ByteSink = Status (*)(void* ctx, const std::uint8_t* data, std::size_t len);
+
+namespace codec {
+
+inline constexpr std::size_t kEmptyLen = 1;
+inline constexpr std::size_t kMissingLen = 33;
+inline constexpr std::size_t kLoadedLen = 1 + 32 + 4 + PAGE_SIZE;  // 4133
+inline constexpr std::uint32_t kPageBytesOffset = 36;               // rule 2.4
+
+// Rule 2.4 lengths: 1, 4133, 33.
+std::size_t slot_encoded_size(const Slot& s);
+// Writes slot_encoded_size(s) bytes. A Loaded page must be hashed (not an unhashed copy).
+void slot_encode(const Slot& s, std::uint8_t* out);
+// Rule 2.5. On failure returns the Decode* status and fills *err (if non-null) with it
+// and the offending offset (relative to `in`); nothing allocated survives the call.
+// A Loaded page lands in a fresh aligned frame after its hash was verified.
+Result<Slot> slot_decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr);
+
+// The structural part of slot_decode (no allocation, no hashing): checks selector,
+// lengths and offset. For Loaded, *page_bytes points at the 4096 payload bytes and
+// *hash at the claimed hash. Used by the cap decoder to verify hashes in batches.
+Status slot_parse(const std::uint8_t* in, std::size_t len, SlotKind* kind, const std::uint8_t** hash,
+                  const std::uint8_t** page_bytes, std::uint64_t* err_offset);
+
+}  // namespace codec
+}  // namespace capmem

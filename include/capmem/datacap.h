@@ -1,0 +1,121 @@
+// DataCap (section 3): an immutable, shared, canonical backing (a persistent merkle tree
+// of page slots, cap_tree.h) plus a copy-on-write overlay owned by the cap (cap_overlay.h).
+//
+// Value semantics: a DataCap owns one reference to its Backing and owns its Overlay.
+// It is move-only; copy() is the explicit, fallible O(1)-backing copy (rule 3.1).
+// Invariants:
+//   - backing_ != nullptr for every cap made by a factory (a moved-from cap is empty and
+//     only destructible/assignable);
+//   - every Loaded slot in the backing holds a hashed page whose bytes are not all zero,
+//     and slots at or past backing_->extent are Empty (rule 3.2);
+//   - overlay entries are at pages < page_count(); an overlay entry shadows the backing
+//     when it is Loaded or Missing (rule 3.3); an explicit Empty entry is inert (it neither
+//     shadows nor changes anything at flush, rule 3.5) but counts as an entry, so the cap
+//     has no root until a flush drops it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "capmem/cap_overlay.h"
+#include "capmem/cap_tree.h"
+#include "capmem/codec.h"
+#include "capmem/page.h"
+#include "capmem/slot.h"
+#include "capmem/status.h"
+
+namespace capmem {
+
+inline constexpr std::uint64_t kMaxCapSize = std::uint64_t{tree::kMaxPages} * PAGE_SIZE;  // 4 GiB
+
+class DataCap {
+ public:
+  DataCap() = default;
+  DataCap(DataCap&& o) noexcept;
+  DataCap& operator=(DataCap&& o) noexcept;
+  DataCap(const DataCap&) = delete;
+  DataCap& operator=(const DataCap&) = delete;
+  ~DataCap();
+
+  // --- Construction ------------------------------------------------------------------
+  // All Empty. size: a multiple of 4096 (InvalidArgument) and <= 4 GiB (TooLarge).
+  static Result<DataCap> create(std::uint64_t size);
+  // Rule 3.6: size = max(target, len) rounded up to a page, at least one page; all-zero
+  // pages are Empty. Pages are hashed in batches; the tree is built bottom up.
+  static Result<DataCap> from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target = 0);
+  // Rule 3.1: shares the backing (O(1)); the overlay entries are copied (the only part
+  // that can fail, OutOfFrames, and only if the overlay is non-empty).
+  [[nodiscard]] Result<DataCap> copy() const;
+
+  // --- Reads (rule 3.7) ----------------------------------------------------------------
+  [[nodiscard]] std::uint64_t size() const { return backing_->size; }
+  [[nodiscard]] std::uint32_t page_count() const { return static_cast<std::uint32_t>(backing_->size / PAGE_SIZE); }
+  // Length of the backing's trimmed slot array (rule 3.2).
+  [[nodiscard]] std::uint32_t extent() const { return backing_->extent; }
+  // The fault path's lookup: effective slot of `page` without touching a refcount. A page
+  // at or past page_count() reads Empty here (callers bound-check against size()).
+  [[nodiscard]] SlotView effective(std::uint32_t page) const;
+  // Effective slot of `page` as a counted value; OutOfExtent past page_count().
+  [[nodiscard]] Result<Slot> slot(std::uint32_t page) const;
+  // The page holding byte `offset`: Empty / Loaded (frame) / Missing; OutOfExtent past size.
+  [[nodiscard]] Result<SlotView> page_at(std::uint64_t offset) const;
+  // Copies the effective bytes [offset, offset + len) to out: zeros for Empty,
+  // MissingPage if any page in the range is Missing, OutOfExtent if the range passes
+  // size(). On failure nothing is written.
+  Result<void> read(std::uint64_t offset, std::uint8_t* out, std::size_t len) const;
+
+  // --- Overlay writes ------------------------------------------------------------------
+  // Loaded(page) into the overlay (hashed or unhashed page; all-zero sticks, rule 3.3).
+  Result<void> write_page(std::uint32_t page, PageRef p);
+  // Any slot into the overlay (Missing makes the next flush fail; Empty is inert).
+  Result<void> write_slot(std::uint32_t page, Slot s);
+  // Fault path (rule 4.4): prepare (may fail, overlay untouched) and publish (cannot fail;
+  // no flush may happen in between). OutOfExtent past page_count().
+  Result<OverlayReservation> reserve_overlay(std::uint32_t page);
+  void publish(OverlayReservation&& r, PageRef p);
+  [[nodiscard]] std::uint32_t overlay_count() const { return overlay_.count(); }
+
+  // --- Backing writes (each makes a new backing; the old one, maybe shared, is kept) ----
+  // Puts one page into the backing while constructing a cap (rule 3.7). An unhashed page
+  // is hashed in place if nobody else references it, InvalidArgument otherwise; an
+  // all-zero page becomes Empty. Costs 20 node hashes (use from_bytes / decode in bulk).
+  Result<void> put_page(std::uint32_t page, PageRef p);
+  // Places every effective page of `b` at page-aligned byte offset `offset` of this cap's
+  // backing, by reference (pages past this cap's size are dropped). b's unhashed overlay
+  // pages are copied and hashed (b keeps its own); all-zero pages become Empty.
+  // Misaligned / OutOfExtent (offset > size) / OutOfFrames; on failure nothing changes.
+  Result<void> place_shared(const DataCap& b, std::uint64_t offset);
+  // Rule 3.5. k dirty pages: k page hashes + O(k log n) node hashes. MissingInOverlay or
+  // OutOfFrames leave the cap unchanged (except that an unshared unhashed overlay page may
+  // have received its true hash, which changes no content and no root). An empty overlay
+  // makes no new backing.
+  Result<void> flush();
+
+  // Rule 3.4, O(1): OverlayNotEmpty while the overlay has entries.
+  [[nodiscard]] Result<Hash32> root() const;
+
+  // --- Wire format (section 5) ------------------------------------------------------------
+  // Flushed caps only (OverlayNotEmpty). MissingPage if the backing holds a Missing slot
+  // (5.2 forbids them on the wire); TooLarge if an offset would not fit in 32 bits.
+  [[nodiscard]] Result<std::uint64_t> encoded_size() const;
+  // Streams the encoding to `sink` in chunks (no buffer of the whole encoding).
+  Result<void> encode(ByteSink sink, void* ctx) const;
+  // Into a caller buffer of `cap` bytes (InvalidArgument if smaller than encoded_size()).
+  Result<void> encode(std::uint8_t* out, std::size_t cap) const;
+  // Every check of rules 2.5 and 5.2; Loaded hashes verified in batches. On failure the
+  // status is returned, *err (if non-null) names it with the byte offset, nothing leaks.
+  static Result<DataCap> decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr);
+
+  // Identity of the backing (tests: sharing, "flush of an empty overlay makes no backing").
+  [[nodiscard]] const void* backing_id() const { return backing_; }
+
+ private:
+  DataCap(tree::Backing* b, Overlay ov);
+  // Replace the backing with `txn`'s result (new_b from backing_alloc).
+  void install(tree::Backing* new_b, tree::Txn& txn);
+
+  tree::Backing* backing_ = nullptr;
+  Overlay overlay_;
+};
+
+}  // namespace capmem

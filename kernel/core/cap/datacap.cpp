@@ -1,0 +1,502 @@
+#include "capmem/datacap.h"
+
+#include "capmem/hash.h"
+#include "capmem/log.h"
+#include "capmem/mem.h"
+
+namespace capmem {
+
+namespace detail_cap {
+
+// Rule 1.2: the content hash of an all-zero page is the zero subtree of depth 7.
+inline bool zero_page_hash(const Hash32& h) { return h == hash::zero_hash(7); }
+
+// Pages that still need their rule 1.2 hash before they enter a Txn. Each page here is
+// referenced by nobody who could change it (a fresh copy, or an unshared unhashed copy).
+// Hashes go through hash::page_content_hashes in batches of kBatch.
+class PageBatch {
+ public:
+  static constexpr std::size_t kBatch = 16;
+  explicit PageBatch(tree::Txn& t) : txn_(t) {}
+  Status add(std::uint32_t page, PageRef p) {
+    pages_[n_] = static_cast<PageRef&&>(p);
+    index_[n_++] = page;
+    return n_ == kBatch ? drain() : Status::Ok;
+  }
+  Status drain() {
+    if (n_ == 0) return Status::Ok;
+    const std::uint8_t* ptrs[kBatch];
+    Hash32 out[kBatch];
+    for (std::size_t i = 0; i < n_; ++i) ptrs[i] = pages_[i].bytes();
+    hash::page_content_hashes(ptrs, out, n_);
+    Status st = Status::Ok;
+    for (std::size_t i = 0; i < n_; ++i) {
+      pages_[i].desc()->hash = out[i];
+      if (st == Status::Ok) st = txn_.set(index_[i], Slot::loaded(static_cast<PageRef&&>(pages_[i]))).status();
+      pages_[i].reset();
+    }
+    n_ = 0;
+    return st;
+  }
+
+ private:
+  tree::Txn& txn_;
+  PageRef pages_[kBatch];
+  std::uint32_t index_[kBatch] = {};
+  std::size_t n_ = 0;
+};
+
+// The backing slot for an effective slot that leaves its cap (flush, place_shared):
+// hashed pages are shared, all-zero pages become Empty, unhashed pages are hashed (in
+// place when `may_hash_in_place` and nobody else holds the frame, else as a fresh copy).
+Status settle(tree::Txn& txn, PageBatch& batch, std::uint32_t page, const Slot& s, bool may_hash_in_place) {
+  if (s.kind() != SlotKind::Loaded) return txn.set(page, s).status();
+  FrameDesc* f = s.frame();
+  if (!f->hash.is_zero()) return txn.set(page, zero_page_hash(f->hash) ? Slot{} : s).status();
+  if (mem::page_is_zero(f->virt())) return txn.set(page, Slot{}).status();
+  if (may_hash_in_place && f->refs.load(std::memory_order_acquire) == 1) return batch.add(page, s.page());
+  auto c = PageRef::unhashed_copy(static_cast<const std::uint8_t*>(f->virt()));
+  if (!c.ok()) return c.status();
+  return batch.add(page, c.release_value());
+}
+
+std::uint32_t get_u32(const std::uint8_t* p) {
+  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
+}
+std::uint64_t get_u64(const std::uint8_t* p) { return get_u32(p) | std::uint64_t{get_u32(p + 4)} << 32; }
+void put_u32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+void put_u64(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+
+}  // namespace detail_cap
+
+using namespace detail_cap;
+
+DataCap::DataCap(tree::Backing* b, Overlay ov) : backing_(b), overlay_(static_cast<Overlay&&>(ov)) {}
+
+DataCap::DataCap(DataCap&& o) noexcept
+    : backing_(std::exchange(o.backing_, nullptr)), overlay_(static_cast<Overlay&&>(o.overlay_)) {}
+
+DataCap& DataCap::operator=(DataCap&& o) noexcept {
+  if (this != &o) {
+    overlay_ = static_cast<Overlay&&>(o.overlay_);
+    if (backing_ != nullptr) tree::backing_unref(backing_);
+    backing_ = std::exchange(o.backing_, nullptr);
+  }
+  return *this;
+}
+
+DataCap::~DataCap() {
+  overlay_.clear();
+  if (backing_ != nullptr) tree::backing_unref(backing_);
+}
+
+void DataCap::install(tree::Backing* nb, tree::Txn& txn) {
+  tree::backing_init(nb, txn.commit(), backing_->size);
+  tree::backing_unref(backing_);
+  backing_ = nb;
+}
+
+// --- Construction -----------------------------------------------------------------------
+
+Result<DataCap> DataCap::create(std::uint64_t size) {
+  if (size % PAGE_SIZE != 0) return Status::InvalidArgument;
+  if (size > kMaxCapSize) return Status::TooLarge;
+  tree::Backing* b = TRY(tree::backing_alloc());
+  tree::backing_init(b, nullptr, size);
+  return DataCap(b, Overlay{});
+}
+
+Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target) {
+  if (len > kMaxCapSize || target > kMaxCapSize) return Status::TooLarge;
+  std::uint64_t size = target > len ? target : len;
+  size = (size + PAGE_SIZE - 1) & ~std::uint64_t{PAGE_SIZE - 1};
+  if (size == 0) size = PAGE_SIZE;
+  tree::Backing* nb = TRY(tree::backing_alloc());
+  tree::Txn txn(nullptr);
+  PageBatch batch(txn);
+  Status st = Status::Ok;
+  for (std::size_t off = 0; off < len && st == Status::Ok; off += PAGE_SIZE) {
+    const std::uint8_t* src = content + off;
+    const std::size_t n = len - off < PAGE_SIZE ? len - off : PAGE_SIZE;
+    const auto page = static_cast<std::uint32_t>(off / PAGE_SIZE);
+    if (n == PAGE_SIZE) {
+      if (mem::page_is_zero(src)) continue;
+      auto p = PageRef::unhashed_copy(src);
+      st = p.ok() ? batch.add(page, p.release_value()) : p.status();
+    } else {
+      bool zero = true;
+      for (std::size_t i = 0; i < n && zero; ++i) zero = src[i] == 0;
+      if (zero) continue;
+      auto p = PageRef::unhashed_copy(nullptr);
+      if (!p.ok()) {
+        st = p.status();
+        break;
+      }
+      __builtin_memcpy(p->mutable_bytes(), src, n);
+      st = batch.add(page, p.release_value());
+    }
+  }
+  if (st == Status::Ok) st = batch.drain();
+  if (st != Status::Ok) {
+    tree::backing_free_unused(nb);
+    return st;
+  }
+  tree::backing_init(nb, txn.commit(), size);
+  return DataCap(nb, Overlay{});
+}
+
+Result<DataCap> DataCap::copy() const {
+  Overlay ov = TRY(overlay_.clone());
+  tree::backing_ref(backing_);
+  return DataCap(backing_, static_cast<Overlay&&>(ov));
+}
+
+// --- Reads ------------------------------------------------------------------------------
+
+SlotView DataCap::effective(std::uint32_t page) const {
+  if (page < page_count()) {
+    if (overlay_.count() != 0) {
+      const Slot* o = overlay_.find(page);
+      if (o != nullptr && !o->empty()) return o->view();
+    }
+    const Slot* s = tree::lookup(backing_->root, page);
+    if (s != nullptr) return s->view();
+  }
+  return Slot{}.view();
+}
+
+Result<Slot> DataCap::slot(std::uint32_t page) const {
+  if (page >= page_count()) return Status::OutOfExtent;
+  const Slot* o = overlay_.find(page);
+  if (o != nullptr && !o->empty()) return Slot(*o);
+  const Slot* s = tree::lookup(backing_->root, page);
+  return s != nullptr ? Slot(*s) : Slot{};
+}
+
+Result<SlotView> DataCap::page_at(std::uint64_t offset) const {
+  if (offset >= size()) return Status::OutOfExtent;
+  return effective(static_cast<std::uint32_t>(offset / PAGE_SIZE));
+}
+
+Result<void> DataCap::read(std::uint64_t offset, std::uint8_t* out, std::size_t len) const {
+  if (offset > size() || len > size() - offset) return Status::OutOfExtent;
+  if (len == 0) return {};
+  const auto first = static_cast<std::uint32_t>(offset / PAGE_SIZE);
+  const auto last = static_cast<std::uint32_t>((offset + len - 1) / PAGE_SIZE);
+  for (std::uint32_t p = first; p <= last; ++p)
+    if (effective(p).kind == SlotKind::Missing) return Status::MissingPage;
+  std::size_t done = 0;
+  while (done < len) {
+    const std::uint64_t at = offset + done;
+    const std::size_t in_page = at % PAGE_SIZE;
+    std::size_t n = PAGE_SIZE - in_page;
+    if (n > len - done) n = len - done;
+    const SlotView v = effective(static_cast<std::uint32_t>(at / PAGE_SIZE));
+    if (v.kind == SlotKind::Loaded)
+      __builtin_memcpy(out + done, static_cast<const std::uint8_t*>(v.frame->virt()) + in_page, n);
+    else
+      __builtin_memset(out + done, 0, n);
+    done += n;
+  }
+  return {};
+}
+
+// --- Overlay writes ---------------------------------------------------------------------
+
+Result<void> DataCap::write_page(std::uint32_t page, PageRef p) {
+  CAPMEM_ASSERT(static_cast<bool>(p));
+  return write_slot(page, Slot::loaded(static_cast<PageRef&&>(p)));
+}
+
+Result<void> DataCap::write_slot(std::uint32_t page, Slot s) {
+  if (page >= page_count()) return Status::OutOfExtent;
+  return overlay_.put(page, static_cast<Slot&&>(s));
+}
+
+Result<OverlayReservation> DataCap::reserve_overlay(std::uint32_t page) {
+  if (page >= page_count()) return Status::OutOfExtent;
+  return overlay_.reserve(page);
+}
+
+void DataCap::publish(OverlayReservation&& r, PageRef p) {
+  CAPMEM_ASSERT(static_cast<bool>(p) && r.page() < page_count());
+  overlay_.publish(static_cast<OverlayReservation&&>(r), Slot::loaded(static_cast<PageRef&&>(p)));
+}
+
+// --- Backing writes ---------------------------------------------------------------------
+
+Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
+  CAPMEM_ASSERT(static_cast<bool>(p));
+  if (page >= page_count()) return Status::OutOfExtent;
+  Slot s;
+  if (p.unhashed()) {
+    if (!mem::page_is_zero(p.bytes())) {
+      if (p.ref_count() != 1) return Status::InvalidArgument;
+      p.seal();
+      s = Slot::loaded(static_cast<PageRef&&>(p));
+    }
+  } else if (!zero_page_hash(p.hash())) {
+    s = Slot::loaded(static_cast<PageRef&&>(p));
+  }
+  tree::Backing* nb = TRY(tree::backing_alloc());
+  tree::Txn txn(backing_->root);
+  if (auto r = txn.set(page, static_cast<Slot&&>(s)); !r.ok()) {
+    tree::backing_free_unused(nb);
+    return r.status();
+  }
+  install(nb, txn);
+  return {};
+}
+
+Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
+  if (offset % PAGE_SIZE != 0) return Status::Misaligned;
+  if (offset > size()) return Status::OutOfExtent;
+  const auto at = static_cast<std::uint32_t>(offset / PAGE_SIZE);
+  const std::uint32_t room = page_count() - at;
+  const std::uint32_t n = b.page_count() < room ? b.page_count() : room;
+  tree::Backing* nb = TRY(tree::backing_alloc());
+  Status st = Status::Ok;
+  {
+    tree::Txn txn(backing_->root);
+    PageBatch batch(txn);
+    const Slot empty;
+    for (std::uint32_t i = 0; i < n && st == Status::Ok; ++i) {
+      const Slot* o = b.overlay_.count() != 0 ? b.overlay_.find(i) : nullptr;
+      const Slot* s = o != nullptr && !o->empty() ? o : tree::lookup(b.backing_->root, i);
+      st = settle(txn, batch, at + i, s != nullptr ? *s : empty, false);
+    }
+    if (st == Status::Ok) st = batch.drain();
+    if (st == Status::Ok) install(nb, txn);
+  }
+  if (st != Status::Ok) tree::backing_free_unused(nb);
+  return st;
+}
+
+Result<void> DataCap::flush() {
+  if (overlay_.count() == 0) return {};
+  Status st = overlay_.for_each([](std::uint32_t, const Slot& s) {
+    return s.kind() == SlotKind::Missing ? Status::MissingInOverlay : Status::Ok;
+  });
+  if (st != Status::Ok) return st;
+  tree::Backing* nb = TRY(tree::backing_alloc());
+  {
+    tree::Txn txn(backing_->root);
+    PageBatch batch(txn);
+    st = overlay_.for_each([&](std::uint32_t page, const Slot& s) {
+      if (s.empty()) return Status::Ok;  // inert (rule 3.5)
+      return settle(txn, batch, page, s, true);
+    });
+    if (st == Status::Ok) st = batch.drain();
+    if (st == Status::Ok) install(nb, txn);
+  }
+  if (st != Status::Ok) {
+    tree::backing_free_unused(nb);
+    return st;
+  }
+  overlay_.clear();
+  return {};
+}
+
+Result<Hash32> DataCap::root() const {
+  if (overlay_.count() != 0) return Status::OverlayNotEmpty;
+  return backing_->cap_root;
+}
+
+// --- Wire format ------------------------------------------------------------------------
+
+namespace {
+class Writer {
+ public:
+  Writer(ByteSink sink, void* ctx) : sink_(sink), ctx_(ctx) {}
+  void put(const void* p, std::size_t n) {
+    if (st_ != Status::Ok) return;
+    if (n > sizeof(buf_) / 2) {
+      flush();
+      if (st_ == Status::Ok) st_ = sink_(ctx_, static_cast<const std::uint8_t*>(p), n);
+      return;
+    }
+    if (n_ + n > sizeof(buf_)) flush();
+    __builtin_memcpy(buf_ + n_, p, n);
+    n_ += n;
+  }
+  Status finish() {
+    flush();
+    return st_;
+  }
+
+ private:
+  void flush() {
+    if (st_ == Status::Ok && n_ != 0) st_ = sink_(ctx_, buf_, n_);
+    n_ = 0;
+  }
+  ByteSink sink_;
+  void* ctx_;
+  std::uint8_t buf_[1024];
+  std::size_t n_ = 0;
+  Status st_ = Status::Ok;
+};
+
+struct MemSink {
+  std::uint8_t* out;
+  std::size_t cap;
+  std::size_t n;
+};
+Status mem_sink(void* ctx, const std::uint8_t* data, std::size_t len) {
+  auto* m = static_cast<MemSink*>(ctx);
+  if (len > m->cap - m->n) return Status::InvalidArgument;
+  __builtin_memcpy(m->out + m->n, data, len);
+  m->n += len;
+  return Status::Ok;
+}
+}  // namespace
+
+Result<std::uint64_t> DataCap::encoded_size() const {
+  if (overlay_.count() != 0) return Status::OverlayNotEmpty;
+  const std::uint32_t n = backing_->extent;
+  std::uint64_t list = std::uint64_t{4} * n;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (list > 0xffffffffull) return Status::TooLarge;  // slot i's offset must fit a u32
+    const Slot* s = tree::lookup(backing_->root, i);
+    if (s != nullptr && s->kind() == SlotKind::Missing) return Status::MissingPage;
+    list += s != nullptr ? codec::slot_encoded_size(*s) : codec::kEmptyLen;
+  }
+  return 12 + list;
+}
+
+Result<void> DataCap::encode(ByteSink sink, void* ctx) const {
+  TRY(encoded_size());  // checks overlay, Missing slots and offset range
+  const std::uint32_t n = backing_->extent;
+  Writer w(sink, ctx);
+  std::uint8_t hdr[12];
+  put_u64(hdr, backing_->size);
+  put_u32(hdr + 8, 12);
+  w.put(hdr, sizeof hdr);
+  std::uint64_t off = std::uint64_t{4} * n;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::uint8_t b[4];
+    put_u32(b, static_cast<std::uint32_t>(off));
+    w.put(b, 4);
+    const Slot* s = tree::lookup(backing_->root, i);
+    off += s != nullptr ? codec::slot_encoded_size(*s) : codec::kEmptyLen;
+  }
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const Slot* s = tree::lookup(backing_->root, i);
+    if (s == nullptr) {
+      const std::uint8_t z = 0;
+      w.put(&z, 1);
+      continue;
+    }
+    std::uint8_t head[37];
+    head[0] = static_cast<std::uint8_t>(SlotKind::Loaded);
+    __builtin_memcpy(head + 1, s->root().b.data(), 32);
+    put_u32(head + 33, codec::kPageBytesOffset);
+    w.put(head, sizeof head);
+    w.put(s->frame()->virt(), PAGE_SIZE);
+  }
+  return w.finish();
+}
+
+Result<void> DataCap::encode(std::uint8_t* out, std::size_t cap) const {
+  const std::uint64_t need = TRY(encoded_size());
+  if (cap < need) return Status::InvalidArgument;
+  MemSink m{.out = out, .cap = cap, .n = 0};
+  return encode(mem_sink, &m);
+}
+
+Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeError* err) {
+  auto fail = [err](Status s, std::uint64_t at) {
+    if (err != nullptr) *err = DecodeError{.status = s, .offset = at};
+    return s;
+  };
+  if (len == 0) return fail(Status::DecodeEmptyBuffer, 0);
+  if (len < 12) return fail(Status::DecodeMissingBytes, len);
+  const std::uint64_t size = get_u64(in);
+  if (size % PAGE_SIZE != 0 || size > kMaxCapSize) return fail(Status::DecodeBadSize, 0);
+  if (get_u32(in + 8) != 12) return fail(Status::DecodeBadFirstOffset, 8);
+  const std::uint8_t* list = in + 12;
+  const std::size_t L = len - 12;
+  std::uint64_t count = 0;
+  if (L != 0) {
+    if (L < 4) return fail(Status::DecodeBadListLength, 12);
+    const std::uint32_t o0 = get_u32(list);
+    if (o0 == 0 || o0 % 4 != 0 || o0 > L) return fail(Status::DecodeBadOffsetTable, 12);
+    count = o0 / 4;
+  }
+  if (count > size / PAGE_SIZE) return fail(Status::DecodeTooManySlots, 12);
+  // Slot i spans [start, end) of the list.
+  auto bounds = [&](std::uint64_t i, std::uint64_t* start, std::uint64_t* end) {
+    *start = get_u32(list + 4 * i);
+    *end = i + 1 < count ? get_u32(list + 4 * (i + 1)) : L;
+  };
+
+  // Pass 1: structure and canonical form; no allocation, no hashing.
+  for (std::uint64_t i = 0; i < count; ++i) {
+    std::uint64_t start = 0;
+    std::uint64_t end = 0;
+    bounds(i, &start, &end);
+    if (i + 1 < count) {
+      if (end < start) return fail(Status::DecodeBadOffsetTable, 12 + 4 * (i + 1));
+      if (end > L) return fail(Status::DecodeBadOffsetTable, 12 + 4 * (i + 1));
+    }
+    SlotKind kind{};
+    const std::uint8_t* h = nullptr;
+    const std::uint8_t* bytes = nullptr;
+    std::uint64_t rel = 0;
+    const Status st = codec::slot_parse(list + start, end - start, &kind, &h, &bytes, &rel);
+    if (st != Status::Ok) return fail(st, 12 + start + rel);
+    if (kind == SlotKind::Missing) return fail(Status::DecodeMissingSlot, 12 + start);
+    if (kind == SlotKind::Empty && i + 1 == count) return fail(Status::DecodeTrailingEmpty, 12 + start);
+    if (kind == SlotKind::Loaded && mem::page_is_zero(bytes)) return fail(Status::DecodeZeroLoaded, 12 + start + 37);
+  }
+
+  // Pass 2: verify hashes in batches, copy pages into fresh frames, build the tree.
+  auto nb_r = tree::backing_alloc();
+  if (!nb_r.ok()) return fail(nb_r.status(), 0);
+  tree::Backing* nb = nb_r.value();
+  Status st = Status::Ok;
+  {
+    tree::Txn txn(nullptr);
+    constexpr std::size_t kBatch = 16;
+    const std::uint8_t* ptrs[kBatch];
+    Hash32 got[kBatch];
+    std::uint64_t starts[kBatch];
+    std::uint32_t pages[kBatch];
+    std::size_t n = 0;
+    auto drain = [&]() -> Status {
+      hash::page_content_hashes(ptrs, got, n);
+      for (std::size_t j = 0; j < n; ++j) {
+        if (__builtin_memcmp(got[j].b.data(), list + starts[j] + 1, 32) != 0)
+          return fail(Status::DecodeForgedHash, 12 + starts[j] + 1);
+        auto p = PageRef::from_verified(ptrs[j], got[j]);
+        if (!p.ok()) return fail(p.status(), 12 + starts[j]);
+        const Status s = txn.set(pages[j], Slot::loaded(p.release_value())).status();
+        if (s != Status::Ok) return fail(s, 12 + starts[j]);
+      }
+      n = 0;
+      return Status::Ok;
+    };
+    for (std::uint64_t i = 0; i < count && st == Status::Ok; ++i) {
+      std::uint64_t start = 0;
+      std::uint64_t end = 0;
+      bounds(i, &start, &end);
+      if (list[start] != static_cast<std::uint8_t>(SlotKind::Loaded)) continue;
+      ptrs[n] = list + start + 37;
+      starts[n] = start;
+      pages[n++] = static_cast<std::uint32_t>(i);
+      if (n == kBatch) st = drain();
+    }
+    if (st == Status::Ok && n != 0) st = drain();
+    if (st == Status::Ok) tree::backing_init(nb, txn.commit(), size);
+  }
+  if (st != Status::Ok) {
+    tree::backing_free_unused(nb);
+    return st;
+  }
+  return DataCap(nb, Overlay{});
+}
+
+}  // namespace capmem

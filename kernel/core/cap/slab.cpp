@@ -1,0 +1,87 @@
+#include "capmem/slab.h"
+
+#include "capmem/log.h"
+
+namespace capmem {
+
+void Slab::lock() {
+  while (lock_.exchange(true, std::memory_order_acquire)) {
+    while (lock_.load(std::memory_order_relaxed)) __builtin_ia32_pause();
+  }
+}
+void Slab::unlock() { lock_.store(false, std::memory_order_release); }
+
+void Slab::unlink(FrameHdr* h) {
+  if (h->prev != nullptr) h->prev->next = h->next;
+  else partial_ = h->next;
+  if (h->next != nullptr) h->next->prev = h->prev;
+  h->prev = h->next = nullptr;
+}
+
+void Slab::push(FrameHdr* h) {
+  h->prev = nullptr;
+  h->next = partial_;
+  if (partial_ != nullptr) partial_->prev = h;
+  partial_ = h;
+}
+
+void* Slab::alloc() {
+  CAPMEM_ASSERT(size_ <= kMaxObject);
+  lock();
+  if (partial_ == nullptr) {
+    unlock();
+    FrameDesc* d = frames().alloc(FrameKind::Slab);
+    if (d == nullptr) return nullptr;
+    auto* base = static_cast<std::uint8_t*>(d->virt());
+    auto* h = reinterpret_cast<FrameHdr*>(base);
+    *h = FrameHdr{.prev = nullptr, .next = nullptr, .free_list = nullptr, .in_use = 0, .unused = 0,
+                  .owner = this, .desc = d};
+    // Thread the objects in address order.
+    void** link = &h->free_list;
+    for (std::size_t i = 0; i < per_frame(); ++i) {
+      void* obj = base + kHeader + i * size_;
+      *link = obj;
+      link = static_cast<void**>(obj);
+    }
+    *link = nullptr;
+    lock();
+    push(h);
+    ++frames_;
+  }
+  FrameHdr* h = partial_;
+  void* obj = h->free_list;
+  h->free_list = *static_cast<void**>(obj);
+  ++h->in_use;
+  ++objects_;
+  if (h->free_list == nullptr) unlink(h);
+  unlock();
+  __builtin_memset(obj, 0, size_);
+  return obj;
+}
+
+void Slab::free(void* p) {
+  CAPMEM_ASSERT(p != nullptr);
+  auto* h = reinterpret_cast<FrameHdr*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{PAGE_SIZE - 1});
+  if (h->owner != this || h->in_use == 0) env::panic("Slab::free: pointer not from this slab");
+  lock();
+  const bool was_full = h->free_list == nullptr;
+  *static_cast<void**>(p) = h->free_list;
+  h->free_list = p;
+  --h->in_use;
+  --objects_;
+  FrameDesc* release = nullptr;
+  if (h->in_use == 0) {
+    if (!was_full) unlink(h);
+    --frames_;
+    release = h->desc;
+  } else if (was_full) {
+    push(h);
+  }
+  unlock();
+  if (release != nullptr) {
+    h->owner = nullptr;
+    frames().free(release);
+  }
+}
+
+}  // namespace capmem
