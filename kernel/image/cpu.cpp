@@ -1,0 +1,181 @@
+// CPU set-up at boot: our own GDT and TSS, the IDT, and the FPU/SSE/AVX state the hashing
+// code's SIMD paths need.
+#include <cstddef>
+#include <cstdint>
+
+#include "arch.h"
+#include "capmem/log.h"
+#include "kernel.h"
+#include "trap.h"
+
+extern "C" const std::uint64_t isr_table[33];
+
+namespace capmem::kernel {
+namespace {
+
+// --- GDT (SDM Vol. 3A 3.4.5 "Segment Descriptors", 5.2.1 "Code-Segment Descriptor in
+// 64-bit Mode"): in 64-bit mode base/limit are ignored for CS/DS/ES/SS; what matters is
+// P, DPL, S, the type and, for code, L=1/D=0. The order kernel CS, kernel DS, user DS,
+// user CS is the one SYSCALL/SYSRET would need, should the kernel ever use them.
+//   0x00 null | 0x08 kernel code | 0x10 kernel data | 0x18 user data | 0x20 user code
+//   0x28 TSS (16-byte system descriptor, SDM Vol. 3A 8.2.3 "TSS Descriptor in 64-bit mode")
+constexpr std::uint64_t kGdtKernelCode = 0x00af9a000000ffffull;  // P, DPL0, code exec/read, L
+constexpr std::uint64_t kGdtKernelData = 0x00cf92000000ffffull;  // P, DPL0, data read/write
+constexpr std::uint64_t kGdtUserData = 0x00cff2000000ffffull;    // P, DPL3, data read/write
+constexpr std::uint64_t kGdtUserCode = 0x00affa000000ffffull;    // P, DPL3, code exec/read, L
+
+// 64-bit TSS (SDM Vol. 3A 8.7 "Task Management in 64-bit Mode", Figure 8-11). Only the
+// stack pointers matter: RSP0 is loaded on every trap from ring 3, IST1 on the vectors
+// that must not trust the current stack.
+struct [[gnu::packed]] Tss {
+  std::uint32_t reserved0;
+  std::uint64_t rsp[3];
+  std::uint64_t reserved1;
+  std::uint64_t ist[7];
+  std::uint64_t reserved2;
+  std::uint16_t reserved3;
+  std::uint16_t iomap_base;  // >= limit: no I/O permission bitmap, ring 3 has no port access
+};
+static_assert(sizeof(Tss) == 104);
+
+struct [[gnu::packed]] DescriptorPointer {
+  std::uint16_t limit;
+  std::uint64_t base;
+};
+
+// IDT gate (SDM Vol. 3A 6.14.1 "64-Bit Mode IDT", Figure 6-8).
+struct IdtGate {
+  std::uint16_t offset_lo;
+  std::uint16_t selector;
+  std::uint8_t ist;       // bits 2:0
+  std::uint8_t type_attr;  // P | DPL << 5 | type (0xE = 64-bit interrupt gate: IF cleared)
+  std::uint16_t offset_mid;
+  std::uint32_t offset_hi;
+  std::uint32_t reserved;
+};
+static_assert(sizeof(IdtGate) == 16);
+
+// Stacks. Traps from ring 3 land on the RSP0 stack; #DF, NMI and #MC always switch to IST1
+// so a kernel stack overflow still prints a dump instead of triple-faulting.
+alignas(16) std::uint8_t g_rsp0_stack[32 * 1024];
+alignas(16) std::uint8_t g_ist1_stack[16 * 1024];
+
+alignas(16) std::uint64_t g_gdt[7];
+Tss g_tss;
+alignas(16) IdtGate g_idt[256];
+CpuFeatures g_features;
+
+IdtGate gate(std::uint64_t handler, unsigned dpl, unsigned ist) {
+  return IdtGate{.offset_lo = static_cast<std::uint16_t>(handler),
+                 .selector = kKernelCs,
+                 .ist = static_cast<std::uint8_t>(ist),
+                 .type_attr = static_cast<std::uint8_t>(0x80 | (dpl << 5) | 0xe),
+                 .offset_mid = static_cast<std::uint16_t>(handler >> 16),
+                 .offset_hi = static_cast<std::uint32_t>(handler >> 32),
+                 .reserved = 0};
+}
+
+void gdt_tss_init() {
+  g_tss = Tss{};
+  g_tss.rsp[0] = reinterpret_cast<std::uint64_t>(g_rsp0_stack + sizeof g_rsp0_stack);
+  g_tss.ist[0] = reinterpret_cast<std::uint64_t>(g_ist1_stack + sizeof g_ist1_stack);
+  g_tss.iomap_base = sizeof(Tss);
+
+  const auto tss = reinterpret_cast<std::uint64_t>(&g_tss);
+  const std::uint64_t limit = sizeof(Tss) - 1;
+  g_gdt[0] = 0;
+  g_gdt[1] = kGdtKernelCode;
+  g_gdt[2] = kGdtKernelData;
+  g_gdt[3] = kGdtUserData;
+  g_gdt[4] = kGdtUserCode;
+  // Type 0x9 = available 64-bit TSS, P=1, DPL 0.
+  g_gdt[5] = (limit & 0xffff) | ((tss & 0xffffff) << 16) | (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
+             (((tss >> 24) & 0xff) << 56);
+  g_gdt[6] = tss >> 32;
+
+  const DescriptorPointer gdtr{.limit = sizeof g_gdt - 1, .base = reinterpret_cast<std::uint64_t>(g_gdt)};
+  asm volatile("lgdt %0" : : "m"(gdtr));
+  // Reload CS with a far return, then the data segments, then the task register.
+  asm volatile(
+      "pushq %[cs]\n\t"
+      "leaq 1f(%%rip), %%rax\n\t"
+      "pushq %%rax\n\t"
+      "lretq\n"
+      "1:\n\t"
+      "movl %[ds], %%eax\n\t"
+      "movl %%eax, %%ds\n\t"
+      "movl %%eax, %%es\n\t"
+      "movl %%eax, %%ss\n\t"
+      "xorl %%eax, %%eax\n\t"
+      "movl %%eax, %%fs\n\t"
+      "movl %%eax, %%gs\n\t"
+      :
+      : [cs] "i"(kKernelCs), [ds] "i"(kKernelDs)
+      : "rax", "memory");
+  asm volatile("ltr %w0" : : "r"(kTss));
+}
+
+void idt_init() {
+  for (unsigned v = 0; v < 32; ++v) {
+    const unsigned ist = (v == 2 || v == 8 || v == 18) ? 1 : 0;  // NMI, #DF, #MC
+    g_idt[v] = gate(isr_table[v], 0, ist);
+  }
+  // The exit gate: DPL 3 so `int 0x81` is allowed at CPL 3 (SDM Vol. 3A 6.12.1.1); every
+  // other gate is DPL 0, so a ring-3 `int n` on it raises #GP instead.
+  g_idt[kVectorExitGate] = gate(isr_table[32], 3, 0);
+  const DescriptorPointer idtr{.limit = sizeof g_idt - 1, .base = reinterpret_cast<std::uint64_t>(g_idt)};
+  asm volatile("lidt %0" : : "m"(idtr));
+}
+
+// FPU, SSE and AVX state (SDM Vol. 3A 13.1.3 "Initialization of the SSE Extensions";
+// Vol. 1 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled Features"):
+//   CR0.MP=1, CR0.EM=0 (no x87 emulation: SSE instructions would #UD), CR0.TS=0 (no lazy
+//   #NM trap), CR0.NE=1 (native x87 errors);
+//   CR4.OSFXSR=1 (SSE instructions and FXSAVE), CR4.OSXMMEXCPT=1 (SIMD FP exceptions as #XM);
+//   if CPUID.1:ECX.XSAVE[26]: CR4.OSXSAVE=1 and XCR0 = x87|SSE, plus AVX (bit 2) when
+//   CPUID.1:ECX.AVX[28], plus opmask|ZMM_Hi256|Hi16_ZMM (bits 7:5) when CPUID.7.0:EBX
+//   .AVX512F[16] and CPUID.(0DH,0):EAX reports all three (XCR0 rules: bits 7:5 are set
+//   together and only with bit 2; Vol. 1 13.3). The SHA extensions need nothing beyond SSE.
+void fpu_init() {
+  using namespace arch;
+  const Cpuid l1 = cpuid(1);
+  const std::uint32_t max_leaf = cpuid(0).a;
+  const Cpuid l7 = max_leaf >= 7 ? cpuid(7, 0) : Cpuid{};
+  const Cpuid e1 = cpuid(0x80000001);
+
+  write_cr0((read_cr0() | CR0_MP | CR0_NE) & ~(CR0_EM | CR0_TS));
+  std::uint64_t cr4 = read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT;
+  g_features.xsave = ((l1.c >> 26) & 1) != 0;
+  if (g_features.xsave) cr4 |= CR4_OSXSAVE;
+  write_cr4(cr4);
+
+  if (g_features.xsave) {
+    const Cpuid d = cpuid(0xd, 0);
+    const std::uint64_t supported = (std::uint64_t{d.d} << 32) | d.a;
+    std::uint64_t xcr0 = 0x3;  // x87 | SSE
+    if (((l1.c >> 28) & 1) && (supported & 0x4)) xcr0 |= 0x4;
+    if ((xcr0 & 0x4) && ((l7.b >> 16) & 1) && (supported & 0xe0) == 0xe0) xcr0 |= 0xe0;
+    xsetbv(0, xcr0);
+    g_features.xcr0 = xgetbv(0);
+  }
+  g_features.avx = (g_features.xcr0 & 0x6) == 0x6;
+  g_features.avx512 = (g_features.xcr0 & 0xe6) == 0xe6;
+  g_features.nx = ((e1.d >> 20) & 1) != 0 && (rdmsr(MSR_EFER) & EFER_NXE) != 0;
+  g_features.page1gb = ((e1.d >> 26) & 1) != 0;
+
+  asm volatile("fninit");
+  const std::uint32_t mxcsr = 0x1f80;  // all SIMD FP exceptions masked, round to nearest
+  asm volatile("ldmxcsr %0" : : "m"(mxcsr));
+}
+
+}  // namespace
+
+void cpu_init() {
+  gdt_tss_init();
+  idt_init();
+  fpu_init();
+}
+
+const CpuFeatures& cpu_features() { return g_features; }
+
+}  // namespace capmem::kernel

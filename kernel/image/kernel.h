@@ -1,0 +1,93 @@
+// The kernel image's internal interfaces: memory layout, boot hand-off, CPU set-up,
+// console and exit. See docs/boot.md for the boot protocol and the layout.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "capmem/types.h"
+
+namespace capmem::kernel {
+
+// --- Virtual memory layout (4-level paging, 48-bit canonical addresses) -------------------
+//   PML4 slot 0    [0, 512 GiB)                        guest memory of the current run (4.1);
+//                                                      empty in the boot page table
+//   PML4 slot 1    [512 GiB, 1 TiB)                    kernel-owned per-run pages (4.1)
+//   PML4 slot 256  0xffff800000000000 + pa             direct map of RAM (2 MiB pages;
+//                                                      1 GiB pages above 4 GiB)
+//   PML4 slot 511  0xffffffff80000000 + pa, pa < 1 GiB the kernel image (-mcmodel=kernel)
+// Slots 256..511 are the kernel half: built once by boot.S, linked into every per-run PML4.
+inline constexpr std::uint64_t kDirectMapBase = 0xffff800000000000ull;
+inline constexpr std::uint64_t kDirectMapSpan = 512ull << 30;  // one PML4 slot
+inline constexpr std::uint64_t kKernelVma = 0xffffffff80000000ull;
+inline constexpr std::uint64_t kKernelMapSpan = 1ull << 30;  // PDPT slot 510 -> boot_pd[0]
+inline constexpr unsigned kKernelHalfFirstSlot = 256;
+
+// --- Boot hand-off (boot.S) ------------------------------------------------------------
+// Page tables built by boot.S in .bss (physical = virtual - kKernelVma).
+extern "C" std::uint64_t boot_pml4[512];
+extern "C" std::uint64_t boot_pdpt_dm[512];  // PML4[256]: direct map, 1 GiB per entry
+// Linker-script symbols (linker/kernel.ld): the image's physical extent.
+extern "C" char __kernel_phys_start[], __kernel_phys_end[];
+extern "C" char __ktests_start[], __ktests_end[];
+
+// PVH start of day (xen/include/public/arch-x86/hvm/start_info.h, version >= 1).
+struct HvmStartInfo {
+  std::uint32_t magic;  // 0x336ec578
+  std::uint32_t version;
+  std::uint32_t flags;
+  std::uint32_t nr_modules;
+  std::uint64_t modlist_paddr;
+  std::uint64_t cmdline_paddr;
+  std::uint64_t rsdp_paddr;
+  std::uint64_t memmap_paddr;  // version >= 1
+  std::uint32_t memmap_entries;
+  std::uint32_t reserved;
+};
+struct HvmMemmapEntry {
+  std::uint64_t addr;
+  std::uint64_t size;
+  std::uint32_t type;  // 1 = RAM (E820 numbering)
+  std::uint32_t reserved;
+};
+inline constexpr std::uint32_t kHvmStartMagic = 0x336ec578;
+inline constexpr std::uint32_t kE820Ram = 1;
+
+// --- Console and exit (console.cpp) ------------------------------------------------------
+// Every byte goes to the QEMU debug console (port 0xe9, `-debugcon stdio`).
+void console_write(const char* s, std::size_t n);
+// isa-debug-exit at 0xf4: QEMU exits with (code << 1) | 1. 0 = pass, 1 = fail.
+[[noreturn]] void exit_qemu(std::uint32_t code);
+inline constexpr std::uint32_t kExitPass = 0;
+inline constexpr std::uint32_t kExitFail = 1;
+
+// --- CPU (cpu.cpp) -----------------------------------------------------------------------
+// GDT (ring-0/ring-3 code and data), TSS (RSP0 + IST stacks), IDT, FPU/SSE/AVX state.
+void cpu_init();
+struct CpuFeatures {
+  bool nx;
+  bool page1gb;
+  bool xsave;
+  bool avx;
+  bool avx512;
+  std::uint64_t xcr0;
+};
+const CpuFeatures& cpu_features();
+// Segment selectors (GDT layout in cpu.cpp).
+inline constexpr std::uint16_t kKernelCs = 0x08;
+inline constexpr std::uint16_t kKernelDs = 0x10;
+inline constexpr std::uint16_t kUserDs = 0x18 | 3;
+inline constexpr std::uint16_t kUserCs = 0x20 | 3;
+inline constexpr std::uint16_t kTss = 0x28;
+
+// --- Memory (env_kernel.cpp) ---------------------------------------------------------------
+// Parses the PVH memory map (before anything else uses memory) into the ranges the seam
+// reports, minus the image, the boot structures and everything below 1 MiB; extends the
+// direct map above 4 GiB when 1 GiB pages exist. Returns false if the hand-off is unusable.
+bool memory_init(std::uint64_t start_info_pa);
+// The boot command line (`-append`), "" if none. Copied out of the hand-off at memory_init.
+const char* cmdline();
+// The CR3 value of the boot address space (kernel half only, slot 0 empty).
+std::uint64_t boot_cr3();
+
+}  // namespace capmem::kernel

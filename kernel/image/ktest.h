@@ -1,0 +1,82 @@
+// In-kernel test cases. To add one, write in any kernel/image/ktest_<area>.cpp:
+//
+//   #include "ktest.h"
+//   KTEST(area_what_it_checks) {
+//     KEXPECT(cond);          // records a failure and continues
+//     KASSERT(cond);          // records a failure and ends the case
+//     KEXPECT_EQ(a, b);       // integers; prints both values on failure
+//     if (...) return t.fail("reason");  // explicit failure with a reason
+//   }
+//
+// and add the file to `kernel_test_srcs` in kernel/image/meson.build. Cases register
+// themselves in the `.ktests` section (an array of `const Case*` that linker/kernel.ld
+// collects between __ktests_start and __ktests_end); the runner sorts them by name and
+// prints `[ RUN ] name`, `[ OK ] name` or `[ FAIL ] name: reason`, then `N passed, N failed`.
+//
+// A case must leave the machine as it found it (frames returned, CR3 restored, no hook
+// installed): the runner checks the frame allocator's in-use count around every case.
+#pragma once
+
+#include <cstdint>
+
+namespace capmem::ktest {
+
+class Ctx {
+ public:
+  // Records a failure (the first reason is the one printed on the FAIL line).
+  void fail(const char* reason);
+  void fail_at(const char* what, const char* file, int line);
+  void fail_eq(const char* what, std::uint64_t a, std::uint64_t b, const char* file, int line);
+  [[nodiscard]] bool failed() const { return failures_ != 0; }
+  [[nodiscard]] const char* reason() const { return reason_; }
+  [[nodiscard]] unsigned failures() const { return failures_; }
+
+ private:
+  unsigned failures_ = 0;
+  const char* reason_ = "";
+  char buf_[160] = {};
+};
+
+struct Case {
+  const char* name;
+  void (*fn)(Ctx&);
+};
+
+// Runs every registered case; returns the number that failed.
+unsigned run_all();
+
+}  // namespace capmem::ktest
+
+#define KTEST(name)                                                                           \
+  static void ktest_fn_##name(::capmem::ktest::Ctx& t);                                       \
+  static const ::capmem::ktest::Case ktest_case_##name{#name, ktest_fn_##name};               \
+  [[gnu::used, gnu::section(".ktests")]] static const ::capmem::ktest::Case* const            \
+      ktest_ptr_##name = &ktest_case_##name;                                                  \
+  static void ktest_fn_##name([[maybe_unused]] ::capmem::ktest::Ctx& t)
+
+#define KEXPECT(cond)                                                        \
+  do {                                                                       \
+    if (!(cond)) t.fail_at("expected " #cond, __FILE__, __LINE__);           \
+  } while (0)
+#define KASSERT(cond)                                                        \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      t.fail_at("required " #cond, __FILE__, __LINE__);                      \
+      return;                                                                \
+    }                                                                        \
+  } while (0)
+#define KEXPECT_EQ(a, b)                                                                        \
+  do {                                                                                          \
+    const auto ktest_a_ = static_cast<std::uint64_t>(a);                                        \
+    const auto ktest_b_ = static_cast<std::uint64_t>(b);                                        \
+    if (ktest_a_ != ktest_b_) t.fail_eq(#a " == " #b, ktest_a_, ktest_b_, __FILE__, __LINE__);  \
+  } while (0)
+#define KASSERT_EQ(a, b)                                                                        \
+  do {                                                                                          \
+    const auto ktest_a_ = static_cast<std::uint64_t>(a);                                        \
+    const auto ktest_b_ = static_cast<std::uint64_t>(b);                                        \
+    if (ktest_a_ != ktest_b_) {                                                                 \
+      t.fail_eq(#a " == " #b, ktest_a_, ktest_b_, __FILE__, __LINE__);                          \
+      return;                                                                                   \
+    }                                                                                           \
+  } while (0)

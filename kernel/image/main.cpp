@@ -1,0 +1,125 @@
+// kmain: the C++ side of the boot path (boot.S calls it in long mode, on the boot stack,
+// with the PVH start_info physical address), then the in-kernel tests, then exit.
+#include <cstdint>
+
+#include "arch.h"
+#include "capmem/frame.h"
+#include "capmem/hash.h"
+#include "capmem/log.h"
+#include "kernel.h"
+#include "ktest.h"
+
+extern "C" void (*const __init_array_start[])();
+extern "C" void (*const __init_array_end[])();
+
+namespace capmem::kernel {
+namespace {
+
+bool starts_with(const char* s, const char* prefix) {
+  while (*prefix != '\0')
+    if (*s++ != *prefix++) return false;
+  return true;
+}
+
+// `-append crash=<kind>`: deliberately fault at ring 0 to prove the exception path prints
+// and fails the boot (tests/qemu exception-dump). Addresses are chosen to be recognizable.
+void maybe_crash(const char* cmd) {
+  for (const char* p = cmd; *p != '\0'; ++p) {
+    if (!starts_with(p, "crash=")) continue;
+    p += 6;
+    log::str("capmem: crashing on purpose (");
+    log::str(cmd);
+    log::str(")\n");
+    if (starts_with(p, "pf")) {
+      // Slot 0 is empty in the boot address space: a not-present read at ring 0.
+      (void)*reinterpret_cast<volatile std::uint64_t*>(0xdead0000ull);
+    } else if (starts_with(p, "ud")) {
+      asm volatile("ud2");
+    } else if (starts_with(p, "panic")) {
+      env::panic("requested on the command line");
+    } else if (starts_with(p, "triple")) {
+      // An empty IDT: #UD cannot be delivered -> #GP -> #DF -> shutdown (SDM Vol. 3A 6.15
+      // "Interrupt 8"). Proves the runner counts a reset as a failure, not a pass.
+      const struct [[gnu::packed]] {
+        std::uint16_t limit;
+        std::uint64_t base;
+      } empty{0, 0};
+      asm volatile("lidt %0; ud2" : : "m"(empty));
+    }
+    log::str("capmem: unknown crash kind\n");
+    exit_qemu(kExitFail);
+  }
+}
+
+void print_features() {
+  const CpuFeatures& f = cpu_features();
+  log::str("cpu: nx=");
+  log::dec(f.nx);
+  log::str(" 1g-pages=");
+  log::dec(f.page1gb);
+  log::str(" xsave=");
+  log::dec(f.xsave);
+  log::str(" xcr0=0x");
+  log::hex(f.xcr0);
+  log::str(" avx=");
+  log::dec(f.avx);
+  log::str(" avx512=");
+  log::dec(f.avx512);
+  log::nl();
+  log::str("hash: supported:");
+  const hash::Impl impls[] = {hash::Impl::Portable, hash::Impl::ShaNi, hash::Impl::Avx2, hash::Impl::Avx512};
+  for (auto impl : impls)
+    if (hash::supported(impl)) {
+      log::str(" ");
+      log::str(hash::impl_name(impl));
+    }
+  log::str("; active: ");
+  log::str(hash::impl_name(hash::active()));
+  log::nl();
+}
+
+}  // namespace
+}  // namespace capmem::kernel
+
+extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
+  using namespace capmem;
+  using namespace capmem::kernel;
+  log::str("capmem kernel: PVH entry, long mode, higher half\n");
+  cpu_init();  // GDT/TSS/IDT first: from here every exception prints a dump
+  for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
+
+  if (!memory_init(start_info_pa)) {
+    log::str("capmem: boot failed: no usable memory\n");
+    exit_qemu(kExitFail);
+  }
+  env::PhysRange ranges[32];
+  const std::size_t n = env::memory_ranges(ranges, 32);
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    log::str("mem: [0x");
+    log::hex(ranges[i].base.value());
+    log::str(", 0x");
+    log::hex(ranges[i].base.value() + ranges[i].size);
+    log::str(")\n");
+    total += ranges[i].size;
+  }
+  log::str("mem: ");
+  log::dec(total >> 20);
+  log::str(" MiB usable, image [0x");
+  log::hex(reinterpret_cast<std::uint64_t>(__kernel_phys_start));
+  log::str(", 0x");
+  log::hex(reinterpret_cast<std::uint64_t>(__kernel_phys_end));
+  log::str(")\n");
+
+  if (!frames().init_from_env().ok()) {
+    log::str("capmem: boot failed: frame allocator rejected the memory map\n");
+    exit_qemu(kExitFail);
+  }
+  frames().set_poison(true);  // catch writes after free, as the hosted tests do
+  hash::init();
+  print_features();
+  maybe_crash(cmdline());
+
+  const unsigned failed = ktest::run_all();
+  exit_qemu(failed == 0 ? kExitPass : kExitFail);
+}

@@ -1,0 +1,103 @@
+// Exception dispatch: ring-3 traps go to the run that is in progress (user.cpp); anything
+// else is a kernel bug: dump the machine state and fail the boot through isa-debug-exit,
+// never hang or triple-fault.
+#include "trap.h"
+
+#include "arch.h"
+#include "capmem/log.h"
+#include "kernel.h"
+#include "user.h"
+
+namespace capmem::kernel {
+namespace {
+
+const char* vector_name(std::uint64_t v) {
+  // SDM Vol. 3A 6.3.1, Table 6-1 "Protected-Mode Exceptions and Interrupts".
+  static constexpr const char* kNames[32] = {
+      "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
+      "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor segment overrun",
+      "#TS invalid TSS", "#NP segment not present", "#SS stack-segment fault", "#GP general protection",
+      "#PF page fault", "reserved 15", "#MF x87 FP error", "#AC alignment check", "#MC machine check",
+      "#XM SIMD FP exception", "#VE virtualization exception", "#CP control protection", "reserved 22",
+      "reserved 23", "reserved 24", "reserved 25", "reserved 26", "reserved 27", "#HV hypervisor injection",
+      "#VC VMM communication", "#SX security exception", "reserved 31"};
+  if (v < 32) return kNames[v];
+  if (v == kVectorExitGate) return "exit gate (int 0x81)";
+  return "interrupt";
+}
+
+void reg(const char* name, std::uint64_t v) {
+  log::str(name);
+  log::str("=0x");
+  log::hex(v, 16);
+}
+
+int g_depth = 0;
+
+}  // namespace
+
+void backtrace_from(std::uint64_t rbp) {
+  log::str("    backtrace:");
+  // Frame-pointer chain (-fno-omit-frame-pointer): [rbp] = caller's rbp, [rbp+8] = return
+  // address. Only follow frames inside the kernel mapping, at most 16.
+  for (int i = 0; i < 16; ++i) {
+    if (rbp < kKernelVma || (rbp & 7) != 0 || rbp > ~std::uint64_t{15}) break;
+    const auto* fp = reinterpret_cast<const std::uint64_t*>(rbp);
+    log::str(" 0x");
+    log::hex(fp[1], 16);
+    if (fp[0] <= rbp) break;
+    rbp = fp[0];
+  }
+  log::nl();
+}
+
+void dump_trap(const TrapFrame& f) {
+  log::str("\n*** CPU exception ");
+  log::dec(f.vector);
+  log::str(" (");
+  log::str(vector_name(f.vector));
+  log::str(") at ring ");
+  log::dec(f.cs & 3);
+  log::nl();
+  log::str("    ");
+  reg("error", f.error_code);
+  log::str(" ");
+  reg("rip", f.rip);
+  log::str(" ");
+  reg("cs", f.cs);
+  log::nl();
+  log::str("    ");
+  reg("cr2", arch::read_cr2());
+  log::str(" ");
+  reg("cr3", arch::read_cr3());
+  log::str(" ");
+  reg("rflags", f.rflags);
+  log::nl();
+  const struct {
+    const char* n;
+    std::uint64_t v;
+  } regs[] = {{"rax", f.rax}, {"rbx", f.rbx}, {"rcx", f.rcx}, {"rdx", f.rdx}, {"rsi", f.rsi}, {"rdi", f.rdi},
+              {"rbp", f.rbp}, {"rsp", f.rsp}, {"r8 ", f.r8},  {"r9 ", f.r9},  {"r10", f.r10}, {"r11", f.r11},
+              {"r12", f.r12}, {"r13", f.r13}, {"r14", f.r14}, {"r15", f.r15}, {"ss ", f.ss}};
+  for (std::size_t i = 0; i < sizeof regs / sizeof regs[0]; ++i) {
+    log::str(i % 3 == 0 ? "    " : " ");
+    reg(regs[i].n, regs[i].v);
+    if (i % 3 == 2 || i + 1 == sizeof regs / sizeof regs[0]) log::nl();
+  }
+  if (!f.from_user()) backtrace_from(f.rbp);
+}
+
+extern "C" void trap_dispatch(TrapFrame* f) {
+  if (f->from_user() && user_trap(f)) return;  // resumed (user_trap may also not return)
+  if (g_depth++ > 0) {
+    log::str("\n*** nested CPU exception ");
+    log::dec(f->vector);
+    log::str(" while handling an exception: giving up\n");
+    exit_qemu(kExitFail);
+  }
+  dump_trap(*f);
+  log::str("capmem: boot failed: unexpected CPU exception\n");
+  exit_qemu(kExitFail);
+}
+
+}  // namespace capmem::kernel

@@ -1,0 +1,33 @@
+// Trap frames and the exception/interrupt entry (isr.S -> trap_dispatch in trap.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace capmem::kernel {
+
+// What isr.S leaves on the stack, lowest address first: the general registers pushed by
+// the common stub, the vector and error code pushed by the per-vector stub (0 when the CPU
+// pushes none), then the frame the CPU pushes in 64-bit mode (SDM Vol. 3A 6.14.2, Figure
+// 6-9): RIP, CS, RFLAGS, RSP, SS, always all five in IA-32e mode.
+struct TrapFrame {
+  std::uint64_t rax, rbx, rcx, rdx, rsi, rdi, rbp;
+  std::uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+  std::uint64_t vector;
+  std::uint64_t error_code;
+  std::uint64_t rip, cs, rflags, rsp, ss;
+
+  [[nodiscard]] bool from_user() const { return (cs & 3) == 3; }
+};
+static_assert(sizeof(TrapFrame) == 22 * 8, "isr.S pushes exactly this layout");
+
+inline constexpr unsigned kVectorPageFault = 14;  // #PF (SDM Vol. 3A 6.15 "Interrupt 14")
+inline constexpr unsigned kVectorExitGate = 0x81;  // ring-3 exit gate (`int 0x81`, DPL 3)
+
+// Called by isr.S for every vector with the frame on the stack; returning resumes it
+// (iretq). Exits from ring 3 never return here (see user.cpp).
+extern "C" void trap_dispatch(TrapFrame* f);
+
+// Print vector, error code, RIP, CR2, CR3 and every general register.
+void dump_trap(const TrapFrame& f);
+
+}  // namespace capmem::kernel
