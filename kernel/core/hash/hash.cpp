@@ -129,8 +129,10 @@ class Section {
 };
 
 // ---- Levels --------------------------------------------------------------------------
-const std::uint8_t* bytes(const Hash32* h) { return h->b.data(); }
-std::uint8_t* bytes(Hash32* h) { return h->b.data(); }
+// Hash32 is exactly its 32 bytes (static_assert in types.h); a cast, not a member access,
+// so an empty level may pass a null pointer.
+const std::uint8_t* bytes(const Hash32* h) { return reinterpret_cast<const std::uint8_t*>(h); }
+std::uint8_t* bytes(Hash32* h) { return reinterpret_cast<std::uint8_t*>(h); }
 
 // out[i] = SHA-256 of the 64-byte message i, n messages (in-place allowed).
 void level(const Backend& be, const std::uint8_t* in, std::uint8_t* out, std::size_t n) {

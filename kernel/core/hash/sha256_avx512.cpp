@@ -6,8 +6,10 @@
 // function (Sigma xors, Ch, Maj) in one instruction.
 // GCC 12's avx512fintrin.h builds the unmasked forms (vprord, vpternlogd, ...) on
 // _mm512_undefined_epi32(), whose deliberate self-initialisation trips -Wmaybe-uninitialized
-// once inlined here; the warning is about the header's idiom, not about this code.
+// (or -Wuninitialized, depending on the optimisation level) once inlined here; the warning
+// is about the header's idiom, not about this code.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "sha256_lanes.h"
 
