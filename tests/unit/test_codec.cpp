@@ -1,0 +1,271 @@
+// Cap wire format (section 5) and its decoder's rejections (rules 2.5, 5.2).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "capmem/datacap.h"
+#include "capmem/hash.h"
+
+using namespace capmem;
+
+namespace {
+
+std::string vectors_dir() {
+  const char* d = std::getenv("CAPMEM_VECTORS");
+  return d != nullptr ? d : "";
+}
+std::vector<std::uint8_t> slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+std::string hex(const Hash32& h) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (auto b : h.b) {
+    s += d[b >> 4];
+    s += d[b & 15];
+  }
+  return s;
+}
+std::vector<std::uint8_t> encode(const DataCap& c) {
+  std::vector<std::uint8_t> out(c.encoded_size().value());
+  EXPECT_TRUE(c.encode(out.data(), out.size()).ok());
+  return out;
+}
+
+// Hand-built encodings, independent of the encoder.
+void put32(std::vector<std::uint8_t>& v, std::uint32_t x) {
+  for (int i = 0; i < 4; ++i) v.push_back(static_cast<std::uint8_t>(x >> (8 * i)));
+}
+void put64(std::vector<std::uint8_t>& v, std::uint64_t x) {
+  for (int i = 0; i < 8; ++i) v.push_back(static_cast<std::uint8_t>(x >> (8 * i)));
+}
+std::vector<std::uint8_t> empty_slot() { return {0}; }
+std::vector<std::uint8_t> missing_slot(std::uint8_t fill) {
+  std::vector<std::uint8_t> v{2};
+  v.insert(v.end(), 32, fill);
+  return v;
+}
+std::vector<std::uint8_t> loaded_slot(std::uint8_t fill, bool forge = false) {
+  std::vector<std::uint8_t> page(PAGE_SIZE, fill);
+  Hash32 h = hash::page_content_hash(page.data());
+  if (forge) h.b[5] ^= 1;
+  std::vector<std::uint8_t> v{1};
+  v.insert(v.end(), h.b.begin(), h.b.end());
+  put32(v, 36);
+  v.insert(v.end(), page.begin(), page.end());
+  return v;
+}
+std::vector<std::uint8_t> cap_wire(std::uint64_t size, const std::vector<std::vector<std::uint8_t>>& slots) {
+  std::vector<std::uint8_t> v;
+  put64(v, size);
+  put32(v, 12);
+  std::uint32_t off = static_cast<std::uint32_t>(4 * slots.size());
+  for (const auto& s : slots) {
+    put32(v, off);
+    off += static_cast<std::uint32_t>(s.size());
+  }
+  for (const auto& s : slots) v.insert(v.end(), s.begin(), s.end());
+  return v;
+}
+void set32(std::vector<std::uint8_t>& v, std::size_t at, std::uint32_t x) {
+  for (int i = 0; i < 4; ++i) v[at + i] = static_cast<std::uint8_t>(x >> (8 * i));
+}
+
+void expect_reject(const std::vector<std::uint8_t>& in, Status want, std::uint64_t at) {
+  const auto before = frames().stats().in_use;
+  DecodeError err{};
+  auto r = DataCap::decode(in.data(), in.size(), &err);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status(), want) << status_name(r.status());
+  EXPECT_EQ(err.status, want);
+  EXPECT_EQ(err.offset, at) << status_name(want);
+  EXPECT_STRNE(status_rule(want), "");
+  EXPECT_EQ(frames().stats().in_use, before) << "a rejected decode leaks nothing";
+}
+
+}  // namespace
+
+TEST(Rule5_1, VectorsEncodeByteForByte) {
+  const std::string dir = vectors_dir();
+  ASSERT_FALSE(dir.empty());
+  std::ifstream roots(dir + "/ROOTS");
+  std::string want, name;
+  int n = 0;
+  while (roots >> want >> name) {
+    const auto bin = slurp(dir + "/" + name);
+    const auto ssz = slurp(dir + "/" + name.substr(0, name.size() - 4) + ".ssz");
+    ASSERT_FALSE(ssz.empty()) << name;
+    auto c = DataCap::from_bytes(bin.data(), bin.size()).release_value();
+    EXPECT_EQ(c.encoded_size().value(), ssz.size()) << name;
+    EXPECT_EQ(encode(c), ssz) << name;
+    auto d = DataCap::decode(ssz.data(), ssz.size());
+    ASSERT_TRUE(d.ok()) << name << ": " << status_name(d.status());
+    EXPECT_EQ(hex(d->root().value()), want) << name;
+    ++n;
+  }
+  EXPECT_GE(n, 6);
+}
+
+TEST(Rule5_1, AllZeroCapIsTwelveBytes) {
+  auto c = DataCap::create(7 * PAGE_SIZE).release_value();
+  const auto w = encode(c);
+  std::vector<std::uint8_t> want;
+  put64(want, 7 * PAGE_SIZE);
+  put32(want, 12);
+  EXPECT_EQ(w, want);
+}
+
+TEST(Rule5_1, HandBuiltEncodingMatchesEncoder) {
+  std::vector<std::uint8_t> bytes(4 * PAGE_SIZE, 0);
+  std::memset(bytes.data(), 0x11, PAGE_SIZE);
+  std::memset(bytes.data() + 2 * PAGE_SIZE, 0x22, PAGE_SIZE);
+  auto c = DataCap::from_bytes(bytes.data(), bytes.size(), 6 * PAGE_SIZE).release_value();
+  EXPECT_EQ(encode(c), cap_wire(6 * PAGE_SIZE, {loaded_slot(0x11), empty_slot(), loaded_slot(0x22)}));
+}
+
+TEST(Rule5_1, EncodeNeedsFlushedCapWithoutMissing) {
+  auto c = DataCap::create(2 * PAGE_SIZE).release_value();
+  std::uint8_t b[PAGE_SIZE];
+  std::memset(b, 1, sizeof b);
+  ASSERT_TRUE(c.write_page(0, PageRef::unhashed_copy(b).release_value()).ok());
+  EXPECT_EQ(c.encoded_size().status(), Status::OverlayNotEmpty);
+  std::vector<std::uint8_t> out(10000);
+  EXPECT_EQ(c.encode(out.data(), out.size()).status(), Status::OverlayNotEmpty);
+  ASSERT_TRUE(c.flush().ok());
+  EXPECT_EQ(c.encode(out.data(), 100).status(), Status::InvalidArgument);  // buffer too small
+  // A Missing slot in a backing (placed from a cap whose overlay holds one) cannot go on the wire.
+  auto m = DataCap::create(PAGE_SIZE).release_value();
+  ASSERT_TRUE(m.write_slot(0, Slot::missing(Hash32{{1}}).release_value()).ok());
+  ASSERT_TRUE(c.place_shared(m, PAGE_SIZE).ok());
+  EXPECT_EQ(c.encoded_size().status(), Status::MissingPage);
+}
+
+TEST(Rule5_1, StreamingSinkSeesChunksAndCanAbort) {
+  std::vector<std::uint8_t> bytes(9 * PAGE_SIZE, 0x5c);
+  auto c = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
+  struct Ctx {
+    std::vector<std::uint8_t> out;
+    int calls = 0;
+    int fail_at = -1;
+  } ctx;
+  auto sink = [](void* p, const std::uint8_t* d, std::size_t n) {
+    auto* x = static_cast<Ctx*>(p);
+    if (x->calls++ == x->fail_at) return Status::InvalidArgument;
+    x->out.insert(x->out.end(), d, d + n);
+    return Status::Ok;
+  };
+  ASSERT_TRUE(c.encode(+sink, &ctx).ok());
+  EXPECT_EQ(ctx.out, encode(c));
+  EXPECT_GT(ctx.calls, 2);
+  Ctx failing;
+  failing.fail_at = 2;
+  EXPECT_EQ(c.encode(+sink, &failing).status(), Status::InvalidArgument);
+}
+
+TEST(Rule5_2, RandomCapsRoundTrip) {
+  std::mt19937 rng(99);
+  for (int round = 0; round < 20; ++round) {
+    const std::uint32_t pages = 1 + rng() % 200;
+    std::vector<std::uint8_t> bytes(std::size_t{pages} * PAGE_SIZE, 0);
+    for (std::uint32_t p = 0; p < pages; ++p)
+      if (rng() % 3 != 0)
+        for (std::size_t i = 0; i < PAGE_SIZE; i += 97) bytes[std::size_t{p} * PAGE_SIZE + i] = static_cast<std::uint8_t>(rng());
+    auto c = DataCap::from_bytes(bytes.data(), bytes.size(), std::uint64_t{pages + rng() % 5} * PAGE_SIZE).release_value();
+    const auto w = encode(c);
+    auto d = DataCap::decode(w.data(), w.size());
+    ASSERT_TRUE(d.ok()) << status_name(d.status());
+    EXPECT_EQ(d->root().value(), c.root().value());
+    EXPECT_EQ(d->size(), c.size());
+    EXPECT_EQ(encode(d.value()), w);
+  }
+}
+
+TEST(Rule5_2, DecodeSweepLeavesNothingBehind) {
+  std::vector<std::uint8_t> bytes(40 * PAGE_SIZE, 0);
+  for (std::size_t i = 0; i < bytes.size(); i += 61) bytes[i] = static_cast<std::uint8_t>(i);
+  std::memset(bytes.data() + 5 * PAGE_SIZE, 0, 2 * PAGE_SIZE);
+  auto c = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
+  const auto w = encode(c);
+  for (std::uint64_t n = 1;; ++n) {
+    const auto before = frames().stats().in_use;
+    frames().inject_failure_at(n);
+    DecodeError err{};
+    auto d = DataCap::decode(w.data(), w.size(), &err);
+    frames().inject_failure_at(0);
+    if (d.ok()) {
+      EXPECT_EQ(d->root().value(), c.root().value());
+      break;
+    }
+    EXPECT_EQ(d.status(), Status::OutOfFrames);
+    EXPECT_EQ(err.status, Status::OutOfFrames);
+    EXPECT_EQ(frames().stats().in_use, before);
+    ASSERT_LT(n, 1000u);
+  }
+}
+
+// --- Every rejection class, with a hand-made input --------------------------------------------
+
+TEST(Rule5_2, RejectsBadContainer) {
+  expect_reject({}, Status::DecodeEmptyBuffer, 0);
+  expect_reject({1, 2, 3, 4, 5}, Status::DecodeMissingBytes, 5);
+  expect_reject(cap_wire(100, {}), Status::DecodeBadSize, 0);
+  expect_reject(cap_wire(kMaxCapSize + PAGE_SIZE, {}), Status::DecodeBadSize, 0);
+  auto w = cap_wire(PAGE_SIZE, {loaded_slot(1)});
+  set32(w, 8, 16);
+  expect_reject(w, Status::DecodeBadFirstOffset, 8);
+  expect_reject(cap_wire(PAGE_SIZE, {loaded_slot(1), loaded_slot(2)}), Status::DecodeTooManySlots, 12);
+  EXPECT_TRUE(DataCap::decode(cap_wire(kMaxCapSize, {}).data(), 12).ok());  // 4 GiB exactly is fine
+}
+
+TEST(Rule5_2, RejectsBadOffsetTable) {
+  auto base = cap_wire(4 * PAGE_SIZE, {loaded_slot(1), missing_slot(3), loaded_slot(2)});
+  auto w = base;
+  set32(w, 12, 6);  // first offset not a multiple of 4
+  expect_reject(w, Status::DecodeBadOffsetTable, 12);
+  w = base;
+  set32(w, 12, 0x100000);  // out of bounds
+  expect_reject(w, Status::DecodeBadOffsetTable, 12);
+  w = base;
+  set32(w, 16, 5);  // decreasing
+  expect_reject(w, Status::DecodeBadOffsetTable, 16);
+  w = base;
+  set32(w, 20, static_cast<std::uint32_t>(w.size()));  // past the end
+  expect_reject(w, Status::DecodeBadOffsetTable, 20);
+  w = cap_wire(PAGE_SIZE, {});
+  w.push_back(4);
+  w.push_back(0);
+  expect_reject(w, Status::DecodeBadListLength, 12);
+}
+
+TEST(Rule5_2, RejectsNonCanonicalSlots) {
+  expect_reject(cap_wire(3 * PAGE_SIZE, {loaded_slot(1), empty_slot()}), Status::DecodeTrailingEmpty, 12 + 8 + 4133);
+  expect_reject(cap_wire(3 * PAGE_SIZE, {empty_slot(), loaded_slot(0)}), Status::DecodeZeroLoaded, 12 + 8 + 1 + 37);
+  expect_reject(cap_wire(3 * PAGE_SIZE, {missing_slot(7), loaded_slot(1)}), Status::DecodeMissingSlot, 12 + 8);
+  expect_reject(cap_wire(3 * PAGE_SIZE, {empty_slot()}), Status::DecodeTrailingEmpty, 12 + 4);
+}
+
+TEST(Rule5_2, RejectsBadSlotsInsideACap) {
+  const std::uint64_t s0 = 12 + 8;  // the first slot of a two-slot list
+  auto forged = cap_wire(2 * PAGE_SIZE, {loaded_slot(1), loaded_slot(2, true)});
+  expect_reject(forged, Status::DecodeForgedHash, s0 + 4133 + 1);
+  expect_reject(cap_wire(2 * PAGE_SIZE, {{9}, loaded_slot(1)}), Status::DecodeUnknownSelector, s0);
+  expect_reject(cap_wire(2 * PAGE_SIZE, {{0, 0}, loaded_slot(1)}), Status::DecodeTrailingBytes, s0 + 1);
+  expect_reject(cap_wire(2 * PAGE_SIZE, {{}, loaded_slot(1)}), Status::DecodeEmptyBuffer, s0);
+  auto bad_off = loaded_slot(1);
+  bad_off[33] = 40;
+  expect_reject(cap_wire(2 * PAGE_SIZE, {bad_off, loaded_slot(2)}), Status::DecodeBadPageOffset, s0 + 33);
+  auto short_page = loaded_slot(1);
+  short_page.pop_back();
+  expect_reject(cap_wire(2 * PAGE_SIZE, {short_page, loaded_slot(2)}), Status::DecodeBadPayloadLength, s0 + 37);
+  expect_reject(cap_wire(2 * PAGE_SIZE, {{1, 2, 3}, loaded_slot(2)}), Status::DecodeMissingBytes, s0 + 3);
+  // A forged hash after many good pages: the partial tree and pages are all released.
+  std::vector<std::vector<std::uint8_t>> many;
+  for (int i = 1; i <= 40; ++i) many.push_back(loaded_slot(static_cast<std::uint8_t>(i), i == 37));
+  expect_reject(cap_wire(40 * PAGE_SIZE, many), Status::DecodeForgedHash, 12 + 4 * 40 + 36 * 4133 + 1);
+}
