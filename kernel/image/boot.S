@@ -131,9 +131,11 @@ long_mode_low:
 	.balign 16
 boot_gdt:
 	.quad 0
-	.quad 0x00af9a000000ffff       /* 0x08: 64-bit code, DPL 0 (L=1, D=0) */
-	.quad 0x00cf92000000ffff       /* 0x10: data, DPL 0 */
-	.quad 0x00cf9a000000ffff       /* 0x18: 32-bit code, DPL 0 */
+	.quad 0x00af9b000000ffff       /* 0x08: 64-bit code, DPL 0 (L=1, D=0) */
+	.quad 0x00cf93000000ffff       /* 0x10: data, DPL 0 */
+	.quad 0x00cf9b000000ffff       /* 0x18: 32-bit code, DPL 0 */
+	/* Accessed bits (type bit 0) preset: the CPU never writes this read-only GDT
+	 * (SDM Vol. 3A 3.4.5.1). */
 boot_gdt_end:
 boot_gdtr:
 	.word boot_gdt_end - boot_gdt - 1

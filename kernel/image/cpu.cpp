@@ -19,10 +19,11 @@ namespace {
 // user CS is the one SYSCALL/SYSRET would need, should the kernel ever use them.
 //   0x00 null | 0x08 kernel code | 0x10 kernel data | 0x18 user data | 0x20 user code
 //   0x28 TSS (16-byte system descriptor, SDM Vol. 3A 8.2.3 "TSS Descriptor in 64-bit mode")
-constexpr std::uint64_t kGdtKernelCode = 0x00af9a000000ffffull;  // P, DPL0, code exec/read, L
-constexpr std::uint64_t kGdtKernelData = 0x00cf92000000ffffull;  // P, DPL0, data read/write
-constexpr std::uint64_t kGdtUserData = 0x00cff2000000ffffull;    // P, DPL3, data read/write
-constexpr std::uint64_t kGdtUserCode = 0x00affa000000ffffull;    // P, DPL3, code exec/read, L
+// The accessed bit (type bit 0, SDM Vol. 3A 3.4.5.1) is preset so the CPU never writes it.
+constexpr std::uint64_t kGdtKernelCode = 0x00af9b000000ffffull;  // P, DPL0, code exec/read, L
+constexpr std::uint64_t kGdtKernelData = 0x00cf93000000ffffull;  // P, DPL0, data read/write
+constexpr std::uint64_t kGdtUserData = 0x00cff3000000ffffull;    // P, DPL3, data read/write
+constexpr std::uint64_t kGdtUserCode = 0x00affb000000ffffull;    // P, DPL3, code exec/read, L
 
 // 64-bit TSS (SDM Vol. 3A 8.7 "Task Management in 64-bit Mode", Figure 8-11). Only the
 // stack pointers matter: RSP0 is loaded on every trap from ring 3, IST1 on the vectors

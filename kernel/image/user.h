@@ -1,9 +1,89 @@
-// Ring 3 (see user.cpp). Placeholder interface for trap.cpp until runs exist.
+// Ring 3: enter guest code with iretq, leave through the exit gate (`int 0x81`), a page
+// fault the hook does not resolve, or any other exception. See docs/boot.md "Ring 3".
+//
+// Typical use (the fault path connects its handler as the hook):
+//
+//   auto table = TRY(pt::PageTable::create());      // per-run PML4, slot 0 empty (4.2)
+//   link_kernel_half(table);                         // slots 256..511: the kernel half
+//   ... map the guest program ...
+//   const RunResult r = run_user({.cr3 = table.root(),
+//                                 .regs = {.rip = entry, .rsp = stack_top},
+//                                 .page_fault_hook = my_hook, .hook_ctx = &state});
+//   switch (r.exit) { case RunExit::ExitGate: ... r.regs.rax ... }
+//   table.teardown();                                // after run_user returned (CR3 restored)
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+
+#include "capmem/pt.h"
+#include "capmem/types.h"
 #include "trap.h"
 
 namespace capmem::kernel {
-// A trap taken at CPL 3: handled by the run in progress. Returns true to resume the frame.
+
+// The general registers of a ring-3 context, plus RIP, RSP and RFLAGS.
+struct UserRegs {
+  std::uint64_t rax = 0, rbx = 0, rcx = 0, rdx = 0, rsi = 0, rdi = 0, rbp = 0;
+  std::uint64_t r8 = 0, r9 = 0, r10 = 0, r11 = 0, r12 = 0, r13 = 0, r14 = 0, r15 = 0;
+  std::uint64_t rip = 0, rsp = 0, rflags = 0;
+};
+
+// What a page-fault hook decides.
+enum class FaultAction : std::uint8_t {
+  Resume,  // the cause is fixed (e.g. a page was mapped): iretq re-executes the access
+  EndRun,  // stop the guest: run_user returns RunExit::PageFault with `code`
+};
+struct FaultVerdict {
+  FaultAction action;
+  std::uint64_t code = 0;  // the hook's own reason, handed back in RunResult::code
+};
+
+// Called for every #PF taken at CPL 3 while a run is in progress: interrupts off, at ring 0
+// on the TSS.RSP0 stack, with the run's CR3 loaded. `cr2` is the faulting linear address,
+// `error_code` the x86 error code (SDM Vol. 3A 4.7: P=1, W/R=2, U/S=4 (always set here),
+// RSVD=8, I/D=16). `regs` is the guest's saved state; changes to it take effect on Resume.
+// The hook must not enable interrupts or switch CR3; it may map/unmap in the run's table
+// (env::tlb_invalidate_page is invlpg in the current, i.e. the run's, address space).
+using PageFaultHook = FaultVerdict (*)(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame& regs);
+
+struct RunSpec {
+  PhysAddr cr3;                              // the run's PML4 (kernel half linked)
+  UserRegs regs{};                           // initial registers (rip and rsp at least)
+  PageFaultHook page_fault_hook = nullptr;   // nullptr: every #PF ends the run
+  void* hook_ctx = nullptr;
+};
+
+enum class RunExit : std::uint8_t {
+  ExitGate,   // the guest executed `int 0x81`; regs.rip is the next instruction
+  PageFault,  // a #PF the hook ended (or no hook): cr2, error_code, code; regs.rip = the access
+  Exception,  // any other exception at CPL 3 (vector, error_code); regs.rip = the instruction
+};
+
+struct RunResult {
+  RunExit exit = RunExit::ExitGate;
+  UserRegs regs;                     // guest registers at the exit
+  std::uint64_t vector = 0;          // 0x81, 14 or the exception vector
+  std::uint64_t error_code = 0;      // the CPU's error code (0 for the gate)
+  std::uint64_t cr2 = 0;             // PageFault: the faulting address
+  std::uint64_t code = 0;            // PageFault: FaultVerdict::code of the hook (0 without hook)
+  std::uint64_t faults_resumed = 0;  // #PFs the hook answered with Resume during the run
+};
+
+// Runs guest code at ring 3 until it leaves; returns to the caller with the outcome and the
+// guest's registers. Loads spec.cr3 for the run and restores the caller's CR3 afterwards.
+// RFLAGS: only the arithmetic flags and DF are taken from spec.regs.rflags; IF stays 0
+// (no interrupt controller is programmed), IOPL 0. Not reentrant (one run at a time).
+RunResult run_user(const RunSpec& spec);
+
+// Copy the kernel half (PML4 slots 256..511 of the boot address space: direct map and image,
+// supervisor-only) into a per-run PML4. Those entries are plain (not SharedLink): the page
+// table neither owns nor references the kernel's tables, and clear()/teardown() only zero
+// them. Call again after clear() before reusing the table.
+void link_kernel_half(pt::PageTable& table);
+
+// For trap.cpp: a trap taken at CPL 3. Returns true to resume the frame; ends the run (and
+// does not return) otherwise; returns false when no run is in progress (a kernel bug: dump).
 bool user_trap(TrapFrame* f);
+
 }  // namespace capmem::kernel
