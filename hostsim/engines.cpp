@@ -1,0 +1,93 @@
+#include "hostsim/engines.h"
+
+#include "capmem/frame.h"
+
+namespace capmem::hostsim {
+
+const char* engine_name(EngineKind k) { return k == EngineKind::Mmu ? "mmu+fault handler" : "interpreter"; }
+
+GuestCpu::GuestCpu(EngineKind kind, fault::Run& run) : kind_(kind), run_(run) {
+  mmu_.make_current();
+  mmu_.load_cr3(run.table().root());
+  mmu_.set_fault_entry(&GuestCpu::on_fault, this);
+}
+GuestCpu::~GuestCpu() { Mmu::clear_current(); }
+
+bool GuestCpu::on_fault(void* ctx, VirtAddr cr2, std::uint32_t error_code) {
+  auto* self = static_cast<GuestCpu*>(ctx);
+  self->last_ = self->run_.handle_page_fault(cr2, error_code);
+  return self->last_.outcome == fault::Outcome::Retry;
+}
+
+fault::AccessResult GuestCpu::finish(const GuestAccess& g) {
+  if (g.status == AccessStatus::Ok) return {fault::Outcome::Retry, VirtAddr{}, g.value};
+  if (g.status == AccessStatus::FaultLoop) return {fault::Outcome::GuestFault, g.cr2, 0};
+  return {last_.outcome, last_.addr, 0};
+}
+
+fault::AccessResult GuestCpu::load(std::uint32_t addr, unsigned width) {
+  if (kind_ == EngineKind::Interpreter) return fault::interp_load(run_, addr, width);
+  last_ = {fault::Outcome::Retry, VirtAddr{}};
+  return finish(mmu_.load(addr, width));
+}
+
+fault::AccessResult GuestCpu::store(std::uint32_t addr, unsigned width, std::uint64_t value) {
+  if (kind_ == EngineKind::Interpreter) return fault::interp_store(run_, addr, width, value);
+  last_ = {fault::Outcome::Retry, VirtAddr{}};
+  return finish(mmu_.store(addr, width, value));
+}
+
+demo::Engine GuestCpu::engine() {
+  return demo::Engine{
+      .ctx = this,
+      .load = [](void* c, std::uint32_t a, unsigned w) { return static_cast<GuestCpu*>(c)->load(a, w); },
+      .store = [](void* c, std::uint32_t a, unsigned w, std::uint64_t v) {
+        return static_cast<GuestCpu*>(c)->store(a, w, v);
+      },
+  };
+}
+
+DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
+  DemoReport rep;
+  auto image = demo::build();
+  if (!image.ok()) {
+    rep.error = std::string("building the demo image: ") + status_name(image.status());
+    return rep;
+  }
+  auto table = pt::PageTable::create();
+  if (!table.ok()) {
+    rep.error = std::string("creating the page table: ") + status_name(table.status());
+    return rep;
+  }
+  {
+    fault::Run run(fault::RunConfig{.table = &table.value(),
+                                    .code = &image->code,
+                                    .mem = &image->mem,
+                                    .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
+                                    .gas = gas});
+    {
+      GuestCpu cpu(kind, run);
+      rep.progress = demo::run_ops(cpu.engine());
+    }
+    rep.counters = run.counters();
+    rep.gas_used = run.gas_used();
+    table->teardown();  // drops every mapping's frame reference (rule 4.2)
+    if (auto f = image->mem.flush(); !f.ok()) {
+      rep.error = std::string("flush: ") + status_name(f.status());
+      return rep;
+    }
+    auto root = image->mem.root();
+    if (!root.ok()) {
+      rep.error = std::string("root: ") + status_name(root.status());
+      return rep;
+    }
+    rep.root = root.value();
+    char line[160];
+    demo::format_line(line, sizeof line, rep.root, run);
+    rep.line = line;
+  }
+  rep.ok = true;
+  return rep;
+}
+
+}  // namespace capmem::hostsim

@@ -1,0 +1,54 @@
+// The two hosted engines of a guest run, over one fault::Run:
+//   - Mmu: accesses go through hostsim's simulated MMU/TLB; a page fault calls
+//     Run::handle_page_fault exactly as the kernel's #PF vector does;
+//   - Interpreter: accesses are checked in software (fault::interp_load/store).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "capmem/demo.h"
+#include "capmem/fault.h"
+#include "hostsim/mmu.h"
+
+namespace capmem::hostsim {
+
+enum class EngineKind { Mmu, Interpreter };
+const char* engine_name(EngineKind k);
+
+// Binds a Run to an engine; `engine()` gives the accessors demo::run_ops() takes.
+class GuestCpu {
+ public:
+  GuestCpu(EngineKind kind, fault::Run& run);
+  ~GuestCpu();
+  GuestCpu(const GuestCpu&) = delete;
+  GuestCpu& operator=(const GuestCpu&) = delete;
+
+  fault::AccessResult load(std::uint32_t addr, unsigned width);
+  fault::AccessResult store(std::uint32_t addr, unsigned width, std::uint64_t value);
+  demo::Engine engine();
+  [[nodiscard]] Mmu& mmu() { return mmu_; }
+
+ private:
+  fault::AccessResult finish(const GuestAccess& g);
+  static bool on_fault(void* ctx, VirtAddr cr2, std::uint32_t error_code);
+  EngineKind kind_;
+  fault::Run& run_;
+  Mmu mmu_;
+  fault::Answer last_{fault::Outcome::Retry, VirtAddr{}};
+};
+
+// The whole demo on one engine: build the image, run the op table, tear the page table
+// down, flush `mem` and take its root.
+struct DemoReport {
+  bool ok = false;            // ran (to the end or to a stop); false = host failure
+  std::string error;          // when !ok
+  demo::Progress progress{};
+  fault::Counters counters{};
+  std::uint64_t gas_used = 0;
+  Hash32 root{};
+  std::string line;           // root=... gas=... cow=... page_in=...
+};
+DemoReport run_demo(EngineKind kind, std::uint64_t gas);
+
+}  // namespace capmem::hostsim

@@ -1,0 +1,151 @@
+// The recompiler's guest address space and its copy-on-write #PF handler (spec section 4).
+//
+// One entry point, Run::handle_page_fault(), decides every outcome of a guest page
+// fault. The bare-metal #PF vector and hostsim's simulated MMU both call it; the software
+// "interpreter" access path (Run::load/store with Engine::Interpreter) calls it too, so the
+// two engines materialize pages through the same routines and charge identical gas.
+//
+// Guest layout (rule 4.1): guest address == native virtual address, in PML4 slot 0.
+//   [0, CODE_BASE)                    never mapped: null guard
+//   [CODE_BASE, CODE_BASE + code size) code cap, read-only, materialized by 2 MiB cluster
+//   [DATA_BASE, DATA_BASE + mem size)  `mem` cap: pinned ranges read-only (by cluster),
+//                                     the rest copy-on-write (by page)
+// Everything else is outside every region: a guest page fault.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "capmem/datacap.h"
+#include "capmem/pt.h"
+#include "capmem/status.h"
+#include "capmem/types.h"
+
+namespace capmem::fault {
+
+inline constexpr std::uint64_t CODE_BASE = 4ull << 20;    // rule 4.1
+inline constexpr std::uint64_t DATA_BASE = 256ull << 20;  // rule 4.1
+inline constexpr std::uint64_t GUEST_LIMIT = 1ull << 32;  // guest addresses are 32-bit
+inline constexpr std::uint64_t CLUSTER_SIZE = 2ull << 20; // read-only fault-around (4.5)
+inline constexpr std::uint64_t PAGES_PER_CLUSTER = CLUSTER_SIZE / PAGE_SIZE;
+
+// x86 page-fault error code (Intel SDM Vol. 3A 4.7, Figure 4-12).
+struct ErrorCode {
+  static constexpr std::uint32_t kPresent = 1u << 0;  // P: protection violation (else not present)
+  static constexpr std::uint32_t kWrite = 1u << 1;    // W/R: the access was a write
+  static constexpr std::uint32_t kUser = 1u << 2;     // U/S: the access was at CPL 3
+  static constexpr std::uint32_t kRsvd = 1u << 3;     // RSVD: reserved bit set in an entry
+  static constexpr std::uint32_t kFetch = 1u << 4;    // I/D: instruction fetch
+};
+
+// Gas (rule 4.5): one table of costs shared by both engines.
+struct GasCosts {
+  std::uint64_t page_in;  // a read fault in a CoW range, or one read-only 2 MiB cluster
+  std::uint64_t cow;      // one private copy made by a write
+};
+inline constexpr GasCosts kGasCosts{.page_in = 20, .cow = 50};
+
+// What the handler answers. Nothing else decides these outcomes.
+enum class Outcome : std::uint8_t {
+  Retry,        // the page is now mapped as needed: re-execute the access
+  GuestFault,   // a property of the guest program: fault at `addr` (charged nothing)
+  OutOfGas,     // the next charge does not fit: nothing was allocated or charged
+  OutOfFrames,  // host side: no frame for a copy or a table; nothing changed, retryable
+};
+const char* outcome_name(Outcome o);
+
+struct Answer {
+  Outcome outcome;
+  VirtAddr addr;  // the faulting address (CR2) for GuestFault/OutOfGas/OutOfFrames
+};
+
+// A read-only range of the `mem` cap, in pages relative to DATA_BASE.
+struct PinnedRange {
+  std::uint32_t first_page;
+  std::uint32_t pages;
+};
+
+// Counters a person can follow (capmem demo prints them).
+struct Counters {
+  std::uint64_t page_in = 0;        // CoW-range pages mapped read-only (each charged)
+  std::uint64_t clusters = 0;       // read-only 2 MiB clusters materialized (each charged)
+  std::uint64_t cluster_pages = 0;  // pages mapped by those clusters (not charged)
+  std::uint64_t cow = 0;            // private copies published into the overlay
+  std::uint64_t spurious = 0;       // faults on pages already mapped as needed
+  std::uint64_t guest_faults = 0;
+  std::uint64_t out_of_frames = 0;
+};
+
+struct RunConfig {
+  pt::PageTable* table;   // per-run table; PML4 slot 0 must start empty (rule 4.2)
+  const DataCap* code;    // read-only code image at CODE_BASE
+  DataCap* mem;           // the frame's memory at DATA_BASE; writes land in its overlay
+  std::span<const PinnedRange> pinned;  // sorted, disjoint, inside mem
+  std::uint64_t gas;
+  GasCosts costs = kGasCosts;
+};
+
+// The per-run context published before entering ring 3. It owns no page and no table:
+// the page table owns its tables, mappings hold references to the frames they map
+// (pt holds_ref), and the overlay owns published pages.
+//
+// Invariants (between faults):
+//   - every present leaf in slot 0 maps a page of a region, read-only unless it is a
+//     private copy that is also the mem cap's overlay entry for that page;
+//   - a read-only cluster is charged in `charged_` iff all its non-Missing pages are mapped;
+//   - gas_left() only decreases, and only by costs.page_in / costs.cow after success.
+class Run {
+ public:
+  explicit Run(const RunConfig& cfg);
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  // THE entry point: the #PF vector and hostsim's MMU call this with CR2 and the x86
+  // error code. Runs with interrupts off, allocates only frames, never hashes, and never
+  // fails half-way (rule 4.4/4.6).
+  Answer handle_page_fault(VirtAddr cr2, std::uint32_t error_code);
+
+  [[nodiscard]] std::uint64_t gas_left() const { return gas_; }
+  [[nodiscard]] std::uint64_t gas_used() const { return gas_start_ - gas_; }
+  [[nodiscard]] const Counters& counters() const { return counters_; }
+  [[nodiscard]] pt::PageTable& table() const { return *cfg_.table; }
+  [[nodiscard]] const RunConfig& config() const { return cfg_; }
+
+ private:
+  enum class Kind : std::uint8_t { None, Code, Pinned, Cow };
+  struct Where {
+    Kind kind;
+    const DataCap* cap;
+    std::uint32_t page;     // page index inside `cap`
+    std::uint64_t lo, hi;   // the region's VA bounds [lo, hi) (for cluster clipping)
+  };
+  Where classify(VirtAddr va) const;
+  Answer fault(VirtAddr va) { ++counters_.guest_faults; return {Outcome::GuestFault, va}; }
+  Answer map_cluster(const Where& w, VirtAddr va);
+  Answer page_in(const Where& w, VirtAddr va);
+  Answer copy_on_write(const Where& w, VirtAddr va);
+  bool cluster_charged(std::uint64_t cluster) const { return (charged_[cluster / 64] >> (cluster % 64)) & 1; }
+
+  RunConfig cfg_;
+  std::uint64_t gas_;
+  std::uint64_t gas_start_;
+  Counters counters_{};
+  // One bit per 2 MiB cluster of the 4 GiB guest space: read-only clusters already charged.
+  std::uint64_t charged_[GUEST_LIMIT / CLUSTER_SIZE / 64]{};
+};
+
+// Guest accesses through software checks (the "interpreter" engine): every access is
+// checked against the run's page table exactly as the MMU would check it (present,
+// writable, user), and a failing check calls Run::handle_page_fault with the same CR2
+// and error code the CPU would produce. An access that straddles two pages checks both
+// before touching either (x86 restarts the whole instruction).
+struct AccessResult {
+  Outcome outcome;      // Retry means the access completed
+  VirtAddr addr;        // for a stopped access: where
+  std::uint64_t value;  // loaded value (little-endian)
+};
+AccessResult interp_load(Run& run, std::uint32_t addr, unsigned width);
+AccessResult interp_store(Run& run, std::uint32_t addr, unsigned width, std::uint64_t value);
+
+}  // namespace capmem::fault

@@ -1,0 +1,158 @@
+#include "capmem/demo.h"
+
+#include "capmem/log.h"
+#include "capmem/page.h"
+
+namespace capmem::demo {
+
+namespace {
+
+// xorshift64*: a fixed, portable pseudo-random sequence (no libc).
+struct Rng {
+  std::uint64_t s;
+  std::uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545f4914f6cdd1dull;
+  }
+  std::uint32_t below(std::uint32_t n) { return static_cast<std::uint32_t>(next() % n); }
+};
+
+bool pinned_page(std::uint32_t page) { return page >= kPinned.first_page && page - kPinned.first_page < kPinned.pages; }
+
+// A page of the op table: ops [first, first + 256) (256 ops of 16 bytes per page).
+void fill_ops(std::uint8_t* page, std::uint32_t page_index) {
+  Rng rng{0xc0dec0de5eedull};
+  Op* out = reinterpret_cast<Op*>(page);
+  const std::uint32_t per_page = PAGE_SIZE / sizeof(Op);
+  // Regenerate the whole sequence up to this page (deterministic, cheap: a few hundred ops).
+  for (std::uint32_t i = 0; i < (page_index + 1) * per_page; ++i) {
+    Op op{};
+    if (i + 1 < kOps) {
+      const std::uint32_t r = rng.below(100);
+      std::uint32_t page_no = rng.below(kMemPages);
+      const unsigned widths[4] = {1, 2, 4, 8};
+      op.width = static_cast<std::uint8_t>(widths[rng.below(4)]);
+      std::uint32_t off = rng.below(PAGE_SIZE - op.width + 1);
+      if (r < 8) off = PAGE_SIZE - 2;  // straddles into the next page
+      if (r < 45) {
+        op.kind = kLoad;
+        if (r >= 35) page_no = kPinned.first_page + rng.below(kPinned.pages);  // pinned reads
+        if (r >= 40) {  // reads from the code image, past the op table
+          op.addr = static_cast<std::uint32_t>(fault::CODE_BASE) + (4 + rng.below(kCodePages - 4)) * PAGE_SIZE + off % (PAGE_SIZE - 8);
+          op.value = 0;
+          goto emit;
+        }
+      } else {
+        op.kind = kStore;
+        op.value = (r < 55) ? 0 : rng.next();  // some stores write zeros
+        // Stores never touch the pinned range (that would end the demo with a fault),
+        // including the second page of a straddling store.
+        while (pinned_page(page_no) || pinned_page(page_no + 1) || page_no + 1 >= kMemPages) page_no = rng.below(kMemPages);
+      }
+      if (page_no + 1 >= kMemPages && off + op.width > PAGE_SIZE) off = 0;
+      op.addr = static_cast<std::uint32_t>(fault::DATA_BASE) + page_no * PAGE_SIZE + off;
+    }
+  emit:
+    if (i >= page_index * per_page) out[i - page_index * per_page] = (i < kOps) ? op : Op{};
+  }
+}
+
+Result<DataCap> build_cap(std::uint32_t pages, bool code) {
+  DataCap cap = TRY(DataCap::create(std::uint64_t{pages} * PAGE_SIZE));
+  Rng rng{code ? 0x5eedc0deull : 0x5eedda7aull};
+  for (std::uint32_t i = 0; i < pages; ++i) {
+    const std::uint64_t salt = rng.next();
+    if (!code && i % 7 == 3) continue;  // Empty pages
+    PageRef p = TRY(PageRef::unhashed_copy(nullptr));
+    std::uint8_t* b = p.mutable_bytes();
+    if (code && i * (PAGE_SIZE / sizeof(Op)) < kOps) {
+      fill_ops(b, i);
+    } else {
+      Rng fill{salt | 1};
+      for (std::size_t k = 0; k < PAGE_SIZE; k += 8) {
+        const std::uint64_t v = fill.next();
+        __builtin_memcpy(b + k, &v, 8);
+      }
+    }
+    p.seal();
+    TRY(cap.put_page(i, static_cast<PageRef&&>(p)));
+  }
+  return cap;
+}
+
+}  // namespace
+
+Result<Image> build() {
+  DataCap code = TRY(build_cap(kCodePages, true));
+  DataCap mem = TRY(build_cap(kMemPages, false));
+  return Image{.code = static_cast<DataCap&&>(code), .mem = static_cast<DataCap&&>(mem)};
+}
+
+Progress run_ops(const Engine& e) {
+  Progress p{.stop = fault::Outcome::Retry, .addr = VirtAddr{}, .ops_done = 0, .checksum = 0};
+  for (std::uint32_t i = 0;; ++i) {
+    const std::uint32_t base = static_cast<std::uint32_t>(fault::CODE_BASE) + i * sizeof(Op);
+    fault::AccessResult f[4] = {e.load(e.ctx, base + kOffKind, 1), {}, {}, {}};
+    if (f[0].outcome != fault::Outcome::Retry) return {f[0].outcome, f[0].addr, p.ops_done, p.checksum};
+    if (f[0].value == kEnd) return p;
+    f[1] = e.load(e.ctx, base + kOffWidth, 1);
+    f[2] = e.load(e.ctx, base + kOffAddr, 4);
+    f[3] = e.load(e.ctx, base + kOffValue, 8);
+    for (int k = 1; k < 4; ++k)
+      if (f[k].outcome != fault::Outcome::Retry) return {f[k].outcome, f[k].addr, p.ops_done, p.checksum};
+    const auto width = static_cast<unsigned>(f[1].value);
+    const auto addr = static_cast<std::uint32_t>(f[2].value);
+    const fault::AccessResult r = f[0].value == kStore ? e.store(e.ctx, addr, width, f[3].value) : e.load(e.ctx, addr, width);
+    if (r.outcome != fault::Outcome::Retry) return {r.outcome, r.addr, p.ops_done, p.checksum};
+    p.checksum = (p.checksum << 7 | p.checksum >> 57) ^ r.value;
+    ++p.ops_done;
+  }
+}
+
+namespace {
+struct Buf {
+  char* out;
+  std::size_t cap;
+  std::size_t n = 0;
+  void put(const char* s) {
+    while (*s != '\0') {
+      if (n + 1 < cap) out[n] = *s;
+      ++n;
+      ++s;
+    }
+  }
+  void num(std::uint64_t v) {
+    char tmp[24];
+    int i = 24;
+    do {
+      tmp[--i] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    char z[25];
+    int k = 0;
+    while (i < 24) z[k++] = tmp[i++];
+    z[k] = '\0';
+    put(z);
+  }
+};
+}  // namespace
+
+std::size_t format_line(char* out, std::size_t cap, const Hash32& root, const fault::Run& run) {
+  Buf b{out, cap};
+  char hex[65];
+  log::fmt_hex32(hex, root.b.data());
+  b.put("root=");
+  b.put(hex);
+  b.put(" gas=");
+  b.num(run.gas_used());
+  b.put(" cow=");
+  b.num(run.counters().cow);
+  b.put(" page_in=");
+  b.num(run.counters().page_in + run.counters().clusters);
+  if (cap != 0) out[b.n < cap ? b.n : cap - 1] = '\0';
+  return b.n;
+}
+
+}  // namespace capmem::demo

@@ -1,0 +1,183 @@
+// The copy-on-write #PF handler (spec section 4). See include/capmem/fault.h and
+// docs/fault-path.md for the step-by-step account and the invariants.
+#include "capmem/fault.h"
+
+#include "capmem/frame.h"
+#include "capmem/log.h"
+#include "capmem/page.h"
+
+namespace capmem::fault {
+
+const char* outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::Retry: return "retry";
+    case Outcome::GuestFault: return "guest page fault";
+    case Outcome::OutOfGas: return "out of gas";
+    case Outcome::OutOfFrames: return "out of frames";
+  }
+  return "?";
+}
+
+// --- The two seams of this file: the page table and the cap ------------------------------
+namespace {
+
+// Leaf permissions for guest pages: user, never executable from the data side (the
+// recompiled code runs from the JIT arena, never from guest memory), read-only or not.
+// Every guest mapping holds a frame reference (rule "a frame stays alive as long as any
+// page table maps it"); teardown drops it.
+pt::LeafFlags guest_leaf(bool writable) {
+  return pt::LeafFlags{.writable = writable, .user = true, .no_execute = true, .holds_ref = true};
+}
+
+// The frame a read maps: the effective page's frame, or the shared zero frame for Empty.
+// Returns nullptr for Missing (and for anything past the cap's extent: reads as Empty).
+FrameDesc* source_frame(const DataCap& cap, std::uint32_t page, bool* missing) {
+  const SlotView s = cap.effective(page);
+  *missing = s.kind == SlotKind::Missing;
+  if (s.kind == SlotKind::Loaded) return s.frame;
+  if (s.kind == SlotKind::Empty) return frames().zero_frame();
+  return nullptr;
+}
+
+}  // namespace
+
+Run::Run(const RunConfig& cfg) : cfg_(cfg), gas_(cfg.gas), gas_start_(cfg.gas) {}
+
+Run::Where Run::classify(VirtAddr va) const {
+  const std::uint64_t a = va.value();
+  const std::uint64_t code_end = CODE_BASE + cfg_.code->size();
+  if (a >= CODE_BASE && a < code_end && code_end <= DATA_BASE)
+    return {Kind::Code, cfg_.code, static_cast<std::uint32_t>((a - CODE_BASE) / PAGE_SIZE), CODE_BASE, code_end};
+  const std::uint64_t data_end = DATA_BASE + cfg_.mem->size();
+  if (a >= DATA_BASE && a < data_end && data_end <= GUEST_LIMIT) {
+    const auto page = static_cast<std::uint32_t>((a - DATA_BASE) / PAGE_SIZE);
+    for (const PinnedRange& r : cfg_.pinned) {
+      if (page >= r.first_page && page - r.first_page < r.pages) {
+        const std::uint64_t lo = DATA_BASE + std::uint64_t{r.first_page} * PAGE_SIZE;
+        return {Kind::Pinned, cfg_.mem, page, lo, lo + std::uint64_t{r.pages} * PAGE_SIZE};
+      }
+    }
+    return {Kind::Cow, cfg_.mem, page, DATA_BASE, data_end};
+  }
+  return {Kind::None, nullptr, 0, 0, 0};
+}
+
+Answer Run::handle_page_fault(VirtAddr cr2, std::uint32_t error_code) {
+  const bool write = (error_code & ErrorCode::kWrite) != 0;
+  const Where w = classify(cr2);
+  if (w.kind == Kind::None) return fault(cr2);                       // null guard, gaps (4.3)
+  if ((error_code & ErrorCode::kFetch) != 0) return fault(cr2);      // guest memory is never code
+  if (write && w.kind != Kind::Cow) return fault(cr2);               // read-only range (4.3)
+
+  // Spurious or stale-TLB fault: the page is already mapped as this access needs it
+  // (another CPU's fault, or a TLB entry older than the PTE). Invalidate and retry,
+  // charging nothing.
+  const VirtAddr page_va = cr2.page_base();
+  if (auto t = cfg_.table->translate(page_va); t.ok() && (!write || t->flags.writable)) {
+    env::tlb_invalidate_page(page_va);
+    ++counters_.spurious;
+    return {Outcome::Retry, cr2};
+  }
+
+  switch (w.kind) {
+    case Kind::Code:
+    case Kind::Pinned: return map_cluster(w, cr2);
+    case Kind::Cow: return write ? copy_on_write(w, cr2) : page_in(w, cr2);
+    case Kind::None: break;
+  }
+  return fault(cr2);
+}
+
+// Read-only region: materialize the whole 2 MiB cluster (clipped to the region) at once,
+// one page-in charge per cluster (rule 4.5). A cluster is exactly one page table (PT), so
+// building the path for the faulting page is the only step that can fail; every other
+// leaf lands in that same PT and cannot fail (prepare, then commit).
+Answer Run::map_cluster(const Where& w, VirtAddr va) {
+  bool missing = false;
+  FrameDesc* first = source_frame(*w.cap, w.page, &missing);
+  if (missing) return fault(va);  // rule 2.1: a Missing page is a guest page fault
+  const std::uint64_t cluster = va.value() / CLUSTER_SIZE;
+  const bool charge = !cluster_charged(cluster);
+  if (charge && gas_ < cfg_.costs.page_in) return {Outcome::OutOfGas, va};
+
+  // Prepare: the faulting page's leaf (builds PDPT/PD/PT as needed; no partial path).
+  if (!cfg_.table->map_leaf(va.page_base(), first->phys(), guest_leaf(false)).ok()) {
+    ++counters_.out_of_frames;
+    return {Outcome::OutOfFrames, va};
+  }
+  if (!charge) return {Outcome::Retry, va};  // cluster mapped earlier; this page was unmapped
+
+  // Commit: the rest of the cluster, inside the region, skipping Missing pages (they stay
+  // unmapped, so touching one faults and is reported as a guest page fault then).
+  std::uint64_t lo = cluster * CLUSTER_SIZE, hi = lo + CLUSTER_SIZE;
+  if (lo < w.lo) lo = w.lo;
+  if (hi > w.hi) hi = w.hi;
+  const std::uint64_t region_base = w.kind == Kind::Code ? CODE_BASE : DATA_BASE;
+  std::uint64_t mapped = 1;
+  for (std::uint64_t a = lo; a < hi; a += PAGE_SIZE) {
+    if (a == va.page_base().value()) continue;
+    const auto page = static_cast<std::uint32_t>((a - region_base) / PAGE_SIZE);
+    bool miss = false;
+    FrameDesc* f = source_frame(*w.cap, page, &miss);
+    if (f == nullptr) continue;
+    const auto r = cfg_.table->map_leaf(VirtAddr{a}, f->phys(), guest_leaf(false));
+    CAPMEM_ASSERT(r.ok());  // same PT as the faulting page: cannot need a table
+    ++mapped;
+  }
+  charged_[cluster / 64] |= std::uint64_t{1} << (cluster % 64);
+  gas_ -= cfg_.costs.page_in;
+  ++counters_.clusters;
+  counters_.cluster_pages += mapped;
+  return {Outcome::Retry, va};
+}
+
+// CoW range, read: map the source frame read-only (rule 4.3).
+Answer Run::page_in(const Where& w, VirtAddr va) {
+  bool missing = false;
+  FrameDesc* src = source_frame(*w.cap, w.page, &missing);
+  if (missing) return fault(va);
+  if (gas_ < cfg_.costs.page_in) return {Outcome::OutOfGas, va};
+  if (!cfg_.table->map_leaf(va.page_base(), src->phys(), guest_leaf(false)).ok()) {
+    ++counters_.out_of_frames;
+    return {Outcome::OutOfFrames, va};
+  }
+  gas_ -= cfg_.costs.page_in;
+  ++counters_.page_in;
+  return {Outcome::Retry, va};
+}
+
+// CoW range, write (rule 4.4): allocate + copy -> map the leaf -> invlpg -> publish.
+// Everything that can fail (the overlay's nodes, the private frame, the page-table path)
+// is obtained before anything visible changes; a failure releases what was obtained and
+// leaves the page table, the overlay and the gas exactly as they were.
+Answer Run::copy_on_write(const Where& w, VirtAddr va) {
+  bool missing = false;
+  FrameDesc* src = source_frame(*w.cap, w.page, &missing);
+  if (missing) return fault(va);
+  if (gas_ < cfg_.costs.cow) return {Outcome::OutOfGas, va};  // before anything is allocated
+
+  auto reservation = cfg_.mem->reserve_overlay(w.page);
+  if (!reservation.ok()) {
+    ++counters_.out_of_frames;
+    return {Outcome::OutOfFrames, va};
+  }
+  // An Empty source needs a zeroed frame, not a copy of the zero frame (edge-cases.md).
+  const std::uint8_t* from = src == frames().zero_frame() ? nullptr : static_cast<const std::uint8_t*>(src->virt());
+  auto copy = PageRef::unhashed_copy(from);  // rule 1.3: sentinel hash, no SHA-256
+  if (!copy.ok()) {
+    ++counters_.out_of_frames;
+    return {Outcome::OutOfFrames, va};  // reservation released by its destructor
+  }
+  const VirtAddr page_va = va.page_base();
+  if (!cfg_.table->map_leaf(page_va, copy->phys(), guest_leaf(true)).ok()) {
+    ++counters_.out_of_frames;
+    return {Outcome::OutOfFrames, va};  // page and reservation released: overlay untouched
+  }
+  env::tlb_invalidate_page(page_va);  // the old read-only translation may be cached
+  cfg_.mem->publish(reservation.release_value(), copy.release_value());
+  gas_ -= cfg_.costs.cow;
+  ++counters_.cow;
+  return {Outcome::Retry, va};
+}
+
+}  // namespace capmem::fault
