@@ -295,7 +295,7 @@ TEST(Demo, OutOfGasStopsAtTheSameOpInBothEngines) {
 
 // Random operation tables: both engines must charge identically and leave the same root.
 TEST(Parity, RandomOperationTables) {
-  for (std::uint32_t seed = 0; seed < 40; ++seed) {
+  for (std::uint32_t seed = 0; seed < 2000; ++seed) {
     std::mt19937 rng(seed);
     struct Acc { bool store; std::uint32_t addr; unsigned width; std::uint64_t v; };
     std::vector<Acc> ops(100);
