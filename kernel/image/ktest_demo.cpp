@@ -6,6 +6,8 @@
 #include "capmem/demo.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
+#include "capmem/hash.h"
+#include "capmem/slot.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "kernel.h"
@@ -13,6 +15,8 @@
 #include "user.h"
 
 extern "C" const char ring3_demo_prog[], ring3_demo_prog_end[];
+extern "C" const char ring3_prog_load[], ring3_prog_load_end[];
+extern "C" const char ring3_prog_store[], ring3_prog_store_end[];
 
 namespace {
 using namespace capmem;
@@ -36,7 +40,8 @@ struct Ring3Result {
 
 // One guest run of the demo program over `image`, with `gas`; the page table is torn down.
 Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas,
-                           const char* prog = ring3_demo_prog, const char* prog_end = ring3_demo_prog_end) {
+                           const char* prog = ring3_demo_prog, const char* prog_end = ring3_demo_prog_end,
+                           std::uint64_t rdi = 0, std::uint64_t rsi = 0) {
   Ring3Result out;
   auto table = pt::PageTable::create();
   if (!table.ok()) {
@@ -65,6 +70,8 @@ Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas,
                                     .gas = gas});
     UserRegs regs{};
     regs.rip = kJit;
+    regs.rdi = rdi;
+    regs.rsi = rsi;
     regs.rsp = kJit + PAGE_SIZE;  // unused by the program; never touched
     out.r = run_user(RunSpec{.cr3 = table->root(), .regs = regs, .page_fault_hook = fault_hook, .hook_ctx = &run});
     out.counters = run.counters();
@@ -89,8 +96,29 @@ KTEST(demo_ring3_same_line_as_interpreter) {
     auto root = image->mem.root();
     KEXPECT(root.ok());
     if (!root.ok()) return;
+    // A readable account (the one `capmem demo` gives per engine), then the closing line.
+    log::str("kernel demo: code cap at 0x400000 (op table), mem cap at 0x10000000, ");
+    log::dec(demo::kMemPages);
+    log::str(" pages, pinned pages ");
+    log::dec(demo::kPinned.first_page);
+    log::str("..");
+    log::dec(demo::kPinned.first_page + demo::kPinned.pages - 1);
+    log::str("\nkernel demo: ring-3 program ran ");
+    log::dec(res.r.regs.r9);
+    log::str(" ops; real #PFs handled: ");
+    log::dec(res.counters.page_in);
+    log::str(" CoW page-ins, ");
+    log::dec(res.counters.clusters);
+    log::str(" read-only clusters (");
+    log::dec(res.counters.cluster_pages);
+    log::str(" pages), ");
+    log::dec(res.counters.cow);
+    log::str(" copies, ");
+    log::dec(res.counters.spurious);
+    log::str(" spurious; resumed ");
+    log::dec(res.r.faults_resumed);
+    log::str(" faults\n");
     // The same line the hosted engines print (tests/qemu checks it against `capmem demo`).
-    char line[160];
     std::uint64_t page_in = res.counters.page_in + res.counters.clusters;
     char hex[65];
     log::fmt_hex32(hex, root->b.data());
@@ -103,7 +131,6 @@ KTEST(demo_ring3_same_line_as_interpreter) {
     log::str(" page_in=");
     log::dec(page_in);
     log::nl();
-    (void)line;
 
     // And against the interpreter engine run in this same kernel.
     auto image2 = demo::build();
@@ -159,5 +186,50 @@ KTEST(demo_ring3_out_of_frames_leaves_overlay_untouched) {
   KEXPECT(res.r.exit == RunExit::PageFault);
   KEXPECT_EQ(res.r.code, static_cast<std::uint64_t>(fault::Outcome::OutOfFrames));
   KEXPECT_EQ(std::uint64_t{image->mem.overlay_count()}, res.counters.cow);
+}
+}  // namespace
+
+namespace {
+// One ring-3 access through the core handler; returns the run's result.
+Ring3Result one_access(ktest::Ctx& t, demo::Image& image, bool store, std::uint64_t addr) {
+  return store ? run_demo_ring3(t, image, demo::kDefaultGas, ring3_prog_store, ring3_prog_store_end, addr, 0x55)
+               : run_demo_ring3(t, image, demo::kDefaultGas, ring3_prog_load, ring3_prog_load_end, addr, 0);
+}
+
+void expect_guest_fault(ktest::Ctx& t, const Ring3Result& res, std::uint64_t addr) {
+  KEXPECT(res.ran);
+  KEXPECT(res.r.exit == RunExit::PageFault);
+  KEXPECT_EQ(res.r.code, static_cast<std::uint64_t>(fault::Outcome::GuestFault));
+  KEXPECT_EQ(res.r.cr2, addr);
+  KEXPECT_EQ(res.gas_used, std::uint64_t{0});
+}
+
+KTEST(fault_ring3_write_to_pinned_range_is_guest_fault) {
+  auto image = demo::build();
+  KEXPECT(image.ok());
+  if (!image.ok()) return;
+  const std::uint64_t addr = fault::DATA_BASE + std::uint64_t{demo::kPinned.first_page} * PAGE_SIZE + 24;
+  expect_guest_fault(t, one_access(t, image.value(), true, addr), addr);
+  KEXPECT_EQ(std::uint64_t{image->mem.overlay_count()}, std::uint64_t{0});
+}
+
+KTEST(fault_ring3_null_guard_is_guest_fault) {
+  auto image = demo::build();
+  KEXPECT(image.ok());
+  if (!image.ok()) return;
+  expect_guest_fault(t, one_access(t, image.value(), false, 0), 0);
+  expect_guest_fault(t, one_access(t, image.value(), true, 0x1234), 0x1234);
+}
+
+KTEST(fault_ring3_missing_page_is_guest_fault) {
+  auto image = demo::build();
+  KEXPECT(image.ok());
+  if (!image.ok()) return;
+  auto missing = Slot::missing(hash::sha256("missing", 7));
+  KEXPECT(missing.ok());
+  if (!missing.ok()) return;
+  KEXPECT(image->mem.write_slot(9, missing.release_value()).ok());
+  const std::uint64_t addr = fault::DATA_BASE + 9 * PAGE_SIZE + 8;
+  expect_guest_fault(t, one_access(t, image.value(), false, addr), addr);
 }
 }  // namespace
