@@ -30,7 +30,7 @@ Result<PageRef> PageRef::from_content(const std::uint8_t* content, std::size_t l
     mem::copy_page(dst, content);
   } else {
     mem::zero_page(dst);
-    __builtin_memcpy(dst, content, n);
+    if (n != 0) __builtin_memcpy(dst, content, n);
   }
   p.d_->hash = hash::page_content_hash(dst);
   return p;
