@@ -17,6 +17,7 @@
 extern "C" const char ring3_demo_prog[], ring3_demo_prog_end[];
 extern "C" const char ring3_prog_load[], ring3_prog_load_end[];
 extern "C" const char ring3_prog_store[], ring3_prog_store_end[];
+extern "C" const char ring3_prog_fill[], ring3_prog_fill_end[];
 
 namespace {
 using namespace capmem;
@@ -41,7 +42,8 @@ struct Ring3Result {
 // One guest run of the demo program over `image`, with `gas`; the page table is torn down.
 Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas,
                            const char* prog = ring3_demo_prog, const char* prog_end = ring3_demo_prog_end,
-                           std::uint64_t rdi = 0, std::uint64_t rsi = 0) {
+                           std::uint64_t rdi = 0, std::uint64_t rsi = 0, std::uint64_t rcx = 0,
+                           std::uint64_t rdx = 0) {
   Ring3Result out;
   auto table = pt::PageTable::create();
   if (!table.ok()) {
@@ -72,6 +74,8 @@ Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas,
     regs.rip = kJit;
     regs.rdi = rdi;
     regs.rsi = rsi;
+    regs.rcx = rcx;
+    regs.rdx = rdx;
     regs.rsp = kJit + PAGE_SIZE;  // unused by the program; never touched
     out.r = run_user(RunSpec{.cr3 = table->root(), .regs = regs, .page_fault_hook = fault_hook, .hook_ctx = &run});
     out.counters = run.counters();
@@ -231,5 +235,33 @@ KTEST(fault_ring3_missing_page_is_guest_fault) {
   KEXPECT(image->mem.write_slot(9, missing.release_value()).ok());
   const std::uint64_t addr = fault::DATA_BASE + 9 * PAGE_SIZE + 8;
   expect_guest_fault(t, one_access(t, image.value(), false, addr), addr);
+}
+}  // namespace
+
+namespace {
+KTEST(fault_ring3_run_writes_thousands_of_pages) {
+  const auto free0 = frames().stats().free;
+  {
+    auto image = demo::build();
+    KEXPECT(image.ok());
+    if (!image.ok()) return;
+    constexpr std::uint32_t kPages = 3000, kFirst = 1024;  // past the pinned range
+    auto big = DataCap::create(std::uint64_t{kFirst + kPages} * PAGE_SIZE);
+    KEXPECT(big.ok());
+    if (!big.ok()) return;
+    image->mem = big.release_value();
+    auto res = run_demo_ring3(t, image.value(), demo::kDefaultGas, ring3_prog_fill, ring3_prog_fill_end,
+                              fault::DATA_BASE + std::uint64_t{kFirst} * PAGE_SIZE, 0, kPages, 0x0123456789abcdefull);
+    KEXPECT(res.ran);
+    KEXPECT(res.r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(res.counters.cow, std::uint64_t{kPages});
+    KEXPECT_EQ(res.gas_used, std::uint64_t{kPages} * fault::kGasCosts.cow);
+    KEXPECT_EQ(std::uint64_t{image->mem.overlay_count()}, std::uint64_t{kPages});
+    KEXPECT(image->mem.flush().ok());
+    std::uint8_t b[8] = {};
+    KEXPECT(image->mem.read(std::uint64_t{kFirst + kPages - 1} * PAGE_SIZE, b, 8).ok());
+    KEXPECT_EQ(b[0], std::uint64_t{0xef});
+  }
+  KEXPECT_EQ(frames().stats().free, free0);
 }
 }  // namespace
