@@ -10,28 +10,15 @@
 
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
+#include "../test_util.h"
 
 using namespace capmem;
+using capmem::testutil::vectors_dir;
+using capmem::testutil::slurp;
+using capmem::testutil::hex;
 
 namespace {
 
-std::string vectors_dir() {
-  const char* d = std::getenv("CAPMEM_VECTORS");
-  return d != nullptr ? d : "";
-}
-std::vector<std::uint8_t> slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-std::string hex(const Hash32& h) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (auto b : h.b) {
-    s += d[b >> 4];
-    s += d[b & 15];
-  }
-  return s;
-}
 std::vector<std::uint8_t> encode(const DataCap& c) {
   std::vector<std::uint8_t> out(c.encoded_size().value());
   EXPECT_TRUE(c.encode(out.data(), out.size()).ok());

@@ -16,8 +16,10 @@
 #include <vector>
 
 #include "capmem/hash.h"
+#include "../test_util.h"
 
 using namespace capmem;
+using capmem::testutil::hex;
 using hash::Impl;
 
 namespace {
@@ -36,15 +38,6 @@ struct ForceGuard {
   ~ForceGuard() { hash::init(); }
 };
 
-std::string hex(const Hash32& h) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (auto b : h.b) {
-    s += d[b >> 4];
-    s += d[b & 15];
-  }
-  return s;
-}
 
 Hash32 from_hex(const std::string& s) {
   Hash32 h{};

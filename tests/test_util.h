@@ -1,0 +1,33 @@
+// Helpers shared by the hosted tests: the reference vectors directory and file reading.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "capmem/log.h"
+#include "capmem/types.h"
+
+namespace capmem::testutil {
+
+// ../shared/vectors, passed by tests/unit/meson.build as CAPMEM_VECTORS.
+inline std::string vectors_dir() {
+  const char* d = std::getenv("CAPMEM_VECTORS");
+  return d != nullptr ? d : "";
+}
+
+inline std::vector<std::uint8_t> slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+inline std::string hex(const Hash32& h) {
+  char buf[65];
+  log::fmt_hex32(buf, h.b.data());
+  return buf;
+}
+
+}  // namespace capmem::testutil
