@@ -83,7 +83,7 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
     }
     rep.root = root.value();
     char line[160];
-    demo::format_line(line, sizeof line, rep.root, run);
+    demo::format_line(line, sizeof line, rep.root, rep.gas_used, rep.counters);
     rep.line = line;
   }
   rep.ok = true;

@@ -60,6 +60,7 @@ Progress run_ops(const Engine& e);
 // The closing line both engines and the kernel must agree on:
 // `root=<64 hex> gas=<n> cow=<n> page_in=<n>` (page_in counts page-in charges: CoW-range
 // page-ins plus read-only clusters). Writes a NUL-terminated line into `out`.
-std::size_t format_line(char* out, std::size_t cap, const Hash32& root, const fault::Run& run);
+std::size_t format_line(char* out, std::size_t cap, const Hash32& root, std::uint64_t gas_used,
+                        const fault::Counters& counters);
 
 }  // namespace capmem::demo

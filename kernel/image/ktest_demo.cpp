@@ -123,17 +123,10 @@ KTEST(demo_ring3_same_line_as_interpreter) {
     log::dec(res.r.faults_resumed);
     log::str(" faults\n");
     // The same line the hosted engines print (tests/qemu checks it against `capmem demo`).
-    std::uint64_t page_in = res.counters.page_in + res.counters.clusters;
-    char hex[65];
-    log::fmt_hex32(hex, root->b.data());
-    log::str("kernel demo: root=");
-    log::str(hex);
-    log::str(" gas=");
-    log::dec(res.gas_used);
-    log::str(" cow=");
-    log::dec(res.counters.cow);
-    log::str(" page_in=");
-    log::dec(page_in);
+    char line[160];
+    demo::format_line(line, sizeof line, root.value(), res.gas_used, res.counters);
+    log::str("kernel demo: ");
+    log::str(line);
     log::nl();
 
     // And against the interpreter engine run in this same kernel.

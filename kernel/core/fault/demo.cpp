@@ -139,18 +139,19 @@ struct Buf {
 };
 }  // namespace
 
-std::size_t format_line(char* out, std::size_t cap, const Hash32& root, const fault::Run& run) {
+std::size_t format_line(char* out, std::size_t cap, const Hash32& root, std::uint64_t gas_used,
+                        const fault::Counters& counters) {
   Buf b{out, cap};
   char hex[65];
   log::fmt_hex32(hex, root.b.data());
   b.put("root=");
   b.put(hex);
   b.put(" gas=");
-  b.num(run.gas_used());
+  b.num(gas_used);
   b.put(" cow=");
-  b.num(run.counters().cow);
+  b.num(counters.cow);
   b.put(" page_in=");
-  b.num(run.counters().page_in + run.counters().clusters);
+  b.num(counters.page_in + counters.clusters);
   if (cap != 0) out[b.n < cap ? b.n : cap - 1] = '\0';
   return b.n;
 }
