@@ -29,6 +29,31 @@ Result<DataCap> cap_of_file(const MappedFile& f) {
   return cap;
 }
 
+// `inspect` input: an encoding if it decodes (or --encoded), else raw bytes (or --raw).
+Result<DataCap> open_for_inspect(const MappedFile& f, const char* path, bool force_raw, bool force_enc,
+                                 const char** kind, std::string* err) {
+  if (!force_raw) {
+    DecodeError de{Status::Ok, 0};
+    auto d = DataCap::decode(f.data(), f.size(), &de);
+    if (d.ok() || force_enc) {
+      if (!d.ok()) {
+        if (de.status == Status::Ok) de.status = d.status();
+        *err = decode_error(path, de);
+      }
+      *kind = "encoding";
+      return d;
+    }
+  }
+  *kind = "raw bytes";
+  if (f.size() > kMaxCapSize) {
+    *err = std::string(path) + ": larger than 4 GiB (rule 5.1)";
+    return Status::TooLarge;
+  }
+  auto cap = cap_of_file(f);
+  if (!cap.ok()) *err = std::string(path) + ": " + status_name(cap.status());
+  return cap;
+}
+
 }  // namespace
 
 int cmd_root(int argc, char** argv) {
@@ -126,25 +151,9 @@ int cmd_inspect(int argc, char** argv) {
   std::string err;
   if (!f.open(path, &err)) return fail(err);
   boot_for(f.size());
-  const char* kind = "raw bytes";
-  DecodeError de{Status::Ok, 0};
-  Result<DataCap> cap = Status::InvalidArgument;
-  if (!force_raw) {
-    auto d = DataCap::decode(f.data(), f.size(), &de);
-    if (d.ok()) {
-      kind = "encoding";
-      new (&cap) Result<DataCap>(d.release_value());
-    } else if (force_enc) {
-      if (de.status == Status::Ok) de.status = d.status();
-      return fail(decode_error(path, de));
-    }
-  }
-  if (!cap.ok()) {
-    if (f.size() > kMaxCapSize) return fail(std::string(path) + ": larger than 4 GiB (rule 5.1)");
-    cap.~Result<DataCap>();
-    new (&cap) Result<DataCap>(cap_of_file(f));
-    if (!cap.ok()) return fail(std::string(path) + ": " + status_name(cap.status()));
-  }
+  const char* kind = "encoding";
+  Result<DataCap> cap = open_for_inspect(f, path, force_raw, force_enc, &kind, &err);
+  if (!cap.ok()) return fail(err);
   std::uint64_t counts[3] = {0, 0, 0};
   for (std::uint32_t i = 0; i < cap->page_count(); ++i) ++counts[static_cast<int>(cap->effective(i).kind)];
   std::printf("input:   %s (%s)\n", path, kind);
