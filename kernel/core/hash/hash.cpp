@@ -14,6 +14,17 @@ using namespace detail;
 
 namespace {
 
+// Whether the SIMD back ends (sha256_shani/avx2/avx512.cpp, core_simd_srcs) are linked.
+// The only build switch in the hash code: a kernel configured with -Dkernel_simd=false is
+// compiled with CAPMEM_HASH_SIMD=0 and links none of them; detection then reports no SIMD
+// feature, every table below is the portable one, and no call ever enters the seam's SIMD
+// section (docs/boot.md). Discarded `if constexpr` branches odr-use nothing, so the missing
+// back ends need no stubs.
+#ifndef CAPMEM_HASH_SIMD
+#define CAPMEM_HASH_SIMD 1
+#endif
+constexpr bool kSimdBackends = CAPMEM_HASH_SIMD != 0;
+
 // ---- CPU features --------------------------------------------------------------------
 struct CpuidRegs {
   std::uint32_t a, b, c, d;
@@ -39,6 +50,7 @@ struct Features {
 
 Features detect() {
   Features f;
+  if constexpr (!kSimdBackends) return f;
   const std::uint32_t max_leaf = cpuid(0, 0).a;
   if (max_leaf < 7) return f;
   // Intel SDM Vol. 2A Table 3-8 (CPUID leaf 01H, ECX): SSSE3 bit 9, SSE4.1 bit 19,
@@ -86,24 +98,28 @@ constinit bool g_detected = false;
 constinit Backend g_backend = kPortable;
 
 Backend make_backend(Impl impl) {
-  // The wide kernels leave the narrow work (single nodes, small tails) to SHA-NI when the
-  // CPU has it, else to the portable code (AVX2) or a padded wide batch.
-  const bool sha = g_features.sha;
-  switch (impl) {
-    case Impl::Portable: return kPortable;
-    case Impl::ShaNi:
-      return {.impl = impl, .simd = true, .lanes = 1, .narrow_max = 0,
-              .wide = hash64_shani, .narrow = hash64_shani, .compress = compress_shani};
-    case Impl::Avx2:
-      return {.impl = impl, .simd = true, .lanes = 8, .narrow_max = sha ? 3u : 1u,
-              .wide = hash64_avx2, .narrow = sha ? hash64_shani : hash64_portable,
-              .compress = sha ? compress_shani : compress_portable};
-    case Impl::Avx512:
-      return {.impl = impl, .simd = true, .lanes = 16, .narrow_max = sha ? 4u : 1u,
-              .wide = hash64_avx512, .narrow = sha ? hash64_shani : hash64_portable,
-              .compress = sha ? compress_shani : compress_portable};
+  if constexpr (!kSimdBackends) {
+    return kPortable;  // supported() is false for every SIMD back end
+  } else {
+    // The wide kernels leave the narrow work (single nodes, small tails) to SHA-NI when the
+    // CPU has it, else to the portable code (AVX2) or a padded wide batch.
+    const bool sha = g_features.sha;
+    switch (impl) {
+      case Impl::Portable: return kPortable;
+      case Impl::ShaNi:
+        return {.impl = impl, .simd = true, .lanes = 1, .narrow_max = 0,
+                .wide = hash64_shani, .narrow = hash64_shani, .compress = compress_shani};
+      case Impl::Avx2:
+        return {.impl = impl, .simd = true, .lanes = 8, .narrow_max = sha ? 3u : 1u,
+                .wide = hash64_avx2, .narrow = sha ? hash64_shani : hash64_portable,
+                .compress = sha ? compress_shani : compress_portable};
+      case Impl::Avx512:
+        return {.impl = impl, .simd = true, .lanes = 16, .narrow_max = sha ? 4u : 1u,
+                .wide = hash64_avx512, .narrow = sha ? hash64_shani : hash64_portable,
+                .compress = sha ? compress_shani : compress_portable};
+    }
+    return kPortable;
   }
-  return kPortable;
 }
 
 void ensure_detected() {
