@@ -1,0 +1,159 @@
+// libFuzzer target: the cap wire decoder (spec section 5, DataCap::decode).
+//
+// Properties checked on every input:
+//   - never a crash, never a leaked frame (FrameLeakGuard) or Missing box;
+//   - rejected: a Decode* status that names a rule (status_rule), the same status in
+//     DecodeError, an offset inside the input;
+//   - accepted: encoded_size() and encode() give exactly the input bytes (canonical), the
+//     cap is flushed and holds no Missing slot, every Loaded page sits in an aligned frame
+//     holding the input's payload, decode(encode) has the same root, and (for caps whose
+//     non-empty extent is small enough to read) DataCap::from_bytes over the cap's bytes
+//     with the same size gives the same root: an independent path to the root (rule 5.2);
+//   - accepted, again with one allocation failure injected (the n-th allocation, n from the
+//     input): OutOfFrames named in DecodeError or the same cap, nothing leaked.
+// A custom mutator rewrites the claimed hash of each Loaded slot to its true hash half of
+// the time, so mutated inputs keep reaching the accepting path.
+// Seeds: tests/fuzz/corpus/cap_decode/ (the ../shared/vectors encodings plus encodings made
+// by tests/fuzz/gen_seeds.py). libFuzzer takes -max_len from the largest seed.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "capmem/datacap.h"
+#include "capmem/hash.h"
+#include "fuzz_common.h"
+
+using namespace capmem;
+
+#define FUZZ_CHECK(c)                                                                      \
+  do {                                                                                     \
+    if (!(c)) {                                                                            \
+      std::fprintf(stderr, "fuzz_cap_decode: check failed: %s (line %d)\n", #c, __LINE__); \
+      std::abort();                                                                        \
+    }                                                                                      \
+  } while (0)
+
+namespace {
+
+constexpr std::uint32_t kMaxReadPages = 256;  // independent root check up to 1 MiB of extent
+
+std::uint32_t get_u32(const std::uint8_t* p) {
+  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
+}
+
+bool is_decode_status(Status s) { return s >= Status::DecodeEmptyBuffer && s <= Status::DecodeMissingSlot; }
+
+Hash32 root_of(const DataCap& c) {
+  auto r = c.root();
+  FUZZ_CHECK(r.ok());
+  return r.value();
+}
+
+void check_accepted(const DataCap& cap, const std::uint8_t* data, std::size_t size) {
+  FUZZ_CHECK(cap.overlay_count() == 0);
+  FUZZ_CHECK(cap.size() % PAGE_SIZE == 0 && cap.size() <= kMaxCapSize);
+  auto es = cap.encoded_size();
+  FUZZ_CHECK(es.ok() && es.value() == size);
+  std::vector<std::uint8_t> out(size);
+  FUZZ_CHECK(cap.encode(out.data(), out.size()).ok());
+  FUZZ_CHECK(std::memcmp(out.data(), data, size) == 0);
+
+  // Every slot of the extent: Loaded pages aligned with the payload of the input, no
+  // Missing (rule 5.2), the last one not Empty (trimmed).
+  const std::uint32_t n = cap.extent();
+  FUZZ_CHECK(n <= cap.page_count());
+  const std::uint8_t* list = data + 12;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const SlotView v = cap.effective(i);
+    FUZZ_CHECK(v.kind != SlotKind::Missing);
+    const std::uint32_t start = get_u32(list + 4 * i);
+    FUZZ_CHECK(list[start] == static_cast<std::uint8_t>(v.kind));
+    if (v.kind == SlotKind::Loaded) {
+      FUZZ_CHECK(reinterpret_cast<std::uintptr_t>(v.frame->virt()) % PAGE_SIZE == 0);  // rule 1.1
+      FUZZ_CHECK(std::memcmp(v.frame->virt(), list + start + 37, PAGE_SIZE) == 0);
+      FUZZ_CHECK(std::memcmp(v.hash->b.data(), list + start + 1, 32) == 0);
+    }
+    if (i + 1 == n) FUZZ_CHECK(v.kind == SlotKind::Loaded);
+  }
+  const Hash32 root = root_of(cap);
+
+  // decode(encode) has the same root.
+  DecodeError err{};
+  auto again = DataCap::decode(out.data(), out.size(), &err);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(root_of(again.value()) == root);
+  FUZZ_CHECK(again->size() == cap.size() && again->extent() == n);
+
+  // Independent root: the cap's bytes through from_bytes (rule 3.6) with the same size.
+  if (n <= kMaxReadPages) {
+    std::vector<std::uint8_t> bytes(std::size_t{n} * PAGE_SIZE);
+    FUZZ_CHECK(cap.read(0, bytes.data(), bytes.size()).ok());
+    auto fb = DataCap::from_bytes(bytes.data(), bytes.size(), cap.size());
+    FUZZ_CHECK(fb.ok());
+    FUZZ_CHECK(fb->size() == cap.size() || (cap.size() == 0 && fb->size() == PAGE_SIZE));
+    if (fb->size() == cap.size()) FUZZ_CHECK(root_of(fb.value()) == root);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  FrameLeakGuard guard;
+  const std::uint64_t boxes = Slot::missing_boxes();
+  {
+    DecodeError err{Status::Ok, ~std::uint64_t{0}};
+    auto r = DataCap::decode(data, size, &err);
+    if (!r.ok()) {
+      FUZZ_CHECK(is_decode_status(r.status()));
+      FUZZ_CHECK(status_rule(r.status())[0] != '\0');
+      FUZZ_CHECK(err.status == r.status());
+      FUZZ_CHECK(err.offset <= size);
+    } else {
+      check_accepted(r.value(), data, size);
+      const Hash32 root = root_of(r.value());
+      // The same input with one allocation failing: the count of allocations a decode
+      // makes is about one per page plus tree nodes; pick n in [1, 8] from the input.
+      const std::uint64_t n = 1 + data[size - 1] % 8;
+      frames().inject_failure_at(n);
+      DecodeError err2{Status::Ok, 0};
+      auto f = DataCap::decode(data, size, &err2);
+      frames().inject_failure_at(0);
+      if (f.ok()) {
+        FUZZ_CHECK(root_of(f.value()) == root);
+      } else {
+        FUZZ_CHECK(f.status() == Status::OutOfFrames);
+        FUZZ_CHECK(err2.status == Status::OutOfFrames);
+        FUZZ_CHECK(err2.offset <= size);
+      }
+    }
+  }
+  FUZZ_CHECK(Slot::missing_boxes() == boxes);
+  return 0;
+}
+
+extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
+
+// Rewrites the hash of every Loaded slot whose 4096 payload bytes lie inside the buffer.
+static void fix_hashes(std::uint8_t* data, std::size_t size) {
+  if (size < 16) return;
+  std::uint8_t* list = data + 12;
+  const std::size_t L = size - 12;
+  const std::uint32_t o0 = get_u32(list);
+  if (o0 == 0 || o0 % 4 != 0 || o0 > L) return;
+  for (std::uint32_t i = 0; i < o0 / 4; ++i) {
+    const std::uint32_t start = get_u32(list + 4 * i);
+    if (start >= L || list[start] != 1 || L - start < codec::kLoadedLen) continue;
+    const Hash32 h = hash::page_content_hash(list + start + 37);
+    std::memcpy(list + start + 1, h.b.data(), 32);
+  }
+}
+
+extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size, std::size_t max_size,
+                                               unsigned int seed) {
+  size = LLVMFuzzerMutate(data, size, max_size);
+  if ((seed & 1) != 0) fix_hashes(data, size);
+  return size;
+}

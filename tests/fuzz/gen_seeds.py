@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the DataCap fuzz targets (tests/fuzz/corpus/{slot_decode,
+cap_decode,cap_ops}/). Independent of the C++ code: page hashes (rule 1.2) and encodings
+(rules 2.4, 5.1) are computed here from the spec with hashlib. The cap_decode corpus also
+takes the reference encodings from ../shared/vectors/*.ssz when that directory exists.
+
+Usage: tests/fuzz/gen_seeds.py   (from anywhere; rewrites the three corpus directories)
+"""
+import hashlib
+import os
+import shutil
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VECTORS = os.path.join(HERE, "..", "..", "..", "shared", "vectors")
+PAGE = 4096
+
+
+def page_hash(content: bytes) -> bytes:
+    """Rule 1.2: SSZ ByteVector[4096] root, a binary SHA-256 tree over 128 chunks."""
+    content = content.ljust(PAGE, b"\0")
+    level = [content[i:i + 32] for i in range(0, PAGE, 32)]
+    while len(level) > 1:
+        level = [hashlib.sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def slot_empty() -> bytes:
+    return b"\0"
+
+
+def slot_loaded(content: bytes, hash_override: bytes = None) -> bytes:
+    content = content.ljust(PAGE, b"\0")
+    h = hash_override if hash_override is not None else page_hash(content)
+    return b"\1" + h + struct.pack("<I", 36) + content
+
+
+def slot_missing(h: bytes) -> bytes:
+    return b"\2" + h
+
+
+def cap(size: int, slots) -> bytes:
+    """Rule 5.1: u64le(size) ++ u32le(12) ++ offsets ++ slots."""
+    out = struct.pack("<QI", size, 12)
+    off = 4 * len(slots)
+    for s in slots:
+        out += struct.pack("<I", off)
+        off += len(s)
+    return out + b"".join(slots)
+
+
+def lcg_page(seed: int) -> bytes:
+    x, out = seed | 1, bytearray(PAGE)
+    for i in range(PAGE):
+        x = (x * 1664525 + 1013904223) & 0xffffffff
+        out[i] = x >> 24
+    return bytes(out)
+
+
+def write(corpus: str, name: str, data: bytes) -> None:
+    with open(os.path.join(HERE, "corpus", corpus, name), "wb") as f:
+        f.write(data)
+
+
+def main() -> None:
+    for c in ("slot_decode", "cap_decode", "cap_ops"):
+        d = os.path.join(HERE, "corpus", c)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+
+    ff = b"\xff" * PAGE
+    abc = b"abc"
+    rnd = lcg_page(7)
+    sparse = bytearray(PAGE)
+    sparse[4095] = 1
+
+    # --- slot_decode: every kind, valid and each rule 2.5 rejection once.
+    write("slot_decode", "empty", slot_empty())
+    write("slot_decode", "missing", slot_missing(page_hash(ff)))
+    write("slot_decode", "missing-zero-hash", slot_missing(b"\0" * 32))
+    write("slot_decode", "loaded-ff", slot_loaded(ff))
+    write("slot_decode", "loaded-abc", slot_loaded(abc))
+    write("slot_decode", "loaded-lcg", slot_loaded(rnd))
+    write("slot_decode", "loaded-last-byte", slot_loaded(bytes(sparse)))
+    write("slot_decode", "loaded-zero", slot_loaded(b""))  # valid for a lone slot (5.2 rejects it in a cap)
+    write("slot_decode", "bad-forged", slot_loaded(ff, page_hash(abc)))
+    write("slot_decode", "bad-offset", slot_loaded(ff)[:33] + struct.pack("<I", 37) + ff)
+    write("slot_decode", "bad-short-payload", slot_loaded(ff)[:-1])
+    write("slot_decode", "bad-trailing", slot_empty() + b"\0")
+    write("slot_decode", "bad-selector", b"\3")
+    write("slot_decode", "bad-missing-short", slot_missing(page_hash(ff))[:20])
+
+    # --- cap_decode: the reference vectors plus a few shapes.
+    if os.path.isdir(VECTORS):
+        for f in sorted(os.listdir(VECTORS)):
+            if f.endswith(".ssz"):
+                with open(os.path.join(VECTORS, f), "rb") as src:
+                    write("cap_decode", "vector-" + f[:-4], src.read())
+    write("cap_decode", "one-page-zero", cap(PAGE, []))
+    write("cap_decode", "size-zero", cap(0, []))
+    write("cap_decode", "max-size-empty", cap(1 << 32, []))
+    write("cap_decode", "hole-hole-page", cap(4 * PAGE, [slot_empty(), slot_empty(), slot_loaded(rnd)]))
+    write("cap_decode", "two-pages", cap(2 * PAGE, [slot_loaded(abc), slot_loaded(bytes(sparse))]))
+    write("cap_decode", "far-page", cap(1 << 32, [slot_empty()] * 40 + [slot_loaded(ff)]))
+    write("cap_decode", "bad-trailing-empty", cap(2 * PAGE, [slot_loaded(ff), slot_empty()]))
+    write("cap_decode", "bad-zero-loaded", cap(PAGE, [slot_loaded(b"")]))
+    write("cap_decode", "bad-missing", cap(PAGE, [slot_missing(page_hash(ff))]))
+    write("cap_decode", "bad-too-many", cap(PAGE, [slot_empty(), slot_loaded(ff)]))
+    write("cap_decode", "bad-forged", cap(PAGE, [slot_loaded(ff, page_hash(abc))]))
+
+    # --- cap_ops: programs in the format of fuzz_cap_ops.cpp. Opcodes:
+    W_PAGE, W_BYTES, W_EMPTY, W_MISSING, PUT, PLACE, COPY, SWAP, FLUSH, TRIP, READ, ROOT, INJECT = range(13)
+    fill = lambda v: bytes([1, v])           # gen_page: a fill byte
+    zero = bytes([0])                        # gen_page: zeros
+    lcg = lambda s: bytes([4]) + struct.pack("<I", s)
+    progs = {
+        # 4 pages from create: writes, flush, round trip, read.
+        "write-flush-trip": bytes([3, 0,
+                                   W_PAGE, 1]) + fill(0x11) + bytes([1, 0, 0,
+                                   W_BYTES, 2]) + struct.pack("<HH", 100, 50) + bytes([0x22, 1,
+                                   FLUSH, TRIP, 1, READ]) + struct.pack("<IH", 4000, 300) + bytes([ROOT]),
+        # 8 pages from bytes; copy, write over it, swap, place the snapshot, flush.
+        "copy-swap-place": bytes([7, 1, 3, 0]) + lcg(5) + bytes([3]) + fill(0xee) + bytes([6]) + zero + bytes([
+                                   COPY, W_PAGE, 0]) + fill(0x33) + bytes([0, 1, 5,
+                                   SWAP, PLACE, 1, 2, 1, FLUSH, TRIP, 0]),
+        # Missing in the overlay: read fails, flush fails, then overwrite and flush.
+        "missing": bytes([1, 0, W_MISSING, 0]) + fill(0x44) + bytes([READ]) + struct.pack("<IH", 0, 10) + bytes([
+                                   FLUSH, W_PAGE, 0]) + fill(0x45) + bytes([1, 0, 0, FLUSH, TRIP, 1]),
+        # put_page under an overlay entry, explicit Empty entries, self place_shared.
+        "put-place-self": bytes([5, 0, W_PAGE, 2]) + fill(0x55) + bytes([0, 0, 0, PUT, 2]) + fill(0x66) + bytes([1,
+                                   W_EMPTY, 3, PUT, 0]) + fill(0x77) + bytes([2, PUT, 1]) + zero + bytes([2,
+                                   PLACE, 0, 3, 1, FLUSH, TRIP, 1]),
+        # Allocation failures injected before writes, copies, flushes and place_shared.
+        "inject": bytes([9, 1, 2, 0]) + fill(1) + bytes([4]) + lcg(9) + bytes([
+                                   INJECT, 0, W_PAGE, 0]) + fill(2) + bytes([0, 1, 3,
+                                   INJECT, 1, COPY, INJECT, 2, FLUSH, W_BYTES, 4]) + struct.pack("<HH", 0, 4096) + bytes([9, 1,
+                                   INJECT, 3, PLACE, 2, 0, 1, 2]) + fill(8) + fill(9) + zero + bytes([0,
+                                   INJECT, 0, FLUSH, INJECT, 1, TRIP, 1]),
+        # 64 pages (count byte >= 192), short tail through from_bytes with a target size.
+        "big-tail": bytes([255, 2, 2, 63]) + lcg(3) + bytes([0]) + fill(0x99) + struct.pack("<H", 1000) + bytes([
+                                   W_PAGE, 62]) + lcg(11) + bytes([0, 0, 0, FLUSH, TRIP, 0,
+                                   PLACE, 0, 32, 1, FLUSH]),
+    }
+    for name, prog in progs.items():
+        write("cap_ops", name, prog)
+
+
+if __name__ == "__main__":
+    main()
