@@ -27,6 +27,7 @@ PEERS_SRC=$ROOT/../shared/peers
 mkdir -p "$OUT"
 # Absolute paths: the peers run from their own directories.
 BUILD=$(realpath -m "$BUILD")
+export BUILD  # run-kernel-bench.sh builds in the same directory
 OUT=$(realpath -m "$OUT")
 
 # ---- build ----------------------------------------------------------------------------

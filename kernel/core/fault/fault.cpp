@@ -168,12 +168,12 @@ Answer Run::copy_on_write(const Where& w, VirtAddr va) {
     ++counters_.out_of_frames;
     return {Outcome::OutOfFrames, va};  // reservation released by its destructor
   }
-  const VirtAddr page_va = va.page_base();
-  if (!cfg_.table->map_leaf(page_va, copy->phys(), guest_leaf(true)).ok()) {
+  // map_leaf invalidates the TLB entry when it replaces a present (read-only) leaf, and a
+  // not-present leaf is never cached (SDM 4.10.2.3): no second invlpg here.
+  if (!cfg_.table->map_leaf(va.page_base(), copy->phys(), guest_leaf(true)).ok()) {
     ++counters_.out_of_frames;
     return {Outcome::OutOfFrames, va};  // page and reservation released: overlay untouched
   }
-  env::tlb_invalidate_page(page_va);  // the old read-only translation may be cached
   cfg_.mem->publish(reservation.release_value(), copy.release_value());
   gas_ -= cfg_.costs.cow;
   ++counters_.cow;
