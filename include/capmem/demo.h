@@ -17,7 +17,7 @@ namespace capmem::demo {
 // One operation, little-endian, 16 bytes, at CODE_BASE + 16 * i.
 struct Op {
   std::uint8_t kind;   // kEnd, kLoad, kStore
-  std::uint8_t width;  // 1, 2, 4, 8
+  std::uint8_t width;  // 1, 2, 4, 8 (any other value runs as 8, as in the ring-3 program)
   std::uint16_t reserved;
   std::uint32_t addr;  // guest address
   std::uint64_t value; // stored value (stores)
