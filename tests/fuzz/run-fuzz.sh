@@ -6,9 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}
 dir=${CAPMEM_FUZZ_BUILD:-build-fuzz}
+# The core library is instrumented too (coverage for libFuzzer, ASan/UBSan for its reads of
+# the input), not only the fuzz_*.cpp files.
+opts=(-Dfuzz=true -Dkernel=false -Dbench=false -Dbuildtype=debugoptimized -Db_lundef=false
+      -Db_sanitize=address,undefined "-Dcpp_args=-fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined")
 if [ ! -f "$dir/build.ninja" ]; then
-  CXX=clang++-14 CXX_LD=lld meson setup "$dir" . -Dfuzz=true -Dkernel=false -Dbench=false -Dbuildtype=debugoptimized -Db_lundef=false >/dev/null 2>&1 ||
-    CXX=clang++-14 meson setup "$dir" . -Dfuzz=true -Dkernel=false -Dbench=false -Dbuildtype=debugoptimized -Db_lundef=false >/dev/null
+  CXX=clang++-14 CXX_LD=lld meson setup "$dir" . "${opts[@]}" >/dev/null 2>&1 ||
+    CXX=clang++-14 meson setup "$dir" . "${opts[@]}" >/dev/null
 fi
 meson compile -C "$dir" >/dev/null || meson compile -C "$dir"
 mkdir -p "$dir/crashes" "$dir/scratch"
