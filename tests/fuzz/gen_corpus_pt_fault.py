@@ -62,11 +62,12 @@ BASIC_OPS = (op(LOAD, 8, COW, 0, 8) + op(STORE, 8, COW, 0, 8) + op(STORE, 1, COW
 
 
 def random_ops(seed, n):
+    """Loads anywhere in the regions, stores only where they are allowed (the run goes on)."""
     rng = random.Random(seed)
     out = b""
     for _ in range(n):
         kind = rng.choice([LOAD, STORE])
-        region = rng.choice([COW, COW, COW, PINNED, CODE, EDGE, STRADDLE])
+        region = rng.choice([COW, COW, COW, PINNED, CODE] if kind == LOAD else [COW, COW, COW, COW, STRADDLE])
         out += op(kind, rng.choice([1, 2, 4, 8]), region, rng.randrange(256), rng.randrange(65536),
                   rng.choice([0, rng.randrange(1, 65536)]))
     return out
@@ -76,15 +77,24 @@ FP_SEEDS = {
     "basic": header() + BASIC_OPS,
     "out-of-gas-first-cow": header(gas=3) + BASIC_OPS,
     "out-of-gas-later": header(gas=9) + BASIC_OPS,
-    "inject-first-frame": header(inject=1) + BASIC_OPS,
-    "inject-third-frame": header(inject=3) + BASIC_OPS,
+    "inject-first-frame": header(inject=1) + BASIC_OPS,   # the code cluster's first table
+    "inject-fifth-frame": header(inject=5) + BASIC_OPS,   # the first copy-on-write frame
+    "inject-seventh-frame": header(inject=7) + BASIC_OPS,   # during the second copy-on-write
+    # the last op straddles past the end of mem (guest fault)
     "straddles": header(pages=8, pin_first=3, pin_code=1) + b"".join(
-        op(k, w, STRADDLE, p, o) for k in (LOAD, STORE) for w in (2, 8) for p in (1, 2, 7) for o in (0, 5)),
-    "edges": header(pages=5, pin_first=4, pin_code=1) + b"".join(op(LOAD, 8, EDGE, p, o) for p in range(8) for o in (0, 7, 15)),
+        op(k, w, STRADDLE, p, o) for p in (1, 2, 7) for k in (LOAD, STORE) for w in (2, 8) for o in (0, 5)),
+    "straddle-into-pinned": header(pages=8, pin_first=3, pin_code=1) + op(LOAD, 8, STRADDLE, 2, 3) + op(STORE, 8, STRADDLE, 2, 3),
+    # edges 0-7: code start, code end, data start, data end, 0, data + 2 MiB, code + 2 MiB, pinned start;
+    # the accesses inside a region first, then one that is not
+    "edges": header(pages=5, pin_first=4, pin_code=1) + b"".join(op(LOAD, 4, EDGE, p, o) for p, o in
+                                                                 ((0, 8), (0, 15), (1, 0), (2, 12), (3, 4), (7, 0), (7, 6), (1, 6))),
+    "edge-data-start": header(pages=5, pin_first=4, pin_code=1) + op(LOAD, 8, EDGE, 2, 4),
+    "edge-wrap": header(pages=5, pin_first=4, pin_code=1) + op(LOAD, 8, EDGE, 4, 4),
+    "edge-past-cluster": header(pages=5) + op(STORE, 8, EDGE, 5, 8),
     "zero-stores-empty-pages": header(pages=6, empty=0x3c, pin_code=0) + b"".join(
         op(STORE, 8, COW, p, o, 0) for p in range(6) for o in (0, 4088)),
     "raw-addresses": header() + b"".join(op(LOAD, 4, RAW, p, o, v) for p, o, v in
-                                         ((0, 0, 0), (0x10, 0x0040, 0), (0x00, 0x4000, 1), (0xff, 0xffff, 0xfc), (0x10, 0, 0x10))),
+                                         ((0x10, 0x0040, 0), (0x10, 0, 0x10), (0x00, 0x4000, 1), (0xff, 0xffff, 0xfc), (0, 0, 0))),
     "code-clusters": header(extra_code=3, pin_first=0, pin_code=24, pages=24) + b"".join(
         op(LOAD, 8, r, p, 64) for r in (CODE, PINNED) for p in range(4)),
     "no-end-garbage-table": header(no_end=True, seed=9) + BASIC_OPS,
