@@ -13,6 +13,8 @@ namespace {
 
 const char* vector_name(std::uint64_t v) {
   // SDM Vol. 3A 6.3.1, Table 6-1 "Protected-Mode Exceptions and Interrupts".
+  // A packed table (clang-format would put one string per line).
+  // clang-format off
   static constexpr const char* kNames[32] = {
       "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
       "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor segment overrun",
@@ -21,6 +23,7 @@ const char* vector_name(std::uint64_t v) {
       "#XM SIMD FP exception", "#VE virtualization exception", "#CP control protection", "reserved 22",
       "reserved 23", "reserved 24", "reserved 25", "reserved 26", "reserved 27", "#HV hypervisor injection",
       "#VC VMM communication", "#SX security exception", "reserved 31"};
+  // clang-format on
   if (v < 32) return kNames[v];
   if (v == kVectorExitGate) return "exit gate (int 0x81)";
   return "interrupt";
