@@ -34,4 +34,19 @@ grep -q 'rule 2.5' "$tmp/err" || fail "forged page error does not name rule 2.5:
 "$tool" demo --help | grep -q 'usage: capmem demo' || fail "demo --help"
 "$tool" demo --quiet | grep -Eq '^root=[0-9a-f]{64} gas=[0-9]+ cow=[0-9]+ page_in=[0-9]+$' || fail "demo final line"
 "$tool" demo --gas 1000 | grep -q 'stopped: out of gas' || fail "demo --gas does not report where it stopped"
+# Progress bar: over 64 MiB and stderr a terminal (script(1) gives it a pty) the bar moves
+# through intermediate percentages while hashing and verifying; without a terminal, stderr
+# stays empty and stdout is the same.
+yes 'capmem progress' | head -c $((72 << 20)) > "$tmp/big"
+"$tool" root "$tmp/big" > "$tmp/big.root" 2> "$tmp/big.err" || fail "root of a 72 MiB file"
+[ ! -s "$tmp/big.err" ] || fail "progress bar written to a non-terminal: $(head -c 200 "$tmp/big.err")"
+if command -v script >/dev/null; then
+  script -qec "'$tool' root '$tmp/big'" /dev/null > "$tmp/big.tty" || fail "root under a terminal"
+  grep -q "$(cut -c1-64 "$tmp/big.root")" "$tmp/big.tty" || fail "root under a terminal differs"
+  grep -aEq 'hashing \[[#.]{40}\] +[1-9][0-9]?%' "$tmp/big.tty" || fail "no intermediate hashing progress shown"
+  "$tool" encode "$tmp/big" "$tmp/big.ssz" || fail "encode of a 72 MiB file"
+  script -qec "'$tool' decode '$tmp/big.ssz' '$tmp/big.out'" /dev/null > "$tmp/big.tty" || fail "decode under a terminal"
+  grep -aEq 'verifying \[[#.]{40}\] +[1-9][0-9]?%' "$tmp/big.tty" || fail "no intermediate verifying progress shown"
+  cmp "$tmp/big" "$tmp/big.out" || fail "decode of the 72 MiB encoding differs"
+fi
 echo "tool: all checks passed"

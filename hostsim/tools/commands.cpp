@@ -23,10 +23,7 @@ std::string decode_error(const char* path, const DecodeError& e) {
 
 Result<DataCap> cap_of_file(const MappedFile& f) {
   Progress bar("hashing", f.size());
-  bar.update(0);
-  auto cap = DataCap::from_bytes(f.data(), f.size());
-  bar.update(f.size());
-  return cap;
+  return DataCap::from_bytes(f.data(), f.size(), 0, bar.sink());
 }
 
 // `inspect` input: an encoding if it decodes (or --encoded), else raw bytes (or --raw).
@@ -34,7 +31,8 @@ Result<DataCap> open_for_inspect(const MappedFile& f, const char* path, bool for
                                  const char** kind, std::string* err) {
   if (!force_raw) {
     DecodeError de{Status::Ok, 0};
-    auto d = DataCap::decode(f.data(), f.size(), &de);
+    Progress bar("verifying", f.size());
+    auto d = DataCap::decode(f.data(), f.size(), &de, bar.sink());
     if (d.ok() || force_enc) {
       if (!d.ok()) {
         if (de.status == Status::Ok) de.status = d.status();
@@ -120,7 +118,10 @@ int cmd_decode(int argc, char** argv) {
   if (!f.open(argv[0], &err)) return fail(err);
   boot_for(f.size());
   DecodeError de{Status::Ok, 0};
-  auto cap = DataCap::decode(f.data(), f.size(), &de);
+  auto cap = [&] {
+    Progress bar("verifying", f.size());  // cleared before any message below
+    return DataCap::decode(f.data(), f.size(), &de, bar.sink());
+  }();
   if (!cap.ok()) {
     if (de.status == Status::Ok) de.status = cap.status();
     return fail(decode_error(argv[0], de));

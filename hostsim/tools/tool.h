@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "capmem/datacap.h"
 #include "capmem/types.h"
 
 namespace capmem::tool {
@@ -49,6 +50,11 @@ class Progress {
   Progress& operator=(const Progress&) = delete;
   ~Progress();
   void update(std::uint64_t done);
+  // Feeds this bar from a core build (DataCap::from_bytes / decode).
+  BuildProgress sink() {
+    return BuildProgress{.report = [](void* self, std::uint64_t done) { static_cast<Progress*>(self)->update(done); },
+                         .ctx = this};
+  }
 
  private:
   const char* what_;

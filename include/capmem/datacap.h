@@ -28,6 +28,18 @@ namespace capmem {
 
 inline constexpr std::uint64_t kMaxCapSize = std::uint64_t{tree::kMaxPages} * PAGE_SIZE;  // 4 GiB
 
+// Progress of a long build (from_bytes, decode): `report(ctx, done)` is called with the
+// input bytes consumed so far, about every kProgressStep bytes and once at the end, on the
+// caller's thread, never from the fault path. It cannot fail or cancel the build.
+struct BuildProgress {
+  static constexpr std::uint64_t kProgressStep = 1ull << 20;
+  void (*report)(void* ctx, std::uint64_t done) = nullptr;
+  void* ctx = nullptr;
+  void operator()(std::uint64_t done) const {
+    if (report != nullptr) report(ctx, done);
+  }
+};
+
 class DataCap {
  public:
   DataCap() = default;
@@ -42,7 +54,8 @@ class DataCap {
   static Result<DataCap> create(std::uint64_t size);
   // Rule 3.6: size = max(target, len) rounded up to a page, at least one page; all-zero
   // pages are Empty. Pages are hashed in batches; the tree is built bottom up.
-  static Result<DataCap> from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target = 0);
+  static Result<DataCap> from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target = 0,
+                                    BuildProgress progress = {});
   // Rule 3.1: shares the backing (O(1)); the overlay entries are copied (the only part
   // that can fail, OutOfFrames, and only if the overlay is non-empty).
   [[nodiscard]] Result<DataCap> copy() const;
@@ -104,7 +117,9 @@ class DataCap {
   Result<void> encode(std::uint8_t* out, std::size_t cap) const;
   // Every check of rules 2.5 and 5.2; Loaded hashes verified in batches. On failure the
   // status is returned, *err (if non-null) names it with the byte offset, nothing leaks.
-  static Result<DataCap> decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr);
+  // `progress` hears the bytes of `in` whose pages were verified so far.
+  static Result<DataCap> decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr,
+                                BuildProgress progress = {});
 
   // Identity of the backing (tests: sharing, "flush of an empty overlay makes no backing").
   [[nodiscard]] const void* backing_id() const { return backing_; }

@@ -110,7 +110,8 @@ Result<DataCap> DataCap::create(std::uint64_t size) {
   return DataCap(b, Overlay{});
 }
 
-Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target) {
+Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target,
+                                    BuildProgress progress) {
   if (len > kMaxCapSize || target > kMaxCapSize) return Status::TooLarge;
   std::uint64_t size = target > len ? target : len;
   size = (size + PAGE_SIZE - 1) & ~std::uint64_t{PAGE_SIZE - 1};
@@ -123,6 +124,7 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
     const std::uint8_t* src = content + off;
     const std::size_t n = len - off < PAGE_SIZE ? len - off : PAGE_SIZE;
     const auto page = static_cast<std::uint32_t>(off / PAGE_SIZE);
+    if (off % BuildProgress::kProgressStep == 0) progress(off);
     if (n == PAGE_SIZE) {
       if (mem::page_is_zero(src)) continue;
       auto p = PageRef::unhashed_copy(src);
@@ -145,6 +147,7 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
     tree::backing_free_unused(nb);
     return st;
   }
+  progress(len);
   tree::backing_init(nb, txn.commit(), size);
   return DataCap(nb, Overlay{});
 }
@@ -407,7 +410,7 @@ Result<void> DataCap::encode(std::uint8_t* out, std::size_t cap) const {
   return encode(mem_sink, &m);
 }
 
-Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeError* err) {
+Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeError* err, BuildProgress progress) {
   auto fail = [err](Status s, std::uint64_t at) {
     if (err != nullptr) *err = DecodeError{.status = s, .offset = at};
     return s;
@@ -466,6 +469,7 @@ Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeE
     std::uint64_t starts[kBatch];
     std::uint32_t pages[kBatch];
     std::size_t n = 0;
+    std::uint64_t next_report = 0;
     auto drain = [&]() -> Status {
       hash::page_content_hashes(ptrs, got, n);
       for (std::size_t j = 0; j < n; ++j) {
@@ -487,10 +491,19 @@ Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeE
       ptrs[n] = list + start + 37;
       starts[n] = start;
       pages[n++] = static_cast<std::uint32_t>(i);
-      if (n == kBatch) st = drain();
+      if (n == kBatch) {
+        st = drain();
+        if (start >= next_report) {
+          progress(12 + start);
+          next_report = start + BuildProgress::kProgressStep;
+        }
+      }
     }
     if (st == Status::Ok && n != 0) st = drain();
-    if (st == Status::Ok) tree::backing_init(nb, txn.commit(), size);
+    if (st == Status::Ok) {
+      progress(len);
+      tree::backing_init(nb, txn.commit(), size);
+    }
   }
   if (st != Status::Ok) {
     tree::backing_free_unused(nb);
