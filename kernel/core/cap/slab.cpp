@@ -26,7 +26,7 @@ void Slab::push(FrameHdr* h) {
 }
 
 void* Slab::alloc() {
-  CAPMEM_ASSERT(size_ <= kMaxObject);
+  CAPMEM_ASSERT(size_ != 0 && size_ <= kMaxObject);
   lock();
   if (partial_ == nullptr) {
     unlock();
@@ -36,9 +36,11 @@ void* Slab::alloc() {
     auto* h = reinterpret_cast<FrameHdr*>(base);
     *h = FrameHdr{.prev = nullptr, .next = nullptr, .free_list = nullptr, .in_use = 0, .unused = 0,
                   .owner = this, .desc = d};
-    // Thread the objects in address order.
+    // Thread the objects in address order (at least one, as 0 < size_ <= kMaxObject).
+    const std::size_t n = per_frame();
+    CAPMEM_ASSERT(n >= 1);
     void** link = &h->free_list;
-    for (std::size_t i = 0; i < per_frame(); ++i) {
+    for (std::size_t i = 0; i < n; ++i) {
       void* obj = base + kHeader + i * size_;
       *link = obj;
       link = static_cast<void**>(obj);
