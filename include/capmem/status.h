@@ -51,36 +51,36 @@ const char* status_rule(Status s);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(const T& v) : ok_(true) { new (&storage_) T(v); }            // NOLINT(implicit)
-  Result(T&& v) : ok_(true) { new (&storage_) T(std::move(v)); }      // NOLINT(implicit)
+  Result(const T& v) : ok_(true) { new (&value_) T(v); }              // NOLINT(implicit)
+  Result(T&& v) : ok_(true) { new (&value_) T(std::move(v)); }        // NOLINT(implicit)
   Result(Status s) : ok_(false), status_(s) {}                       // NOLINT(implicit)
   Result(Result&& o) noexcept : ok_(o.ok_), status_(o.status_) {
-    if (ok_) new (&storage_) T(std::move(*o.ptr()));
+    if (ok_) new (&value_) T(std::move(o.value_));
   }
   Result(const Result&) = delete;
   Result& operator=(const Result&) = delete;
   Result& operator=(Result&&) = delete;
   ~Result() {
-    if (ok_) ptr()->~T();
+    if (ok_) value_.~T();
   }
 
   [[nodiscard]] bool ok() const { return ok_; }
   explicit operator bool() const { return ok_; }
   [[nodiscard]] Status status() const { return ok_ ? Status::Ok : status_; }
-  T& value() & { return *ptr(); }
-  const T& value() const& { return *ptr(); }
-  T&& value() && { return std::move(*ptr()); }
-  T* operator->() { return ptr(); }
-  const T* operator->() const { return ptr(); }
-  T& operator*() & { return *ptr(); }
-  T release_value() { return std::move(*ptr()); }
+  T& value() & { return value_; }
+  const T& value() const& { return value_; }
+  T&& value() && { return std::move(value_); }
+  T* operator->() { return &value_; }
+  const T* operator->() const { return &value_; }
+  T& operator*() & { return value_; }
+  T release_value() { return std::move(value_); }
 
  private:
-  T* ptr() { return std::launder(reinterpret_cast<T*>(&storage_)); }
-  const T* ptr() const { return std::launder(reinterpret_cast<const T*>(&storage_)); }
   bool ok_;
   Status status_ = Status::Ok;
-  alignas(T) unsigned char storage_[sizeof(T)];
+  union {
+    T value_;  // constructed iff ok_ (the constructors and destructor above manage it)
+  };
 };
 
 template <>
