@@ -24,12 +24,15 @@ inline constexpr std::uint64_t kKernelMapSpan = 1ull << 30;  // PDPT slot 510 ->
 inline constexpr unsigned kKernelHalfFirstSlot = 256;
 
 // --- Boot hand-off (boot.S) ------------------------------------------------------------
+// NOLINTBEGIN(bugprone-dynamic-static-initializers): clang-tidy 14 false positive on
+// extern declarations; these are defined in boot.S / the linker script, never initialized.
 // Page tables built by boot.S in .bss (physical = virtual - kKernelVma).
 extern "C" std::uint64_t boot_pml4[512];
 extern "C" std::uint64_t boot_pdpt_dm[512];  // PML4[256]: direct map, 1 GiB per entry
 // Linker-script symbols (linker/kernel.ld): the image's physical extent.
 extern "C" char __kernel_phys_start[], __kernel_phys_end[];
 extern "C" char __ktests_start[], __ktests_end[];
+// NOLINTEND(bugprone-dynamic-static-initializers)
 
 // PVH start of day (xen/include/public/arch-x86/hvm/start_info.h, version >= 1).
 struct HvmStartInfo {
