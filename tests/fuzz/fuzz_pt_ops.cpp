@@ -272,7 +272,7 @@ struct Harness {
         const VirtAddr m{va + 8};
         check_status(table.map_leaf(m, pool[0]->phys(), f).status(), Status::Misaligned, "map_leaf", m.value());
         check_status(table.unmap(m).status(), Status::Misaligned, "unmap", m.value());
-        // protect: NotMapped wins when there is no leaf (the walk fails first), else Misaligned.
+        check_status(table.protect(m, f).status(), Status::Misaligned, "protect", m.value());
         break;
       }
       case 2:
