@@ -44,14 +44,14 @@ using hostsim::EngineKind;
 // Named (not anonymous) so tests/sim/test_fuzz_regressions_pt.cpp can include this file.
 namespace fuzz_fault_parity {
 
-#define FCHECK(cond, ...)                                                                          \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
+#define FCHECK(cond, ...)                                                                              \
+  do {                                                                                                 \
+    if (!(cond)) {                                                                                     \
       std::fprintf(stderr, "fuzz_fault_parity: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                                           \
-      std::fprintf(stderr, "\n");                                                                  \
-      std::abort();                                                                                \
-    }                                                                                              \
+      std::fprintf(stderr, __VA_ARGS__);                                                               \
+      std::fprintf(stderr, "\n");                                                                      \
+      std::abort();                                                                                    \
+    }                                                                                                  \
   } while (0)
 
 constexpr std::size_t kHeader = 7;
@@ -92,14 +92,15 @@ std::uint32_t address(const Scenario& s, const std::uint8_t* r) {
       break;
     case 2: return kCode + (page % s.code_pages) * PAGE_SIZE + off % PAGE_SIZE;
     case 3: {
-      const std::uint32_t edges[8] = {kCode,
-                                      kCode + s.code_pages * static_cast<std::uint32_t>(PAGE_SIZE),
-                                      kData,
-                                      kData + s.mem_pages * static_cast<std::uint32_t>(PAGE_SIZE),
-                                      0,
-                                      kData + static_cast<std::uint32_t>(fault::CLUSTER_SIZE),
-                                      kCode + static_cast<std::uint32_t>(fault::CLUSTER_SIZE),
-                                      s.has_pinned ? kData + s.pinned.first_page * static_cast<std::uint32_t>(PAGE_SIZE) : kData};
+      const std::uint32_t edges[8] = {
+          kCode,
+          kCode + s.code_pages * static_cast<std::uint32_t>(PAGE_SIZE),
+          kData,
+          kData + s.mem_pages * static_cast<std::uint32_t>(PAGE_SIZE),
+          0,
+          kData + static_cast<std::uint32_t>(fault::CLUSTER_SIZE),
+          kCode + static_cast<std::uint32_t>(fault::CLUSTER_SIZE),
+          s.has_pinned ? kData + s.pinned.first_page * static_cast<std::uint32_t>(PAGE_SIZE) : kData};
       return edges[page % 8] - 8 + off % 16;  // wraps below 0 to the top of the 32-bit space
     }
     case 4: return (page << 24) | (off << 8) | r[6];
@@ -215,7 +216,8 @@ void check_model(const Scenario& s, const Outcome& o) {
       base = const_cast<std::uint8_t*>(s.code_bytes.data());
       off = a - kCode;
     }
-    FCHECK(base != nullptr, "op %u (kind %u addr %#x width %u) completed outside every region", i, op.kind, op.addr, width);
+    FCHECK(base != nullptr, "op %u (kind %u addr %#x width %u) completed outside every region", i, op.kind, op.addr,
+           width);
     if (op.kind == demo::kStore) {
       const bool pinned = s.has_pinned && (off + width - 1) / PAGE_SIZE >= s.pinned.first_page &&
                           off / PAGE_SIZE < s.pinned.first_page + s.pinned.pages;
@@ -228,12 +230,11 @@ void check_model(const Scenario& s, const Outcome& o) {
       checksum = (checksum << 7 | checksum >> 57) ^ v;
     }
   }
-  FCHECK(checksum == o.progress.checksum, "checksum %#llx, model %#llx", static_cast<unsigned long long>(o.progress.checksum),
-         static_cast<unsigned long long>(checksum));
+  FCHECK(checksum == o.progress.checksum, "checksum %#llx, model %#llx",
+         static_cast<unsigned long long>(o.progress.checksum), static_cast<unsigned long long>(checksum));
   const DataCap model = cap_of(mem);
   FCHECK(model.root().value() == o.root, "root differs from the byte model");
 }
-
 
 // One input; aborts on the first disagreement.
 int run_one(const std::uint8_t* data, std::size_t size) {
@@ -249,8 +250,10 @@ int run_one(const std::uint8_t* data, std::size_t size) {
   FCHECK(a.progress.stop == b.progress.stop, "stop: mmu %s, interpreter %s", fault::outcome_name(a.progress.stop),
          fault::outcome_name(b.progress.stop));
   FCHECK(a.progress.addr == b.progress.addr, "stop address: mmu %#llx, interpreter %#llx",
-         static_cast<unsigned long long>(a.progress.addr.value()), static_cast<unsigned long long>(b.progress.addr.value()));
-  FCHECK(a.progress.ops_done == b.progress.ops_done, "ops done: mmu %u, interpreter %u", a.progress.ops_done, b.progress.ops_done);
+         static_cast<unsigned long long>(a.progress.addr.value()),
+         static_cast<unsigned long long>(b.progress.addr.value()));
+  FCHECK(a.progress.ops_done == b.progress.ops_done, "ops done: mmu %u, interpreter %u", a.progress.ops_done,
+         b.progress.ops_done);
   FCHECK(a.progress.checksum == b.progress.checksum, "checksum");
   FCHECK(a.gas_used == b.gas_used, "gas: mmu %llu, interpreter %llu", static_cast<unsigned long long>(a.gas_used),
          static_cast<unsigned long long>(b.gas_used));

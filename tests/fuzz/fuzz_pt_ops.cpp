@@ -46,14 +46,14 @@ using pt::PageTable;
 // Named (not anonymous) so tests/sim/test_fuzz_regressions_pt.cpp can include this file.
 namespace fuzz_pt_ops {
 
-#define FCHECK(cond, ...)                                             \
-  do {                                                                \
-    if (!(cond)) {                                                    \
+#define FCHECK(cond, ...)                                                                        \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
       std::fprintf(stderr, "fuzz_pt_ops: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                              \
-      std::fprintf(stderr, "\n");                                     \
-      std::abort();                                                   \
-    }                                                                 \
+      std::fprintf(stderr, __VA_ARGS__);                                                         \
+      std::fprintf(stderr, "\n");                                                                \
+      std::abort();                                                                              \
+    }                                                                                            \
   } while (0)
 
 constexpr std::size_t kMaxOps = 128;
@@ -148,8 +148,8 @@ struct Harness {
   }
 
   void check_status(Status got, Status want, const char* what, std::uint64_t va) {
-    FCHECK(got == want, "%s va=%#llx: got %s, model says %s", what, static_cast<unsigned long long>(va), status_name(got),
-           status_name(want));
+    FCHECK(got == want, "%s va=%#llx: got %s, model says %s", what, static_cast<unsigned long long>(va),
+           status_name(got), status_name(want));
   }
 
   // One MMU access to `va` (offset 0x678 inside the page) against the model.
@@ -171,13 +171,14 @@ struct Harness {
            static_cast<int>(priv), static_cast<unsigned long long>(at), r.ok, allowed);
     if (allowed) {
       FCHECK(r.pa == it->second.pa + 0x678, "mmu va=%#llx: pa %#llx, model %#llx", static_cast<unsigned long long>(at),
-             static_cast<unsigned long long>(r.pa.value()), static_cast<unsigned long long>(it->second.pa.value() + 0x678));
+             static_cast<unsigned long long>(r.pa.value()),
+             static_cast<unsigned long long>(it->second.pa.value() + 0x678));
       it->second.accessed = true;
       if (kind == AccessKind::Write) it->second.dirty = true;
     } else {
-      FCHECK(r.fault.cr2 == VirtAddr{at} && r.fault.error_code == want_err, "mmu va=%#llx: fault cr2=%#llx err=%#x, model err=%#x",
-             static_cast<unsigned long long>(at), static_cast<unsigned long long>(r.fault.cr2.value()), r.fault.error_code,
-             want_err);
+      FCHECK(r.fault.cr2 == VirtAddr{at} && r.fault.error_code == want_err,
+             "mmu va=%#llx: fault cr2=%#llx err=%#x, model err=%#x", static_cast<unsigned long long>(at),
+             static_cast<unsigned long long>(r.fault.cr2.value()), r.fault.error_code, want_err);
     }
   }
 
@@ -190,7 +191,8 @@ struct Harness {
       return;
     }
     const Leaf& l = it->second;
-    FCHECK(t.ok(), "translate va=%#llx: %s, model says mapped", static_cast<unsigned long long>(va), status_name(t.status()));
+    FCHECK(t.ok(), "translate va=%#llx: %s, model says mapped", static_cast<unsigned long long>(va),
+           status_name(t.status()));
     FCHECK(t->pa == l.pa + 0x123, "translate va=%#llx: pa %#llx, model %#llx", static_cast<unsigned long long>(va),
            static_cast<unsigned long long>(t->pa.value()), static_cast<unsigned long long>(l.pa.value()));
     FCHECK(t->flags == l.flags, "translate va=%#llx: flags differ from the model", static_cast<unsigned long long>(va));
@@ -219,8 +221,8 @@ struct Harness {
       std::uint32_t want = 1;
       for (const auto& [va, l] : model.leaves)
         if (l.flags.holds_ref && l.pa == d->phys()) ++want;
-      FCHECK(d->refs.load() == want, "pool frame %#llx refs %u, model %u", static_cast<unsigned long long>(d->phys().value()),
-             d->refs.load(), want);
+      FCHECK(d->refs.load() == want, "pool frame %#llx refs %u, model %u",
+             static_cast<unsigned long long>(d->phys().value()), d->refs.load(), want);
     }
   }
 
@@ -276,11 +278,12 @@ struct Harness {
         break;
       }
       case 2:
-        check_status(table.map_leaf(VirtAddr{va}, pool[1]->phys() + 0x800, f).status(), Status::Misaligned, "map_leaf(pa+0x800)", va);
+        check_status(table.map_leaf(VirtAddr{va}, pool[1]->phys() + 0x800, f).status(), Status::Misaligned,
+                     "map_leaf(pa+0x800)", va);
         break;
       case 3:
-        check_status(table.map_leaf(VirtAddr{va}, PhysAddr{std::uint64_t{1} << 52}, f).status(), Status::InvalidArgument,
-                     "map_leaf(pa=2^52)", va);
+        check_status(table.map_leaf(VirtAddr{va}, PhysAddr{std::uint64_t{1} << 52}, f).status(),
+                     Status::InvalidArgument, "map_leaf(pa=2^52)", va);
         break;
       case 4:
         f.holds_ref = true;
@@ -324,7 +327,6 @@ struct Harness {
     mmu.flush_all();
   }
 };
-
 
 // One input; aborts on the first disagreement.
 int run_one(const std::uint8_t* data, std::size_t size) {

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "capmem/demo.h"
 #include "../test_util.h"
+#include "capmem/demo.h"
 
 #define LLVMFuzzerTestOneInput LLVMFuzzerTestOneInput_pt_ops
 #include "../fuzz/fuzz_pt_ops.cpp"
@@ -74,7 +74,8 @@ TEST(FuzzRegressions, RunOpsWidthOtherThan1248RunsAs8) {
     ASSERT_TRUE(c.ok() && m.ok());
     auto t = pt::PageTable::create();
     ASSERT_TRUE(t.ok());
-    fault::Run run(fault::RunConfig{.table = &t.value(), .code = &c.value(), .mem = &m.value(), .pinned = {}, .gas = 1000});
+    fault::Run run(
+        fault::RunConfig{.table = &t.value(), .code = &c.value(), .mem = &m.value(), .pinned = {}, .gas = 1000});
     hostsim::GuestCpu cpu(kind, run);
     const demo::Progress p = demo::run_ops(cpu.engine());
     EXPECT_EQ(p.ops_done, 2u) << hostsim::engine_name(kind);
