@@ -19,7 +19,7 @@ mkdir -p "$dir/crashes" "$dir/scratch"
 rc=0
 total=0
 for exe in "$dir"/tests/fuzz/fuzz-*; do
-  [ -x "$exe" ] || continue
+  [ -f "$exe" ] && [ -x "$exe" ] || continue  # skip the fuzz-*.p object directories
   name=$(basename "$exe"); name=${name#fuzz-}; name=${name//-/_}
   seeds=tests/fuzz/corpus/$name
   mkdir -p "$dir/scratch/$name"
