@@ -181,13 +181,15 @@ int cmd_demo(int argc, char** argv) {
   }
   hostsim::boot(256ull << 20);
   if (!quiet) {
+    const std::uint64_t code_end = fault::CODE_BASE + std::uint64_t{demo::kCodePages} * PAGE_SIZE;
+    const std::uint64_t mem_end = fault::DATA_BASE + std::uint64_t{demo::kMemPages} * PAGE_SIZE;
     std::printf("capmem demo: a deterministic guest in the hosted simulation\n");
     std::printf("  code  [0x%08llx, 0x%08llx)  read-only code cap, %u pages, op table of %u ops at its start\n",
                 static_cast<unsigned long long>(fault::CODE_BASE),
-                static_cast<unsigned long long>(fault::CODE_BASE + demo::kCodePages * PAGE_SIZE), demo::kCodePages, demo::kOps);
+                static_cast<unsigned long long>(code_end), demo::kCodePages, demo::kOps);
     std::printf("  mem   [0x%08llx, 0x%08llx)  copy-on-write `mem` cap, %u pages (every 7th Empty)\n",
                 static_cast<unsigned long long>(fault::DATA_BASE),
-                static_cast<unsigned long long>(fault::DATA_BASE + demo::kMemPages * PAGE_SIZE), demo::kMemPages);
+                static_cast<unsigned long long>(mem_end), demo::kMemPages);
     std::printf("  pinned pages %u..%u of mem read-only; null guard below 0x%llx; gas %llu (page-in %llu, CoW %llu)\n",
                 demo::kPinned.first_page, demo::kPinned.first_page + demo::kPinned.pages - 1,
                 static_cast<unsigned long long>(fault::CODE_BASE), static_cast<unsigned long long>(gas),
