@@ -95,7 +95,8 @@ if [ $do_tidy -eq 1 ]; then
   : >"$tmp/tidy-todo"
   ncached=0
   while read -r f k; do
-    if [ -n "${k:-}" ] && [ -f "$cache/$k" ]; then ncached=$((ncached + 1)); else echo "$f ${k:-}" >>"$tmp/tidy-todo"; fi
+    # '-' for no key: xargs -L would join a line ending in a blank with the next one.
+    if [ -n "${k:-}" ] && [ -f "$cache/$k" ]; then ncached=$((ncached + 1)); else echo "$f ${k:--}" >>"$tmp/tidy-todo"; fi
   done <"$tmp/tidy-files"
   echo "lint: clang-tidy on $ntidy files ($ncached unchanged since clean; -j$jobs, build $build)"
   if [ -s "$tmp/tidy-todo" ]; then
@@ -105,7 +106,7 @@ if [ $do_tidy -eq 1 ]; then
     xargs -a "$tmp/tidy-todo" -L 1 -P "$jobs" sh -c '
       log="$tmp/tidy-$(echo "$1" | tr / _).log"
       if "$tidy_bin" -p "$tmp/db" --quiet "$1" >"$log" 2>&1; then
-        if [ -n "${2:-}" ] && ! grep -qE "(warning|error): " "$log"; then : >"$cache/$2"; fi
+        if [ "$2" != - ] && ! grep -qE "(warning|error): " "$log"; then : >"$cache/$2"; fi
       else
         echo "$1" >>"$tmp/tidy-failed"
       fi' _
@@ -123,7 +124,7 @@ if [ $do_tidy -eq 1 ]; then
     fi
   fi
   # A full run forgets cache entries of files that are no longer in that form.
-  if [ ${#files[@]} -eq 0 ]; then
+  if [ ${#files[@]} -eq 0 ] && [ $use_cache -eq 1 ]; then
     awk 'NF == 2 { print $2 }' "$tmp/tidy-files" | sort >"$tmp/keys"
     (cd "$cache" && ls | sort | comm -23 - "$tmp/keys" | xargs -r rm -f)
   fi
