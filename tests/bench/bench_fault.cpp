@@ -54,7 +54,7 @@ VirtAddr data_va(std::uint32_t page) { return VirtAddr{DATA_BASE + std::uint64_t
 // overlay and its private copies.
 struct FaultWorld {
   DataCap code = DataCap::from_bytes(random_bytes(PAGE_SIZE, 1).data(), PAGE_SIZE).release_value();
-  DataCap base = DataCap::from_bytes(random_bytes(kPages * PAGE_SIZE, 2).data(), kPages * PAGE_SIZE).release_value();
+  DataCap base = DataCap::from_bytes(random_bytes(kPages * PAGE_SIZE, 2).data(), kPages* PAGE_SIZE).release_value();
   DataCap mem = base.copy().release_value();
   pt::PageTable table = pt::PageTable::create().release_value();
   std::optional<Run> run;
