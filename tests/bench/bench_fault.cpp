@@ -37,6 +37,7 @@ using namespace capmem::fault;
 namespace {
 
 constexpr std::uint32_t kPages = 512;  // 2 MiB of guest memory: exactly one PT
+constexpr std::size_t kBytes = std::size_t{kPages} * PAGE_SIZE;
 constexpr std::uint32_t kRead = ErrorCode::kUser;
 constexpr std::uint32_t kCowWrite = ErrorCode::kPresent | ErrorCode::kWrite | ErrorCode::kUser;
 
@@ -54,7 +55,7 @@ VirtAddr data_va(std::uint32_t page) { return VirtAddr{DATA_BASE + std::uint64_t
 // overlay and its private copies.
 struct FaultWorld {
   DataCap code = DataCap::from_bytes(random_bytes(PAGE_SIZE, 1).data(), PAGE_SIZE).release_value();
-  DataCap base = DataCap::from_bytes(random_bytes(kPages * PAGE_SIZE, 2).data(), kPages* PAGE_SIZE).release_value();
+  DataCap base = DataCap::from_bytes(random_bytes(kBytes, 2).data(), kBytes).release_value();
   DataCap mem = base.copy().release_value();
   pt::PageTable table = pt::PageTable::create().release_value();
   std::optional<Run> run;
@@ -113,7 +114,7 @@ struct CopyFrames {
   FrameDesc* src[kPages];
   FrameDesc* dst[kPages];
   CopyFrames() {
-    const auto bytes = random_bytes(kPages * PAGE_SIZE, 3);
+    const auto bytes = random_bytes(kBytes, 3);
     for (std::uint32_t i = 0; i < kPages; ++i) {
       src[i] = frames().alloc(FrameKind::Page);
       dst[i] = frames().alloc(FrameKind::Page);
