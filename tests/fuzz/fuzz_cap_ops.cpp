@@ -50,7 +50,11 @@ using namespace capmem;
 // The harness's own bookkeeping (model, page generator, verification) is left out of the
 // coverage: its loop counts only add features that say nothing about the code under test
 // and cost libFuzzer time per execution.
+#if defined(__clang__)
 #define NO_COVERAGE __attribute__((no_sanitize("coverage")))
+#else
+#define NO_COVERAGE  // g++ (the replay build, tests/fuzz/replay_main.cpp) has no such attribute
+#endif
 
 namespace {
 
