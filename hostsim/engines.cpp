@@ -41,9 +41,8 @@ demo::Engine GuestCpu::engine() {
   return demo::Engine{
       .ctx = this,
       .load = [](void* c, std::uint32_t a, unsigned w) { return static_cast<GuestCpu*>(c)->load(a, w); },
-      .store = [](void* c, std::uint32_t a, unsigned w, std::uint64_t v) {
-        return static_cast<GuestCpu*>(c)->store(a, w, v);
-      },
+      .store = [](void* c, std::uint32_t a, unsigned w,
+                  std::uint64_t v) { return static_cast<GuestCpu*>(c)->store(a, w, v); },
   };
 }
 

@@ -41,13 +41,13 @@ class GuestCpu {
 // The whole demo on one engine: build the image, run the op table, tear the page table
 // down, flush `mem` and take its root.
 struct DemoReport {
-  bool ok = false;            // ran (to the end or to a stop); false = host failure
-  std::string error;          // when !ok
+  bool ok = false;    // ran (to the end or to a stop); false = host failure
+  std::string error;  // when !ok
   demo::Progress progress{};
   fault::Counters counters{};
   std::uint64_t gas_used = 0;
   Hash32 root{};
-  std::string line;           // root=... gas=... cow=... page_in=...
+  std::string line;  // root=... gas=... cow=... page_in=...
 };
 DemoReport run_demo(EngineKind kind, std::uint64_t gas);
 

@@ -38,7 +38,8 @@ void boot(std::uint64_t mem_bytes) {
   fa->~FrameAllocator();
   new (fa) FrameAllocator();
   if (!fa->init_from_env().ok()) {
-    std::fprintf(stderr, "hostsim: frame allocator rejected %llu bytes of RAM\n", static_cast<unsigned long long>(mem_bytes));
+    std::fprintf(stderr, "hostsim: frame allocator rejected %llu bytes of RAM\n",
+                 static_cast<unsigned long long>(mem_bytes));
     std::abort();
   }
   hash::init();
@@ -48,7 +49,8 @@ void shutdown() {
   if (g_ram == nullptr) return;
   const FrameStats s = frames().stats();
   if (s.in_use != 1) {  // only the zero frame may remain
-    std::fprintf(stderr, "hostsim: shutdown with %llu frames still in use\n", static_cast<unsigned long long>(s.in_use - 1));
+    std::fprintf(stderr, "hostsim: shutdown with %llu frames still in use\n",
+                 static_cast<unsigned long long>(s.in_use - 1));
     std::abort();
   }
   munmap(g_ram, g_ram_size);

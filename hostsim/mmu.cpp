@@ -45,10 +45,8 @@ void Mmu::load_cr3(PhysAddr pml4) {
   ++counters_.flushes;
   // SDM 4.10.4.1: MOV to CR3 (PCIDE = 0) invalidates all TLB entries except global ones.
   for (auto it = tlb_.begin(); it != tlb_.end();) {
-    if (it->second.global)
-      ++it;
-    else
-      it = tlb_.erase(it);
+    if (it->second.global) ++it;
+    else it = tlb_.erase(it);
   }
 }
 
@@ -187,10 +185,8 @@ GuestAccess Mmu::access(std::uint32_t va, unsigned width, AccessKind kind, std::
         const std::uint64_t a = first + b;
         const unsigned i = (a & ~kPageMask) == pages[0] ? 0 : 1;
         auto* byte = static_cast<std::uint8_t*>(env::phys_to_virt(frame[i] + (a & kPageMask)));
-        if (kind == AccessKind::Write)
-          *byte = static_cast<std::uint8_t>(value >> (8 * b));
-        else
-          result |= std::uint64_t{*byte} << (8 * b);
+        if (kind == AccessKind::Write) *byte = static_cast<std::uint8_t>(value >> (8 * b));
+        else result |= std::uint64_t{*byte} << (8 * b);
       }
       return GuestAccess{.status = AccessStatus::Ok, .value = result, .cr2 = {}, .error_code = 0};
     }

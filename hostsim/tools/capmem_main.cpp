@@ -112,8 +112,8 @@ void Progress::update(std::uint64_t done) {
   const int fill = pct * 40 / 100;
   for (int i = 0; i < 40; ++i) bar[i] = i < fill ? '#' : '.';
   bar[40] = '\0';
-  std::fprintf(stderr, "\r%s [%s] %3d%% (%llu/%llu MiB)", what_, bar, pct,
-               static_cast<unsigned long long>(done >> 20), static_cast<unsigned long long>(total_ >> 20));
+  std::fprintf(stderr, "\r%s [%s] %3d%% (%llu/%llu MiB)", what_, bar, pct, static_cast<unsigned long long>(done >> 20),
+               static_cast<unsigned long long>(total_ >> 20));
   std::fflush(stderr);
 }
 
@@ -160,11 +160,21 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"root", "usage: capmem root FILE...\n  Prints `<64 hex digits>  FILE` per file: the root of the DataCap built from the\n  file's bytes (size rounded up to a page, at least one page; zero pages are Empty).\n", cmd_root},
-    {"encode", "usage: capmem encode FILE OUT\n  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT.\n", cmd_encode},
-    {"decode", "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n  whole size) to OUT. On bad input names the rule and byte offset; OUT is not created.\n", cmd_decode},
-    {"inspect", "usage: capmem inspect IN\n  Prints size, page counts by slot kind and the root. IN is decoded if it is a valid\n  encoding, otherwise treated as raw bytes (use --raw or --encoded to force).\n", cmd_inspect},
-    {"demo", "usage: capmem demo [--gas N] [--quiet]\n  Runs the deterministic demo scenario in the hosted simulation twice: through the\n  simulated MMU and the fault handler, and through the interpreter path. Prints what\n  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n", cmd_demo},
+    {"root",
+     "usage: capmem root FILE...\n  Prints `<64 hex digits>  FILE` per file: the root of the DataCap built from the\n  file's bytes (size rounded up to a page, at least one page; zero pages are Empty).\n",
+     cmd_root},
+    {"encode",
+     "usage: capmem encode FILE OUT\n  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT.\n",
+     cmd_encode},
+    {"decode",
+     "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n  whole size) to OUT. On bad input names the rule and byte offset; OUT is not created.\n",
+     cmd_decode},
+    {"inspect",
+     "usage: capmem inspect IN\n  Prints size, page counts by slot kind and the root. IN is decoded if it is a valid\n  encoding, otherwise treated as raw bytes (use --raw or --encoded to force).\n",
+     cmd_inspect},
+    {"demo",
+     "usage: capmem demo [--gas N] [--quiet]\n  Runs the deterministic demo scenario in the hosted simulation twice: through the\n  simulated MMU and the fault handler, and through the interpreter path. Prints what\n  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n",
+     cmd_demo},
 };
 
 }  // namespace

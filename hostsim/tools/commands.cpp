@@ -185,15 +185,16 @@ int cmd_demo(int argc, char** argv) {
     const std::uint64_t mem_end = fault::DATA_BASE + std::uint64_t{demo::kMemPages} * PAGE_SIZE;
     std::printf("capmem demo: a deterministic guest in the hosted simulation\n");
     std::printf("  code  [0x%08llx, 0x%08llx)  read-only code cap, %u pages, op table of %u ops at its start\n",
-                static_cast<unsigned long long>(fault::CODE_BASE),
-                static_cast<unsigned long long>(code_end), demo::kCodePages, demo::kOps);
+                static_cast<unsigned long long>(fault::CODE_BASE), static_cast<unsigned long long>(code_end),
+                demo::kCodePages, demo::kOps);
     std::printf("  mem   [0x%08llx, 0x%08llx)  copy-on-write `mem` cap, %u pages (every 7th Empty)\n",
-                static_cast<unsigned long long>(fault::DATA_BASE),
-                static_cast<unsigned long long>(mem_end), demo::kMemPages);
+                static_cast<unsigned long long>(fault::DATA_BASE), static_cast<unsigned long long>(mem_end),
+                demo::kMemPages);
     std::printf("  pinned pages %u..%u of mem read-only; null guard below 0x%llx; gas %llu (page-in %llu, CoW %llu)\n",
                 demo::kPinned.first_page, demo::kPinned.first_page + demo::kPinned.pages - 1,
                 static_cast<unsigned long long>(fault::CODE_BASE), static_cast<unsigned long long>(gas),
-                static_cast<unsigned long long>(fault::kGasCosts.page_in), static_cast<unsigned long long>(fault::kGasCosts.cow));
+                static_cast<unsigned long long>(fault::kGasCosts.page_in),
+                static_cast<unsigned long long>(fault::kGasCosts.cow));
   }
   std::string lines[2];
   for (int e = 0; e < 2; ++e) {
@@ -208,10 +209,11 @@ int cmd_demo(int argc, char** argv) {
       if (rep.progress.stop != fault::Outcome::Retry)
         std::printf("%s at 0x%llx (op %u)\n", fault::outcome_name(rep.progress.stop),
                     static_cast<unsigned long long>(rep.progress.addr.value()), rep.progress.ops_done);
-      std::printf("  faults: %llu CoW page-ins (read-only), %llu read-only clusters (%llu pages), %llu copies, %llu spurious, %llu guest faults\n",
-                  static_cast<unsigned long long>(c.page_in), static_cast<unsigned long long>(c.clusters),
-                  static_cast<unsigned long long>(c.cluster_pages), static_cast<unsigned long long>(c.cow),
-                  static_cast<unsigned long long>(c.spurious), static_cast<unsigned long long>(c.guest_faults));
+      std::printf(
+          "  faults: %llu CoW page-ins (read-only), %llu read-only clusters (%llu pages), %llu copies, %llu spurious, %llu guest faults\n",
+          static_cast<unsigned long long>(c.page_in), static_cast<unsigned long long>(c.clusters),
+          static_cast<unsigned long long>(c.cluster_pages), static_cast<unsigned long long>(c.cow),
+          static_cast<unsigned long long>(c.spurious), static_cast<unsigned long long>(c.guest_faults));
       std::printf("  gas used %llu; load checksum %016llx\n", static_cast<unsigned long long>(rep.gas_used),
                   static_cast<unsigned long long>(rep.progress.checksum));
       std::printf("  %s\n", rep.line.c_str());
@@ -219,7 +221,8 @@ int cmd_demo(int argc, char** argv) {
     lines[e] = rep.line;
   }
   hostsim::shutdown();
-  if (lines[0] != lines[1]) return fail("demo: the engines disagree:\n  mmu:         " + lines[0] + "\n  interpreter: " + lines[1]);
+  if (lines[0] != lines[1])
+    return fail("demo: the engines disagree:\n  mmu:         " + lines[0] + "\n  interpreter: " + lines[1]);
   std::printf("%s\n", lines[0].c_str());
   return 0;
 }

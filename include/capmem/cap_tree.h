@@ -40,12 +40,12 @@ struct Node {
   std::uint8_t level;  // 0 = leaf (u.slots), 1..3 = internal (u.kids)
   // --- scratch, meaningful only while fresh (created by the open Txn, refs == 1) ---
   std::uint8_t fresh;
-  std::uint8_t index;   // position in the parent
+  std::uint8_t index;  // position in the parent
   std::uint8_t unused;
   std::uint32_t dirty;  // bottom items changed since the node was copied
   std::uint32_t unused2;
   Node* parent;
-  Node* next;           // the Txn's list of fresh nodes of this level
+  Node* next;  // the Txn's list of fresh nodes of this level
   Hash32 h[kFan - 1];
   union U {
     U() {}

@@ -27,7 +27,7 @@ namespace codec {
 inline constexpr std::size_t kEmptyLen = 1;
 inline constexpr std::size_t kMissingLen = 33;
 inline constexpr std::size_t kLoadedLen = 1 + 32 + 4 + PAGE_SIZE;  // 4133
-inline constexpr std::uint32_t kPageBytesOffset = 36;               // rule 2.4
+inline constexpr std::uint32_t kPageBytesOffset = 36;              // rule 2.4
 
 // Rule 2.4 lengths: 1, 4133, 33.
 std::size_t slot_encoded_size(const Slot& s);

@@ -19,17 +19,17 @@ struct Op {
   std::uint8_t kind;   // kEnd, kLoad, kStore
   std::uint8_t width;  // 1, 2, 4, 8 (any other value runs as 8, as in the ring-3 program)
   std::uint16_t reserved;
-  std::uint32_t addr;  // guest address
-  std::uint64_t value; // stored value (stores)
+  std::uint32_t addr;   // guest address
+  std::uint64_t value;  // stored value (stores)
 };
 static_assert(sizeof(Op) == 16);
 inline constexpr std::uint8_t kEnd = 0, kLoad = 1, kStore = 2;
 // Field offsets inside an Op, for programs that read it with guest loads.
 inline constexpr unsigned kOffKind = 0, kOffWidth = 1, kOffAddr = 4, kOffValue = 8;
 
-inline constexpr std::uint32_t kMemPages = 1024;     // 4 MiB `mem` cap
-inline constexpr std::uint32_t kCodePages = 16;      // 64 KiB code cap (op table first)
-inline constexpr std::uint32_t kOps = 640;           // including the final kEnd
+inline constexpr std::uint32_t kMemPages = 1024;  // 4 MiB `mem` cap
+inline constexpr std::uint32_t kCodePages = 16;   // 64 KiB code cap (op table first)
+inline constexpr std::uint32_t kOps = 640;        // including the final kEnd
 inline constexpr fault::PinnedRange kPinned{.first_page = 512, .pages = 64};
 inline constexpr std::uint64_t kDefaultGas = 1'000'000;
 

@@ -24,10 +24,10 @@
 
 namespace capmem::fault {
 
-inline constexpr std::uint64_t CODE_BASE = 4ull << 20;    // rule 4.1
-inline constexpr std::uint64_t DATA_BASE = 256ull << 20;  // rule 4.1
-inline constexpr std::uint64_t GUEST_LIMIT = 1ull << 32;  // guest addresses are 32-bit
-inline constexpr std::uint64_t CLUSTER_SIZE = 2ull << 20; // read-only fault-around (4.5)
+inline constexpr std::uint64_t CODE_BASE = 4ull << 20;     // rule 4.1
+inline constexpr std::uint64_t DATA_BASE = 256ull << 20;   // rule 4.1
+inline constexpr std::uint64_t GUEST_LIMIT = 1ull << 32;   // guest addresses are 32-bit
+inline constexpr std::uint64_t CLUSTER_SIZE = 2ull << 20;  // read-only fault-around (4.5)
 inline constexpr std::uint64_t PAGES_PER_CLUSTER = CLUSTER_SIZE / PAGE_SIZE;
 
 // x86 page-fault error code (Intel SDM Vol. 3A 4.7, Figure 4-12).
@@ -78,9 +78,9 @@ struct Counters {
 };
 
 struct RunConfig {
-  pt::PageTable* table;   // per-run table; PML4 slot 0 must start empty (rule 4.2)
-  const DataCap* code;    // read-only code image at CODE_BASE
-  DataCap* mem;           // the frame's memory at DATA_BASE; writes land in its overlay
+  pt::PageTable* table;                 // per-run table; PML4 slot 0 must start empty (rule 4.2)
+  const DataCap* code;                  // read-only code image at CODE_BASE
+  DataCap* mem;                         // the frame's memory at DATA_BASE; writes land in its overlay
   std::span<const PinnedRange> pinned;  // sorted, disjoint, inside mem
   std::uint64_t gas;
   GasCosts costs = kGasCosts;
@@ -117,11 +117,14 @@ class Run {
   struct Where {
     Kind kind;
     const DataCap* cap;
-    std::uint32_t page;     // page index inside `cap`
-    std::uint64_t lo, hi;   // the region's VA bounds [lo, hi) (for cluster clipping)
+    std::uint32_t page;    // page index inside `cap`
+    std::uint64_t lo, hi;  // the region's VA bounds [lo, hi) (for cluster clipping)
   };
   Where classify(VirtAddr va) const;
-  Answer fault(VirtAddr va) { ++counters_.guest_faults; return {Outcome::GuestFault, va}; }
+  Answer fault(VirtAddr va) {
+    ++counters_.guest_faults;
+    return {Outcome::GuestFault, va};
+  }
   Answer map_cluster(const Where& w, VirtAddr va);
   Answer page_in(const Where& w, VirtAddr va);
   Answer copy_on_write(const Where& w, VirtAddr va);

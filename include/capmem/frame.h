@@ -15,12 +15,12 @@ namespace capmem {
 // What a frame is currently used for. Checked on every transition, so a frame freed
 // twice, a table freed as a page or a page referenced after its last release traps.
 enum class FrameKind : std::uint8_t {
-  Free = 0,   // on the free list; `link` is the next free frame
-  Page,       // a DataCap page (PageRef): `hash` is valid, `refs` counts PageRefs + mappings
-  Table,      // a page-table frame: `link` threads the owning table's owned list
-  Slab,       // backs small objects (see slab.h); `link` threads the slab's frame list
-  Zero,       // the global read-only zero frame: never freed, refcount pinned
-  Reserved,   // allocator metadata or outside usable RAM: never handed out
+  Free = 0,  // on the free list; `link` is the next free frame
+  Page,      // a DataCap page (PageRef): `hash` is valid, `refs` counts PageRefs + mappings
+  Table,     // a page-table frame: `link` threads the owning table's owned list
+  Slab,      // backs small objects (see slab.h); `link` threads the slab's frame list
+  Zero,      // the global read-only zero frame: never freed, refcount pinned
+  Reserved,  // allocator metadata or outside usable RAM: never handed out
 };
 
 // One per physical frame. Layout pinned below: 48 bytes, so the descriptor array costs
@@ -33,11 +33,11 @@ enum class FrameKind : std::uint8_t {
 struct FrameDesc {
   std::atomic<std::uint32_t> refs;  // intrusive reference count (atomic: any CPU may drop)
   FrameKind kind;
-  std::uint8_t adopted;             // set once by PageRef::adopt (fbl-style adoption check)
-  std::uint16_t flags;              // kind-specific
+  std::uint8_t adopted;  // set once by PageRef::adopt (fbl-style adoption check)
+  std::uint16_t flags;   // kind-specific
   union {
-    FrameDesc* link = nullptr;      // kind == Free/Table/Slab: intrusive singly linked list
-    Hash32 hash;                    // kind == Page: rule 1.3 hash, or 32 zero bytes (unhashed)
+    FrameDesc* link = nullptr;  // kind == Free/Table/Slab: intrusive singly linked list
+    Hash32 hash;                // kind == Page: rule 1.3 hash, or 32 zero bytes (unhashed)
   };
   std::uint64_t pfn;
 
@@ -50,7 +50,7 @@ static_assert(alignof(FrameDesc) == 8);
 enum class AllocFlags : unsigned { None = 0, Zero = 1 };
 
 struct FrameStats {
-  std::uint64_t total;   // frames handed to the allocator for general use
+  std::uint64_t total;  // frames handed to the allocator for general use
   std::uint64_t free;
   std::uint64_t in_use;  // total - free (includes the zero frame)
 };

@@ -12,10 +12,10 @@ namespace capmem::hash {
 
 // Which implementation the dispatcher picked (or was forced to, for tests/benchmarks).
 enum class Impl : std::uint8_t { Portable, ShaNi, Avx2, Avx512 };
-void init();                 // detect CPU features once; pick the fastest correct Impl
+void init();  // detect CPU features once; pick the fastest correct Impl
 Impl active();
-bool supported(Impl impl);   // CPU (and OS state, XCR0) allow it
-void force(Impl impl);       // tests/benchmarks: use `impl` (must be supported; asserts)
+bool supported(Impl impl);  // CPU (and OS state, XCR0) allow it
+void force(Impl impl);      // tests/benchmarks: use `impl` (must be supported; asserts)
 const char* impl_name(Impl impl);
 
 // Plain SHA-256 of `len` bytes.
@@ -37,8 +37,8 @@ void page_content_hashes(const std::uint8_t* const* pages, Hash32* out, std::siz
 const Hash32& zero_hash(unsigned depth);
 
 // SSZ merkleize(leaves, limit): pad `count` leaves with zero chunks up to the next power
-// of two of max(limit, 1) (limit >= count; a smaller limit is taken as `count`) and reduce. No allocation: works for limits
-// up to 2^20 leaves and beyond (any uint64 limit) using a bounded stack buffer (~3 KiB).
+// of two of max(limit, 1) (limit >= count; a smaller limit is taken as `count`) and reduce. No allocation: works for
+// limits up to 2^20 leaves and beyond (any uint64 limit) using a bounded stack buffer (~3 KiB).
 Hash32 merkleize(const Hash32* leaves, std::size_t count, std::uint64_t limit);
 
 // SSZ hash_tree_root(uint64): little-endian value in a zero-padded chunk.

@@ -23,8 +23,8 @@ std::size_t fmt_hex32(char out[65], const std::uint8_t* b32);
 // capmem, never bad input: bad input gets a Status.
 #define CAPMEM_STR2(x) #x
 #define CAPMEM_STR(x) CAPMEM_STR2(x)
-#define CAPMEM_ASSERT(cond)                                                                  \
-  do {                                                                                       \
-    if (__builtin_expect(!(cond), 0))                                                        \
+#define CAPMEM_ASSERT(cond)                                                                      \
+  do {                                                                                           \
+    if (__builtin_expect(!(cond), 0))                                                            \
       ::capmem::env::panic("assertion failed: " #cond " at " __FILE__ ":" CAPMEM_STR(__LINE__)); \
   } while (0)

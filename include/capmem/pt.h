@@ -64,7 +64,7 @@ enum class Bit : std::uint64_t {
   Sw9 = std::uint64_t{1} << 9,           // bits 11:9 are ignored by the CPU at every level:
   Sw10 = std::uint64_t{1} << 10,         //   software-available
   Sw11 = std::uint64_t{1} << 11,
-  NoExecute = std::uint64_t{1} << 63,    // XD, with IA32_EFER.NXE = 1
+  NoExecute = std::uint64_t{1} << 63,  // XD, with IA32_EFER.NXE = 1
 };
 inline constexpr std::uint64_t bit(Bit b) { return static_cast<std::uint64_t>(b); }
 
@@ -124,11 +124,7 @@ class Entry {
   [[nodiscard]] constexpr PhysAddr addr() const { return PhysAddr{raw_ & kAddrMask}; }
 
   // PS: only a PDPTE or PDE can map a large page (PML4E bit 7 is reserved; PTE bit 7 is PAT).
-  [[nodiscard]] constexpr bool large() const
-    requires(L == Level::Pdpt || L == Level::Pd)
-  {
-    return has(Bit::PageSize);
-  }
+  [[nodiscard]] constexpr bool large() const requires(L == Level::Pdpt || L == Level::Pd) { return has(Bit::PageSize); }
   // Leaf-only bits of a 4 KiB PTE.
   [[nodiscard]] constexpr bool dirty() const requires(L == Level::Pt) { return has(Bit::Dirty); }
   [[nodiscard]] constexpr bool global() const requires(L == Level::Pt) { return has(Bit::Global); }
@@ -138,9 +134,8 @@ class Entry {
   [[nodiscard]] constexpr bool shared_link() const requires(L != Level::Pt) { return has(kSharedLink); }
 
   // A non-leaf entry pointing at the next-level table `table`. Never NX: leaves decide.
-  [[nodiscard]] static constexpr Entry table(PhysAddr table, bool writable, bool user, bool shared)
-    requires(L != Level::Pt)
-  {
+  [[nodiscard]] static constexpr Entry table(PhysAddr table, bool writable, bool user,
+                                             bool shared) requires(L != Level::Pt) {
     std::uint64_t r = bit(Bit::Present) | (table.value() & kAddrMask);
     if (writable) r |= bit(Bit::Writable);
     if (user) r |= bit(Bit::User);
@@ -224,11 +219,11 @@ struct Rights {
 };
 
 struct Translation {
-  PhysAddr pa;      // physical address of `va` itself (frame + page offset)
-  LeafFlags flags;  // the leaf's own flags, as given to map_leaf/protect
-  Rights effective; // combined with the intermediate entries
-  bool accessed;    // leaf A bit (set by the (simulated) CPU)
-  bool dirty;       // leaf D bit
+  PhysAddr pa;       // physical address of `va` itself (frame + page offset)
+  LeafFlags flags;   // the leaf's own flags, as given to map_leaf/protect
+  Rights effective;  // combined with the intermediate entries
+  bool accessed;     // leaf A bit (set by the (simulated) CPU)
+  bool dirty;        // leaf D bit
 };
 
 // ---------------------------------------------------------------------------------------
@@ -259,8 +254,10 @@ class BasicPageTable {
   }
 
   BasicPageTable(BasicPageTable&& o) noexcept
-      : policy_(static_cast<P&&>(o.policy_)), root_(std::exchange(o.root_, nullptr)),
-        root_slots_(std::exchange(o.root_slots_, nullptr)), owned_(std::exchange(o.owned_, nullptr)),
+      : policy_(static_cast<P&&>(o.policy_)),
+        root_(std::exchange(o.root_, nullptr)),
+        root_slots_(std::exchange(o.root_slots_, nullptr)),
+        owned_(std::exchange(o.owned_, nullptr)),
         owned_count_(std::exchange(o.owned_count_, 0)) {}
   BasicPageTable& operator=(BasicPageTable&& o) noexcept {
     if (this != &o) {
@@ -505,8 +502,7 @@ class BasicPageTable {
     const bool u = (need & bit(Bit::User)) != 0;
     for (unsigned i = nfresh; i-- > 1;) {
       Slot* parent = policy_.table_at(fresh[i - 1]->phys());
-      parent[index_at(va, static_cast<Level>(missing_from - i))] =
-          Pml4e::table(fresh[i]->phys(), w, u, false).raw();
+      parent[index_at(va, static_cast<Level>(missing_from - i))] = Pml4e::table(fresh[i]->phys(), w, u, false).raw();
     }
     for (unsigned i = 0; i < nfresh; ++i) {
       fresh[i]->link = owned_;

@@ -54,9 +54,7 @@ class Slot {
   // Missing(h): allocates the hash box; OutOfFrames if the box slab cannot grow.
   static Result<Slot> missing(const Hash32& h);
 
-  [[nodiscard]] SlotKind kind() const {
-    return w_ == 0 ? SlotKind::Empty : static_cast<SlotKind>(w_ & kTagMask);
-  }
+  [[nodiscard]] SlotKind kind() const { return w_ == 0 ? SlotKind::Empty : static_cast<SlotKind>(w_ & kTagMask); }
   [[nodiscard]] bool empty() const { return w_ == 0; }
   // Loaded only.
   [[nodiscard]] FrameDesc* frame() const { return reinterpret_cast<FrameDesc*>(w_ & ~kTagMask); }

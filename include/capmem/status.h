@@ -12,7 +12,7 @@ namespace capmem {
 enum class Status : unsigned {
   Ok = 0,
   // Resources
-  OutOfFrames,       // the frame allocator (or a slab on top of it) is exhausted
+  OutOfFrames,  // the frame allocator (or a slab on top of it) is exhausted
   // Usage errors
   InvalidArgument,   // an argument violates the call's documented precondition
   NotCanonical,      // virtual address is not canonical (x86-64 4-level)
@@ -26,21 +26,21 @@ enum class Status : unsigned {
   TooLarge,          // size over 4 GiB / 2^20 pages
   SharedTable,       // a page-table change would write into a shared (linked, not owned) table
   // Wire decoding (rules 2.5 and 5.2); each names the rule it enforces (see status_rule()).
-  DecodeEmptyBuffer,        // 2.5
-  DecodeUnknownSelector,    // 2.5
-  DecodeTrailingBytes,      // 2.5
-  DecodeMissingBytes,       // 2.5 (truncated)
-  DecodeBadPageOffset,      // 2.5 offset other than 36
-  DecodeBadPayloadLength,   // 2.5 byte payload other than 4096 bytes
-  DecodeForgedHash,         // 2.5 Loaded hash != hash of bytes
-  DecodeBadSize,            // 5.2 size not a multiple of 4096 or over 4 GiB
-  DecodeTooManySlots,       // 5.2 more slots than size / 4096
-  DecodeBadFirstOffset,     // 5.2 first list offset (in container) not 12
-  DecodeBadOffsetTable,     // 5.2 offsets out of bounds, decreasing or not a multiple of 4
-  DecodeBadListLength,      // 5.2 list length not a whole number of offsets
-  DecodeTrailingEmpty,      // 5.2 trailing Empty slot (not canonical)
-  DecodeZeroLoaded,         // 5.2 Loaded page of all zero bytes (not canonical)
-  DecodeMissingSlot,        // 5.2 Missing slot in a published cap
+  DecodeEmptyBuffer,       // 2.5
+  DecodeUnknownSelector,   // 2.5
+  DecodeTrailingBytes,     // 2.5
+  DecodeMissingBytes,      // 2.5 (truncated)
+  DecodeBadPageOffset,     // 2.5 offset other than 36
+  DecodeBadPayloadLength,  // 2.5 byte payload other than 4096 bytes
+  DecodeForgedHash,        // 2.5 Loaded hash != hash of bytes
+  DecodeBadSize,           // 5.2 size not a multiple of 4096 or over 4 GiB
+  DecodeTooManySlots,      // 5.2 more slots than size / 4096
+  DecodeBadFirstOffset,    // 5.2 first list offset (in container) not 12
+  DecodeBadOffsetTable,    // 5.2 offsets out of bounds, decreasing or not a multiple of 4
+  DecodeBadListLength,     // 5.2 list length not a whole number of offsets
+  DecodeTrailingEmpty,     // 5.2 trailing Empty slot (not canonical)
+  DecodeZeroLoaded,        // 5.2 Loaded page of all zero bytes (not canonical)
+  DecodeMissingSlot,       // 5.2 Missing slot in a published cap
 };
 
 // Short human-readable description ("unknown slot selector") and the spec rule it
@@ -51,9 +51,9 @@ const char* status_rule(Status s);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(const T& v) : ok_(true) { new (&value_) T(v); }              // NOLINT(implicit)
-  Result(T&& v) : ok_(true) { new (&value_) T(std::move(v)); }        // NOLINT(implicit)
-  Result(Status s) : ok_(false), status_(s) {}                       // NOLINT(implicit)
+  Result(const T& v) : ok_(true) { new (&value_) T(v); }        // NOLINT(implicit)
+  Result(T&& v) : ok_(true) { new (&value_) T(std::move(v)); }  // NOLINT(implicit)
+  Result(Status s) : ok_(false), status_(s) {}                  // NOLINT(implicit)
   Result(Result&& o) noexcept : ok_(o.ok_), status_(o.status_) {
     if (ok_) new (&value_) T(std::move(o.value_));
   }
@@ -101,11 +101,11 @@ class [[nodiscard]] Result<void> {
 
 // TRY(expr): evaluate a Result; on failure return its status from the enclosing function,
 // otherwise yield the value (GNU statement expression, supported by g++ and clang).
-#define CAPMEM_TRY(expr)                                       \
-  ({                                                           \
-    auto _capmem_try_r = (expr);                               \
-    if (!_capmem_try_r.ok()) return _capmem_try_r.status();    \
-    _capmem_try_r.release_value();                             \
+#define CAPMEM_TRY(expr)                                    \
+  ({                                                        \
+    auto _capmem_try_r = (expr);                            \
+    if (!_capmem_try_r.ok()) return _capmem_try_r.status(); \
+    _capmem_try_r.release_value();                          \
   })
 #ifndef TRY
 #define TRY(expr) CAPMEM_TRY(expr)

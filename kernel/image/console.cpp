@@ -5,7 +5,7 @@
 namespace capmem::kernel {
 
 namespace {
-constexpr std::uint16_t kDebugConPort = 0xe9;  // QEMU `-debugcon stdio` (isa-debugcon)
+constexpr std::uint16_t kDebugConPort = 0xe9;   // QEMU `-debugcon stdio` (isa-debugcon)
 constexpr std::uint16_t kDebugExitPort = 0xf4;  // -device isa-debug-exit,iobase=0xf4,iosize=0x04
 }  // namespace
 

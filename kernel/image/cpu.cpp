@@ -48,7 +48,7 @@ struct [[gnu::packed]] DescriptorPointer {
 struct IdtGate {
   std::uint16_t offset_lo;
   std::uint16_t selector;
-  std::uint8_t ist;       // bits 2:0
+  std::uint8_t ist;        // bits 2:0
   std::uint8_t type_attr;  // P | DPL << 5 | type (0xE = 64-bit interrupt gate: IF cleared)
   std::uint16_t offset_mid;
   std::uint32_t offset_hi;

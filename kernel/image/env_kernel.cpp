@@ -84,8 +84,7 @@ void extend_direct_map(std::uint64_t ram_end) {
   const std::uint64_t gib = 1ull << 30;
   std::uint64_t end = (ram_end + gib - 1) & ~(gib - 1);
   if (end > kDirectMapSpan) end = kDirectMapSpan;
-  for (std::uint64_t pa = g_direct_map_end; pa < end; pa += gib)
-    boot_pdpt_dm[pa / gib] = pa | 0x83;  // P | R/W | PS
+  for (std::uint64_t pa = g_direct_map_end; pa < end; pa += gib) boot_pdpt_dm[pa / gib] = pa | 0x83;  // P | R/W | PS
   g_direct_map_end = end;
   arch::write_cr3(arch::read_cr3());  // only not-present entries changed; reload for clarity
 }

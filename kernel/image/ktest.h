@@ -47,36 +47,36 @@ unsigned run_all();
 
 }  // namespace capmem::ktest
 
-#define KTEST(name)                                                                           \
-  static void ktest_fn_##name(::capmem::ktest::Ctx& t);                                       \
-  static const ::capmem::ktest::Case ktest_case_##name{#name, ktest_fn_##name};               \
-  [[gnu::used, gnu::section(".ktests")]] static const ::capmem::ktest::Case* const            \
-      ktest_ptr_##name = &ktest_case_##name;                                                  \
+#define KTEST(name)                                                                                   \
+  static void ktest_fn_##name(::capmem::ktest::Ctx& t);                                               \
+  static const ::capmem::ktest::Case ktest_case_##name{#name, ktest_fn_##name};                       \
+  [[gnu::used, gnu::section(".ktests")]] static const ::capmem::ktest::Case* const ktest_ptr_##name = \
+      &ktest_case_##name;                                                                             \
   static void ktest_fn_##name([[maybe_unused]] ::capmem::ktest::Ctx& t)
 
-#define KEXPECT(cond)                                                        \
-  do {                                                                       \
-    if (!(cond)) t.fail_at("expected " #cond, __FILE__, __LINE__);           \
+#define KEXPECT(cond)                                              \
+  do {                                                             \
+    if (!(cond)) t.fail_at("expected " #cond, __FILE__, __LINE__); \
   } while (0)
-#define KASSERT(cond)                                                        \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      t.fail_at("required " #cond, __FILE__, __LINE__);                      \
-      return;                                                                \
-    }                                                                        \
+#define KASSERT(cond)                                   \
+  do {                                                  \
+    if (!(cond)) {                                      \
+      t.fail_at("required " #cond, __FILE__, __LINE__); \
+      return;                                           \
+    }                                                   \
   } while (0)
-#define KEXPECT_EQ(a, b)                                                                        \
-  do {                                                                                          \
-    const auto ktest_a_ = static_cast<std::uint64_t>(a);                                        \
-    const auto ktest_b_ = static_cast<std::uint64_t>(b);                                        \
-    if (ktest_a_ != ktest_b_) t.fail_eq(#a " == " #b, ktest_a_, ktest_b_, __FILE__, __LINE__);  \
+#define KEXPECT_EQ(a, b)                                                                       \
+  do {                                                                                         \
+    const auto ktest_a_ = static_cast<std::uint64_t>(a);                                       \
+    const auto ktest_b_ = static_cast<std::uint64_t>(b);                                       \
+    if (ktest_a_ != ktest_b_) t.fail_eq(#a " == " #b, ktest_a_, ktest_b_, __FILE__, __LINE__); \
   } while (0)
-#define KASSERT_EQ(a, b)                                                                        \
-  do {                                                                                          \
-    const auto ktest_a_ = static_cast<std::uint64_t>(a);                                        \
-    const auto ktest_b_ = static_cast<std::uint64_t>(b);                                        \
-    if (ktest_a_ != ktest_b_) {                                                                 \
-      t.fail_eq(#a " == " #b, ktest_a_, ktest_b_, __FILE__, __LINE__);                          \
-      return;                                                                                   \
-    }                                                                                           \
+#define KASSERT_EQ(a, b)                                               \
+  do {                                                                 \
+    const auto ktest_a_ = static_cast<std::uint64_t>(a);               \
+    const auto ktest_b_ = static_cast<std::uint64_t>(b);               \
+    if (ktest_a_ != ktest_b_) {                                        \
+      t.fail_eq(#a " == " #b, ktest_a_, ktest_b_, __FILE__, __LINE__); \
+      return;                                                          \
+    }                                                                  \
   } while (0)

@@ -7,9 +7,9 @@
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
-#include "capmem/slot.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
+#include "capmem/slot.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "user.h"
@@ -40,10 +40,9 @@ struct Ring3Result {
 };
 
 // One guest run of the demo program over `image`, with `gas`; the page table is torn down.
-Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas,
-                           const char* prog = ring3_demo_prog, const char* prog_end = ring3_demo_prog_end,
-                           std::uint64_t rdi = 0, std::uint64_t rsi = 0, std::uint64_t rcx = 0,
-                           std::uint64_t rdx = 0) {
+Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas, const char* prog = ring3_demo_prog,
+                           const char* prog_end = ring3_demo_prog_end, std::uint64_t rdi = 0, std::uint64_t rsi = 0,
+                           std::uint64_t rcx = 0, std::uint64_t rdx = 0) {
   Ring3Result out;
   auto table = pt::PageTable::create();
   if (!table.ok()) {
@@ -136,15 +135,17 @@ KTEST(demo_ring3_same_line_as_interpreter) {
     auto table = pt::PageTable::create();
     KEXPECT(table.ok());
     if (!table.ok()) return;
-    fault::Run run(fault::RunConfig{.table = &table.value(), .code = &image2->code, .mem = &image2->mem,
+    fault::Run run(fault::RunConfig{.table = &table.value(),
+                                    .code = &image2->code,
+                                    .mem = &image2->mem,
                                     .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
                                     .gas = demo::kDefaultGas});
     const demo::Engine e{
         .ctx = &run,
-        .load = [](void* c, std::uint32_t a, unsigned w) { return fault::interp_load(*static_cast<fault::Run*>(c), a, w); },
-        .store = [](void* c, std::uint32_t a, unsigned w, std::uint64_t v) {
-          return fault::interp_store(*static_cast<fault::Run*>(c), a, w, v);
-        },
+        .load = [](void* c, std::uint32_t a,
+                   unsigned w) { return fault::interp_load(*static_cast<fault::Run*>(c), a, w); },
+        .store = [](void* c, std::uint32_t a, unsigned w,
+                    std::uint64_t v) { return fault::interp_store(*static_cast<fault::Run*>(c), a, w, v); },
     };
     const demo::Progress p = demo::run_ops(e);
     table->teardown();

@@ -108,7 +108,8 @@ KTEST(hash_node_is_sha256_of_64_bytes) {
 KTEST(hash_zero_page_and_zero_hashes) {
   fill(g_pages[0], 4096, 0);
   KEXPECT(hash::zero_hash(0) == Hash32{});
-  for (unsigned d = 0; d < 64; ++d) KEXPECT(hash::zero_hash(d + 1) == hash::node(hash::zero_hash(d), hash::zero_hash(d)));
+  for (unsigned d = 0; d < 64; ++d)
+    KEXPECT(hash::zero_hash(d + 1) == hash::node(hash::zero_hash(d), hash::zero_hash(d)));
   KEXPECT(hash::page_content_hash(g_pages[0]) == hash::zero_hash(7));  // 128 zero chunks
   KEXPECT(hash::zero_hash(7) == kRootEmptyPage);
 }
@@ -137,7 +138,8 @@ KTEST(hash_every_supported_impl_equals_portable) {
   fill(g_pages[4], 4096, 0);
   g_pages[4][4095] = 1;
 
-  static constexpr std::size_t kLens[] = {0, 1, 3, 31, 32, 55, 56, 63, 64, 65, 119, 127, 128, 129, 200, 255, 256, 1000, 2048};
+  static constexpr std::size_t kLens[] = {0,   1,   3,   31,  32,  55,  56,  63,   64,  65,
+                                          119, 127, 128, 129, 200, 255, 256, 1000, 2048};
   constexpr std::size_t kN = sizeof kLens / sizeof kLens[0];
   Hash32 want_sha[kN], want_node[4], want_page[6], want_pages[6];
   hash::force(hash::Impl::Portable);

@@ -22,7 +22,7 @@ namespace {
 using namespace capmem;
 using namespace capmem::kernel;
 
-constexpr std::uint64_t kCode = 4ull << 20;   // rule 4.1 CODE_BASE
+constexpr std::uint64_t kCode = 4ull << 20;    // rule 4.1 CODE_BASE
 constexpr std::uint64_t kData = 256ull << 20;  // rule 4.1 DATA_BASE
 
 // x86 #PF error code bits (SDM Vol. 3A 4.7, Figure 4-12), spelled out independently of
@@ -75,9 +75,10 @@ FaultVerdict test_hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFr
   if (!s.map_on_demand || (error_code & kErrP) != 0) return {.action = FaultAction::EndRun, .code = s.end_code};
   FrameDesc* f = frames().alloc(FrameKind::Page, AllocFlags::Zero);
   if (f == nullptr) return {.action = FaultAction::EndRun, .code = 1};
-  const bool ok =
-      s.table->map_leaf(cr2.page_base(), f->phys(), {.writable = true, .user = true, .no_execute = true, .holds_ref = true})
-          .ok();
+  const bool ok = s.table
+                      ->map_leaf(cr2.page_base(), f->phys(),
+                                 {.writable = true, .user = true, .no_execute = true, .holds_ref = true})
+                      .ok();
   frames().unref(f);
   if (!ok) return {.action = FaultAction::EndRun, .code = 2};
   return {.action = FaultAction::Resume};
@@ -95,8 +96,8 @@ KTEST(ring3_exit_gate_returns_guest_registers) {
   pt::PageTable table = pt::PageTable::create().release_value();
   KASSERT(make_guest(t, table, ring3_prog_exit, ring3_prog_exit_end));
   const std::uint64_t cr3_before = arch::read_cr3();
-  const RunResult r = run_user({.cr3 = table.root(),
-                                .regs = {.rsi = 0xabcdef, .rdi = 0x1111, .r12 = 0x1212, .rip = kCode, .rsp = kData}});
+  const RunResult r = run_user(
+      {.cr3 = table.root(), .regs = {.rsi = 0xabcdef, .rdi = 0x1111, .r12 = 0x1212, .rip = kCode, .rsp = kData}});
   KEXPECT_EQ(arch::read_cr3(), cr3_before);
   KASSERT(r.exit == RunExit::ExitGate);
   KEXPECT_EQ(r.vector, 0x81);
@@ -104,7 +105,7 @@ KTEST(ring3_exit_gate_returns_guest_registers) {
   KEXPECT_EQ(r.regs.rbx, 0xabcdef);
   KEXPECT_EQ(r.regs.rcx, kUserCs);  // the guest read CS: RPL 3
   KEXPECT_EQ(r.regs.r15, 0xc0ffee);
-  KEXPECT_EQ(r.regs.r12, 0x1212);   // untouched registers come back as given
+  KEXPECT_EQ(r.regs.r12, 0x1212);  // untouched registers come back as given
   KEXPECT_EQ(r.regs.rsp, kData);
   KEXPECT_EQ(r.regs.rip, kCode + static_cast<std::uint64_t>(ring3_prog_exit_ud2 - ring3_prog_exit));
   KEXPECT_EQ(r.regs.rflags & 0x200, 0);  // IF stays off at ring 3

@@ -20,7 +20,7 @@ struct TrapFrame {
 };
 static_assert(sizeof(TrapFrame) == 22 * 8, "isr.S pushes exactly this layout");
 
-inline constexpr unsigned kVectorPageFault = 14;  // #PF (SDM Vol. 3A 6.15 "Interrupt 14")
+inline constexpr unsigned kVectorPageFault = 14;   // #PF (SDM Vol. 3A 6.15 "Interrupt 14")
 inline constexpr unsigned kVectorExitGate = 0x81;  // ring-3 exit gate (`int 0x81`, DPL 3)
 
 // Called by isr.S for every vector with the frame on the stack; returning resumes it

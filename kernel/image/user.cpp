@@ -39,9 +39,24 @@ constexpr std::uint64_t kUserFlagsMask = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 
 constexpr std::uint64_t kRflagsFixed = 0x2;
 
 UserRegs regs_of(const TrapFrame& f) {
-  return UserRegs{.rax = f.rax, .rbx = f.rbx, .rcx = f.rcx, .rdx = f.rdx, .rsi = f.rsi, .rdi = f.rdi,
-                  .rbp = f.rbp, .r8 = f.r8,   .r9 = f.r9,   .r10 = f.r10, .r11 = f.r11, .r12 = f.r12,
-                  .r13 = f.r13, .r14 = f.r14, .r15 = f.r15, .rip = f.rip, .rsp = f.rsp, .rflags = f.rflags};
+  return UserRegs{.rax = f.rax,
+                  .rbx = f.rbx,
+                  .rcx = f.rcx,
+                  .rdx = f.rdx,
+                  .rsi = f.rsi,
+                  .rdi = f.rdi,
+                  .rbp = f.rbp,
+                  .r8 = f.r8,
+                  .r9 = f.r9,
+                  .r10 = f.r10,
+                  .r11 = f.r11,
+                  .r12 = f.r12,
+                  .r13 = f.r13,
+                  .r14 = f.r14,
+                  .r15 = f.r15,
+                  .rip = f.rip,
+                  .rsp = f.rsp,
+                  .rflags = f.rflags};
 }
 
 [[noreturn]] void end_run(const TrapFrame& f, RunExit exit) {

@@ -48,9 +48,9 @@ struct FaultVerdict {
 using PageFaultHook = FaultVerdict (*)(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame& regs);
 
 struct RunSpec {
-  PhysAddr cr3;                              // the run's PML4 (kernel half linked)
-  UserRegs regs{};                           // initial registers (rip and rsp at least)
-  PageFaultHook page_fault_hook = nullptr;   // nullptr: every #PF ends the run
+  PhysAddr cr3;                             // the run's PML4 (kernel half linked)
+  UserRegs regs{};                          // initial registers (rip and rsp at least)
+  PageFaultHook page_fault_hook = nullptr;  // nullptr: every #PF ends the run
   void* hook_ctx = nullptr;
 };
 

@@ -17,8 +17,8 @@
 // of each input; FrameLeakGuard and the Missing box count check that nothing leaked.
 //
 // Input format (every read past the end gives 0):
-//   u8 page count (1..8 for bytes < 192, else 1..64), u8 initial form (create / from_bytes / from_bytes of a short tail),
-//   [initial page contents], then operations: u8 opcode (mod kOps) followed by its arguments.
+//   u8 page count (1..8 for bytes < 192, else 1..64), u8 initial form (create / from_bytes / from_bytes of a short
+//   tail), [initial page contents], then operations: u8 opcode (mod kOps) followed by its arguments.
 // Page contents come from gen_page(): zeros, a fill byte, a few sparse bytes, an 8-byte
 // pattern or an LCG stream (one selector byte plus a few argument bytes).
 // Seeds: tests/fuzz/corpus/cap_ops/, made by tests/fuzz/gen_seeds.py.
@@ -166,7 +166,10 @@ struct Model {
   Buf ov;
 
   explicit Model(std::uint32_t pages)
-      : n(pages), bk_kind(pages, kBytes), bk(std::size_t{pages} * PAGE_SIZE), ov_kind(pages, kNone),
+      : n(pages),
+        bk_kind(pages, kBytes),
+        bk(std::size_t{pages} * PAGE_SIZE),
+        ov_kind(pages, kNone),
         ov(std::size_t{pages} * PAGE_SIZE) {}
   std::uint8_t* bk_page(std::uint32_t p) { return bk.data() + std::size_t{p} * PAGE_SIZE; }
   std::uint8_t* ov_page(std::uint32_t p) { return ov.data() + std::size_t{p} * PAGE_SIZE; }
@@ -277,8 +280,8 @@ struct Injection {
 void expect_status(Status got, Status expect, const Injection& inj) {
   if (got == expect) return;
   if (inj.armed != 0 && got == Status::OutOfFrames) return;
-  std::fprintf(stderr, "fuzz_cap_ops: status %u (%s), expected %u (%s)\n", static_cast<unsigned>(got),
-               status_name(got), static_cast<unsigned>(expect), status_name(expect));
+  std::fprintf(stderr, "fuzz_cap_ops: status %u (%s), expected %u (%s)\n", static_cast<unsigned>(got), status_name(got),
+               static_cast<unsigned>(expect), status_name(expect));
   std::abort();
 }
 
@@ -288,19 +291,19 @@ Result<PageRef> make_page(const std::uint8_t* bytes, bool hashed) {
 }
 
 enum Op : std::uint8_t {
-  kWritePage,    // overlay: write_page (hashed or unhashed page), maybe the same page twice
-  kWriteBytes,   // overlay: fault-path read-modify-write (reserve_overlay + publish)
-  kWriteEmpty,   // overlay: explicit Empty entry (inert)
-  kWriteMissing, // overlay: Missing(hash of some content)
-  kPutPage,      // backing: put_page (hashed, unhashed, unhashed but shared)
-  kPlaceShared,  // backing: place_shared from self, the snapshot or a fresh cap
-  kCopy,         // snapshot = copy()
-  kSwap,         // swap the cap and the snapshot
+  kWritePage,     // overlay: write_page (hashed or unhashed page), maybe the same page twice
+  kWriteBytes,    // overlay: fault-path read-modify-write (reserve_overlay + publish)
+  kWriteEmpty,    // overlay: explicit Empty entry (inert)
+  kWriteMissing,  // overlay: Missing(hash of some content)
+  kPutPage,       // backing: put_page (hashed, unhashed, unhashed but shared)
+  kPlaceShared,   // backing: place_shared from self, the snapshot or a fresh cap
+  kCopy,          // snapshot = copy()
+  kSwap,          // swap the cap and the snapshot
   kFlush,
-  kRoundTrip,    // encode + decode (+ maybe continue with the decoded cap)
-  kRead,         // a random range
+  kRoundTrip,  // encode + decode (+ maybe continue with the decoded cap)
+  kRead,       // a random range
   kRoot,
-  kInject,       // arm an allocation failure for the next operation
+  kInject,  // arm an allocation failure for the next operation
   kOps
 };
 
@@ -374,8 +377,7 @@ class Run {
         if (p >= n_) return expect_fail(cap_.reserve_overlay(p).status(), Status::OutOfExtent);
         if (m_.eff_kind(p) == kMissing) {
           // A write fault on a Missing page is a guest fault: the host read fails.
-          return expect_fail(cap_.read(std::uint64_t{p} * PAGE_SIZE, page_, PAGE_SIZE).status(),
-                             Status::MissingPage);
+          return expect_fail(cap_.read(std::uint64_t{p} * PAGE_SIZE, page_, PAGE_SIZE).status(), Status::MissingPage);
         }
         FUZZ_CHECK(cap_.read(std::uint64_t{p} * PAGE_SIZE, page_, PAGE_SIZE).ok());
         std::memset(page_ + off, v, len);

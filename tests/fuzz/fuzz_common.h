@@ -12,7 +12,8 @@ struct FrameLeakGuard {
   ~FrameLeakGuard() {
     const std::uint64_t after = capmem::frames().stats().free;
     if (after != before) {
-      std::fprintf(stderr, "fuzz: frame leak: %lld frames\n", static_cast<long long>(before) - static_cast<long long>(after));
+      std::fprintf(stderr, "fuzz: frame leak: %lld frames\n",
+                   static_cast<long long>(before) - static_cast<long long>(after));
       std::abort();
     }
   }

@@ -25,12 +25,12 @@
 
 using namespace capmem;
 
-#define FUZZ_CHECK(c)                                                              \
-  do {                                                                             \
-    if (!(c)) {                                                                    \
+#define FUZZ_CHECK(c)                                                                       \
+  do {                                                                                      \
+    if (!(c)) {                                                                             \
       std::fprintf(stderr, "fuzz_slot_decode: check failed: %s (line %d)\n", #c, __LINE__); \
-      std::abort();                                                                \
-    }                                                                              \
+      std::abort();                                                                         \
+    }                                                                                       \
   } while (0)
 
 namespace {

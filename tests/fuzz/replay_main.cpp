@@ -16,9 +16,7 @@
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv);
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 // Targets with a custom mutator call libFuzzer's; replaying never mutates.
-extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* /*data*/, std::size_t size, std::size_t /*max*/) {
-  return size;
-}
+extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* /*data*/, std::size_t size, std::size_t /*max*/) { return size; }
 
 int main(int argc, char** argv) {
   LLVMFuzzerInitialize(&argc, &argv);

@@ -47,7 +47,8 @@ struct World {
   PinnedRange pinned{.first_page = 4, .pages = 2};
 
   fault::Run make_run(std::uint64_t gas = 1'000'000) {
-    return fault::Run(RunConfig{.table = &table, .code = &code, .mem = &mem, .pinned = std::span(&pinned, 1), .gas = gas});
+    return fault::Run(
+        RunConfig{.table = &table, .code = &code, .mem = &mem, .pinned = std::span(&pinned, 1), .gas = gas});
   }
 };
 
@@ -234,7 +235,8 @@ TEST(Rule4_2, RunStartsEmptyAndTeardownReturnsEveryFrame) {
     fault::Run run = w.make_run();
     EXPECT_EQ(w.table.owned_tables(), 1u);  // just the PML4
     GuestCpu cpu(EngineKind::Mmu, run);
-    for (std::uint32_t p = 0; p < 16; ++p) ASSERT_EQ(cpu.store(kData + p * 4096, 1, p).outcome, p == 4 || p == 5 ? Outcome::GuestFault : Outcome::Retry);
+    for (std::uint32_t p = 0; p < 16; ++p)
+      ASSERT_EQ(cpu.store(kData + p * 4096, 1, p).outcome, p == 4 || p == 5 ? Outcome::GuestFault : Outcome::Retry);
     EXPECT_EQ(w.table.owned_tables(), 4u);  // PML4 + PDPT, PD, PT
     w.table.teardown();
     ASSERT_TRUE(w.mem.flush().ok());
@@ -297,7 +299,12 @@ TEST(Demo, OutOfGasStopsAtTheSameOpInBothEngines) {
 TEST(Parity, RandomOperationTables) {
   for (std::uint32_t seed = 0; seed < 2000; ++seed) {
     std::mt19937 rng(seed);
-    struct Acc { bool store; std::uint32_t addr; unsigned width; std::uint64_t v; };
+    struct Acc {
+      bool store;
+      std::uint32_t addr;
+      unsigned width;
+      std::uint64_t v;
+    };
     std::vector<Acc> ops(100);
     for (auto& o : ops) {
       const unsigned widths[] = {1, 2, 4, 8};

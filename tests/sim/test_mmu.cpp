@@ -386,10 +386,8 @@ TEST(HostsimPhysmem, FrameAbove4GiBMappedAndAccessed) {
   while (high == nullptr) {
     FrameDesc* d = frames().alloc(FrameKind::Page);
     ASSERT_NE(d, nullptr);
-    if (d->phys().value() >= (4ull << 30) + (16ull << 20))
-      high = d;
-    else
-      held.push_back(d);
+    if (d->phys().value() >= (4ull << 30) + (16ull << 20)) high = d;
+    else held.push_back(d);
   }
   {
     auto t = pt::PageTable::create().release_value();

@@ -11,17 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "../test_util.h"
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
-#include "../test_util.h"
 
 using namespace capmem;
-using capmem::testutil::vectors_dir;
-using capmem::testutil::slurp;
 using capmem::testutil::hex;
+using capmem::testutil::slurp;
+using capmem::testutil::vectors_dir;
 
 namespace {
-
 
 // The independent reference: rule 3.4 straight from its definition.
 Hash32 ref_page_root(const std::uint8_t* p) {
@@ -169,7 +168,7 @@ TEST(Rule3_3, OverlayShadowsAndZeroWriteSticks) {
   EXPECT_EQ(c.overlay_count(), 3u);
   EXPECT_EQ(c.root().status(), Status::OverlayNotEmpty);
   EXPECT_EQ(c.flush().status(), Status::MissingInOverlay);
-  EXPECT_EQ(c.overlay_count(), 3u);  // unchanged
+  EXPECT_EQ(c.overlay_count(), 3u);                  // unchanged
   ASSERT_TRUE(c.write_page(2, page_of(0x11)).ok());  // replace the Missing entry
   ASSERT_TRUE(c.flush().ok());
   EXPECT_EQ(c.effective(1).kind, SlotKind::Empty) << "a zero write over non-zero backing sticks";
@@ -209,7 +208,8 @@ TEST(Rule3_4, FullSizeCapRoot) {
   ASSERT_TRUE(c.flush().ok());
   std::vector<Hash32> roots(1u << 20, Hash32{});
   for (std::uint32_t i : {0u, 1u, 77777u, (1u << 20) - 1}) roots[i] = p.hash();
-  const Hash32 want = hash::node(hash::uint64_root(kMaxCapSize), hash::merkleize(roots.data(), roots.size(), roots.size()));
+  const Hash32 want =
+      hash::node(hash::uint64_root(kMaxCapSize), hash::merkleize(roots.data(), roots.size(), roots.size()));
   EXPECT_EQ(c.root().value(), want);
   EXPECT_EQ(c.extent(), 1u << 20);
 }
@@ -362,8 +362,7 @@ TEST(Rule3_7, WritePageSweep) {
   ASSERT_TRUE(c.write_page(5, page_of(1)).ok());
   for (std::uint32_t page : {6u, 33000u, 1025u}) {
     PageRef p = page_of(2, page);
-    sweep([&] { return c.write_page(page, p).status(); },
-          [&] { EXPECT_EQ(c.effective(page).kind, SlotKind::Empty); });
+    sweep([&] { return c.write_page(page, p).status(); }, [&] { EXPECT_EQ(c.effective(page).kind, SlotKind::Empty); });
     EXPECT_EQ(c.effective(page).frame, p.desc());
   }
   EXPECT_EQ(c.overlay_count(), 4u);
@@ -407,7 +406,7 @@ TEST(Rule3_7, PlaceSharedByReference) {
   EXPECT_EQ(a.effective(7).frame, b.effective(3).frame);
   EXPECT_EQ(a.effective(5).kind, SlotKind::Empty);
   EXPECT_NE(a.effective(6).frame, b.effective(2).frame);
-  EXPECT_GT(frames().stats().in_use, before);  // the hashed copy + tree nodes
+  EXPECT_GT(frames().stats().in_use, before);                            // the hashed copy + tree nodes
   std::memcpy(model.data() + 4 * PAGE_SIZE, img.data(), 4 * PAGE_SIZE);  // page 4 of b dropped
   EXPECT_EQ(a.root().value(), ref_root(model));
   EXPECT_EQ(a_old.root().value(), a_root);
@@ -498,7 +497,7 @@ TEST(Rule3_5, RandomSequencesMatchReference) {
     const std::uint32_t pages = 1 + static_cast<std::uint32_t>(rng() % (round < 3 ? 70 : 1500));
     struct Inst {
       DataCap cap;
-      std::vector<std::uint8_t> flushed;                             // the backing's content
+      std::vector<std::uint8_t> flushed;                           // the backing's content
       std::map<std::uint32_t, std::vector<std::uint8_t>> overlay;  // overlay pages
       std::vector<std::uint8_t> effective() const {
         std::vector<std::uint8_t> e = flushed;
@@ -509,7 +508,8 @@ TEST(Rule3_5, RandomSequencesMatchReference) {
     std::vector<Inst> caps;
     caps.reserve(8);  // references into caps stay valid
     caps.push_back(Inst{DataCap::create(std::uint64_t{pages} * PAGE_SIZE).release_value(),
-                        std::vector<std::uint8_t>(std::size_t{pages} * PAGE_SIZE, 0), {}});
+                        std::vector<std::uint8_t>(std::size_t{pages} * PAGE_SIZE, 0),
+                        {}});
     std::vector<std::tuple<DataCap, Hash32, std::vector<std::uint8_t>>> old;  // old backings
     for (int step = 0; step < 80; ++step) {
       Inst& c = caps[rng() % caps.size()];

@@ -8,14 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "../test_util.h"
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
-#include "../test_util.h"
 
 using namespace capmem;
-using capmem::testutil::vectors_dir;
-using capmem::testutil::slurp;
 using capmem::testutil::hex;
+using capmem::testutil::slurp;
+using capmem::testutil::vectors_dir;
 
 namespace {
 
@@ -162,8 +162,10 @@ TEST(Rule5_2, RandomCapsRoundTrip) {
     std::vector<std::uint8_t> bytes(std::size_t{pages} * PAGE_SIZE, 0);
     for (std::uint32_t p = 0; p < pages; ++p)
       if (rng() % 3 != 0)
-        for (std::size_t i = 0; i < PAGE_SIZE; i += 97) bytes[std::size_t{p} * PAGE_SIZE + i] = static_cast<std::uint8_t>(rng());
-    auto c = DataCap::from_bytes(bytes.data(), bytes.size(), std::uint64_t{pages + rng() % 5} * PAGE_SIZE).release_value();
+        for (std::size_t i = 0; i < PAGE_SIZE; i += 97)
+          bytes[std::size_t{p} * PAGE_SIZE + i] = static_cast<std::uint8_t>(rng());
+    auto c =
+        DataCap::from_bytes(bytes.data(), bytes.size(), std::uint64_t{pages + rng() % 5} * PAGE_SIZE).release_value();
     const auto w = encode(c);
     auto d = DataCap::decode(w.data(), w.size());
     ASSERT_TRUE(d.ok()) << status_name(d.status());

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "capmem/hash.h"
 #include "../test_util.h"
+#include "capmem/hash.h"
 
 using namespace capmem;
 using capmem::testutil::hex;
@@ -37,7 +37,6 @@ std::vector<Impl> supported_impls() {
 struct ForceGuard {
   ~ForceGuard() { hash::init(); }
 };
-
 
 Hash32 from_hex(const std::string& s) {
   Hash32 h{};
@@ -180,11 +179,13 @@ TEST(Rule1_2, LevelsMatchPortableInAndOutOfPlace) {
       std::vector<Hash32> out(n + 1);
       const Hash32 canary = out[n] = in.empty() ? Hash32{} : in[0];
       hash::nodes(in.data(), out.data(), n);
-      for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], want[i]) << hash::impl_name(impl) << " n " << n << " i " << i;
+      for (std::size_t i = 0; i < n; ++i)
+        ASSERT_EQ(out[i], want[i]) << hash::impl_name(impl) << " n " << n << " i " << i;
       EXPECT_EQ(out[n], canary) << "wrote past the end";
       std::vector<Hash32> inplace = in;
       hash::nodes(inplace.data(), inplace.data(), n);
-      for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(inplace[i], want[i]) << hash::impl_name(impl) << " in place n " << n;
+      for (std::size_t i = 0; i < n; ++i)
+        ASSERT_EQ(inplace[i], want[i]) << hash::impl_name(impl) << " in place n " << n;
     }
   }
 }
@@ -226,7 +227,8 @@ TEST(Rule1_2, ManyPagesAtOnceMatchOneAtATime) {
       std::vector<Hash32> out(n + 1);
       const Hash32 canary = out[n] = want[0];
       hash::page_content_hashes(ptrs.data(), out.data(), n);
-      for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], want[i]) << hash::impl_name(impl) << " n " << n << " page " << i;
+      for (std::size_t i = 0; i < n; ++i)
+        ASSERT_EQ(out[i], want[i]) << hash::impl_name(impl) << " n " << n << " page " << i;
       EXPECT_EQ(out[n], canary);
     }
   }

@@ -153,7 +153,7 @@ TEST(Rule1_4Death, UseAfterFreeIsDetectedByPoison) {
         PageRef p = PageRef::unhashed_copy(nullptr).release_value();
         std::uint8_t* bytes = p.mutable_bytes();
         p.reset();
-        bytes[17] = 1;  // write after free
+        bytes[17] = 1;                                                // write after free
         PageRef q = PageRef::unhashed_copy(nullptr).release_value();  // LIFO: the same frame
       },
       "after free");

@@ -17,8 +17,8 @@
 #include "hostsim/mmu.h"
 
 using namespace capmem;
-using pt::Level;
 using pt::LeafFlags;
+using pt::Level;
 using pt::PageTable;
 
 namespace {
@@ -269,8 +269,8 @@ void run_model(std::uint64_t seed, int ops) {
     std::map<std::uint64_t, ModelLeaf> model;
     std::set<std::uint64_t> pdpts, pds, pts;  // prefixes ever built (tables never shrink)
     std::uint64_t expect_inval = 0;
-    const std::uint64_t regions[] = {0x0ull, 0x40000000ull, 0x7f8000000000ull, 0xffff800000000000ull,
-                                     0xfffffffe00000000ull, 0x7fff00000000ull};
+    const std::uint64_t regions[] = {
+        0x0ull, 0x40000000ull, 0x7f8000000000ull, 0xffff800000000000ull, 0xfffffffe00000000ull, 0x7fff00000000ull};
     auto pick_va = [&]() {
       const std::uint64_t r = regions[rng() % std::size(regions)];
       // 3 x 512 pages around a 2 MiB boundary, plus a few 1 GiB neighbours
@@ -478,9 +478,9 @@ TEST(EdgePageTables, TableAllocFailsAtPdptToPd) {
 TEST(EdgePageTables, TableAllocFailsAtPdToPt) {
   PageTable t = make_table();
   ASSERT_TRUE(t.map_leaf(VirtAddr{0x10000000}, PhysAddr{0x1000}, kUserRo).ok());
-  expect_clean_failure(t, VirtAddr{0x10200000}, 1);       // same PD, next 2 MiB: only the PT
-  expect_clean_failure(t, VirtAddr{0x80000000}, 2);       // PD ok, PT fails
-  expect_clean_failure(t, VirtAddr{0x10000000000ull}, 3); // PDPT, PD ok, PT fails
+  expect_clean_failure(t, VirtAddr{0x10200000}, 1);        // same PD, next 2 MiB: only the PT
+  expect_clean_failure(t, VirtAddr{0x80000000}, 2);        // PD ok, PT fails
+  expect_clean_failure(t, VirtAddr{0x10000000000ull}, 3);  // PDPT, PD ok, PT fails
   // The rights of the existing path were not widened by the failed user-writable maps.
   EXPECT_EQ(raw_entry(t, VirtAddr{0x10000000}, Level::Pml4) & 0x7, 0x5u);
 }
@@ -577,7 +577,8 @@ TEST(EdgeSharing, ReplaceDropsOldReferenceSameFrameKeepsIt) {
   const VirtAddr va{0x10000000};
   const LeafFlags f{.user = true, .holds_ref = true};
   ASSERT_TRUE(t.map_leaf(va, p1->phys(), f).ok());
-  ASSERT_EQ(val(t.map_leaf(va, p1->phys(), {.writable = true, .user = true, .holds_ref = true})), pt::MapOutcome::Replaced);
+  ASSERT_EQ(val(t.map_leaf(va, p1->phys(), {.writable = true, .user = true, .holds_ref = true})),
+            pt::MapOutcome::Replaced);
   EXPECT_EQ(p1->refs.load(), 2u) << "re-mapping the same frame keeps exactly one mapping reference";
   ASSERT_EQ(val(t.map_leaf(va, p2->phys(), f)), pt::MapOutcome::Replaced);
   EXPECT_EQ(p1->refs.load(), 1u);

@@ -201,8 +201,7 @@ Result<void> DataCap::read(std::uint64_t offset, std::uint8_t* out, std::size_t 
     const SlotView v = effective(static_cast<std::uint32_t>(at / PAGE_SIZE));
     if (v.kind == SlotKind::Loaded)
       __builtin_memcpy(out + done, static_cast<const std::uint8_t*>(v.frame->virt()) + in_page, n);
-    else
-      __builtin_memset(out + done, 0, n);
+    else __builtin_memset(out + done, 0, n);
     done += n;
   }
   return {};

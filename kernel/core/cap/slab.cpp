@@ -34,8 +34,8 @@ void* Slab::alloc() {
     if (d == nullptr) return nullptr;
     auto* base = static_cast<std::uint8_t*>(d->virt());
     auto* h = reinterpret_cast<FrameHdr*>(base);
-    *h = FrameHdr{.prev = nullptr, .next = nullptr, .free_list = nullptr, .in_use = 0, .unused = 0,
-                  .owner = this, .desc = d};
+    *h = FrameHdr{
+        .prev = nullptr, .next = nullptr, .free_list = nullptr, .in_use = 0, .unused = 0, .owner = this, .desc = d};
     // Thread the objects in address order (at least one, as 0 < size_ <= kMaxObject).
     const std::size_t n = per_frame();
     CAPMEM_ASSERT(n >= 1);

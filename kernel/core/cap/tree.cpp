@@ -221,7 +221,7 @@ Result<void> Txn::set(std::uint32_t page, Slot s) {
     if (n == nullptr || n->fresh == 0) {
       Node* c = n == nullptr ? node_new(level) : node_copy(n);
       if (c == nullptr) return Status::OutOfFrames;  // the tree so far is a faithful copy
-      if (n != nullptr) node_unref(n);  // drop the reference the parent (or the Txn) held
+      if (n != nullptr) node_unref(n);               // drop the reference the parent (or the Txn) held
       c->fresh = 1;
       c->parent = parent;
       c->index = static_cast<std::uint8_t>(idx);

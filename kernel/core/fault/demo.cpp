@@ -40,7 +40,8 @@ void fill_ops(std::uint8_t* page, std::uint32_t page_index) {
         op.kind = kLoad;
         if (r >= 35) page_no = kPinned.first_page + rng.below(kPinned.pages);  // pinned reads
         if (r >= 40) {  // reads from the code image, past the op table
-          op.addr = static_cast<std::uint32_t>(fault::CODE_BASE) + (4 + rng.below(kCodePages - 4)) * PAGE_SIZE + off % (PAGE_SIZE - 8);
+          op.addr = static_cast<std::uint32_t>(fault::CODE_BASE) + (4 + rng.below(kCodePages - 4)) * PAGE_SIZE +
+                    off % (PAGE_SIZE - 8);
           op.value = 0;
           goto emit;
         }
@@ -49,7 +50,8 @@ void fill_ops(std::uint8_t* page, std::uint32_t page_index) {
         op.value = (r < 55) ? 0 : rng.next();  // some stores write zeros
         // Stores never touch the pinned range (that would end the demo with a fault),
         // including the second page of a straddling store.
-        while (pinned_page(page_no) || pinned_page(page_no + 1) || page_no + 1 >= kMemPages) page_no = rng.below(kMemPages);
+        while (pinned_page(page_no) || pinned_page(page_no + 1) || page_no + 1 >= kMemPages)
+          page_no = rng.below(kMemPages);
       }
       if (page_no + 1 >= kMemPages && off + op.width > PAGE_SIZE) off = 0;
       op.addr = static_cast<std::uint32_t>(fault::DATA_BASE) + page_no * PAGE_SIZE + off;
@@ -107,7 +109,8 @@ Progress run_ops(const Engine& e) {
     const auto w = static_cast<unsigned>(f[1].value);
     const unsigned width = w == 1 || w == 2 || w == 4 ? w : 8;
     const auto addr = static_cast<std::uint32_t>(f[2].value);
-    const fault::AccessResult r = f[0].value == kStore ? e.store(e.ctx, addr, width, f[3].value) : e.load(e.ctx, addr, width);
+    const fault::AccessResult r =
+        f[0].value == kStore ? e.store(e.ctx, addr, width, f[3].value) : e.load(e.ctx, addr, width);
     if (r.outcome != fault::Outcome::Retry) return {r.outcome, r.addr, p.ops_done, p.checksum};
     p.checksum = (p.checksum << 7 | p.checksum >> 57) ^ r.value;
     ++p.ops_done;

@@ -48,10 +48,8 @@ AccessResult access(Run& run, std::uint32_t addr, unsigned width, bool write, st
     auto t = run.table().translate(va.page_base());
     CAPMEM_ASSERT(t.ok());
     auto* byte = static_cast<std::uint8_t*>(env::phys_to_virt(t->pa + (va.value() & (PAGE_SIZE - 1))));
-    if (write)
-      *byte = static_cast<std::uint8_t>(value >> (8 * b));
-    else
-      result |= std::uint64_t{*byte} << (8 * b);
+    if (write) *byte = static_cast<std::uint8_t>(value >> (8 * b));
+    else result |= std::uint64_t{*byte} << (8 * b);
   }
   return {Outcome::Retry, VirtAddr{first}, result};
 }

@@ -90,8 +90,13 @@ struct Backend {
   void (*compress)(std::uint32_t*, const std::uint8_t*, std::size_t);
 };
 
-constexpr Backend kPortable{.impl = Impl::Portable, .simd = false, .lanes = 1, .narrow_max = 0,
-                            .wide = hash64_portable, .narrow = hash64_portable, .compress = compress_portable};
+constexpr Backend kPortable{.impl = Impl::Portable,
+                            .simd = false,
+                            .lanes = 1,
+                            .narrow_max = 0,
+                            .wide = hash64_portable,
+                            .narrow = hash64_portable,
+                            .compress = compress_portable};
 
 constinit Features g_features{};
 constinit bool g_detected = false;
@@ -107,15 +112,28 @@ Backend make_backend(Impl impl) {
     switch (impl) {
       case Impl::Portable: return kPortable;
       case Impl::ShaNi:
-        return {.impl = impl, .simd = true, .lanes = 1, .narrow_max = 0,
-                .wide = hash64_shani, .narrow = hash64_shani, .compress = compress_shani};
+        return {.impl = impl,
+                .simd = true,
+                .lanes = 1,
+                .narrow_max = 0,
+                .wide = hash64_shani,
+                .narrow = hash64_shani,
+                .compress = compress_shani};
       case Impl::Avx2:
-        return {.impl = impl, .simd = true, .lanes = 8, .narrow_max = sha ? 3u : 1u,
-                .wide = hash64_avx2, .narrow = sha ? hash64_shani : hash64_portable,
+        return {.impl = impl,
+                .simd = true,
+                .lanes = 8,
+                .narrow_max = sha ? 3u : 1u,
+                .wide = hash64_avx2,
+                .narrow = sha ? hash64_shani : hash64_portable,
                 .compress = sha ? compress_shani : compress_portable};
       case Impl::Avx512:
-        return {.impl = impl, .simd = true, .lanes = 16, .narrow_max = sha ? 4u : 1u,
-                .wide = hash64_avx512, .narrow = sha ? hash64_shani : hash64_portable,
+        return {.impl = impl,
+                .simd = true,
+                .lanes = 16,
+                .narrow_max = sha ? 4u : 1u,
+                .wide = hash64_avx512,
+                .narrow = sha ? hash64_shani : hash64_portable,
                 .compress = sha ? compress_shani : compress_portable};
     }
     return kPortable;
@@ -156,10 +174,8 @@ void level(const Backend& be, const std::uint8_t* in, std::uint8_t* out, std::si
   if (full != 0) be.wide(in, out, full);
   const std::size_t rest = n - full;
   if (rest == 0) return;
-  if (rest <= be.narrow_max)
-    be.narrow(in + 64 * full, out + 32 * full, rest);
-  else
-    be.wide(in + 64 * full, out + 32 * full, rest);
+  if (rest <= be.narrow_max) be.narrow(in + 64 * full, out + 32 * full, rest);
+  else be.wide(in + 64 * full, out + 32 * full, rest);
 }
 
 Hash32 node1(const Backend& be, const Hash32& l, const Hash32& r) {
@@ -182,9 +198,9 @@ void page_group(const Backend& be, const std::uint8_t* const* pages, Hash32* out
   Hash32 scratch[64];
   Hash32 grp[kPageGroup * 16];
   for (std::size_t p = 0; p < g; ++p) {
-    level(be, pages[p], bytes(scratch), 64);                    // 128 chunks -> 64
-    level(be, bytes(scratch), bytes(scratch), 32);              // -> 32
-    level(be, bytes(scratch), bytes(grp + 16 * p), 16);         // -> 16, page p's slots
+    level(be, pages[p], bytes(scratch), 64);             // 128 chunks -> 64
+    level(be, bytes(scratch), bytes(scratch), 32);       // -> 32
+    level(be, bytes(scratch), bytes(grp + 16 * p), 16);  // -> 16, page p's slots
   }
   // Page p's 16 nodes sit at grp[16p..16p+15]; each level halves them in place and keeps
   // page p's nodes contiguous at grp[k*p..k*p+k-1], so the last level leaves root p at grp[p].
@@ -198,8 +214,8 @@ constexpr Hash32 node_constexpr(const Hash32& l, const Hash32& r) {
   for (int i = 0; i < 16; ++i) {
     const auto& src = i < 8 ? l : r;
     const int o = 4 * (i & 7);
-    m[i] = (std::uint32_t{src.b[o]} << 24) | (std::uint32_t{src.b[o + 1]} << 16) |
-           (std::uint32_t{src.b[o + 2]} << 8) | std::uint32_t{src.b[o + 3]};
+    m[i] = (std::uint32_t{src.b[o]} << 24) | (std::uint32_t{src.b[o + 1]} << 16) | (std::uint32_t{src.b[o + 2]} << 8) |
+           std::uint32_t{src.b[o + 3]};
   }
   std::uint32_t st[8] = {kInit[0], kInit[1], kInit[2], kInit[3], kInit[4], kInit[5], kInit[6], kInit[7]};
   compress_words(st, m);
@@ -250,14 +266,10 @@ unsigned depth_for(std::uint64_t limit) {
 // ---- Public API ----------------------------------------------------------------------
 void init() {
   ensure_detected();
-  if (g_features.avx512)
-    g_backend = make_backend(Impl::Avx512);
-  else if (g_features.sha)
-    g_backend = make_backend(Impl::ShaNi);
-  else if (g_features.avx2)
-    g_backend = make_backend(Impl::Avx2);
-  else
-    g_backend = kPortable;
+  if (g_features.avx512) g_backend = make_backend(Impl::Avx512);
+  else if (g_features.sha) g_backend = make_backend(Impl::ShaNi);
+  else if (g_features.avx2) g_backend = make_backend(Impl::Avx2);
+  else g_backend = kPortable;
 }
 
 Impl active() { return g_backend.impl; }

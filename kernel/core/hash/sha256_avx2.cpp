@@ -12,9 +12,13 @@ struct V256 {
   static T set1(std::uint32_t c) { return _mm256_set1_epi32(static_cast<int>(c)); }
   static T add(T a, T b) { return _mm256_add_epi32(a, b); }
   template <int n>
-  static T ror(T a) { return _mm256_or_si256(_mm256_srli_epi32(a, n), _mm256_slli_epi32(a, 32 - n)); }
+  static T ror(T a) {
+    return _mm256_or_si256(_mm256_srli_epi32(a, n), _mm256_slli_epi32(a, 32 - n));
+  }
   template <int n>
-  static T shr(T a) { return _mm256_srli_epi32(a, n); }
+  static T shr(T a) {
+    return _mm256_srli_epi32(a, n);
+  }
   static T xor3(T a, T b, T c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
   static T ch(T e, T f, T g) { return _mm256_xor_si256(_mm256_and_si256(_mm256_xor_si256(f, g), e), g); }
   static T maj(T a, T b, T c) {

@@ -21,9 +21,13 @@ struct V512 {
   static T set1(std::uint32_t c) { return _mm512_set1_epi32(static_cast<int>(c)); }
   static T add(T a, T b) { return _mm512_add_epi32(a, b); }
   template <int n>
-  static T ror(T a) { return _mm512_ror_epi32(a, n); }
+  static T ror(T a) {
+    return _mm512_ror_epi32(a, n);
+  }
   template <int n>
-  static T shr(T a) { return _mm512_srli_epi32(a, n); }
+  static T shr(T a) {
+    return _mm512_srli_epi32(a, n);
+  }
   static T xor3(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
   static T ch(T e, T f, T g) { return _mm512_ternarylogic_epi32(e, f, g, 0xCA); }
   static T maj(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0xE8); }
@@ -49,8 +53,8 @@ inline __m512i bswap32_mask() {
   }
   // word 4L + k = [c[k].L, c[4+k].L, c[8+k].L, c[12+k].L]
   for (int k = 0; k < 4; ++k) {
-    const __m512i d0 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0x44);      // c[k].L0 L1, c[4+k].L0 L1
-    const __m512i d1 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0xEE);      // c[k].L2 L3, c[4+k].L2 L3
+    const __m512i d0 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0x44);  // c[k].L0 L1, c[4+k].L0 L1
+    const __m512i d1 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0xEE);  // c[k].L2 L3, c[4+k].L2 L3
     const __m512i d2 = _mm512_shuffle_i32x4(c[8 + k], c[12 + k], 0x44);
     const __m512i d3 = _mm512_shuffle_i32x4(c[8 + k], c[12 + k], 0xEE);
     r[k] = _mm512_shuffle_i32x4(d0, d2, 0x88);       // lanes L0 of all four
@@ -87,14 +91,14 @@ inline __m512i bswap32_mask() {
   u[5] = _mm512_unpackhi_epi64(t[4], t[6]);
   u[6] = _mm512_unpacklo_epi64(t[5], t[7]);
   u[7] = _mm512_unpackhi_epi64(t[5], t[7]);
-  const __m512i lo_idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);     // [a.L0 b.L0 a.L1 b.L1]
-  const __m512i hi_idx = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);   // [a.L2 b.L2 a.L3 b.L3]
+  const __m512i lo_idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);    // [a.L0 b.L0 a.L1 b.L1]
+  const __m512i hi_idx = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);  // [a.L2 b.L2 a.L3 b.L3]
   for (int k = 0; k < 4; ++k) {
     const __m512i x = _mm512_permutex2var_epi64(u[k], lo_idx, u[4 + k]);  // messages k, 4+k
     const __m512i y = _mm512_permutex2var_epi64(u[k], hi_idx, u[4 + k]);  // messages 8+k, 12+k
     const std::size_t m[4] = {std::size_t(k), std::size_t(4 + k), std::size_t(8 + k), std::size_t(12 + k)};
-    const __m256i v[4] = {_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1),
-                          _mm512_castsi512_si256(y), _mm512_extracti64x4_epi64(y, 1)};
+    const __m256i v[4] = {_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1), _mm512_castsi512_si256(y),
+                          _mm512_extracti64x4_epi64(y, 1)};
     for (int z = 0; z < 4; ++z)
       if (m[z] < n) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * m[z]), v[z]);
   }

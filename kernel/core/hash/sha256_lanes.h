@@ -75,7 +75,8 @@ template <class T>
 // 48-63 in a loop; keeping the code small keeps it in the op cache). `k` points at the
 // sixteen K[i] (or, for the padding block, W[i] + K[i]) of this group.
 template <class V, int NB, int I, bool kSchedule>
-[[gnu::always_inline]] inline void rounds16_msg(typename V::T (&s)[NB][8], typename V::T (*w)[16], const std::uint32_t* k) {
+[[gnu::always_inline]] inline void rounds16_msg(typename V::T (&s)[NB][8], typename V::T (*w)[16],
+                                                const std::uint32_t* k) {
   if constexpr (I < 16) {
     for (int b = 0; b < NB; ++b) {
       typename V::T wi = w[b][I];
@@ -106,8 +107,8 @@ template <class V, int NB>
   using T = typename V::T;
   alignas(64) T wbuf[NB][16];
   alignas(64) T fbuf[NB][8];
-  T (*wm)[16] = wbuf;  // the compiler keeps what fits in registers
-  T (*fm)[8] = launder(fbuf);
+  T(*wm)[16] = wbuf;  // the compiler keeps what fits in registers
+  T(*fm)[8] = launder(fbuf);
   for (int b = 0; b < NB; ++b)
     for (int j = 0; j < 16; ++j) wm[b][j] = w[b][j];
   T s[NB][8];

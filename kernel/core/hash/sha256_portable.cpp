@@ -29,8 +29,8 @@ void hash64_portable(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     std::uint32_t st[8];
     for (int j = 0; j < 8; ++j) st[j] = kInit[j];
-    compress_one(st, in + 64 * i);   // reads all 64 input bytes before any output byte is written
-    rounds_wk(st, kPadWK.data());    // the constant padding block, schedule precomputed
+    compress_one(st, in + 64 * i);  // reads all 64 input bytes before any output byte is written
+    rounds_wk(st, kPadWK.data());   // the constant padding block, schedule precomputed
     for (int j = 0; j < 8; ++j) store_be32(out + 32 * i + 4 * j, st[j]);
   }
 }

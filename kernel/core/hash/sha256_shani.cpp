@@ -92,10 +92,10 @@ template <int N>
 
 void compress_shani(std::uint32_t state[8], const std::uint8_t* block, std::size_t nblocks) {
   // {A,B,C,D},{E,F,G,H} -> {F,E,B,A},{H,G,D,C}
-  __m128i t = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);      // B,A,D,C
+  __m128i t = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);        // B,A,D,C
   __m128i s1v = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);  // H,G,F,E
-  __m128i s0[1] = {_mm_alignr_epi8(t, s1v, 8)};    // F,E,B,A
-  __m128i s1[1] = {_mm_blend_epi16(s1v, t, 0xF0)};  // H,G,D,C
+  __m128i s0[1] = {_mm_alignr_epi8(t, s1v, 8)};                                                         // F,E,B,A
+  __m128i s1[1] = {_mm_blend_epi16(s1v, t, 0xF0)};                                                      // H,G,D,C
   const __m128i bs = bswap32_mask();
   for (; nblocks != 0; --nblocks, block += 64) {
     const __m128i a0 = s0[0], a1 = s1[0];
@@ -107,8 +107,8 @@ void compress_shani(std::uint32_t state[8], const std::uint8_t* block, std::size
     s1[0] = _mm_add_epi32(s1[0], a1);
   }
   // back: {F,E,B,A},{H,G,D,C} -> {A,B,C,D},{E,F,G,H}
-  t = _mm_shuffle_epi32(s0[0], 0x1B);            // A,B,E,F
-  s1v = _mm_shuffle_epi32(s1[0], 0xB1);          // G,H,C,D
+  t = _mm_shuffle_epi32(s0[0], 0x1B);    // A,B,E,F
+  s1v = _mm_shuffle_epi32(s1[0], 0xB1);  // G,H,C,D
   const __m128i abcd = _mm_blend_epi16(t, s1v, 0xF0);
   const __m128i efgh = _mm_alignr_epi8(s1v, t, 8);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(state), abcd);

@@ -38,10 +38,8 @@ Result<PageRef> PageRef::from_content(const std::uint8_t* content, std::size_t l
 
 Result<PageRef> PageRef::unhashed_copy(const std::uint8_t* src) {
   PageRef p = TRY(fresh_page());
-  if (src != nullptr)
-    mem::copy_page(p.mutable_bytes(), src);
-  else
-    mem::zero_page(p.mutable_bytes());
+  if (src != nullptr) mem::copy_page(p.mutable_bytes(), src);
+  else mem::zero_page(p.mutable_bytes());
   // Sentinel hash (rule 1.3): fresh_page() left it as 32 zero bytes; no SHA-256 here.
   return p;
 }
@@ -58,8 +56,6 @@ void PageRef::seal() {
   d_->hash = hash::page_content_hash(bytes());
 }
 
-Result<PageRef> PageRef::clone() const {
-  return from_verified(bytes(), hash());
-}
+Result<PageRef> PageRef::clone() const { return from_verified(bytes(), hash()); }
 
 }  // namespace capmem
