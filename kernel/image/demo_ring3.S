@@ -58,3 +58,5 @@ ring3_demo_prog:
 9:	int $0x81
 	ud2
 ring3_demo_prog_end:
+
+	.section .note.GNU-stack, "", @progbits
