@@ -12,12 +12,8 @@
 #include "capmem/slot.h"
 #include "kernel.h"
 #include "ktest.h"
+#include "ktest_ring3_progs.h"
 #include "user.h"
-
-extern "C" const char ring3_demo_prog[], ring3_demo_prog_end[];
-extern "C" const char ring3_prog_load[], ring3_prog_load_end[];
-extern "C" const char ring3_prog_store[], ring3_prog_store_end[];
-extern "C" const char ring3_prog_fill[], ring3_prog_fill_end[];
 
 namespace {
 using namespace capmem;

@@ -9,10 +9,8 @@
 #include "capmem/pt.h"
 #include "kernel.h"
 #include "ktest.h"
+#include "ktest_ring3_progs.h"
 #include "user.h"
-
-extern "C" const char ring3_prog_load[], ring3_prog_load_end[];
-extern "C" const char ring3_prog_store[], ring3_prog_store_end[];
 
 namespace {
 using namespace capmem;

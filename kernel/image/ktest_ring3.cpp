@@ -9,14 +9,8 @@
 #include "capmem/pt.h"
 #include "kernel.h"
 #include "ktest.h"
+#include "ktest_ring3_progs.h"
 #include "user.h"
-
-extern "C" const char ring3_prog_exit[], ring3_prog_exit_end[], ring3_prog_exit_ud2[];
-extern "C" const char ring3_prog_load[], ring3_prog_load_end[];
-extern "C" const char ring3_prog_store[], ring3_prog_store_end[];
-extern "C" const char ring3_prog_jump[], ring3_prog_jump_end[];
-extern "C" const char ring3_prog_fill[], ring3_prog_fill_end[];
-extern "C" const char ring3_prog_ud[], ring3_prog_ud_end[];
 
 namespace {
 using namespace capmem;
