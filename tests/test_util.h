@@ -1,4 +1,5 @@
-// Helpers shared by the hosted tests: the reference vectors directory and file reading.
+// Helpers shared by the hosted tests: the reference vectors directory, file reading, hex,
+// and unwrapping a Result that must hold a value.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "capmem/log.h"
+#include "capmem/status.h"
 #include "capmem/types.h"
 
 namespace capmem::testutil {
@@ -28,6 +32,15 @@ inline std::string hex(const Hash32& h) {
   char buf[65];
   log::fmt_hex32(buf, h.b.data());
   return buf;
+}
+
+// The value of a Result that the test needs to go on: a failure is reported with its status
+// name and ends the test binary (a later step could not run meaningfully).
+template <typename T>
+T val(Result<T>&& r) {
+  EXPECT_TRUE(r.ok()) << status_name(r.status());
+  if (!r.ok()) std::abort();
+  return r.release_value();
 }
 
 }  // namespace capmem::testutil

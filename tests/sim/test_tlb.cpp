@@ -10,6 +10,8 @@
 #include "capmem/pt.h"
 #include "hostsim/mmu.h"
 
+#include "../test_util.h"
+
 using namespace capmem;
 using hostsim::AccessKind;
 using hostsim::AccessStatus;
@@ -17,12 +19,7 @@ using hostsim::Mmu;
 using hostsim::Privilege;
 
 namespace {
-template <typename T>
-T val(capmem::Result<T>&& r) {
-  EXPECT_TRUE(r.ok()) << capmem::status_name(r.status());
-  if (!r.ok()) std::abort();
-  return r.release_value();
-}
+using capmem::testutil::val;
 constexpr pt::LeafFlags kRw{.writable = true, .user = true};
 constexpr pt::LeafFlags kRo{.user = true};
 

@@ -16,18 +16,15 @@
 #include "capmem/pt.h"
 #include "hostsim/mmu.h"
 
+#include "../test_util.h"
+
 using namespace capmem;
 using pt::LeafFlags;
 using pt::Level;
 using pt::PageTable;
 
 namespace {
-template <typename T>
-T val(capmem::Result<T>&& r) {
-  EXPECT_TRUE(r.ok()) << capmem::status_name(r.status());
-  if (!r.ok()) std::abort();
-  return r.release_value();
-}
+using capmem::testutil::val;
 
 std::uint64_t in_use() { return frames().stats().in_use; }
 
