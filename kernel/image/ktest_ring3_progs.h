@@ -3,6 +3,8 @@
 // program is the bytes [name, name_end); what each does is written next to it in the .S.
 #pragma once
 
+// NOLINTBEGIN(bugprone-dynamic-static-initializers): clang-tidy 14 false positive on
+// extern declarations; these are labels in the .S files, never initialized at run time.
 extern "C" {
 extern const char ring3_prog_exit[], ring3_prog_exit_end[], ring3_prog_exit_ud2[];
 extern const char ring3_prog_load[], ring3_prog_load_end[];
@@ -12,3 +14,4 @@ extern const char ring3_prog_fill[], ring3_prog_fill_end[];
 extern const char ring3_prog_ud[], ring3_prog_ud_end[];
 extern const char ring3_demo_prog[], ring3_demo_prog_end[];
 }
+// NOLINTEND(bugprone-dynamic-static-initializers)
