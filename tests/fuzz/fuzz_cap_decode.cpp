@@ -28,14 +28,6 @@
 
 using namespace capmem;
 
-#define FUZZ_CHECK(c)                                                                      \
-  do {                                                                                     \
-    if (!(c)) {                                                                            \
-      std::fprintf(stderr, "fuzz_cap_decode: check failed: %s (line %d)\n", #c, __LINE__); \
-      std::abort();                                                                        \
-    }                                                                                      \
-  } while (0)
-
 namespace {
 
 constexpr std::uint32_t kMaxReadPages = 256;  // independent root check up to 1 MiB of extent
@@ -43,8 +35,6 @@ constexpr std::uint32_t kMaxReadPages = 256;  // independent root check up to 1 
 std::uint32_t get_u32(const std::uint8_t* p) {
   return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
 }
-
-bool is_decode_status(Status s) { return s >= Status::DecodeEmptyBuffer && s <= Status::DecodeMissingSlot; }
 
 Hash32 root_of(const DataCap& c) {
   auto r = c.root();

@@ -39,14 +39,6 @@
 
 using namespace capmem;
 
-#define FUZZ_CHECK(c)                                                                   \
-  do {                                                                                  \
-    if (!(c)) {                                                                         \
-      std::fprintf(stderr, "fuzz_cap_ops: check failed: %s (line %d)\n", #c, __LINE__); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
-
 // The harness's own bookkeeping (model, page generator, verification) is left out of the
 // coverage: its loop counts only add features that say nothing about the code under test
 // and cost libFuzzer time per execution.

@@ -46,16 +46,6 @@ using hostsim::EngineKind;
 // Named (not anonymous) so tests/sim/test_fuzz_regressions_pt.cpp can include this file.
 namespace fuzz_fault_parity {
 
-#define FCHECK(cond, ...)                                                                              \
-  do {                                                                                                 \
-    if (!(cond)) {                                                                                     \
-      std::fprintf(stderr, "fuzz_fault_parity: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                                               \
-      std::fprintf(stderr, "\n");                                                                      \
-      std::abort();                                                                                    \
-    }                                                                                                  \
-  } while (0)
-
 constexpr std::size_t kHeader = 7;
 constexpr std::size_t kMaxOps = PAGE_SIZE / sizeof(demo::Op) - 1;  // the table + kEnd fill page 0
 constexpr std::uint32_t kCode = static_cast<std::uint32_t>(fault::CODE_BASE);
@@ -151,7 +141,7 @@ Scenario parse(const std::uint8_t* data, std::size_t size) {
 
 DataCap cap_of(const std::vector<std::uint8_t>& bytes) {
   auto c = DataCap::from_bytes(bytes.data(), bytes.size());
-  FCHECK(c.ok(), "from_bytes: %s", status_name(c.status()));
+  FUZZ_CHECK_MSG(c.ok(), "from_bytes: %s", status_name(c.status()));
   return c.release_value();
 }
 
@@ -165,11 +155,11 @@ struct Outcome {
 // Each engine runs on copies of the same caps (shared backings, own overlays: rule 3.1).
 Outcome run_engine(const Scenario& s, const DataCap& code0, const DataCap& mem0, EngineKind kind) {
   auto c = code0.copy(), m = mem0.copy();
-  FCHECK(c.ok() && m.ok(), "copy");
+  FUZZ_CHECK_MSG(c.ok() && m.ok(), "copy");
   DataCap code = c.release_value();
   DataCap mem = m.release_value();
   auto t = pt::PageTable::create();
-  FCHECK(t.ok(), "PageTable::create");
+  FUZZ_CHECK_MSG(t.ok(), "PageTable::create");
   pt::PageTable table = t.release_value();
   Outcome o{};
   {
@@ -186,14 +176,14 @@ Outcome run_engine(const Scenario& s, const DataCap& code0, const DataCap& mem0,
     }
     o.counters = run.counters();
     o.gas_used = run.gas_used();
-    FCHECK(o.gas_used <= s.gas, "%s: gas used %llu > budget %llu", hostsim::engine_name(kind),
-           static_cast<unsigned long long>(o.gas_used), static_cast<unsigned long long>(s.gas));
+    FUZZ_CHECK_MSG(o.gas_used <= s.gas, "%s: gas used %llu > budget %llu", hostsim::engine_name(kind),
+                   static_cast<unsigned long long>(o.gas_used), static_cast<unsigned long long>(s.gas));
   }
   table.teardown();
   const auto f = mem.flush();
-  FCHECK(f.ok(), "flush: %s", status_name(f.status()));
+  FUZZ_CHECK_MSG(f.ok(), "flush: %s", status_name(f.status()));
   const auto r = mem.root();
-  FCHECK(r.ok(), "root: %s", status_name(r.status()));
+  FUZZ_CHECK_MSG(r.ok(), "root: %s", status_name(r.status()));
   o.root = r.value();
   return o;
 }
@@ -203,10 +193,10 @@ void check_model(const Scenario& s, const Outcome& o) {
   std::vector<std::uint8_t> mem = s.mem_bytes;
   std::uint64_t checksum = 0;
   for (std::uint32_t i = 0; i < o.progress.ops_done; ++i) {
-    FCHECK((i + 1) * sizeof(demo::Op) <= s.code_bytes.size(), "op %u past the code cap completed", i);
+    FUZZ_CHECK_MSG((i + 1) * sizeof(demo::Op) <= s.code_bytes.size(), "op %u past the code cap completed", i);
     demo::Op op;
     std::memcpy(&op, &s.code_bytes[i * sizeof op], sizeof op);
-    FCHECK(op.kind != demo::kEnd, "op %u is kEnd but counted as done", i);
+    FUZZ_CHECK_MSG(op.kind != demo::kEnd, "op %u is kEnd but counted as done", i);
     const unsigned width = op.width == 1 || op.width == 2 || op.width == 4 ? op.width : 8;
     const std::uint64_t a = op.addr;
     std::uint8_t* base = nullptr;
@@ -218,12 +208,12 @@ void check_model(const Scenario& s, const Outcome& o) {
       base = const_cast<std::uint8_t*>(s.code_bytes.data());
       off = a - kCode;
     }
-    FCHECK(base != nullptr, "op %u (kind %u addr %#x width %u) completed outside every region", i, op.kind, op.addr,
-           width);
+    FUZZ_CHECK_MSG(base != nullptr, "op %u (kind %u addr %#x width %u) completed outside every region", i, op.kind,
+                   op.addr, width);
     if (op.kind == demo::kStore) {
       const bool pinned = s.has_pinned && (off + width - 1) / PAGE_SIZE >= s.pinned.first_page &&
                           off / PAGE_SIZE < s.pinned.first_page + s.pinned.pages;
-      FCHECK(!pinned, "op %u: a store into the pinned range completed", i);
+      FUZZ_CHECK_MSG(!pinned, "op %u: a store into the pinned range completed", i);
       for (unsigned k = 0; k < width; ++k) base[off + k] = static_cast<std::uint8_t>(op.value >> (8 * k));
       checksum = (checksum << 7 | checksum >> 57);
     } else {
@@ -232,8 +222,8 @@ void check_model(const Scenario& s, const Outcome& o) {
       checksum = (checksum << 7 | checksum >> 57) ^ v;
     }
   }
-  FCHECK(checksum == o.progress.checksum, "checksum %#llx, model %#llx",
-         static_cast<unsigned long long>(o.progress.checksum), static_cast<unsigned long long>(checksum));
+  FUZZ_CHECK_MSG(checksum == o.progress.checksum, "checksum %#llx, model %#llx",
+                 static_cast<unsigned long long>(o.progress.checksum), static_cast<unsigned long long>(checksum));
   // Rules 2.2 and 3.4 written out here (no frames: cheaper than DataCap::from_bytes, and
   // independent of the cap code): Empty -> 32 zero bytes, else the page content hash.
   std::vector<Hash32> roots(s.mem_pages);
@@ -245,7 +235,7 @@ void check_model(const Scenario& s, const Outcome& o) {
   }
   const Hash32 pages_root = hash::merkleize(roots.data(), roots.size(), s.mem_pages);
   const Hash32 model_root = hash::node(hash::uint64_root(std::uint64_t{s.mem_pages} * PAGE_SIZE), pages_root);
-  FCHECK(model_root == o.root, "root differs from the byte model");
+  FUZZ_CHECK_MSG(model_root == o.root, "root differs from the byte model");
 }
 
 // One input; aborts on the first disagreement.
@@ -259,38 +249,36 @@ int run_one(const std::uint8_t* data, std::size_t size) {
     a = run_engine(s, code, mem, EngineKind::Mmu);
     b = run_engine(s, code, mem, EngineKind::Interpreter);
   }
-  FCHECK(a.progress.stop == b.progress.stop, "stop: mmu %s, interpreter %s", fault::outcome_name(a.progress.stop),
-         fault::outcome_name(b.progress.stop));
-  FCHECK(a.progress.addr == b.progress.addr, "stop address: mmu %#llx, interpreter %#llx",
-         static_cast<unsigned long long>(a.progress.addr.value()),
-         static_cast<unsigned long long>(b.progress.addr.value()));
-  FCHECK(a.progress.ops_done == b.progress.ops_done, "ops done: mmu %u, interpreter %u", a.progress.ops_done,
-         b.progress.ops_done);
-  FCHECK(a.progress.checksum == b.progress.checksum, "checksum");
-  FCHECK(a.gas_used == b.gas_used, "gas: mmu %llu, interpreter %llu", static_cast<unsigned long long>(a.gas_used),
-         static_cast<unsigned long long>(b.gas_used));
+  FUZZ_CHECK_MSG(a.progress.stop == b.progress.stop, "stop: mmu %s, interpreter %s",
+                 fault::outcome_name(a.progress.stop), fault::outcome_name(b.progress.stop));
+  FUZZ_CHECK_MSG(a.progress.addr == b.progress.addr, "stop address: mmu %#llx, interpreter %#llx",
+                 static_cast<unsigned long long>(a.progress.addr.value()),
+                 static_cast<unsigned long long>(b.progress.addr.value()));
+  FUZZ_CHECK_MSG(a.progress.ops_done == b.progress.ops_done, "ops done: mmu %u, interpreter %u", a.progress.ops_done,
+                 b.progress.ops_done);
+  FUZZ_CHECK_MSG(a.progress.checksum == b.progress.checksum, "checksum");
+  FUZZ_CHECK_MSG(a.gas_used == b.gas_used, "gas: mmu %llu, interpreter %llu",
+                 static_cast<unsigned long long>(a.gas_used), static_cast<unsigned long long>(b.gas_used));
   const fault::Counters& x = a.counters;
   const fault::Counters& y = b.counters;
-  FCHECK(x.page_in == y.page_in && x.clusters == y.clusters && x.cluster_pages == y.cluster_pages && x.cow == y.cow &&
-             x.guest_faults == y.guest_faults && x.out_of_frames == y.out_of_frames,
-         "counters: mmu page_in=%llu clusters=%llu cluster_pages=%llu cow=%llu guest_faults=%llu oof=%llu; "
-         "interpreter %llu %llu %llu %llu %llu %llu",
-         (unsigned long long)x.page_in, (unsigned long long)x.clusters, (unsigned long long)x.cluster_pages,
-         (unsigned long long)x.cow, (unsigned long long)x.guest_faults, (unsigned long long)x.out_of_frames,
-         (unsigned long long)y.page_in, (unsigned long long)y.clusters, (unsigned long long)y.cluster_pages,
-         (unsigned long long)y.cow, (unsigned long long)y.guest_faults, (unsigned long long)y.out_of_frames);
-  FCHECK(a.root == b.root, "root: the engines disagree");
+  FUZZ_CHECK_MSG(x.page_in == y.page_in && x.clusters == y.clusters && x.cluster_pages == y.cluster_pages &&
+                     x.cow == y.cow && x.guest_faults == y.guest_faults && x.out_of_frames == y.out_of_frames,
+                 "counters: mmu page_in=%llu clusters=%llu cluster_pages=%llu cow=%llu guest_faults=%llu oof=%llu; "
+                 "interpreter %llu %llu %llu %llu %llu %llu",
+                 (unsigned long long)x.page_in, (unsigned long long)x.clusters, (unsigned long long)x.cluster_pages,
+                 (unsigned long long)x.cow, (unsigned long long)x.guest_faults, (unsigned long long)x.out_of_frames,
+                 (unsigned long long)y.page_in, (unsigned long long)y.clusters, (unsigned long long)y.cluster_pages,
+                 (unsigned long long)y.cow, (unsigned long long)y.guest_faults, (unsigned long long)y.out_of_frames);
+  FUZZ_CHECK_MSG(a.root == b.root, "root: the engines disagree");
   char la[160], lb[160];
   demo::format_line(la, sizeof la, a.root, a.gas_used, a.counters);
   demo::format_line(lb, sizeof lb, b.root, b.gas_used, b.counters);
-  FCHECK(std::strcmp(la, lb) == 0, "line: mmu '%s', interpreter '%s'", la, lb);
+  FUZZ_CHECK_MSG(std::strcmp(la, lb) == 0, "line: mmu '%s', interpreter '%s'", la, lb);
   check_model(s, a);
   return 0;
 }
 
 }  // namespace fuzz_fault_parity
-
-#undef FCHECK
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   return fuzz_fault_parity::run_one(data, size);

@@ -46,16 +46,6 @@ using pt::PageTable;
 // Named (not anonymous) so tests/sim/test_fuzz_regressions_pt.cpp can include this file.
 namespace fuzz_pt_ops {
 
-#define FCHECK(cond, ...)                                                                        \
-  do {                                                                                           \
-    if (!(cond)) {                                                                               \
-      std::fprintf(stderr, "fuzz_pt_ops: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                                         \
-      std::fprintf(stderr, "\n");                                                                \
-      std::abort();                                                                              \
-    }                                                                                            \
-  } while (0)
-
 constexpr std::size_t kMaxOps = 128;
 
 // Spread so that walks share all, some or none of their tables:
@@ -148,8 +138,8 @@ struct Harness {
   }
 
   void check_status(Status got, Status want, const char* what, std::uint64_t va) {
-    FCHECK(got == want, "%s va=%#llx: got %s, model says %s", what, static_cast<unsigned long long>(va),
-           status_name(got), status_name(want));
+    FUZZ_CHECK_MSG(got == want, "%s va=%#llx: got %s, model says %s", what, static_cast<unsigned long long>(va),
+                   status_name(got), status_name(want));
   }
 
   // One MMU access to `va` (offset 0x678 inside the page) against the model.
@@ -167,18 +157,18 @@ struct Harness {
                 (kind != AccessKind::Fetch || !f.no_execute);
       want_err |= hostsim::pf::kPresent;
     }
-    FCHECK(r.ok == allowed, "mmu kind=%d priv=%d va=%#llx: ok=%d, model says %d", static_cast<int>(kind),
-           static_cast<int>(priv), static_cast<unsigned long long>(at), r.ok, allowed);
+    FUZZ_CHECK_MSG(r.ok == allowed, "mmu kind=%d priv=%d va=%#llx: ok=%d, model says %d", static_cast<int>(kind),
+                   static_cast<int>(priv), static_cast<unsigned long long>(at), r.ok, allowed);
     if (allowed) {
-      FCHECK(r.pa == it->second.pa + 0x678, "mmu va=%#llx: pa %#llx, model %#llx", static_cast<unsigned long long>(at),
-             static_cast<unsigned long long>(r.pa.value()),
-             static_cast<unsigned long long>(it->second.pa.value() + 0x678));
+      FUZZ_CHECK_MSG(r.pa == it->second.pa + 0x678, "mmu va=%#llx: pa %#llx, model %#llx",
+                     static_cast<unsigned long long>(at), static_cast<unsigned long long>(r.pa.value()),
+                     static_cast<unsigned long long>(it->second.pa.value() + 0x678));
       it->second.accessed = true;
       if (kind == AccessKind::Write) it->second.dirty = true;
     } else {
-      FCHECK(r.fault.cr2 == VirtAddr{at} && r.fault.error_code == want_err,
-             "mmu va=%#llx: fault cr2=%#llx err=%#x, model err=%#x", static_cast<unsigned long long>(at),
-             static_cast<unsigned long long>(r.fault.cr2.value()), r.fault.error_code, want_err);
+      FUZZ_CHECK_MSG(r.fault.cr2 == VirtAddr{at} && r.fault.error_code == want_err,
+                     "mmu va=%#llx: fault cr2=%#llx err=%#x, model err=%#x", static_cast<unsigned long long>(at),
+                     static_cast<unsigned long long>(r.fault.cr2.value()), r.fault.error_code, want_err);
     }
   }
 
@@ -186,23 +176,25 @@ struct Harness {
     const auto t = table.translate(VirtAddr{va + 0x123});
     const auto it = model.leaves.find(va);
     if (it == model.leaves.end()) {
-      FCHECK(!t.ok() && t.status() == Status::NotMapped, "translate va=%#llx: %s, model says NotMapped",
-             static_cast<unsigned long long>(va), t.ok() ? "mapped" : status_name(t.status()));
+      FUZZ_CHECK_MSG(!t.ok() && t.status() == Status::NotMapped, "translate va=%#llx: %s, model says NotMapped",
+                     static_cast<unsigned long long>(va), t.ok() ? "mapped" : status_name(t.status()));
       return;
     }
     const Leaf& l = it->second;
-    FCHECK(t.ok(), "translate va=%#llx: %s, model says mapped", static_cast<unsigned long long>(va),
-           status_name(t.status()));
-    FCHECK(t->pa == l.pa + 0x123, "translate va=%#llx: pa %#llx, model %#llx", static_cast<unsigned long long>(va),
-           static_cast<unsigned long long>(t->pa.value()), static_cast<unsigned long long>(l.pa.value()));
-    FCHECK(t->flags == l.flags, "translate va=%#llx: flags differ from the model", static_cast<unsigned long long>(va));
+    FUZZ_CHECK_MSG(t.ok(), "translate va=%#llx: %s, model says mapped", static_cast<unsigned long long>(va),
+                   status_name(t.status()));
+    FUZZ_CHECK_MSG(t->pa == l.pa + 0x123, "translate va=%#llx: pa %#llx, model %#llx",
+                   static_cast<unsigned long long>(va), static_cast<unsigned long long>(t->pa.value()),
+                   static_cast<unsigned long long>(l.pa.value()));
+    FUZZ_CHECK_MSG(t->flags == l.flags, "translate va=%#llx: flags differ from the model",
+                   static_cast<unsigned long long>(va));
     // Intermediate entries only ever widen to what some leaf needed, and every present leaf
     // was mapped/protected with its current flags: the effective rights are the leaf's.
-    FCHECK(t->effective.writable == l.flags.writable && t->effective.user == l.flags.user &&
-               t->effective.executable == !l.flags.no_execute,
-           "translate va=%#llx: effective rights differ from the leaf's", static_cast<unsigned long long>(va));
-    FCHECK(t->accessed == l.accessed && t->dirty == l.dirty, "translate va=%#llx: A/D %d/%d, model %d/%d",
-           static_cast<unsigned long long>(va), t->accessed, t->dirty, l.accessed, l.dirty);
+    FUZZ_CHECK_MSG(t->effective.writable == l.flags.writable && t->effective.user == l.flags.user &&
+                       t->effective.executable == !l.flags.no_execute,
+                   "translate va=%#llx: effective rights differ from the leaf's", static_cast<unsigned long long>(va));
+    FUZZ_CHECK_MSG(t->accessed == l.accessed && t->dirty == l.dirty, "translate va=%#llx: A/D %d/%d, model %d/%d",
+                   static_cast<unsigned long long>(va), t->accessed, t->dirty, l.accessed, l.dirty);
   }
 
   void check_all() {
@@ -212,17 +204,17 @@ struct Harness {
       mmu_access(va, AccessKind::Fetch, Privilege::User);
       mmu_access(va, AccessKind::Read, Privilege::Supervisor);
     }
-    FCHECK(table.owned_tables() == 1 + model.tables(), "owned_tables %zu, model %zu", table.owned_tables(),
-           1 + model.tables());
+    FUZZ_CHECK_MSG(table.owned_tables() == 1 + model.tables(), "owned_tables %zu, model %zu", table.owned_tables(),
+                   1 + model.tables());
     const std::uint64_t free = frames().stats().free;
-    FCHECK(free + model.tables() == baseline, "free frames %llu, model %llu", static_cast<unsigned long long>(free),
-           static_cast<unsigned long long>(baseline - model.tables()));
+    FUZZ_CHECK_MSG(free + model.tables() == baseline, "free frames %llu, model %llu",
+                   static_cast<unsigned long long>(free), static_cast<unsigned long long>(baseline - model.tables()));
     for (FrameDesc* d : pool) {
       std::uint32_t want = 1;
       for (const auto& [va, l] : model.leaves)
         if (l.flags.holds_ref && l.pa == d->phys()) ++want;
-      FCHECK(d->refs.load() == want, "pool frame %#llx refs %u, model %u",
-             static_cast<unsigned long long>(d->phys().value()), d->refs.load(), want);
+      FUZZ_CHECK_MSG(d->refs.load() == want, "pool frame %#llx refs %u, model %u",
+                     static_cast<unsigned long long>(d->phys().value()), d->refs.load(), want);
     }
   }
 
@@ -236,8 +228,8 @@ struct Harness {
     check_status(r.status(), want, "map_leaf", va);
     if (!r.ok()) return;
     const bool replaced = model.leaves.count(va) != 0;
-    FCHECK(r.value() == (replaced ? pt::MapOutcome::Replaced : pt::MapOutcome::Mapped), "map_leaf va=%#llx: outcome",
-           static_cast<unsigned long long>(va));
+    FUZZ_CHECK_MSG(r.value() == (replaced ? pt::MapOutcome::Replaced : pt::MapOutcome::Mapped),
+                   "map_leaf va=%#llx: outcome", static_cast<unsigned long long>(va));
     model.build(va);
     model.leaves[va] = Leaf{.pa = pa, .flags = f};
   }
@@ -304,13 +296,15 @@ struct Harness {
   void recreate() {
     table.teardown();
     model.clear();
-    FCHECK(table.empty() && table.owned_tables() == 0, "teardown left tables");
-    FCHECK(frames().stats().free == baseline + 1, "teardown: free %llu, want %llu",
-           static_cast<unsigned long long>(frames().stats().free), static_cast<unsigned long long>(baseline + 1));
+    FUZZ_CHECK_MSG(table.empty() && table.owned_tables() == 0, "teardown left tables");
+    FUZZ_CHECK_MSG(frames().stats().free == baseline + 1, "teardown: free %llu, want %llu",
+                   static_cast<unsigned long long>(frames().stats().free),
+                   static_cast<unsigned long long>(baseline + 1));
     const bool fails = !model.allocations_succeed(1);
     {
       auto t = PageTable::create();
-      FCHECK(t.ok() != fails, "create(): %s, model says %s", t.ok() ? "ok" : "failed", fails ? "OutOfFrames" : "ok");
+      FUZZ_CHECK_MSG(t.ok() != fails, "create(): %s, model says %s", t.ok() ? "ok" : "failed",
+                     fails ? "OutOfFrames" : "ok");
       if (t.ok()) table = t.release_value();
     }
     if (fails) {
@@ -319,7 +313,7 @@ struct Harness {
       model.exhausted = false;
       model.pending = 0;
       auto t = PageTable::create();
-      FCHECK(t.ok(), "create() disarmed");
+      FUZZ_CHECK_MSG(t.ok(), "create() disarmed");
       table = t.release_value();
     }
     // Global leaves survive a CR3 load (SDM 4.10.4.1): after a teardown drop them too.
@@ -384,8 +378,6 @@ int run_one(const std::uint8_t* data, std::size_t size) {
 }
 
 }  // namespace fuzz_pt_ops
-
-#undef FCHECK
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   return fuzz_pt_ops::run_one(data, size);

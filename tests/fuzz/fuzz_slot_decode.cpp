@@ -25,17 +25,7 @@
 
 using namespace capmem;
 
-#define FUZZ_CHECK(c)                                                                       \
-  do {                                                                                      \
-    if (!(c)) {                                                                             \
-      std::fprintf(stderr, "fuzz_slot_decode: check failed: %s (line %d)\n", #c, __LINE__); \
-      std::abort();                                                                         \
-    }                                                                                       \
-  } while (0)
-
 namespace {
-
-bool is_decode_status(Status s) { return s >= Status::DecodeEmptyBuffer && s <= Status::DecodeMissingSlot; }
 
 void check_rejection(Status st, const DecodeError& err, std::size_t size) {
   FUZZ_CHECK(is_decode_status(st));
