@@ -351,18 +351,10 @@ bool run_rep(ktest::Ctx& t, const DataCap& base, std::uint32_t n, bool timed, Re
     return false;
   }
   link_kernel_half(table.value());
-  auto prog = PageRef::unhashed_copy(nullptr);
-  if (!prog.ok()) {
-    t.fail("no frame for the ring-3 program");
-    return false;
-  }
-  char* dst = reinterpret_cast<char*>(prog->mutable_bytes());
-  for (const char* p = kbench_progs; p != kbench_progs_end; ++p) *dst++ = *p;
-  if (!table->map_leaf(VirtAddr{kJit}, prog->phys(), {.user = true, .holds_ref = true}).ok()) {
+  if (map_ring3_program(table.value(), VirtAddr{kJit}, kbench_progs, kbench_progs_end) != Status::Ok) {
     t.fail("mapping the ring-3 program");
     return false;
   }
-  prog->reset();
   bool ok = true;
   {
     fault::Run run(fault::RunConfig{

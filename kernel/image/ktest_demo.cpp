@@ -46,16 +46,8 @@ Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas,
     return out;
   }
   link_kernel_half(table.value());
-  // The program's page in the JIT arena: user, read-only, executable; the mapping holds the
-  // only reference (teardown frees it).
-  auto code = PageRef::unhashed_copy(nullptr);
-  if (!code.ok()) {
-    t.fail("no frame for the ring-3 program");
-    return out;
-  }
-  char* dst = reinterpret_cast<char*>(code->mutable_bytes());
-  for (const char* p = prog; p != prog_end; ++p) *dst++ = *p;
-  if (!table->map_leaf(VirtAddr{kJit}, code->phys(), {.user = true, .holds_ref = true}).ok()) {
+  // The program's page in the JIT arena (the mapping holds its only reference).
+  if (map_ring3_program(table.value(), VirtAddr{kJit}, prog, prog_end) != Status::Ok) {
     t.fail("mapping the ring-3 program");
     return out;
   }

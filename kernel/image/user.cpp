@@ -6,6 +6,7 @@
 #include "arch.h"
 #include "capmem/env.h"
 #include "capmem/log.h"
+#include "capmem/page.h"
 #include "kernel.h"
 
 namespace capmem::kernel {
@@ -74,6 +75,15 @@ void link_kernel_half(pt::PageTable& table) {
   auto* slots = static_cast<std::uint64_t*>(env::phys_to_virt(table.root()));
   for (unsigned i = kKernelHalfFirstSlot; i < 512; ++i) slots[i] = boot_pml4[i];
 }
+
+Status map_ring3_program(pt::PageTable& table, VirtAddr at, const char* begin, const char* end) {
+  CAPMEM_ASSERT(end >= begin && static_cast<std::size_t>(end - begin) <= PAGE_SIZE);
+  auto page = PageRef::unhashed_copy(nullptr);
+  if (!page.ok()) return page.status();
+  char* dst = reinterpret_cast<char*>(page->mutable_bytes());
+  for (const char* p = begin; p != end; ++p) *dst++ = *p;
+  return table.map_leaf(at, page->phys(), {.user = true, .holds_ref = true}).status();
+}  // `page` drops its reference here: the leaf's is the only one left
 
 RunResult run_user(const RunSpec& spec) {
   CAPMEM_ASSERT(!g_run.active);

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "capmem/pt.h"
+#include "capmem/status.h"
 #include "capmem/types.h"
 #include "trap.h"
 
@@ -81,6 +82,12 @@ RunResult run_user(const RunSpec& spec);
 // table neither owns nor references the kernel's tables, and clear()/teardown() only zero
 // them. Call again after clear() before reusing the table.
 void link_kernel_half(pt::PageTable& table);
+
+// Copy the ring-3 program [begin, end) (at most one page of position-independent code) into
+// a fresh frame and map it at `at`: user, read-only, executable. The mapping holds the only
+// reference, so the table's teardown frees the frame. On failure (OutOfFrames) nothing is
+// left mapped or allocated.
+Status map_ring3_program(pt::PageTable& table, VirtAddr at, const char* begin, const char* end);
 
 // For trap.cpp: a trap taken at CPL 3. Returns true to resume the frame; ends the run (and
 // does not return) otherwise; returns false when no run is in progress (a kernel bug: dump).
