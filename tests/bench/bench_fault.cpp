@@ -118,13 +118,13 @@ struct CopyFrames {
     for (std::uint32_t i = 0; i < kPages; ++i) {
       src[i] = frames().alloc(FrameKind::Page);
       dst[i] = frames().alloc(FrameKind::Page);
-      std::memcpy(src[i]->virt(), bytes.data() + std::size_t{i} * PAGE_SIZE, PAGE_SIZE);
+      if (src[i] != nullptr) std::memcpy(src[i]->virt(), bytes.data() + std::size_t{i} * PAGE_SIZE, PAGE_SIZE);
     }
   }
-  ~CopyFrames() {
+  ~CopyFrames() {  // out of frames leaves nullptrs (see ok()): only what was allocated is freed
     for (std::uint32_t i = 0; i < kPages; ++i) {
-      frames().free(src[i]);
-      frames().free(dst[i]);
+      if (src[i] != nullptr) frames().free(src[i]);
+      if (dst[i] != nullptr) frames().free(dst[i]);
     }
   }
   [[nodiscard]] bool ok() const {
