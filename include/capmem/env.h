@@ -39,6 +39,26 @@ PhysAddr virt_to_phys(const void* va);
 // (`invlpg`). Page-table code calls this after changing or removing a present leaf.
 void tlb_invalidate_page(VirtAddr va);
 
+// --- Many CPUs (spec section 7; docs/smp.md) -------------------------------------------
+// The most CPUs the core keeps per-CPU state for (per-CPU arrays are indexed by cpu_id()).
+inline constexpr unsigned kMaxCpus = 64;
+
+// Index of the CPU running the caller, in [0, cpu_count()). The caller stays on that CPU
+// for the whole core call: the kernel never preempts or migrates core code (it runs with
+// interrupts off or on a non-preemptible path), hostsim binds each host thread that runs
+// core code to one simulated CPU. Cheap (a GS-relative load on bare metal).
+unsigned cpu_id();
+// CPUs started so far that may run core code (1 before the others are started).
+unsigned cpu_count();
+
+// TLB shootdown (rule 7.2, Intel SDM Vol. 3A 4.10.5): returns only after every CPU that
+// may hold a translation for [va, va + pages * PAGE_SIZE), the calling CPU included, has
+// dropped it. `root` is the PML4 of the address space, or PhysAddr{} for "every address
+// space" (a subtree shared with link_shared sits at the same virtual address in every table
+// that links it). Never called with interrupts off or with a capmem lock held; the #PF
+// handler never calls it (a run's own table is on one CPU, rule 7.1: local invlpg).
+void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages);
+
 // --- SIMD section ----------------------------------------------------------------
 // Core code may use SSE/AVX registers only between simd_begin() and simd_end(). Bare
 // metal saves nothing (the kernel owns the FPU while capmem hashes; see
