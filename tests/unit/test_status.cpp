@@ -1,0 +1,103 @@
+// Typed errors (status.h): every Status has a distinct human-readable name, each wire
+// decoding status names the spec rule it enforces (2.5 or 5.2), and Result<T> / TRY carry
+// values and statuses through exactly as documented.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "capmem/status.h"
+
+using namespace capmem;
+
+namespace {
+
+// Every enumerator, found by walking the enum until status_name() no longer knows it
+// (so a status added later is covered without editing this test).
+std::vector<Status> all_statuses() {
+  std::vector<Status> out;
+  for (unsigned i = 0;; ++i) {
+    const auto s = static_cast<Status>(i);
+    if (std::strcmp(status_name(s), "unknown status") == 0) break;
+    out.push_back(s);
+  }
+  return out;
+}
+
+Result<int> half(int x) {
+  if (x % 2 != 0) return Status::InvalidArgument;
+  return x / 2;
+}
+
+// TRY propagates the first failure's status and yields the value otherwise.
+Result<int> quarter(int x) {
+  const int h = TRY(half(x));
+  return TRY(half(h));
+}
+
+Result<void> check_even(int x) {
+  TRY(half(x));
+  return {};
+}
+
+}  // namespace
+
+TEST(Status, EveryStatusHasADistinctName) {
+  const auto all = all_statuses();
+  // The enum's last enumerator today is DecodeMissingSlot; every one before it is named.
+  ASSERT_GT(all.size(), static_cast<std::size_t>(Status::DecodeMissingSlot));
+  std::set<std::string> names;
+  for (Status s : all) {
+    const std::string n = status_name(s);
+    EXPECT_FALSE(n.empty()) << static_cast<unsigned>(s);
+    EXPECT_TRUE(names.insert(n).second) << "duplicate name: " << n;
+  }
+  EXPECT_STREQ(status_name(Status::Ok), "ok");
+}
+
+TEST(Status, DecodeStatusesNameTheirRule) {
+  // Each wire-decoding status enforces rule 2.5 (a slot) or 5.2 (a container); the tool
+  // prints this rule number, so a decode status without one would leave the user guessing.
+  for (Status s = Status::DecodeEmptyBuffer; s <= Status::DecodeMissingSlot;
+       s = static_cast<Status>(static_cast<unsigned>(s) + 1)) {
+    const std::string r = status_rule(s);
+    EXPECT_TRUE(r == "2.5" || r == "5.2") << status_name(s) << " -> '" << r << "'";
+  }
+  EXPECT_STREQ(status_rule(Status::DecodeForgedHash), "2.5");
+  EXPECT_STREQ(status_rule(Status::DecodeTrailingEmpty), "5.2");
+  EXPECT_STREQ(status_rule(Status::OverlayNotEmpty), "3.4");
+  EXPECT_STREQ(status_rule(Status::OutOfFrames), "");
+}
+
+TEST(Status, ResultCarriesValueOrStatus) {
+  Result<int> good = half(8);
+  ASSERT_TRUE(good.ok());
+  EXPECT_TRUE(static_cast<bool>(good));
+  EXPECT_EQ(good.status(), Status::Ok);
+  EXPECT_EQ(*good, 4);
+  EXPECT_EQ(good.value(), 4);
+
+  Result<int> bad = half(7);
+  EXPECT_FALSE(bad.ok());
+  EXPECT_FALSE(static_cast<bool>(bad));
+  EXPECT_EQ(bad.status(), Status::InvalidArgument);
+}
+
+TEST(Status, ResultMovesOwningValues) {
+  auto make = []() -> Result<std::unique_ptr<int>> { return std::make_unique<int>(42); };
+  Result<std::unique_ptr<int>> r = make();
+  ASSERT_TRUE(r.ok());
+  std::unique_ptr<int> p = r.release_value();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(*p, 42);
+}
+
+TEST(Status, TryPropagatesTheFirstFailure) {
+  EXPECT_EQ(quarter(8).value(), 2);
+  EXPECT_EQ(quarter(6).status(), Status::InvalidArgument);  // 6 -> 3, then odd
+  EXPECT_EQ(quarter(5).status(), Status::InvalidArgument);  // fails at the first step
+  EXPECT_TRUE(check_even(4).ok());
+  EXPECT_EQ(check_even(3).status(), Status::InvalidArgument);
+}
