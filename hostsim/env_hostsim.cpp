@@ -1,5 +1,5 @@
 // The seam (include/capmem/env.h) for hosted builds: simulated RAM, simulated TLB,
-// stderr. See hostsim/physmem.h and hostsim/mmu.h.
+// stderr. See hostsim/env_hostsim.h and hostsim/mmu.h.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,7 +11,7 @@
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "hostsim/mmu.h"
-#include "hostsim/physmem.h"
+#include "hostsim/env_hostsim.h"
 
 namespace capmem::hostsim {
 namespace {

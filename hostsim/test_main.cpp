@@ -7,7 +7,7 @@
 #include <cstdlib>
 
 #include "capmem/frame.h"
-#include "hostsim/physmem.h"
+#include "hostsim/env_hostsim.h"
 
 namespace {
 class LeakCheck : public ::testing::Environment {

@@ -17,7 +17,7 @@
 #include "capmem/datacap.h"
 #include "capmem/frame.h"
 #include "capmem/log.h"
-#include "hostsim/physmem.h"
+#include "hostsim/env_hostsim.h"
 #include "tools/tool.h"
 
 namespace capmem::tool {

@@ -8,7 +8,7 @@
 #include "capmem/datacap.h"
 #include "capmem/frame.h"
 #include "hostsim/engines.h"
-#include "hostsim/physmem.h"
+#include "hostsim/env_hostsim.h"
 #include "tools/tool.h"
 
 namespace capmem::tool {

@@ -1,5 +1,6 @@
 // DataCap (section 3): an immutable, shared, canonical backing (a persistent merkle tree
-// of page slots, cap_tree.h) plus a copy-on-write overlay owned by the cap (cap_overlay.h).
+// of page slots, internal/tree.h) plus a copy-on-write overlay owned by the cap
+// (internal/overlay.h).
 //
 // Value semantics: a DataCap owns one reference to its Backing and owns its Overlay.
 // It is move-only; copy() is the explicit, fallible O(1)-backing copy (rule 3.1).
@@ -17,9 +18,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "capmem/cap_overlay.h"
-#include "capmem/cap_tree.h"
 #include "capmem/codec.h"
+#include "capmem/internal/overlay.h"
+#include "capmem/internal/tree.h"
 #include "capmem/page.h"
 #include "capmem/slot.h"
 #include "capmem/status.h"

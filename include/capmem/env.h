@@ -7,7 +7,8 @@
 //   - hostsim/env_hostsim.cpp      for hosted tests, benchmarks and tools (simulated
 //                                  physical memory, simulated MMU/TLB, stderr).
 // They are plain functions selected at link time: there is one implementation per
-// binary, so there is no virtual dispatch and no #ifdef in the core.
+// binary, so there is no virtual dispatch and no host/kernel #ifdef in the core (the one
+// preprocessor switch, CAPMEM_HASH_SIMD in hash.cpp, is a kernel configuration: -Dkernel_simd).
 #pragma once
 
 #include <cstddef>
@@ -62,7 +63,8 @@ void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages);
 // --- SIMD section ----------------------------------------------------------------
 // Core code may use SSE/AVX registers only between simd_begin() and simd_end(). Bare
 // metal saves nothing (the kernel owns the FPU while capmem hashes; see
-// docs/architecture.md for what an embedding kernel must do); hosted it is free.
+// docs/boot.md, "SIMD and a host kernel embedding capmem", for what an embedding kernel
+// must do); hosted it is free.
 // Returns false if SIMD must not be used now (then the portable path runs).
 bool simd_begin();
 void simd_end();

@@ -1,5 +1,6 @@
 // Physical frame allocator: carves 4 KiB frames out of the RAM ranges the seam reports,
-// one descriptor per frame, O(1) alloc/free, O(1) descriptor <-> PA <-> direct-map pointer.
+// one descriptor per frame, O(1) alloc/free and descriptor -> PA -> direct-map pointer; PA ->
+// descriptor scans the managed ranges (at most kMaxRanges = 16, usually 1-3).
 #pragma once
 
 #include <atomic>
@@ -18,7 +19,7 @@ enum class FrameKind : std::uint8_t {
   Free = 0,  // on the free list; `link` is the next free frame
   Page,      // a DataCap page (PageRef): `hash` is valid, `refs` counts PageRefs + mappings
   Table,     // a page-table frame: `link` threads the owning table's owned list
-  Slab,      // backs small objects (see slab.h); `link` threads the slab's frame list
+  Slab,      // backs small objects (see internal/slab.h); `link` threads the slab's frame list
   Zero,      // the global read-only zero frame: never freed, refcount pinned
   Reserved,  // allocator metadata or outside usable RAM: never handed out
 };

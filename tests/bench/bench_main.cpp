@@ -9,7 +9,7 @@
 
 #include "capmem/frame.h"
 #include "capmem/hash.h"
-#include "hostsim/physmem.h"
+#include "hostsim/env_hostsim.h"
 
 int main(int argc, char** argv) {
   std::uint64_t mb = 512;

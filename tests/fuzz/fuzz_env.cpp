@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "capmem/frame.h"
-#include "hostsim/physmem.h"
+#include "hostsim/env_hostsim.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   capmem::hostsim::boot(256ull << 20);

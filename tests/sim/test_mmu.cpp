@@ -10,7 +10,7 @@
 #include "capmem/frame.h"
 #include "capmem/pt.h"
 #include "hostsim/mmu.h"
-#include "hostsim/physmem.h"
+#include "hostsim/env_hostsim.h"
 
 using namespace capmem;
 using hostsim::AccessKind;

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <vector>
 
-#include "capmem/cap_tree.h"
+#include "capmem/internal/tree.h"
 #include "capmem/codec.h"
 #include "capmem/hash.h"
 

@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "capmem/cap_tree.h"
+#include "capmem/internal/tree.h"
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
 

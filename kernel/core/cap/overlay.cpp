@@ -1,9 +1,9 @@
-#include "capmem/cap_overlay.h"
+#include "capmem/internal/overlay.h"
 
 #include <new>
 
 #include "capmem/log.h"
-#include "capmem/slab.h"
+#include "capmem/internal/slab.h"
 
 namespace capmem {
 

@@ -1,4 +1,4 @@
-#include "capmem/slab.h"
+#include "capmem/internal/slab.h"
 
 #include "capmem/log.h"
 

@@ -4,7 +4,7 @@
 #include "capmem/hash.h"
 #include "capmem/log.h"
 #include "capmem/mem.h"
-#include "capmem/slab.h"
+#include "capmem/internal/slab.h"
 
 namespace capmem {
 

@@ -1,10 +1,10 @@
-#include "capmem/cap_tree.h"
+#include "capmem/internal/tree.h"
 
 #include <new>
 
 #include "capmem/hash.h"
 #include "capmem/log.h"
-#include "capmem/slab.h"
+#include "capmem/internal/slab.h"
 
 namespace capmem::tree {
 

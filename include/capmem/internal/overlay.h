@@ -1,3 +1,6 @@
+// Internal to the core (include/capmem/internal/): a layout the public headers need to see,
+// not an API an embedder calls. The public API is datacap.h, fault.h, pt.h, frame.h, page.h,
+// slot.h, codec.h, hash.h, status.h and the seam env.h.
 // A DataCap's copy-on-write overlay (rule 3.3): page index -> Slot, written since the
 // backing settled. Structure: a fixed 4-level radix tree with the backing's fan-out of 32
 // (20 bits of page index, 5 per level), nodes from a slab. Lookup is 4 dependent loads;

@@ -1,3 +1,6 @@
+// Internal to the core (include/capmem/internal/): a layout the public headers need to see,
+// not an API an embedder calls. The public API is datacap.h, fault.h, pt.h, frame.h, page.h,
+// slot.h, codec.h, hash.h, status.h and the seam env.h.
 // Fixed-size object slab on top of the frame allocator: the only "heap" of the core.
 // Every tree node, overlay node, Missing-hash box and backing header comes from one of
 // these. O(1) alloc and free; an empty slab frame goes straight back to frames(), so a

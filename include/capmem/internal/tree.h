@@ -1,3 +1,6 @@
+// Internal to the core (include/capmem/internal/): a layout the public headers need to see,
+// not an API an embedder calls. The public API is datacap.h, fault.h, pt.h, frame.h, page.h,
+// slot.h, codec.h, hash.h, status.h and the seam env.h.
 // The backing's persistent merkle tree of page roots (rules 3.2, 3.4; issue 7).
 //
 // Geometry: fixed, 2^20 leaves (every cap up to 4 GiB), fan-out 32, four node levels:
