@@ -1,6 +1,7 @@
 // In-kernel fault benchmarks (capmem-kernel-bench; docs/performance.md "In-kernel fault
 // benchmarks"). Real ring-3 loops take real #PFs that the IDT's vector 14 hands to
-// fault::Run::handle_page_fault; everything is timed with the TSC, calibrated at start (tsc.h).
+// fault::Run::handle_page_fault (guest_run.h); everything is timed with the TSC, calibrated
+// at start (tsc.h).
 //
 // The image is the kernel image with this file as its only in-kernel case: the ktest
 // runner prints `1 passed, 0 failed`, so qemu-run.sh's verdict covers the bench too (every
@@ -27,6 +28,7 @@
 #include "capmem/hash.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
+#include "guest_run.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "tsc.h"
@@ -37,8 +39,6 @@ extern "C" const char kbench_progs[], kbench_progs_end[], kbench_read_pages[], k
 namespace {
 using namespace capmem;
 using namespace capmem::kernel;
-
-constexpr std::uint64_t kJit = 1ull << 39;  // PML4 slot 1: kernel-owned per-run pages (rule 4.1)
 
 // ---- Formatting -------------------------------------------------------------------------
 // Tenths of a nanosecond per item, in integers only (no __int128: no libgcc in the image).
@@ -87,26 +87,6 @@ std::uint64_t touch_free_frames() {
 }
 
 // ---- One repetition ------------------------------------------------------------------------
-struct HookCtx {
-  fault::Run* run = nullptr;
-  bool time_handler = false;
-  std::uint64_t handler_cycles = 0;
-};
-
-FaultVerdict hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&) {
-  auto* h = static_cast<HookCtx*>(ctx);
-  fault::Answer a;
-  if (h->time_handler) {
-    const std::uint64_t t0 = tsc::read_fast();
-    a = h->run->handle_page_fault(cr2, static_cast<std::uint32_t>(error_code));
-    h->handler_cycles += tsc::read_fast() - t0;
-  } else {
-    a = h->run->handle_page_fault(cr2, static_cast<std::uint32_t>(error_code));
-  }
-  if (a.outcome == fault::Outcome::Retry) return {.action = FaultAction::Resume};
-  return {.action = FaultAction::EndRun, .code = static_cast<std::uint64_t>(a.outcome)};
-}
-
 enum Phase : unsigned { kRead, kCow, kAgain, kCluster, kTeardown, kFlush, kPhases };
 const char* const kPhaseName[kPhases] = {"read fault",    "cow write fault", "rewrite, no fault",
                                          "2 MiB cluster", "teardown",        "flush"};
@@ -118,20 +98,21 @@ struct Rep {
 
 constexpr std::uint64_t kStoreValue = 0x5a5a5a5a00000000ull;
 
-// One ring-3 pass of `prog` over `pages` pages from `base`; returns TSC cycles, 0 on failure.
-std::uint64_t pass(ktest::Ctx& t, PhysAddr cr3, HookCtx& hc, const char* prog, std::uint64_t base, std::uint64_t pages,
-                   std::uint64_t expect_faults, std::uint64_t* handler) {
+// One ring-3 pass of `prog` over `pages` pages from `base` on `run` (guest_run.h); returns
+// TSC cycles, 0 on failure. `handler`: the cycles spent in the fault handler when `timed`.
+std::uint64_t pass(ktest::Ctx& t, fault::Run& run, bool timed, const char* prog, std::uint64_t base,
+                   std::uint64_t pages, std::uint64_t expect_faults, std::uint64_t* handler) {
   UserRegs regs{};
-  regs.rip = kJit + static_cast<std::uint64_t>(prog - kbench_progs);
-  regs.rsp = kJit + PAGE_SIZE;  // unused
+  regs.rip = fault::JIT_BASE + static_cast<std::uint64_t>(prog - kbench_progs);
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;  // unused
   regs.rdi = base;
   regs.rcx = pages;
   regs.rdx = kStoreValue | base;
-  hc.handler_cycles = 0;
+  std::uint64_t handler_cycles = 0;
   const std::uint64_t t0 = tsc::read();
-  const RunResult r = run_user(RunSpec{.cr3 = cr3, .regs = regs, .page_fault_hook = hook, .hook_ctx = &hc});
+  const RunResult r = enter_guest(run, regs, timed ? &handler_cycles : nullptr);
   const std::uint64_t cycles = tsc::read() - t0;
-  *handler = hc.handler_cycles;
+  *handler = handler_cycles;
   if (r.exit != RunExit::ExitGate) {
     log::str("kbench: the ring-3 pass ended early: exit ");
     log::dec(static_cast<unsigned>(r.exit));
@@ -157,27 +138,22 @@ bool run_rep(ktest::Ctx& t, const DataCap& base, std::uint32_t n, bool timed, Re
     t.fail("DataCap::copy");
     return false;
   }
-  auto table = pt::PageTable::create();
+  // The four steps of guest_run.h, the run entered once per pass.
+  auto table = guest_table(kbench_progs, kbench_progs_end);
   if (!table.ok()) {
-    t.fail("PageTable::create");
-    return false;
-  }
-  link_kernel_half(table.value());
-  if (map_ring3_program(table.value(), VirtAddr{kJit}, kbench_progs, kbench_progs_end) != Status::Ok) {
-    t.fail("mapping the ring-3 program");
+    t.fail("setting up the guest page table (kernel half, ring-3 program)");
     return false;
   }
   bool ok = true;
   {
     fault::Run run(fault::RunConfig{
         .table = &table.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1ull << 62});
-    HookCtx hc{.run = &run, .time_handler = timed};
-    const PhysAddr cr3 = table->root();
     const std::uint64_t clusters = n / fault::PAGES_PER_CLUSTER;
-    out.cycles[kRead] = pass(t, cr3, hc, kbench_read_pages, fault::DATA_BASE, n, n, &out.handler[kRead]);
-    out.cycles[kCow] = pass(t, cr3, hc, kbench_write_pages, fault::DATA_BASE, n, n, &out.handler[kCow]);
-    out.cycles[kAgain] = pass(t, cr3, hc, kbench_write_pages, fault::DATA_BASE, n, 0, &out.handler[kAgain]);
-    out.cycles[kCluster] = pass(t, cr3, hc, kbench_read_pages, fault::CODE_BASE, n, clusters, &out.handler[kCluster]);
+    out.cycles[kRead] = pass(t, run, timed, kbench_read_pages, fault::DATA_BASE, n, n, &out.handler[kRead]);
+    out.cycles[kCow] = pass(t, run, timed, kbench_write_pages, fault::DATA_BASE, n, n, &out.handler[kCow]);
+    out.cycles[kAgain] = pass(t, run, timed, kbench_write_pages, fault::DATA_BASE, n, 0, &out.handler[kAgain]);
+    out.cycles[kCluster] =
+        pass(t, run, timed, kbench_read_pages, fault::CODE_BASE, n, clusters, &out.handler[kCluster]);
     const fault::Counters& c = run.counters();
     KEXPECT_EQ(c.page_in, n);
     KEXPECT_EQ(c.cow, n);
