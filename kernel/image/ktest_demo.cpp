@@ -3,13 +3,13 @@
 // fault::Run::handle_page_fault (guest_run.h routes it).
 #include <cstdint>
 
-#include "capmem/demo.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "capmem/slot.h"
+#include "demo.h"
 #include "guest_run.h"
 #include "kernel.h"
 #include "ktest.h"
