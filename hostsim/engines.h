@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "capmem/demo.h"
 #include "capmem/fault.h"
+#include "demo.h"
 #include "hostsim/mmu.h"
 
 namespace capmem::hostsim {

@@ -12,8 +12,9 @@
 #               flags, .clang-tidy and clang-tidy version are those of its last clean run
 #               (cache: DIR/lint-cache).
 #   FILE...     lint only these files (repo-relative). Default: every tracked .cpp/.h for
-#               clang-format; for clang-tidy every .cpp under kernel/core, kernel/image and
-#               hostsim that compile_commands.json compiles (tests/ are not linted).
+#               clang-format; for clang-tidy every .cpp under kernel/core, kernel/image,
+#               hostsim and tests/demo that compile_commands.json compiles (the rest of
+#               tests/ is not linted).
 #
 # Output: one line per finding, 'path:line:col: check: message' (clang-tidy) or
 # 'path: N lines differ from clang-format', then one summary line, 'lint: clean (Ns)' or

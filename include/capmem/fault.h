@@ -24,9 +24,12 @@
 
 namespace capmem::fault {
 
-inline constexpr std::uint64_t CODE_BASE = 4ull << 20;     // rule 4.1
-inline constexpr std::uint64_t DATA_BASE = 256ull << 20;   // rule 4.1
-inline constexpr std::uint64_t GUEST_LIMIT = 1ull << 32;   // guest addresses are 32-bit
+inline constexpr std::uint64_t CODE_BASE = 4ull << 20;    // rule 4.1
+inline constexpr std::uint64_t DATA_BASE = 256ull << 20;  // rule 4.1
+inline constexpr std::uint64_t GUEST_LIMIT = 1ull << 32;  // guest addresses are 32-bit
+// Kernel-owned per-run pages (context, stack, JIT arena) live in PML4 slot 1, outside every
+// guest address (rule 4.1); the kernel image maps a run's ring-3 code here (guest_run.h).
+inline constexpr std::uint64_t JIT_BASE = 1ull << 39;      // rule 4.1: PML4 slot 1 (512 GiB)
 inline constexpr std::uint64_t CLUSTER_SIZE = 2ull << 20;  // read-only fault-around (4.5)
 inline constexpr std::uint64_t PAGES_PER_CLUSTER = CLUSTER_SIZE / PAGE_SIZE;
 

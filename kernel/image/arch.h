@@ -42,6 +42,9 @@ inline std::uint64_t rdmsr(std::uint32_t msr) {
   asm volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
   return (std::uint64_t{hi} << 32) | lo;
 }
+inline void wrmsr(std::uint32_t msr, std::uint64_t v) {
+  asm volatile("wrmsr" : : "c"(msr), "a"(static_cast<std::uint32_t>(v)), "d"(static_cast<std::uint32_t>(v >> 32)));
+}
 inline constexpr std::uint32_t MSR_EFER = 0xc0000080;
 inline constexpr std::uint64_t EFER_NXE = 1u << 11;
 

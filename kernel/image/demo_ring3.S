@@ -1,5 +1,5 @@
 /*
- * The demo's guest program at ring 3 (capmem::demo, include/capmem/demo.h): real x86-64
+ * The demo's guest program at ring 3 (capmem::demo, tests/demo/demo.h): real x86-64
  * code that walks the 16-byte op table at CODE_BASE through guest loads and performs each
  * load/store itself, so every page-in and copy-on-write is a real hardware #PF handled at
  * ring 0 by fault::Run::handle_page_fault. Lives in the JIT arena (PML4 slot 1), never in

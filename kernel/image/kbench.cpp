@@ -1,6 +1,7 @@
 // In-kernel fault benchmarks (capmem-kernel-bench; docs/performance.md "In-kernel fault
 // benchmarks"). Real ring-3 loops take real #PFs that the IDT's vector 14 hands to
-// fault::Run::handle_page_fault; everything is timed with the TSC, calibrated at start.
+// fault::Run::handle_page_fault (guest_run.h); everything is timed with the TSC, calibrated
+// at start (tsc.h).
 //
 // The image is the kernel image with this file as its only in-kernel case: the ktest
 // runner prints `1 passed, 0 failed`, so qemu-run.sh's verdict covers the bench too (every
@@ -21,16 +22,16 @@
 #include <cstdint>
 #include <utility>
 
-#include "arch.h"
 #include "capmem/datacap.h"
-#include "capmem/env.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
+#include "guest_run.h"
 #include "kernel.h"
 #include "ktest.h"
+#include "tsc.h"
 #include "user.h"
 
 extern "C" const char kbench_progs[], kbench_progs_end[], kbench_read_pages[], kbench_write_pages[];
@@ -38,195 +39,6 @@ extern "C" const char kbench_progs[], kbench_progs_end[], kbench_read_pages[], k
 namespace {
 using namespace capmem;
 using namespace capmem::kernel;
-
-constexpr std::uint64_t kJit = 1ull << 39;  // PML4 slot 1: kernel-owned per-run pages (rule 4.1)
-
-// ---- TSC ------------------------------------------------------------------------------
-inline std::uint64_t rdtsc() {
-  std::uint32_t lo, hi;
-  asm volatile("lfence; rdtsc; lfence" : "=a"(lo), "=d"(hi) : : "memory");
-  return (std::uint64_t{hi} << 32) | lo;
-}
-// The TSC unordered (inside the fault hook: no serialization in the measured path).
-inline std::uint64_t rdtsc_fast() {
-  std::uint32_t lo, hi;
-  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
-  return (std::uint64_t{hi} << 32) | lo;
-}
-inline void wrmsr(std::uint32_t msr, std::uint64_t v) {
-  asm volatile("wrmsr" : : "c"(msr), "a"(static_cast<std::uint32_t>(v)), "d"(static_cast<std::uint32_t>(v >> 32)));
-}
-
-// Hypervisor vendor signature (CPUID 0x40000000 EBX:ECX:EDX), "" on bare metal.
-void hypervisor_signature(char out[13]) {
-  out[0] = '\0';
-  if (((arch::cpuid(1).c >> 31) & 1) == 0) return;  // CPUID.1:ECX.hypervisor[31]
-  const arch::Cpuid h = arch::cpuid(0x40000000);
-  const std::uint32_t w[3] = {h.b, h.c, h.d};
-  for (int i = 0; i < 12; ++i) out[i] = static_cast<char>(w[i / 4] >> (8 * (i % 4)));
-  out[12] = '\0';
-  for (int i = 0; i < 12; ++i)
-    if (out[i] < 0x20 || out[i] > 0x7e) out[i] = '\0';
-}
-
-bool same(const char* a, const char* b) {
-  while (*a != '\0' && *a == *b) ++a, ++b;
-  return *a == *b;
-}
-
-// KVM pvclock (Documentation/virt/kvm/x86/msr.rst, MSR_KVM_SYSTEM_TIME_NEW): KVM fills this
-// with its own TSC -> ns scale: ns = ((tsc << shift) * mul) >> 32 (shift < 0: >>). That
-// scale is the host's calibration of the guest TSC (tsc_khz), i.e. exact to its kHz.
-struct alignas(64) PvclockTime {
-  std::uint32_t version;
-  std::uint32_t pad0;
-  std::uint64_t tsc_timestamp;
-  std::uint64_t system_time;
-  std::uint32_t tsc_to_system_mul;
-  std::int8_t tsc_shift;
-  std::uint8_t flags;
-  std::uint8_t pad[2];
-};
-PvclockTime g_pvclock;
-constexpr std::uint32_t kMsrKvmSystemTimeNew = 0x4b564d01;
-constexpr std::uint32_t kKvmFeatureClocksource2 = 1u << 3;
-
-std::uint64_t pvclock_tsc_khz() {
-  char sig[13];
-  hypervisor_signature(sig);
-  if (!same(sig, "KVMKVMKVM")) return 0;
-  if (arch::cpuid(0x40000000).a < 0x40000001) return 0;
-  if ((arch::cpuid(0x40000001).a & kKvmFeatureClocksource2) == 0) return 0;
-  volatile PvclockTime* pv = &g_pvclock;
-  pv->version = 0;
-  wrmsr(kMsrKvmSystemTimeNew, env::virt_to_phys(&g_pvclock).value() | 1);
-  std::uint32_t mul = 0;
-  std::int8_t shift = 0;
-  for (int tries = 0; tries < 1000000; ++tries) {
-    const std::uint32_t v = pv->version;
-    asm volatile("" ::: "memory");
-    mul = pv->tsc_to_system_mul;
-    shift = pv->tsc_shift;
-    asm volatile("" ::: "memory");
-    if ((v & 1) == 0 && v != 0 && v == pv->version) break;
-    mul = 0;
-  }
-  wrmsr(kMsrKvmSystemTimeNew, 0);  // stop KVM from writing into the image
-  if (mul == 0) return 0;
-  // ns per tick = mul * 2^shift / 2^32  =>  kHz = 10^6 * 2^32 / (mul * 2^shift).
-  std::uint64_t khz = (std::uint64_t{1000000} << 32) / mul;
-  if (shift > 0) khz >>= shift;
-  if (shift < 0) khz <<= -shift;
-  return khz;
-}
-
-// CPUID 0x15 (TSC / core crystal ratio and crystal Hz; Intel SDM Vol. 2A CPUID): exact when
-// the crystal frequency is enumerated. 0 when not (AMD, most hypervisors).
-std::uint64_t cpuid15_tsc_khz() {
-  if (arch::cpuid(0).a < 0x15) return 0;
-  const arch::Cpuid c = arch::cpuid(0x15);
-  if (c.a == 0 || c.b == 0 || c.c == 0) return 0;
-  return std::uint64_t{c.c} / 1000 * c.b / c.a;
-}
-// CPUID 0x16 EAX: processor base frequency in MHz (nominal, not the TSC; for the record).
-std::uint32_t cpuid16_base_mhz() {
-  if (arch::cpuid(0).a < 0x16) return 0;
-  return arch::cpuid(0x16).a & 0xffff;
-}
-
-// PIT channel 2 (8254, 1193182 Hz), gated through port 0x61, mode 0 with a 50 ms count: the
-// TSC ticks between loading the count and OUT2 going high (port 0x61 bit 5). The error is
-// the latency of one port access at each end (a VM exit under KVM: ~1-2 us of 50 ms, i.e.
-// tens of ppm); `spread_ppm` is the max-min of the runs.
-constexpr std::uint32_t kPitHz = 1193182;
-constexpr std::uint32_t kPitMs = 50;
-std::uint64_t pit_tsc_khz(unsigned runs, std::uint64_t* spread_ppm) {
-  constexpr std::uint32_t latch = kPitHz * kPitMs / 1000;  // 59659 < 65536
-  std::uint64_t lo = ~std::uint64_t{0}, hi = 0, sum = 0;
-  unsigned ok = 0;
-  for (unsigned r = 0; r < runs; ++r) {
-    arch::outb(0x61, static_cast<std::uint8_t>((arch::inb(0x61) & ~0x02) | 0x01));  // gate on, speaker off
-    arch::outb(0x43, 0xb0);  // channel 2, lobyte/hibyte, mode 0, binary
-    arch::outb(0x42, latch & 0xff);
-    arch::outb(0x42, static_cast<std::uint8_t>(latch >> 8));
-    const std::uint64_t t0 = rdtsc();
-    std::uint64_t spins = 0;
-    while ((arch::inb(0x61) & 0x20) == 0 && ++spins < (1ull << 32)) {
-    }
-    const std::uint64_t d = rdtsc() - t0;
-    if (spins == 0 || spins >= (1ull << 32)) continue;  // no PIT behind port 0x61
-    if (d < lo) lo = d;
-    if (d > hi) hi = d;
-    sum += d;
-    ++ok;
-  }
-  if (ok == 0) return 0;
-  *spread_ppm = (hi - lo) * 1000000 / lo;
-  return sum / ok / kPitMs;  // ticks per ms = kHz
-}
-
-struct Tsc {
-  std::uint64_t khz = 0;
-  const char* source = "none";
-};
-
-void print_mhz(std::uint64_t khz) {
-  log::dec(khz / 1000);
-  log::str(".");
-  log::dec(khz % 1000 / 100);
-}
-
-Tsc calibrate() {
-  char sig[13];
-  hypervisor_signature(sig);
-  const bool invariant = arch::cpuid(0x80000000).a >= 0x80000007 && ((arch::cpuid(0x80000007).d >> 8) & 1);
-  std::uint64_t spread = 0;
-  const std::uint64_t pit = pit_tsc_khz(5, &spread);
-  const std::uint64_t pv = pvclock_tsc_khz();
-  const std::uint64_t c15 = cpuid15_tsc_khz();
-  const std::uint32_t base16 = cpuid16_base_mhz();
-  log::str("kbench: hypervisor: ");
-  log::str(sig[0] != '\0' ? sig : "(none)");
-  log::str("; invariant TSC (CPUID 0x80000007 EDX[8]): ");
-  log::dec(invariant);
-  log::nl();
-  log::str("kbench: TSC by PIT channel 2 (5 x 50 ms): ");
-  if (pit != 0) {
-    print_mhz(pit);
-    log::str(" MHz, spread ");
-    log::dec(spread);
-    log::str(" ppm");
-  } else {
-    log::str("unavailable");
-  }
-  log::str("; KVM pvclock: ");
-  if (pv != 0) {
-    print_mhz(pv);
-    log::str(" MHz");
-  } else {
-    log::str("n/a");
-  }
-  log::str("; CPUID 0x15: ");
-  if (c15 != 0) {
-    print_mhz(c15);
-    log::str(" MHz");
-  } else {
-    log::str("n/a");
-  }
-  log::str("; CPUID 0x16 base: ");
-  if (base16 != 0) {
-    log::dec(base16);
-    log::str(" MHz");
-  } else {
-    log::str("n/a");
-  }
-  log::nl();
-  // Preference: the hypervisor's own scale (exact), the enumerated crystal (exact), the PIT.
-  if (pv != 0) return {pv, "kvm-pvclock"};
-  if (c15 != 0) return {c15, "cpuid-0x15"};
-  if (pit != 0) return {pit, "pit"};
-  return {};
-}
 
 // ---- Formatting -------------------------------------------------------------------------
 // Tenths of a nanosecond per item, in integers only (no __int128: no libgcc in the image).
@@ -275,26 +87,6 @@ std::uint64_t touch_free_frames() {
 }
 
 // ---- One repetition ------------------------------------------------------------------------
-struct HookCtx {
-  fault::Run* run = nullptr;
-  bool time_handler = false;
-  std::uint64_t handler_cycles = 0;
-};
-
-FaultVerdict hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&) {
-  auto* h = static_cast<HookCtx*>(ctx);
-  fault::Answer a;
-  if (h->time_handler) {
-    const std::uint64_t t0 = rdtsc_fast();
-    a = h->run->handle_page_fault(cr2, static_cast<std::uint32_t>(error_code));
-    h->handler_cycles += rdtsc_fast() - t0;
-  } else {
-    a = h->run->handle_page_fault(cr2, static_cast<std::uint32_t>(error_code));
-  }
-  if (a.outcome == fault::Outcome::Retry) return {.action = FaultAction::Resume};
-  return {.action = FaultAction::EndRun, .code = static_cast<std::uint64_t>(a.outcome)};
-}
-
 enum Phase : unsigned { kRead, kCow, kAgain, kCluster, kTeardown, kFlush, kPhases };
 const char* const kPhaseName[kPhases] = {"read fault",    "cow write fault", "rewrite, no fault",
                                          "2 MiB cluster", "teardown",        "flush"};
@@ -306,20 +98,21 @@ struct Rep {
 
 constexpr std::uint64_t kStoreValue = 0x5a5a5a5a00000000ull;
 
-// One ring-3 pass of `prog` over `pages` pages from `base`; returns TSC cycles, 0 on failure.
-std::uint64_t pass(ktest::Ctx& t, PhysAddr cr3, HookCtx& hc, const char* prog, std::uint64_t base, std::uint64_t pages,
-                   std::uint64_t expect_faults, std::uint64_t* handler) {
+// One ring-3 pass of `prog` over `pages` pages from `base` on `run` (guest_run.h); returns
+// TSC cycles, 0 on failure. `handler`: the cycles spent in the fault handler when `timed`.
+std::uint64_t pass(ktest::Ctx& t, fault::Run& run, bool timed, const char* prog, std::uint64_t base,
+                   std::uint64_t pages, std::uint64_t expect_faults, std::uint64_t* handler) {
   UserRegs regs{};
-  regs.rip = kJit + static_cast<std::uint64_t>(prog - kbench_progs);
-  regs.rsp = kJit + PAGE_SIZE;  // unused
+  regs.rip = fault::JIT_BASE + static_cast<std::uint64_t>(prog - kbench_progs);
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;  // unused
   regs.rdi = base;
   regs.rcx = pages;
   regs.rdx = kStoreValue | base;
-  hc.handler_cycles = 0;
-  const std::uint64_t t0 = rdtsc();
-  const RunResult r = run_user(RunSpec{.cr3 = cr3, .regs = regs, .page_fault_hook = hook, .hook_ctx = &hc});
-  const std::uint64_t cycles = rdtsc() - t0;
-  *handler = hc.handler_cycles;
+  std::uint64_t handler_cycles = 0;
+  const std::uint64_t t0 = tsc::read();
+  const RunResult r = enter_guest(run, regs, timed ? &handler_cycles : nullptr);
+  const std::uint64_t cycles = tsc::read() - t0;
+  *handler = handler_cycles;
   if (r.exit != RunExit::ExitGate) {
     log::str("kbench: the ring-3 pass ended early: exit ");
     log::dec(static_cast<unsigned>(r.exit));
@@ -345,27 +138,22 @@ bool run_rep(ktest::Ctx& t, const DataCap& base, std::uint32_t n, bool timed, Re
     t.fail("DataCap::copy");
     return false;
   }
-  auto table = pt::PageTable::create();
+  // The four steps of guest_run.h, the run entered once per pass.
+  auto table = guest_table(kbench_progs, kbench_progs_end);
   if (!table.ok()) {
-    t.fail("PageTable::create");
-    return false;
-  }
-  link_kernel_half(table.value());
-  if (map_ring3_program(table.value(), VirtAddr{kJit}, kbench_progs, kbench_progs_end) != Status::Ok) {
-    t.fail("mapping the ring-3 program");
+    t.fail("setting up the guest page table (kernel half, ring-3 program)");
     return false;
   }
   bool ok = true;
   {
     fault::Run run(fault::RunConfig{
         .table = &table.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1ull << 62});
-    HookCtx hc{.run = &run, .time_handler = timed};
-    const PhysAddr cr3 = table->root();
     const std::uint64_t clusters = n / fault::PAGES_PER_CLUSTER;
-    out.cycles[kRead] = pass(t, cr3, hc, kbench_read_pages, fault::DATA_BASE, n, n, &out.handler[kRead]);
-    out.cycles[kCow] = pass(t, cr3, hc, kbench_write_pages, fault::DATA_BASE, n, n, &out.handler[kCow]);
-    out.cycles[kAgain] = pass(t, cr3, hc, kbench_write_pages, fault::DATA_BASE, n, 0, &out.handler[kAgain]);
-    out.cycles[kCluster] = pass(t, cr3, hc, kbench_read_pages, fault::CODE_BASE, n, clusters, &out.handler[kCluster]);
+    out.cycles[kRead] = pass(t, run, timed, kbench_read_pages, fault::DATA_BASE, n, n, &out.handler[kRead]);
+    out.cycles[kCow] = pass(t, run, timed, kbench_write_pages, fault::DATA_BASE, n, n, &out.handler[kCow]);
+    out.cycles[kAgain] = pass(t, run, timed, kbench_write_pages, fault::DATA_BASE, n, 0, &out.handler[kAgain]);
+    out.cycles[kCluster] =
+        pass(t, run, timed, kbench_read_pages, fault::CODE_BASE, n, clusters, &out.handler[kCluster]);
     const fault::Counters& c = run.counters();
     KEXPECT_EQ(c.page_in, n);
     KEXPECT_EQ(c.cow, n);
@@ -374,12 +162,12 @@ bool run_rep(ktest::Ctx& t, const DataCap& base, std::uint32_t n, bool timed, Re
     KEXPECT_EQ(mem->overlay_count(), n);
     ok = !t.failed();
   }
-  std::uint64_t t0 = rdtsc();
+  std::uint64_t t0 = tsc::read();
   table->teardown();
-  out.cycles[kTeardown] = rdtsc() - t0;
-  t0 = rdtsc();
+  out.cycles[kTeardown] = tsc::read() - t0;
+  t0 = tsc::read();
   const bool flushed = mem->flush().ok();
-  out.cycles[kFlush] = rdtsc() - t0;
+  out.cycles[kFlush] = tsc::read() - t0;
   KEXPECT(flushed);
   KEXPECT_EQ(mem->overlay_count(), 0);
   // The last page now holds the store's value in its first word, the rest of the source.
@@ -427,8 +215,9 @@ void print_rep(const char* label, const Rep& r, std::uint32_t n, std::uint64_t k
 }
 
 KTEST(kbench_fault_path) {
-  const Tsc tsc = calibrate();
-  KASSERT(tsc.khz != 0);
+  const tsc::Calibration clock = tsc::calibrate();
+  tsc::log_calibration(clock, "kbench: ");
+  KASSERT(clock.khz != 0);
   std::uint64_t pages = arg("kbench.pages=", 16384);
   pages -= pages % fault::PAGES_PER_CLUSTER;
   const std::uint64_t max_pages = (fault::DATA_BASE - fault::CODE_BASE) / PAGE_SIZE;  // code range fits
@@ -444,9 +233,9 @@ KTEST(kbench_fault_path) {
   const std::uint64_t touched = touch_free_frames();
   const FrameStats fs = frames().stats();
   log::str("kbench: TSC ");
-  print_mhz(tsc.khz);
+  tsc::log_mhz(clock.khz);
   log::str(" MHz from ");
-  log::str(tsc.source);
+  log::str(clock.source);
   log::str("; hash back end ");
   log::str(hash::impl_name(hash::active()));
   log::str("; ");
@@ -465,9 +254,9 @@ KTEST(kbench_fault_path) {
   }
 
   {
-    std::uint64_t t0 = rdtsc();
+    std::uint64_t t0 = tsc::read();
     auto base = make_base(n);
-    const std::uint64_t setup = rdtsc() - t0;
+    const std::uint64_t setup = tsc::read() - t0;
     KEXPECT(base.ok());
     if (!base.ok()) {
       frames().set_poison(true);
@@ -476,7 +265,7 @@ KTEST(kbench_fault_path) {
     log::str("kbench: base cap of ");
     log::dec(n);
     log::str(" distinct pages built and flushed in ");
-    print_x10(ns_x10(setup, 1000000, tsc.khz));
+    print_x10(ns_x10(setup, 1000000, clock.khz));
     log::str(" ms\n");
 
     Rep best;
@@ -487,23 +276,23 @@ KTEST(kbench_fault_path) {
       if (!run_rep(t, base.value(), n, timed, rep)) break;
       char label[] = "rep ?";
       label[4] = static_cast<char>('1' + r % 9);
-      print_rep(timed ? "handler timed" : label, rep, n, tsc.khz, timed);
+      print_rep(timed ? "handler timed" : label, rep, n, clock.khz, timed);
       if (timed) continue;
       for (unsigned p = 0; p < kPhases; ++p)
         if (rep.cycles[p] < best.cycles[p]) best.cycles[p] = rep.cycles[p];
     }
     if (!t.failed()) {
-      print_rep("best", best, n, tsc.khz, false);
+      print_rep("best", best, n, clock.khz, false);
       log::str("kbench: {\"cow_write_fault_ns\":");
-      print_x10(ns_x10(best.cycles[kCow], n, tsc.khz));
+      print_x10(ns_x10(best.cycles[kCow], n, clock.khz));
       log::str(",\"read_fault_ns\":");
-      print_x10(ns_x10(best.cycles[kRead], n, tsc.khz));
+      print_x10(ns_x10(best.cycles[kRead], n, clock.khz));
       log::str(",\"read_fault_2mib_ns\":");
-      print_x10(ns_x10(best.cycles[kCluster], n / fault::PAGES_PER_CLUSTER, tsc.khz));
+      print_x10(ns_x10(best.cycles[kCluster], n / fault::PAGES_PER_CLUSTER, clock.khz));
       log::str(",\"flush_ns_per_page\":");
-      print_x10(ns_x10(best.cycles[kFlush], n, tsc.khz));
+      print_x10(ns_x10(best.cycles[kFlush], n, clock.khz));
       log::str(",\"tsc_mhz\":");
-      print_mhz(tsc.khz);
+      tsc::log_mhz(clock.khz);
       log::str(",\"pages\":");
       log::dec(n);
       log::str("}\n");

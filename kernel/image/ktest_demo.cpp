@@ -1,15 +1,16 @@
 // The demo scenario and the fault handler's outcomes at real ring 3: every page-in and
 // copy-on-write below is a hardware #PF that the IDT's vector 14 hands to
-// fault::Run::handle_page_fault through the run's hook.
+// fault::Run::handle_page_fault (guest_run.h routes it).
 #include <cstdint>
 
-#include "capmem/demo.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "capmem/slot.h"
+#include "demo.h"
+#include "guest_run.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "ktest_ring3_progs.h"
@@ -19,15 +20,6 @@ namespace {
 using namespace capmem;
 using namespace capmem::kernel;
 
-constexpr std::uint64_t kJit = 1ull << 39;  // PML4 slot 1: kernel-owned per-run pages (rule 4.1)
-
-FaultVerdict fault_hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&) {
-  auto* run = static_cast<fault::Run*>(ctx);
-  const fault::Answer a = run->handle_page_fault(cr2, static_cast<std::uint32_t>(error_code));
-  if (a.outcome == fault::Outcome::Retry) return {.action = FaultAction::Resume};
-  return {.action = FaultAction::EndRun, .code = static_cast<std::uint64_t>(a.outcome)};
-}
-
 struct Ring3Result {
   bool ran = false;
   RunResult r;
@@ -35,42 +27,72 @@ struct Ring3Result {
   std::uint64_t gas_used = 0;
 };
 
-// One guest run of the demo program over `image`, with `gas`; the page table is torn down.
+// One guest run of the demo program over `image`, with `gas` (guest_run.h); the page table
+// is torn down.
 Ring3Result run_demo_ring3(ktest::Ctx& t, demo::Image& image, std::uint64_t gas, const char* prog = ring3_demo_prog,
                            const char* prog_end = ring3_demo_prog_end, std::uint64_t rdi = 0, std::uint64_t rsi = 0,
                            std::uint64_t rcx = 0, std::uint64_t rdx = 0) {
   Ring3Result out;
-  auto table = pt::PageTable::create();
-  if (!table.ok()) {
-    t.fail("PageTable::create");
+  UserRegs regs{};
+  regs.rip = fault::JIT_BASE;
+  regs.rdi = rdi;
+  regs.rsi = rsi;
+  regs.rcx = rcx;
+  regs.rdx = rdx;
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;  // unused by the program; never touched
+  auto g = run_guest(GuestSpec{.code = &image.code,
+                               .mem = &image.mem,
+                               .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
+                               .gas = gas,
+                               .program = prog,
+                               .program_end = prog_end},
+                     regs);
+  if (!g.ok()) {
+    t.fail("setting up the guest run (page table, ring-3 program)");
     return out;
   }
-  link_kernel_half(table.value());
-  // The program's page in the JIT arena (the mapping holds its only reference).
-  if (map_ring3_program(table.value(), VirtAddr{kJit}, prog, prog_end) != Status::Ok) {
-    t.fail("mapping the ring-3 program");
-    return out;
-  }
-  {
-    fault::Run run(fault::RunConfig{.table = &table.value(),
-                                    .code = &image.code,
-                                    .mem = &image.mem,
-                                    .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
-                                    .gas = gas});
-    UserRegs regs{};
-    regs.rip = kJit;
-    regs.rdi = rdi;
-    regs.rsi = rsi;
-    regs.rcx = rcx;
-    regs.rdx = rdx;
-    regs.rsp = kJit + PAGE_SIZE;  // unused by the program; never touched
-    out.r = run_user(RunSpec{.cr3 = table->root(), .regs = regs, .page_fault_hook = fault_hook, .hook_ctx = &run});
-    out.counters = run.counters();
-    out.gas_used = run.gas_used();
-    out.ran = true;
-  }
-  table->teardown();
+  out.r = g->result;
+  out.counters = g->counters;
+  out.gas_used = g->gas_used;
+  out.ran = true;
   return out;
+}
+
+// guest_run.h: a set-up that runs out of frames (the PML4, the program's frame, the tables
+// of its mapping) returns OutOfFrames with nothing left allocated and no run current; once
+// the set-up gets through, the guest runs.
+KTEST(guest_run_setup_out_of_frames_leaves_nothing_allocated) {
+  auto image = demo::build();
+  KEXPECT(image.ok());
+  if (!image.ok()) return;
+  UserRegs regs{};
+  regs.rip = fault::JIT_BASE;
+  regs.rdi = 0;  // the load program reads the null guard: a guest fault, nothing allocated
+  const GuestSpec spec{.code = &image->code,
+                       .mem = &image->mem,
+                       .pinned = {},
+                       .gas = demo::kDefaultGas,
+                       .program = ring3_prog_load,
+                       .program_end = ring3_prog_load_end};
+  const auto free0 = frames().stats().free;
+  unsigned failed_setups = 0;
+  for (std::uint64_t n = 1; n <= 16; ++n) {
+    frames().inject_failure_at(n);
+    auto g = run_guest(spec, regs);
+    frames().inject_failure_at(0);
+    KEXPECT(current_run() == nullptr);
+    KEXPECT_EQ(frames().stats().free, free0);
+    if (g.ok()) {
+      KEXPECT(g->result.exit == RunExit::PageFault);
+      KEXPECT_EQ(g->result.code, static_cast<std::uint64_t>(fault::Outcome::GuestFault));
+      KEXPECT_EQ(g->result.cr2, std::uint64_t{0});
+      break;
+    }
+    KEXPECT(g.status() == Status::OutOfFrames);
+    ++failed_setups;
+  }
+  KEXPECT(failed_setups >= 2);  // the PML4 and the program's frame at least
+  KEXPECT(failed_setups < 16);  // and the set-up got through in the end
 }
 
 KTEST(demo_ring3_same_line_as_interpreter) {

@@ -7,11 +7,11 @@
 #include <vector>
 
 #include "capmem/datacap.h"
-#include "capmem/demo.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/mem.h"
+#include "demo.h"
 #include "hostsim/engines.h"
 
 using namespace capmem;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../test_util.h"
-#include "capmem/demo.h"
+#include "demo.h"
 
 #define LLVMFuzzerTestOneInput LLVMFuzzerTestOneInput_pt_ops
 #include "../fuzz/fuzz_pt_ops.cpp"

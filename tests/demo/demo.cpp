@@ -1,4 +1,4 @@
-#include "capmem/demo.h"
+#include "demo.h"
 
 #include "capmem/log.h"
 #include "capmem/page.h"

@@ -1,5 +1,7 @@
-// The deterministic demo scenario, defined once in the core so `capmem demo` (hostsim, both
-// engines) and the kernel image (real ring-3 faults) run the very same guest.
+// The deterministic demo scenario, defined once so `capmem demo` (hostsim, both engines) and
+// the test kernel image (real ring-3 faults) run the very same guest. Test content, not core:
+// the `capmem_demo` library (tests/demo/meson.build) is linked by hostsim, the tests and the
+// test kernel image, never into the core library an embedder links.
 //
 // The guest "program" is a table of 16-byte operations stored at the start of the code cap
 // (CODE_BASE) and read through guest memory, op by op, by whoever executes it: the hostsim
