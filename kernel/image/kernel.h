@@ -55,11 +55,41 @@ struct HvmMemmapEntry {
 };
 inline constexpr std::uint32_t kHvmStartMagic = 0x336ec578;
 inline constexpr std::uint32_t kE820Ram = 1;
+// boot.S writes these fields by offset when it converts Multiboot2 information.
+static_assert(sizeof(HvmStartInfo) == 56 && offsetof(HvmStartInfo, cmdline_paddr) == 24 &&
+              offsetof(HvmStartInfo, rsdp_paddr) == 32 && offsetof(HvmStartInfo, memmap_paddr) == 40 &&
+              offsetof(HvmStartInfo, memmap_entries) == 48);
+static_assert(sizeof(HvmMemmapEntry) == 24);
+
+// What the loader handed over, beyond memory (main.cpp fills it before the frame allocator
+// exists; valid from then on).
+enum class BootProtocol : std::uint32_t {
+  Pvh = 0,         // QEMU `-kernel` (XEN_ELFNOTE_PHYS32_ENTRY): boot.S pvh_entry
+  Multiboot2 = 1,  // GRUB `multiboot2`: boot.S mb2_entry, converted to an HvmStartInfo
+};
+struct BootInfo {
+  BootProtocol protocol;
+  // Physical address of the ACPI RSDP ("RSD PTR ", ACPI 6.5 5.2.5), 0 if the loader gave
+  // none. PVH: start_info.rsdp_paddr as the loader set it (QEMU: in the BIOS area below
+  // 1 MiB). Multiboot2: a copy of the RSDP from GRUB's ACPI tag (new/v2 preferred over
+  // old/v1) inside the image's .bss (boot.S mb2_rsdp_v1/v2). Either way it lies outside the
+  // frame allocator's ranges, so it stays readable for the whole boot (the ACPI tables it
+  // points to are firmware memory, not E820 RAM). The SMP bring-up reads the MADT from it.
+  std::uint64_t rsdp_paddr;
+};
+const BootInfo& boot_info();
+// NOLINTBEGIN(bugprone-dynamic-static-initializers): see above.
+extern "C" std::uint32_t boot_protocol;  // boot.S: 0 = PVH, 1 = Multiboot2
+extern "C" HvmStartInfo mb2_start_info;  // boot.S: the converted Multiboot2 hand-off
+// NOLINTEND(bugprone-dynamic-static-initializers)
 
 // --- Console and exit (console.cpp) ------------------------------------------------------
-// Every byte goes to the QEMU debug console (port 0xe9, `-debugcon stdio`).
+// Every byte goes to the debug console (port 0xe9: QEMU `-debugcon`, Bochs `port_e9_hack`)
+// and to COM1 (16550 at 0x3f8, 115200 8N1, polled) when a UART answers there.
 void console_write(const char* s, std::size_t n);
-// isa-debug-exit at 0xf4: QEMU exits with (code << 1) | 1. 0 = pass, 1 = fail.
+// Leaves through isa-debug-exit at 0xf4 (QEMU exits with (code << 1) | 1; 0 = pass,
+// 1 = fail), then Bochs's shutdown port 0x8900 ("Shutdown"), then halts with interrupts off.
+// Every exit path (the summary, a panic, an unexpected exception) ends here.
 [[noreturn]] void exit_qemu(std::uint32_t code);
 inline constexpr std::uint32_t kExitPass = 0;
 inline constexpr std::uint32_t kExitFail = 1;

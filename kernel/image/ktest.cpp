@@ -52,6 +52,23 @@ int compare(const char* a, const char* b) {
 
 }  // namespace
 
+bool selected(const char* name, const char* filter) {
+  if (*filter == '\0') return true;
+  const char* p = filter;
+  while (true) {
+    const char* n = name;
+    while (*p != '\0' && *p != ',' && *p == *n) ++p, ++n;
+    if (*p == '\0' || *p == ',') {
+      // The whole prefix matched (an empty prefix, from "a,,b" or a trailing comma, selects
+      // nothing).
+      if (n != name) return true;
+    }
+    while (*p != '\0' && *p != ',') ++p;
+    if (*p == '\0') return false;
+    ++p;
+  }
+}
+
 void Ctx::fail(const char* reason) {
   log::str("    failure: ");
   log::str(reason);
@@ -88,13 +105,27 @@ void Ctx::fail_eq(const char* what, std::uint64_t a, std::uint64_t b_val, const 
   fail(b);
 }
 
-unsigned run_all() {
+unsigned run_all(const char* filter) {
   const auto* begin = reinterpret_cast<const Case* const*>(kernel::__ktests_start);
   const auto* end = reinterpret_cast<const Case* const*>(kernel::__ktests_end);
   constexpr std::size_t kMax = 512;
   const Case* cases[kMax];
-  std::size_t n = 0;
-  for (const auto* p = begin; p != end && n < kMax; ++p) cases[n++] = *p;
+  std::size_t n = 0, registered = 0;
+  for (const auto* p = begin; p != end && n < kMax; ++p, ++registered)
+    if (selected((*p)->name, filter)) cases[n++] = *p;
+  if (*filter != '\0') {
+    log::str("ktest: filter \"");
+    log::str(filter);
+    log::str("\" selects ");
+    log::dec(n);
+    log::str(" of ");
+    log::dec(registered);
+    log::str(" cases\n");
+    if (n == 0) {
+      log::str("[ FAIL ] ktest filter: no case name starts with any of its prefixes\n0 passed, 1 failed\n");
+      return 1;
+    }
+  }
   // Insertion sort by name: a stable, readable order independent of link order.
   for (std::size_t i = 1; i < n; ++i)
     for (std::size_t j = i; j > 0 && compare(cases[j - 1]->name, cases[j]->name) > 0; --j) {

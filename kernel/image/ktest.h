@@ -42,8 +42,14 @@ struct Case {
   void (*fn)(Ctx&);
 };
 
-// Runs every registered case; returns the number that failed.
-unsigned run_all();
+// Runs the registered cases whose names start with one of the comma-separated prefixes in
+// `filter` (every case if `filter` is empty); returns the number that failed. A filter that
+// selects no case is a failure (a typo must not pass as "0 passed, 0 failed").
+// The kernel takes the filter from the command line, `ktest=PREFIX[,PREFIX...]` (QEMU
+// `-append`, GRUB `multiboot2 /boot/capmem-kernel ktest=...`; docs/boot.md).
+unsigned run_all(const char* filter);
+// Whether `name` is selected by `filter` (as run_all uses it).
+bool selected(const char* name, const char* filter);
 
 }  // namespace capmem::ktest
 

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "arch.h"
+#include "capmem/env.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
@@ -14,6 +15,8 @@ extern "C" void (*const __init_array_end[])();
 
 namespace capmem::kernel {
 namespace {
+
+BootInfo g_boot_info{};
 
 bool starts_with(const char* s, const char* prefix) {
   while (*prefix != '\0')
@@ -78,13 +81,35 @@ void print_features() {
   log::nl();
 }
 
+// The value of `key=` in the command line (tokens separated by spaces), copied into buf;
+// "" if absent.
+const char* cmdline_value(const char* cmd, const char* key, char* buf, std::size_t cap) {
+  buf[0] = '\0';
+  for (const char* p = cmd; *p != '\0';) {
+    while (*p == ' ') ++p;
+    if (starts_with(p, key)) {
+      p += __builtin_strlen(key);
+      std::size_t i = 0;
+      while (*p != '\0' && *p != ' ' && i + 1 < cap) buf[i++] = *p++;
+      buf[i] = '\0';
+    }
+    while (*p != '\0' && *p != ' ') ++p;
+  }
+  return buf;
+}
+
 }  // namespace
+
+const BootInfo& boot_info() { return g_boot_info; }
+
 }  // namespace capmem::kernel
 
 extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   using namespace capmem;
   using namespace capmem::kernel;
-  log::str("capmem kernel: PVH entry, long mode, higher half\n");
+  const bool mb2 = boot_protocol == static_cast<std::uint32_t>(BootProtocol::Multiboot2);
+  log::str(mb2 ? "capmem kernel: Multiboot2 entry" : "capmem kernel: PVH entry");
+  log::str(", long mode, higher half\n");
   cpu_init();  // GDT/TSS/IDT first: from here every exception prints a dump
   for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
 
@@ -92,6 +117,16 @@ extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
     log::str("capmem: boot failed: no usable memory\n");
     exit_qemu(kExitFail);
   }
+  // Read before the frame allocator exists (the hand-off is still intact; see BootInfo).
+  g_boot_info.protocol = mb2 ? BootProtocol::Multiboot2 : BootProtocol::Pvh;
+  g_boot_info.rsdp_paddr = static_cast<const HvmStartInfo*>(env::phys_to_virt(PhysAddr{start_info_pa}))->rsdp_paddr;
+  log::str("boot: ");
+  log::str(mb2 ? "multiboot2" : "pvh");
+  log::str(", rsdp at 0x");
+  log::hex(g_boot_info.rsdp_paddr);
+  log::str(", cmdline \"");
+  log::str(cmdline());
+  log::str("\"\n");
   env::PhysRange ranges[32];
   const std::size_t n = env::memory_ranges(ranges, 32);
   std::uint64_t total = 0;
@@ -120,6 +155,8 @@ extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   print_features();
   maybe_crash(cmdline());
 
-  const unsigned failed = ktest::run_all();
+  // `ktest=PREFIX[,PREFIX...]`: run only the cases whose names start with one of them.
+  char filter[128];
+  const unsigned failed = ktest::run_all(cmdline_value(cmdline(), "ktest=", filter, sizeof filter));
   exit_qemu(failed == 0 ? kExitPass : kExitFail);
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Boot the capmem kernel image under QEMU and report its verdict.
 #
-#   qemu-run.sh KERNEL [--kvm] [--timeout SECS] [extra qemu args...]
+#   qemu-run.sh KERNEL|IMAGE.iso [--kvm] [--timeout SECS] [extra qemu args...]
+#
+# KERNEL is booted with `-kernel` (PVH); a file ending in .iso (kernel/image/mkiso.sh, a
+# GRUB rescue ISO) with `-cdrom` (SeaBIOS, GRUB, then the kernel's Multiboot2 entry).
 #
 # Console: the kernel writes to the QEMU debug console (port 0xe9), shown here on stdout
 # (-debugcon stdio). It ends with `isa-debug-exit`: QEMU then exits with (code << 1) | 1,
@@ -16,7 +19,7 @@
 #   77  --kvm was asked for but /dev/kvm is not usable (meson counts 77 as a skip)
 set -u
 
-usage() { echo "usage: $0 KERNEL [--kvm] [--timeout SECS] [qemu args...]" >&2; exit 4; }
+usage() { echo "usage: $0 KERNEL|IMAGE.iso [--kvm] [--timeout SECS] [qemu args...]" >&2; exit 4; }
 [ $# -ge 1 ] || usage
 kernel=$1
 shift
@@ -53,16 +56,21 @@ else
   accel=(-accel tcg -cpu max)
 fi
 
+case $kernel in
+  *.iso) boot=(-cdrom "$kernel" -boot d) ;;
+  *) boot=(-kernel "$kernel") ;;
+esac
+
 log=$(mktemp "${TMPDIR:-/tmp}/capmem-qemu.XXXXXX")
 trap 'rm -f "$log"' EXIT
 
-# -M pc -nodefaults: no VGA/NIC; the PVH loader needs nothing else. -no-reboot turns a
+# -M pc -nodefaults: no VGA/NIC; neither the PVH loader nor SeaBIOS+GRUB needs them. -no-reboot turns a
 # triple fault (reset) into an exit with status 0, which is NOT a pass (see above).
 # stdin is /dev/null so QEMU never touches the terminal and timeout can run it unattended.
 timeout --foreground -k 5 "$timeout_s" "$qemu" \
   -M pc -nodefaults -no-reboot -display none -monitor none -serial none \
   "${accel[@]}" -m 256M \
-  -kernel "$kernel" \
+  "${boot[@]}" \
   -debugcon stdio \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
   "${extra[@]}" </dev/null 2>&1 | tee "$log"

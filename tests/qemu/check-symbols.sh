@@ -4,7 +4,8 @@
 #   - no libc / libstdc++ / libgcc_eh / unwinder symbol is defined in it: a C++ runtime
 #     pulled in by accident (exceptions, RTTI, heap new/delete, guarded statics, atexit,
 #     stack protector) shows up here by name;
-#   - no unwind or exception tables, no dynamic linking, no interpreter.
+#   - no unwind or exception tables, no dynamic linking, no interpreter;
+#   - the PVH note (QEMU -kernel) and the Multiboot2 header (GRUB) are there.
 #   check-symbols.sh KERNEL [NM] [READELF]
 set -u
 kernel=$1
@@ -49,7 +50,33 @@ if ! "$readelf" -n -W "$kernel" | grep -qE 'Xen[[:space:]]+0x0+8[[:space:]]+.*0x
   fail=1
 fi
 
+# The Multiboot2 header GRUB boots from (Multiboot2 spec 3.1): magic 0xe85250d6 at an 8-byte
+# aligned offset in the first 32 KiB of the file, magic + arch + length + checksum = 0 mod
+# 2^32, and an entry-address tag (type 3) holding mb2_entry.
+mb2_entry=$("$nm" "$kernel" | awk '$3 == "mb2_entry" { print $1 }')
+[ -n "$mb2_entry" ] && mb2_entry=$((16#$mb2_entry))
+words=$(od -A n -t u4 -v -N 32768 "$kernel" | tr -s ' \n' ' ')
+mb2=$(awk -v entry="${mb2_entry:-0}" '{
+  for (i = 1; i + 3 <= NF; i += 2)            # 32-bit words; i odd = 8-byte aligned offset
+    if ($i == 3897708758) {                   # 0xe85250d6
+      if (($i + $(i + 1) + $(i + 2) + $(i + 3)) % 4294967296 != 0) { print "bad-checksum"; exit }
+      end = i + $(i + 2) / 4
+      for (t = i + 4; t + 1 < end; ) {        # tags: u16 type, u16 flags, u32 size
+        type = $t % 65536; size = $(t + 1)
+        if (type == 0) break
+        if (type == 3) { print ($(t + 2) == entry ? "ok" : "bad-entry"); exit }
+        t += int((size + 7) / 8) * 2
+      }
+      print "no-entry-tag"; exit
+    }
+  print "no-header"
+}' <<<"$words")
+if [ "$mb2" != ok ] || [ -z "$mb2_entry" ]; then
+  echo "FAIL: Multiboot2 header: $mb2 (mb2_entry=${mb2_entry:-missing})"
+  fail=1
+fi
+
 if [ $fail = 0 ]; then
-  echo "kernel image $kernel: no undefined symbols, no runtime symbols, no unwind/dynamic sections, PVH note present"
+  echo "kernel image $kernel: no undefined symbols, no runtime symbols, no unwind/dynamic sections, PVH note and Multiboot2 header present"
 fi
 exit $fail

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build a BIOS GRUB rescue ISO that boots the capmem kernel image through Multiboot2.
+#
+#   mkiso.sh KERNEL OUT.iso [KERNEL COMMAND LINE...]
+#
+# The command line (e.g. `ktest=boot,hash`) goes into the ISO's grub.cfg: one ISO per lane.
+# Needs grub-mkrescue with the i386-pc platform (Debian grub-common + grub-pc-bin), xorriso
+# and mtools. Exit status 77 when they are missing (meson counts it as a skip), 1 on failure.
+# See docs/boot.md "The GRUB ISO".
+set -euo pipefail
+
+[ $# -ge 2 ] || { echo "usage: $0 KERNEL OUT.iso [cmdline...]" >&2; exit 1; }
+kernel=$1
+out=$2
+shift 2
+cmdline="$*"
+
+[ -f "$kernel" ] || { echo "mkiso: no kernel image at $kernel (build first)" >&2; exit 1; }
+missing=()
+command -v grub-mkrescue >/dev/null 2>&1 || missing+=(grub-common)
+[ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
+command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
+command -v mformat >/dev/null 2>&1 || missing+=(mtools)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "mkiso: missing Debian packages: ${missing[*]} (./dev installs them)" >&2
+  exit 77
+fi
+case $cmdline in
+  *[\"\$\\\;]*) echo "mkiso: command line may not contain quotes, \$, \\ or ;: $cmdline" >&2; exit 1 ;;
+esac
+
+root=$(mktemp -d "${TMPDIR:-/tmp}/capmem-iso.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root/boot/grub"
+cp "$kernel" "$root/boot/capmem-kernel"
+# timeout=0: no menu wait. GRUB's own output goes to the BIOS console (VGA) only, so the
+# kernel's 0xe9/COM1 console carries the kernel's lines alone.
+cat > "$root/boot/grub/grub.cfg" <<CFG
+set timeout=0
+set default=0
+menuentry "capmem" {
+  multiboot2 /boot/capmem-kernel $cmdline
+  boot
+}
+CFG
+# Only the BIOS platform: with grub-efi installed too, grub-mkrescue would add EFI images.
+if ! grub-mkrescue -d /usr/lib/grub/i386-pc -o "$out" "$root" >"$root.log" 2>&1; then
+  cat "$root.log" >&2
+  rm -f "$root.log"
+  echo "mkiso: grub-mkrescue failed" >&2
+  exit 1
+fi
+rm -f "$root.log"
+echo "mkiso: $out (grub.cfg: multiboot2 /boot/capmem-kernel $cmdline)"

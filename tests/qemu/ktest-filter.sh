@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# ktest-filter: `ktest=PREFIX[,PREFIX...]` on the command line runs exactly the cases whose
+# names start with one of the prefixes; a filter selecting nothing fails the boot.
+#   ktest-filter.sh QEMU_RUN KERNEL NM
+set -u
+run=$1 kernel=$2 nm=$3
+fail=0
+
+out=$("$run" "$kernel" --timeout 90 -append "ktest=hash_sha,pt_" 2>&1)
+rc=$?
+echo "$out"
+[ $rc = 0 ] || { echo "ktest-filter: FAIL: filtered run returned $rc, want 0"; fail=1; }
+ran=$(printf '%s\n' "$out" | sed -n 's/^\[ RUN \] //p' | tr '\n' ' ')
+# Independently: the registered cases are the image's ktest_case_<name> symbols (ktest.h),
+# run in strcmp order.
+all=$("$nm" "$kernel" | sed -nE 's/.*ktest_case_([A-Za-z0-9_]+)$/\1/p' | LC_ALL=C sort)
+want=$(printf '%s\n' "$all" | grep -E '^(hash_sha|pt_)' | tr '\n' ' ')
+[ -n "$want" ] || { echo "ktest-filter: FAIL: the full run has no hash_sha*/pt_* case"; fail=1; }
+[ "$ran" = "$want" ] || { echo "ktest-filter: FAIL: ran '$ran', want '$want'"; fail=1; }
+printf '%s\n' "$out" | grep -qE "^ktest: filter \"hash_sha,pt_\" selects $(wc -w <<<"$want") of $(wc -l <<<"$all") cases$" ||
+  { echo "ktest-filter: FAIL: no 'selects N of M' line"; fail=1; }
+
+out=$("$run" "$kernel" --timeout 60 -append "ktest=no_such_case" 2>&1)
+rc=$?
+echo "$out"
+[ $rc = 1 ] || { echo "ktest-filter: FAIL: a filter matching nothing returned $rc, want 1 (failure)"; fail=1; }
+printf '%s\n' "$out" | grep -q '^0 passed, 1 failed$' || { echo "ktest-filter: FAIL: no '0 passed, 1 failed'"; fail=1; }
+
+[ $fail = 0 ] && echo "ktest-filter: ok"
+exit $fail
