@@ -18,7 +18,14 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+# CAPMEM_KEEP_GOING=1: report every failed check instead of stopping at the first (to see
+# which cases an older tool fails).
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+  [ -n "${CAPMEM_KEEP_GOING:-}" ] || exit 1
+}
 [ -f "$vectors/abc.bin" ] || fail "no vectors at $vectors"
 cd "$tmp" || exit 1
 cp "$vectors/abc.bin" "$vectors/abc.ssz" "$vectors/empty.bin" "$vectors/mixed.ssz" "$vectors/mixed.bin" .
@@ -33,16 +40,18 @@ cmp stdout.ssz abc.ssz || fail "encode to - did not write the encoding to stdout
 
 # A character device stays a character device (written in place). As root a private node
 # is used, so a broken tool cannot replace the system's /dev/null.
-dev=/dev/null
-if [ "$(id -u)" = 0 ] && mknod "$tmp/null" c 1 3 2>/dev/null; then dev=$tmp/null; fi
+dev=/dev/null full=/dev/full
+if [ "$(id -u)" = 0 ] && mknod "$tmp/null" c 1 3 2>/dev/null && mknod "$tmp/full" c 1 7 2>/dev/null; then
+  dev=$tmp/null full=$tmp/full
+fi
 "$tool" encode abc.bin "$dev" || fail "encode to $dev exited non-zero"
 "$tool" decode mixed.ssz "$dev" || fail "decode to $dev exited non-zero"
 [ -c "$dev" ] || fail "$dev is no longer a character device"
 [ "$(leftovers "$(dirname "$dev")")" = 0 ] || fail "temp file left beside $dev"
 # Write errors on a device are reported.
-if "$tool" encode abc.bin /dev/full 2> err; then fail "encode to /dev/full exited 0"; fi
-grep -q 'No space left' err || fail "encode to /dev/full: no error named: $(cat err)"
-[ -c /dev/full ] || fail "/dev/full is no longer a character device"
+if "$tool" encode abc.bin "$full" 2> err; then fail "encode to $full exited 0"; fi
+grep -q 'No space left' err || fail "encode to $full: no error named: $(cat err)"
+[ -c "$full" ] || fail "$full is no longer a character device"
 
 # A symlink OUT writes through to its target; the link stays a link.
 echo old > target; ln -s target link
@@ -178,6 +187,8 @@ for cmd in decode inspect; do
 done
 (ulimit -v 1048576 && exec "$tool" decode huge huge.out) 2> err
 grep -q 'byte offset 8' err || fail "decode of a 256 GiB sparse file: not rejected at its header: $(cat err)"
+(ulimit -v 1048576 && exec "$tool" inspect huge) 2> err
+grep -q 'larger than 4 GiB' err || fail "inspect of a 256 GiB sparse file: not rejected for its size: $(cat err)"
 [ ! -e huge.out ] || fail "decode of a rejected input created OUT"
 rm -f huge
 # A 12-byte header claiming 4 GiB of Empty pages: the output is a 4 GiB hole, not 4 GiB
@@ -199,4 +210,5 @@ if "$tool" decode long.ssz long.out 2> err; then fail "decode of an over-long en
 grep -q 'byte offset' err || fail "over-long encoding: no offset named: $(cat err)"
 [ ! -e long.out ] && [ "$(leftovers .)" = 0 ] || fail "over-long encoding: output left behind"
 
+[ "$failures" = 0 ] || { echo "tool-files: $failures checks failed"; exit 1; }
 echo "tool-files: all checks passed"
