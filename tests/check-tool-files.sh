@@ -53,6 +53,15 @@ if "$tool" encode abc.bin "$full" 2> err; then fail "encode to $full exited 0"; 
 grep -q 'No space left' err || fail "encode to $full: no error named: $(cat err)"
 [ -c "$full" ] || fail "$full is no longer a character device"
 
+# A FIFO OUT is written in place (the reader gets the bytes; it is not replaced by a file).
+mkfifo outfifo
+timeout 20 cat outfifo > fromfifo &
+reader=$!; bg+=("$reader")
+timeout 20 "$tool" encode abc.bin outfifo || fail "encode to a FIFO exited non-zero"
+wait "$reader" || fail "the FIFO's reader got no end of file"
+[ -p outfifo ] || fail "FIFO OUT is no longer a FIFO"
+cmp fromfifo abc.ssz || fail "the FIFO's reader did not get the encoding"
+
 # A symlink OUT writes through to its target; the link stays a link.
 echo old > target; ln -s target link
 "$tool" encode abc.bin link || fail "encode to a symlink exited non-zero"
