@@ -29,7 +29,11 @@ fail() {
 [ -f "$vectors/abc.bin" ] || fail "no vectors at $vectors"
 cd "$tmp" || exit 1
 cp "$vectors/abc.bin" "$vectors/abc.ssz" "$vectors/empty.bin" "$vectors/mixed.ssz" "$vectors/mixed.bin" .
-leftovers() { ls -A "$1" | grep -c '\.capmem-'; }
+leftovers() { # temp files of the tool (.<name>.capmem-<hex>) in directory $1
+  local n=0 f
+  for f in "$1"/.*.capmem-*; do [ -e "$f" ] && n=$((n + 1)); done
+  echo "$n"
+}
 
 # --- OUT ------------------------------------------------------------------------------
 # `-` is standard output, not a file named `-`.
