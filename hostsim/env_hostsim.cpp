@@ -10,8 +10,8 @@
 #include "capmem/env.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
-#include "hostsim/mmu.h"
 #include "hostsim/env_hostsim.h"
+#include "hostsim/mmu.h"
 
 namespace capmem::hostsim {
 namespace {
