@@ -10,8 +10,8 @@
 #include "capmem/env.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
-#include "hostsim/mmu.h"
 #include "hostsim/env_hostsim.h"
+#include "hostsim/mmu.h"
 
 namespace capmem::hostsim {
 namespace {
@@ -23,14 +23,11 @@ std::uint8_t* ram_base() { return g_ram; }
 std::uint64_t ram_size() { return g_ram_size; }
 bool booted() { return g_ram != nullptr; }
 
-void boot(std::uint64_t mem_bytes) {
+bool try_boot(std::uint64_t mem_bytes) {
   if (g_ram != nullptr) shutdown();
   mem_bytes &= ~std::uint64_t{4095};
   void* p = mmap(nullptr, mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) {
-    std::perror("hostsim: mmap of simulated RAM");
-    std::abort();
-  }
+  if (p == MAP_FAILED) return false;
   g_ram = static_cast<std::uint8_t*>(p);
   g_ram_size = mem_bytes;
   // The allocator is a constinit global; re-create it in place for a fresh machine.
@@ -38,11 +35,21 @@ void boot(std::uint64_t mem_bytes) {
   fa->~FrameAllocator();
   new (fa) FrameAllocator();
   if (!fa->init_from_env().ok()) {
-    std::fprintf(stderr, "hostsim: frame allocator rejected %llu bytes of RAM\n",
+    munmap(g_ram, g_ram_size);
+    g_ram = nullptr;
+    g_ram_size = 0;
+    return false;
+  }
+  hash::init();
+  return true;
+}
+
+void boot(std::uint64_t mem_bytes) {
+  if (!try_boot(mem_bytes)) {
+    std::fprintf(stderr, "hostsim: cannot make %llu bytes of simulated RAM\n",
                  static_cast<unsigned long long>(mem_bytes));
     std::abort();
   }
-  hash::init();
 }
 
 void shutdown() {

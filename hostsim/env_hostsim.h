@@ -15,6 +15,10 @@ inline constexpr std::uint64_t kDefaultMemBytes = 64ull << 20;
 // allocator over it and selects the hash implementation. Calling it again with the
 // allocator all-free re-creates the machine with the new size.
 void boot(std::uint64_t mem_bytes = kDefaultMemBytes);
+// The same, but false instead of an abort when the RAM cannot be mapped or the allocator
+// rejects it (the machine is then not booted). The tool sizes the RAM from bytes it has
+// read and checked, and reports this as out of memory.
+[[nodiscard]] bool try_boot(std::uint64_t mem_bytes);
 // Tears down the machine (the allocator must be all-free, or this aborts).
 void shutdown();
 bool booted();

@@ -1,9 +1,7 @@
 // `capmem`: the host tool. Roots, encodings and inspection of DataCaps built from files,
 // and the deterministic demo in the hosted simulation. Every command runs the same core
-// code as the kernel image, on hostsim's simulated physical memory.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
+// code as the kernel image (`root` streams the file through the core's hash API; the
+// others build caps on hostsim's simulated physical memory).
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,87 +11,11 @@
 #include <string>
 #include <string_view>
 
-#include "capmem/codec.h"
 #include "capmem/datacap.h"
-#include "capmem/frame.h"
 #include "capmem/log.h"
-#include "hostsim/env_hostsim.h"
 #include "tools/tool.h"
 
 namespace capmem::tool {
-
-// --- Files ------------------------------------------------------------------------------
-
-MappedFile::~MappedFile() {
-  if (data_ != nullptr && size_ != 0) munmap(const_cast<std::uint8_t*>(data_), size_);
-}
-
-bool MappedFile::open(const char* path, std::string* err) {
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *err = std::string(path) + ": " + std::strerror(errno);
-    return false;
-  }
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    *err = std::string(path) + ": not a regular file";
-    ::close(fd);
-    return false;
-  }
-  size_ = static_cast<std::size_t>(st.st_size);
-  if (size_ != 0) {
-    void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      *err = std::string(path) + ": " + std::strerror(errno);
-      ::close(fd);
-      return false;
-    }
-    data_ = static_cast<const std::uint8_t*>(p);
-  }
-  ::close(fd);
-  return true;
-}
-
-// Output goes to OUT.tmp.<pid> and is renamed over OUT only once complete, so a failure
-// never leaves a partial OUT behind.
-OutFile::OutFile(const char* path) : path_(path), tmp_(std::string(path) + ".tmp." + std::to_string(getpid())) {}
-OutFile::~OutFile() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!committed_) ::unlink(tmp_.c_str());
-}
-bool OutFile::open(std::string* err) {
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) *err = path_ + ": " + std::strerror(errno);
-  return fd_ >= 0;
-}
-bool OutFile::write(const void* p, std::size_t n, std::string* err) {
-  const auto* b = static_cast<const std::uint8_t*>(p);
-  while (n != 0) {
-    const ssize_t w = ::write(fd_, b, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      *err = path_ + ": " + std::strerror(errno);
-      return false;
-    }
-    b += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-bool OutFile::commit(std::string* err) {
-  if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
-    fd_ = -1;
-    *err = path_ + ": " + std::strerror(errno);
-    return false;
-  }
-  fd_ = -1;
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    *err = path_ + ": " + std::strerror(errno);
-    return false;
-  }
-  committed_ = true;
-  return true;
-}
 
 // --- Progress ---------------------------------------------------------------------------
 
@@ -115,12 +37,6 @@ void Progress::update(std::uint64_t done) {
   std::fprintf(stderr, "\r%s [%s] %3d%% (%llu/%llu MiB)", what_, bar, pct, static_cast<unsigned long long>(done >> 20),
                static_cast<unsigned long long>(total_ >> 20));
   std::fflush(stderr);
-}
-
-void boot_for(std::uint64_t bytes) {
-  // Enough simulated RAM for every page of the input (sparse: only touched pages cost).
-  const std::uint64_t want = bytes + bytes / 16 + (64ull << 20);
-  hostsim::boot(want);
 }
 
 int fail(const std::string& msg) {
@@ -145,12 +61,15 @@ constexpr const char* kUsage =
     "usage: capmem <command> [args]\n"
     "\n"
     "commands:\n"
-    "  root FILE...       print the DataCap root of each file's bytes (rule 3.6), like sha256sum\n"
-    "  encode FILE OUT    write the section 5 wire encoding of FILE's cap to OUT\n"
-    "  decode IN OUT      check the encoding IN (rules 2.5, 5.2) and write the cap's bytes to OUT\n"
-    "  inspect IN         size, page counts by slot kind and root of a file or an encoding\n"
-    "  demo [--gas N]     run the deterministic demo in hostsim with both engines\n"
+    "  root FILE...               print the DataCap root of each file's bytes (rule 3.6), like sha256sum\n"
+    "  encode FILE OUT            write the section 5 wire encoding of FILE's cap to OUT\n"
+    "  decode IN OUT              check the encoding IN (rules 2.5, 5.2) and write the cap's bytes to OUT\n"
+    "  inspect [--raw|--encoded] IN  size, page counts by slot kind and root of an encoding or a file\n"
+    "  demo [--gas N] [--quiet]   run the deterministic demo in hostsim with both engines\n"
     "\n"
+    "FILE and IN are read as streams (`-` is standard input; a FIFO, device or /proc file\n"
+    "works). OUT `-` is standard output; a device or FIFO is written in place; a symlink is\n"
+    "followed; a regular OUT is replaced atomically (mode kept), never left half-written.\n"
     "`capmem COMMAND --help` describes one command.\n";
 
 struct Command {
@@ -161,21 +80,44 @@ struct Command {
 
 const Command kCommands[] = {
     {"root",
-     "usage: capmem root FILE...\n  Prints `<64 hex digits>  FILE` per file: the root of the DataCap built from the\n  file's bytes (size rounded up to a page, at least one page; zero pages are Empty).\n",
+     "usage: capmem root FILE...\n  Prints `<64 hex digits>  FILE` per file: the root of the DataCap built from the\n"
+     "  file's bytes (size rounded up to a page, at least one page; zero pages are Empty).\n"
+     "  Streams each file (memory: a fixed buffer plus 32 bytes per page). `-` is standard input.\n",
      cmd_root},
     {"encode",
-     "usage: capmem encode FILE OUT\n  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT.\n",
+     "usage: capmem encode FILE OUT\n  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT\n"
+     "  (`-`: standard output).\n",
      cmd_encode},
     {"decode",
-     "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n  whole size) to OUT. On bad input names the rule and byte offset; OUT is not created.\n",
+     "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n"
+     "  whole size) to OUT (`-`: standard output). Empty pages become holes in a regular OUT,\n"
+     "  zeros in a stream. On bad input names the rule and byte offset; OUT is not created.\n",
      cmd_decode},
     {"inspect",
-     "usage: capmem inspect IN\n  Prints size, page counts by slot kind and the root. IN is decoded if it is a valid\n  encoding, otherwise treated as raw bytes (use --raw or --encoded to force).\n",
+     "usage: capmem inspect [--raw|--encoded] IN\n  Prints size, page counts by slot kind and the root. IN is decoded when its header\n"
+     "  is an encoding's (a valid size and first offset 12): if it then fails a check, the\n"
+     "  rule and byte offset are reported and the exit status is 1. Any other input is read\n"
+     "  as raw bytes. --raw reads any input as raw bytes; --encoded decodes any input.\n",
      cmd_inspect},
     {"demo",
-     "usage: capmem demo [--gas N] [--quiet]\n  Runs the deterministic demo scenario in the hosted simulation twice: through the\n  simulated MMU and the fault handler, and through the interpreter path. Prints what\n  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n",
+     "usage: capmem demo [--gas N] [--quiet]\n  Runs the deterministic demo scenario in the hosted simulation twice: through the\n"
+     "  simulated MMU and the fault handler, and through the interpreter path. Prints what\n"
+     "  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n"
+     "  N is a plain decimal from 0 to 18446744073709551615.\n",
      cmd_demo},
 };
+
+// Like coreutils' close_stdout: output that did not reach standard output (a full disk,
+// /dev/full, a closed pipe) is an error, reported once.
+int close_stdout(int rc) {
+  const bool bad = std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  const int e = errno;
+  if (std::fclose(stdout) != 0 || bad) {
+    std::fprintf(stderr, "capmem: write error: %s\n", std::strerror(bad ? e : errno));
+    return rc != 0 ? rc : 1;
+  }
+  return rc;
+}
 
 }  // namespace
 
@@ -183,17 +125,18 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h" ||
       std::string_view(argv[1]) == "help") {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+    return close_stdout(argc < 2 ? 2 : 0);
   }
+  install_signal_cleanup();
   for (const Command& c : kCommands) {
     if (std::string_view(argv[1]) != c.name) continue;
     for (int i = 2; i < argc; ++i) {
       if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
         std::fputs(c.help, stdout);
-        return 0;
+        return close_stdout(0);
       }
     }
-    return c.run(argc - 2, argv + 2);
+    return close_stdout(c.run(argc - 2, argv + 2));
   }
   std::fprintf(stderr, "capmem: unknown command '%s' (try `capmem --help`)\n", argv[1]);
   return 2;

@@ -1,4 +1,12 @@
 // Internal to the `capmem` host tool.
+//
+// The tool runs as root on people's machines, so files are handled the way coreutils
+// handles them (tools/io.cpp):
+//   - input is read with read(2), never mapped: a file truncated while it is read just
+//     ends early (no SIGBUS), /proc files give their real content, and a non-regular input
+//     (FIFO, device, pipe, `-` for standard input) is opened non-blocking (a FIFO with no
+//     writer never hangs in open) and then read as a stream;
+//   - OUT is written the way `cp` does (see OutFile).
 #pragma once
 
 #include <cstddef>
@@ -12,21 +20,45 @@ namespace capmem::tool {
 
 inline constexpr std::uint64_t kProgressThreshold = 64ull << 20;  // progress bar above 64 MiB
 
-class MappedFile {
+// An input file read with read(2).
+class InFile {
  public:
-  MappedFile() = default;
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  ~MappedFile();
+  InFile() = default;
+  InFile(const InFile&) = delete;
+  InFile& operator=(const InFile&) = delete;
+  ~InFile();
+  // `-` is standard input. A directory is refused here (EISDIR).
   bool open(const char* path, std::string* err);
-  [[nodiscard]] const std::uint8_t* data() const { return data_; }
-  [[nodiscard]] std::size_t size() const { return size_; }
+  // Reads up to n bytes; fewer only at end of input. -1 on a read error (*err set).
+  std::int64_t read_full(void* dst, std::size_t n, std::string* err);
+  // st_size for a regular file (progress bars only; never trusted for sizing), else 0.
+  [[nodiscard]] std::uint64_t size_hint() const { return size_hint_; }
+  [[nodiscard]] const std::string& path() const { return path_; }
 
  private:
-  const std::uint8_t* data_ = nullptr;
-  std::size_t size_ = 0;
+  std::string path_;
+  int fd_ = -1;
+  bool owned_ = false;
+  std::uint64_t size_hint_ = 0;
 };
 
+// Where the tool's output goes, decided when it is opened:
+//   - `-`: standard output, written in place;
+//   - a symlink: followed to its target, as `cp` does (a dangling one is an error), and the
+//     target is then treated as below;
+//   - a device, FIFO or other non-regular file: written in place (opened without O_CREAT or
+//     O_TRUNC), every write error reported;
+//   - a regular file with more than one hard link: written in place (truncated on the first
+//     write, after the input was read and checked), so every link sees the new content, as
+//     `cp` does;
+//   - otherwise (a regular file or a new one): replaced atomically. The bytes go to a temp
+//     file `.<name>.capmem-<16 random hex>` in OUT's directory, created with
+//     O_CREAT|O_EXCL|O_NOFOLLOW (a symlink planted at any name is never followed), given an
+//     existing OUT's mode (and owner, where allowed; a new OUT gets 0666 & ~umask), fsync'd,
+//     then renamed over OUT and the directory fsync'd. SIGINT, SIGTERM and SIGHUP remove the
+//     temp file; a failure removes it too, so OUT is either the old file or the new one.
+// skip(n) leaves n zero bytes: a hole (lseek) where the output is a regular file, real
+// zeros in a stream.
 class OutFile {
  public:
   explicit OutFile(const char* path);
@@ -35,13 +67,33 @@ class OutFile {
   ~OutFile();
   bool open(std::string* err);
   bool write(const void* p, std::size_t n, std::string* err);
+  bool skip(std::uint64_t n, std::string* err);
   bool commit(std::string* err);
 
  private:
-  std::string path_, tmp_;
+  enum class Mode : std::uint8_t { Stdout, InPlace, Replace };
+  bool flush(std::string* err);
+  bool raw_write(const void* p, std::size_t n, std::string* err);
+  bool prepare_first_write(std::string* err);
+  std::string errmsg(const char* what) const;
+
+  std::string path_;    // as given
+  std::string target_;  // after following a symlink
+  std::string tmp_name_;
+  Mode mode_ = Mode::Replace;
   int fd_ = -1;
+  int dir_fd_ = -1;
+  bool holes_ = false;           // skip() may lseek
+  bool truncate_first_ = false;  // in-place regular file: truncate before the first write
+  bool started_ = false;
   bool committed_ = false;
+  std::uint64_t pending_hole_ = 0;
+  std::uint64_t written_ = 0;  // bytes of output so far, holes included
+  std::string buf_;
 };
+
+// Installs the SIGINT/SIGTERM/SIGHUP handlers that remove an open OutFile's temp file.
+void install_signal_cleanup();
 
 class Progress {
  public:
@@ -64,9 +116,33 @@ class Progress {
   int last_ = -1;
 };
 
-void boot_for(std::uint64_t bytes);
+// A heap buffer that grows with the bytes actually read (never with a claim).
+class ByteBuf {
+ public:
+  ByteBuf() = default;
+  ByteBuf(const ByteBuf&) = delete;
+  ByteBuf& operator=(const ByteBuf&) = delete;
+  ~ByteBuf();
+  // Reads from `in` until size() == want or end of input. false on a read error or
+  // out of memory (*err set).
+  bool fill(InFile& in, std::uint64_t want, std::string* err);
+  [[nodiscard]] const std::uint8_t* data() const { return data_; }
+  [[nodiscard]] std::uint64_t size() const { return size_; }
+
+ private:
+  std::uint8_t* data_ = nullptr;
+  std::uint64_t size_ = 0;
+  std::uint64_t cap_ = 0;
+};
+
+// Boots hostsim with enough simulated RAM for a cap of `bytes` of content (sparse: only
+// touched pages cost). false if the machine cannot be made (out of memory).
+bool boot_for(std::uint64_t bytes, std::string* err);
 int fail(const std::string& msg);
 std::string hex(const Hash32& h);
+// `s` as a plain decimal uint64 ("0".."18446744073709551615": digits only, no sign,
+// no space, not empty, no overflow).
+bool parse_u64(const char* s, std::uint64_t* out);
 
 int cmd_root(int argc, char** argv);
 int cmd_encode(int argc, char** argv);

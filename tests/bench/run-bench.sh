@@ -13,6 +13,9 @@
 # exists and is executable it is run too (boots the kernel under KVM; writes
 # $OUT/kernel-bench.json or prints why it skipped); "kernel:<key>" ratio lines read it.
 #
+# The `capmem` tool: tests/bench/run-tool-bench.sh times `capmem root` against `sha256sum`
+# on one 1 GiB file and on 1000 small files, with peak memory (printed last).
+#
 # Benchmarks are never pass/fail tests: this script prints figures and ratios (a missed
 # target prints MISSED, a missing input prints "skipped (reason)"); it exits non-zero only
 # if the build or the benchmark binary fails.
@@ -38,7 +41,7 @@ else
   # configure time, so a file added since the last setup needs a reconfigure to be built.
   meson setup --reconfigure "$BUILD" "$ROOT" -Dbuildtype=release -Dbench=true >/dev/null
 fi
-meson compile -C "$BUILD" capmem-bench
+meson compile -C "$BUILD" capmem-bench hostsim/capmem
 
 # ---- capmem-bench -----------------------------------------------------------------------
 echo "== capmem-bench ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(date -u +%Y-%m-%dT%H:%MZ))"
@@ -246,3 +249,12 @@ for ours, ref, target in TABLE:
         continue
     print("%s = %s%s   [%.1f ns vs %.1f ns]" % (label, r(a / b), verdict(a / b, target, False), a, b))
 PY
+
+# ---- the capmem tool against sha256sum ---------------------------------------------------
+echo "== capmem root vs sha256sum (best wall-clock time of $REPS runs after a warm-up; lower is better)"
+if command -v sha256sum >/dev/null && command -v python3 >/dev/null; then
+  BENCH_REPS=$REPS "$ROOT/tests/bench/run-tool-bench.sh" "$BUILD/hostsim/capmem" "$OUT" ||
+    echo "tool benchmark: failed (exit status $?)"
+else
+  echo "tool benchmark: skipped (sha256sum or python3 not installed)"
+fi

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# The `capmem` tool's handling of files, as coreutils (cp, sha256sum) handles them. It runs
+# as root on people's machines, so: OUT `-` is standard output; a device stays a device; a
+# symlink OUT is followed; an existing OUT keeps its mode and hard links; nothing planted
+# at a temp name is followed; SIGINT/SIGTERM/SIGHUP leave no temp file; a FIFO input with
+# no writer does not hang; an input truncated while read does not kill the tool; /proc
+# files hash their real content; a failed write to stdout is an error; --gas takes only a
+# plain decimal; `inspect` of a broken encoding names the check (and --raw reads bytes);
+# decode/inspect never size anything from an unchecked claim.
+#
+#   tests/check-tool-files.sh CAPMEM VECTORS_DIR
+set -uo pipefail
+tool=$(realpath "$1"); vectors=$(realpath "$2")
+tmp=$(mktemp -d)
+bg=()
+cleanup() {
+  for p in "${bg[@]}"; do kill "$p" 2>/dev/null; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+# CAPMEM_KEEP_GOING=1: report every failed check instead of stopping at the first (to see
+# which cases an older tool fails).
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+  [ -n "${CAPMEM_KEEP_GOING:-}" ] || exit 1
+}
+[ -f "$vectors/abc.bin" ] || fail "no vectors at $vectors"
+cd "$tmp" || exit 1
+cp "$vectors/abc.bin" "$vectors/abc.ssz" "$vectors/empty.bin" "$vectors/mixed.ssz" "$vectors/mixed.bin" .
+leftovers() { # temp files of the tool (.<name>.capmem-<hex>) in directory $1
+  local n=0 f
+  for f in "$1"/.*.capmem-*; do [ -e "$f" ] && n=$((n + 1)); done
+  echo "$n"
+}
+
+# --- OUT ------------------------------------------------------------------------------
+# `-` is standard output, not a file named `-`.
+"$tool" encode abc.bin - > stdout.ssz || fail "encode to - exited non-zero"
+cmp stdout.ssz abc.ssz || fail "encode to - did not write the encoding to stdout"
+[ ! -e ./- ] || fail "encode to - created a file named -"
+"$tool" decode mixed.ssz - | cmp -n "$(stat -c %s mixed.bin)" - mixed.bin || fail "decode to - differs"
+
+# A character device stays a character device (written in place). As root a private node
+# is used, so a broken tool cannot replace the system's /dev/null.
+dev=/dev/null full=/dev/full
+if [ "$(id -u)" = 0 ] && mknod "$tmp/null" c 1 3 2>/dev/null && mknod "$tmp/full" c 1 7 2>/dev/null; then
+  dev=$tmp/null full=$tmp/full
+fi
+"$tool" encode abc.bin "$dev" || fail "encode to $dev exited non-zero"
+"$tool" decode mixed.ssz "$dev" || fail "decode to $dev exited non-zero"
+[ -c "$dev" ] || fail "$dev is no longer a character device"
+[ "$(leftovers "$(dirname "$dev")")" = 0 ] || fail "temp file left beside $dev"
+# Write errors on a device are reported.
+if "$tool" encode abc.bin "$full" 2> err; then fail "encode to $full exited 0"; fi
+grep -q 'No space left' err || fail "encode to $full: no error named: $(cat err)"
+[ -c "$full" ] || fail "$full is no longer a character device"
+
+# A FIFO OUT is written in place (the reader gets the bytes; it is not replaced by a file).
+mkfifo outfifo
+timeout 20 cat outfifo > fromfifo &
+reader=$!; bg+=("$reader")
+timeout 20 "$tool" encode abc.bin outfifo || fail "encode to a FIFO exited non-zero"
+wait "$reader" || fail "the FIFO's reader got no end of file"
+[ -p outfifo ] || fail "FIFO OUT is no longer a FIFO"
+cmp fromfifo abc.ssz || fail "the FIFO's reader did not get the encoding"
+
+# A symlink OUT writes through to its target; the link stays a link.
+echo old > target; ln -s target link
+"$tool" encode abc.bin link || fail "encode to a symlink exited non-zero"
+[ -L link ] || fail "symlink OUT was replaced instead of followed"
+cmp target abc.ssz || fail "symlink OUT: target does not hold the encoding"
+ln -s nowhere dangling
+if "$tool" encode abc.bin dangling 2> err; then fail "encode through a dangling symlink exited 0"; fi
+[ -L dangling ] && [ ! -e nowhere ] || fail "dangling symlink OUT was replaced or followed"
+
+# An existing OUT keeps its mode; a new one gets 0666 & ~umask.
+echo old > moded; chmod 600 moded
+"$tool" encode abc.bin moded || fail "encode over a mode-600 file"
+[ "$(stat -c %a moded)" = 600 ] || fail "OUT lost its mode: $(stat -c %a moded)"
+cmp moded abc.ssz || fail "mode-600 OUT does not hold the encoding"
+(umask 027 && "$tool" encode abc.bin fresh) || fail "encode to a new file"
+[ "$(stat -c %a fresh)" = 640 ] || fail "new OUT under umask 027 has mode $(stat -c %a fresh)"
+
+# An OUT with hard links is written in place: every link sees the new content.
+echo old > link1; ln link1 link2
+"$tool" encode abc.bin link1 || fail "encode over a hard-linked file"
+cmp link2 abc.ssz || fail "hard link of OUT still has the old content"
+[ "$(stat -c %h link1)" = 2 ] || fail "OUT lost its hard link"
+"$tool" decode mixed.ssz link1 || fail "decode over a hard-linked file"
+cmp -n "$(stat -c %s mixed.bin)" link2 mixed.bin || fail "decode over a hard link: link differs"
+
+# A symlink planted at the temp name a predictable tool would use (OUT.tmp.<pid>: the
+# pid is known to whoever starts the tool) is never followed, and no temp file remains.
+echo precious > victim
+bash -c 'ln -s victim planted.tmp.$$; exec "$0" encode abc.bin planted' "$tool" || fail "encode with a planted symlink"
+[ "$(cat victim)" = precious ] || fail "a symlink planted at the temp name made the tool overwrite its target"
+cmp planted abc.ssz || fail "planted: OUT does not hold the encoding"
+[ "$(leftovers .)" = 0 ] || fail "temp files left behind: $(ls -A)"
+
+# SIGINT, SIGTERM and SIGHUP remove the temp file (and OUT is not created). The input is a
+# FIFO whose writer sends nothing, so the tool waits in read() with its temp file open.
+mkfifo slow
+for sig in INT TERM HUP; do
+  mkdir "sig$sig"
+  sleep 60 > slow &
+  writer=$!; bg+=("$writer")
+  env --default-signal="$sig" "$tool" encode slow "sig$sig/out" &
+  pid=$!; bg+=("$pid")
+  for _ in $(seq 200); do [ "$(leftovers "sig$sig")" = 1 ] && break; sleep 0.05; done
+  [ "$(leftovers "sig$sig")" = 1 ] || fail "SIG$sig: no temp file appeared while the tool waited for input"
+  kill -"$sig" "$pid"
+  wait "$pid" 2>/dev/null; rc=$?
+  kill "$writer" 2>/dev/null; wait "$writer" 2>/dev/null
+  [ "$rc" = $((128 + $(kill -l "$sig"))) ] || fail "SIG$sig: exit status $rc, expected death by the signal"
+  [ -z "$(ls -A "sig$sig")" ] || fail "SIG$sig left files behind: $(ls -A "sig$sig")"
+done
+
+# --- Input ----------------------------------------------------------------------------
+# A FIFO with no writer does not hang in open(): it reads as empty.
+mkfifo nowriter
+timeout 20 "$tool" root nowriter > fifo.root; rc=$?
+[ "$rc" != 124 ] || fail "root of a FIFO with no writer hangs"
+[ "$rc" = 0 ] || fail "root of a FIFO with no writer exited $rc"
+[ "$(cut -c1-64 fifo.root)" = "$("$tool" root empty.bin | cut -c1-64)" ] || fail "FIFO with no writer: not the empty root"
+# Standard input and a pipe are streams too.
+[ "$("$tool" root - < abc.bin | cut -c1-64)" = "$("$tool" root abc.bin | cut -c1-64)" ] || fail "root of - differs"
+
+# /proc files hash their real content (their size is 0 to stat).
+cat /proc/version > version.copy
+[ "$("$tool" root /proc/version | cut -c1-64)" = "$("$tool" root version.copy | cut -c1-64)" ] ||
+  fail "root of /proc/version is not the root of its content"
+
+# An input truncated (and regrown) while it is read never kills the tool (no SIGBUS).
+truncate -s 256M shrinking
+perl -e 'my $f = shift; my $end = time + 60;
+  while (time < $end && -e $f) { truncate($f, 0); truncate($f, 256 << 20); }' shrinking &
+bg+=($!)
+for _ in 1 2 3; do
+  "$tool" root shrinking > /dev/null 2> err; rc=$?
+  [ "$rc" -lt 128 ] || fail "root of a file truncated while read died with signal $((rc - 128)): $(cat err)"
+  "$tool" inspect --raw shrinking > /dev/null 2> err; rc=$?
+  [ "$rc" -lt 128 ] || fail "inspect of a file truncated while read died with signal $((rc - 128))"
+done
+rm -f shrinking
+
+# --- root streams: same root as the cap DataCap::from_bytes builds --------------------
+# `encode` builds the cap with from_bytes; `inspect` of the encoding decodes it and prints
+# its root. Sizes around a page and around root's 1 MiB read buffer; zero pages inside and
+# at the end (Empty, rule 2.2); an all-zero file.
+head -c $((3 << 20)) /dev/urandom > rnd
+for spec in 0 1 4095 4096 4097 $((1 << 20)) $(((1 << 20) - 1)) $(((1 << 20) + 4096 + 7)) $(((2 << 20) + 5)); do
+  head -c "$spec" rnd > "sz$spec"
+done
+{ head -c 8192 rnd; head -c 8192 /dev/zero; head -c 100 rnd; } > holes-inside
+{ head -c 5000 rnd; head -c $((1 << 20)) /dev/zero; } > zero-tail
+head -c 12288 /dev/zero > all-zero
+for f in sz* holes-inside zero-tail all-zero; do
+  "$tool" encode "$f" "$f.ssz" || fail "encode $f"
+  want=$("$tool" inspect --encoded "$f.ssz" | sed -n 's/^root:    //p')
+  [ -n "$want" ] && [ "$("$tool" root "$f" | cut -c1-64)" = "$want" ] || fail "root of $f is not the from_bytes root"
+  [ "$("$tool" root - < "$f" | cut -c1-64)" = "$want" ] || fail "root of $f through a pipe differs"
+done
+
+# --- Standard output errors -----------------------------------------------------------
+if "$tool" root abc.bin > /dev/full 2> err; then fail "root > /dev/full exited 0"; fi
+[ "$(wc -l < err)" = 1 ] || fail "root > /dev/full: expected one line on stderr, got: $(cat err)"
+grep -q 'No space left' err || fail "root > /dev/full: error not named: $(cat err)"
+if "$tool" inspect abc.ssz > /dev/full 2> err; then fail "inspect > /dev/full exited 0"; fi
+[ "$(wc -l < err)" = 1 ] || fail "inspect > /dev/full: expected one line on stderr"
+
+# --- Arguments ------------------------------------------------------------------------
+for g in -1 18446744073709551616 "" +7 " 7" 7x 0x10; do
+  if "$tool" demo --quiet --gas "$g" > /dev/null 2> err; then fail "demo --gas '$g' accepted"; fi
+  grep -qF -- "--gas" err && grep -qF "'$g'" err || fail "demo --gas '$g': error does not name the argument: $(cat err)"
+done
+if "$tool" demo --gas 2> err; then fail "demo --gas without a value accepted"; fi
+"$tool" demo --quiet --gas 18446744073709551615 > /dev/null || fail "demo --gas UINT64_MAX rejected"
+
+# --- inspect of a broken encoding; --raw ---------------------------------------------
+cp abc.ssz forged.ssz; printf '\xff' | dd of=forged.ssz bs=1 seek=200 conv=notrunc 2>/dev/null
+if "$tool" inspect forged.ssz > out 2> err; then fail "inspect of a forged encoding exited 0"; fi
+[ "$(wc -l < err)" = 1 ] || fail "inspect forged: expected one line on stderr, got: $(cat err)"
+grep -q 'rule 2.5' err && grep -q 'byte offset' err || fail "inspect forged: check not named: $(cat err)"
+"$tool" inspect --raw forged.ssz > out || fail "inspect --raw of a forged encoding"
+grep -q '(raw bytes)' out || fail "inspect --raw did not read raw bytes"
+grep -q "root:    $("$tool" root forged.ssz | cut -c1-64)" out || fail "inspect --raw root differs from root"
+"$tool" inspect abc.bin | grep -q '(raw bytes)' || fail "inspect of a plain file is not raw bytes"
+"$tool" inspect abc.ssz | grep -q '(encoding)' || fail "inspect of a valid encoding is not an encoding"
+
+# --- Nothing sized from a claim -------------------------------------------------------
+# A 256 GiB sparse file: rejected from its header, under a 1 GiB address-space limit.
+truncate -s 256G huge
+for cmd in decode inspect; do
+  args=(huge); [ "$cmd" = decode ] && args+=(huge.out)
+  (ulimit -v 1048576 && exec "$tool" "$cmd" "${args[@]}") > /dev/null 2> err; rc=$?
+  [ "$rc" = 1 ] || fail "$cmd of a 256 GiB sparse file: exit status $rc: $(cat err)"
+  [ "$(wc -l < err)" = 1 ] || fail "$cmd of a 256 GiB sparse file: expected one line, got: $(cat err)"
+done
+(ulimit -v 1048576 && exec "$tool" decode huge huge.out) 2> err
+grep -q 'byte offset 8' err || fail "decode of a 256 GiB sparse file: not rejected at its header: $(cat err)"
+(ulimit -v 1048576 && exec "$tool" inspect huge) 2> err
+grep -q 'larger than 4 GiB' err || fail "inspect of a 256 GiB sparse file: not rejected for its size: $(cat err)"
+[ ! -e huge.out ] || fail "decode of a rejected input created OUT"
+rm -f huge
+# A 12-byte header claiming 4 GiB of Empty pages: the output is a 4 GiB hole, not 4 GiB
+# of written zeros.
+printf '\x00\x00\x00\x00\x01\x00\x00\x00\x0c\x00\x00\x00' > claim.ssz
+(ulimit -v 1048576 && exec "$tool" decode claim.ssz claim.out) || fail "decode of a 4 GiB Empty cap"
+[ "$(stat -c %s claim.out)" = 4294967296 ] || fail "decode of a 4 GiB Empty cap: size $(stat -c %s claim.out)"
+[ "$(stat -c %b claim.out)" -lt 2048 ] || fail "decode wrote $(stat -c %b claim.out) blocks for a 4 GiB hole"
+# Empty pages inside a cap are holes too, and read back as zeros.
+"$tool" decode mixed.ssz mixed.out || fail "decode mixed"
+cmp -n "$(stat -c %s mixed.bin)" mixed.out mixed.bin || fail "decode of mixed.ssz differs"
+# ... and real zeros in a stream.
+printf '\x00\x00\x01\x00\x00\x00\x00\x00\x0c\x00\x00\x00' > claim64k.ssz
+"$tool" decode claim64k.ssz - | cat > claim64k.out || fail "decode to a pipe"
+[ "$(stat -c %s claim64k.out)" = 65536 ] && cmp -n 65536 claim64k.out /dev/zero || fail "decode to a pipe: not 64 KiB of zeros"
+# An input longer than any encoding its header allows is rejected without reading it all.
+{ cat abc.ssz; head -c 100 /dev/zero; } > long.ssz
+if "$tool" decode long.ssz long.out 2> err; then fail "decode of an over-long encoding exited 0"; fi
+grep -q 'byte offset' err || fail "over-long encoding: no offset named: $(cat err)"
+[ ! -e long.out ] && [ "$(leftovers .)" = 0 ] || fail "over-long encoding: output left behind"
+
+[ "$failures" = 0 ] || { echo "tool-files: $failures checks failed"; exit 1; }
+echo "tool-files: all checks passed"
