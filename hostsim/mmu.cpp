@@ -22,9 +22,9 @@ constexpr std::uint64_t kPageMask = PAGE_SIZE - 1;
 // Error-code bits that describe the access itself (SDM 4.7): W/R, U/S, I/D.
 std::uint32_t access_bits(AccessKind kind, Privilege priv) {
   std::uint32_t e = 0;
-  if (kind == AccessKind::Write) e |= pf::kWrite;
-  if (priv == Privilege::User) e |= pf::kUser;
-  if (kind == AccessKind::Fetch) e |= pf::kFetch;  // reported because EFER.NXE = 1
+  if (kind == AccessKind::Write) e |= pt::ErrorCode::kWrite;
+  if (priv == Privilege::User) e |= pt::ErrorCode::kUser;
+  if (kind == AccessKind::Fetch) e |= pt::ErrorCode::kFetch;  // reported because EFER.NXE = 1
   return e;
 }
 }  // namespace
@@ -67,7 +67,7 @@ std::uint32_t Mmu::violation(bool writable, bool user, bool no_execute, AccessKi
   if (priv == Privilege::User && !user) bad = true;         // user access to a supervisor page
   if (kind == AccessKind::Write && !writable) bad = true;   // WP = 1: ring 0 too
   if (kind == AccessKind::Fetch && no_execute) bad = true;  // XD somewhere on the walk
-  return bad ? (access_bits(kind, priv) | pf::kPresent) : 0;
+  return bad ? (access_bits(kind, priv) | pt::ErrorCode::kPresent) : 0;
 }
 
 MmuResult Mmu::fault(VirtAddr va, std::uint32_t error_code) {

@@ -68,6 +68,17 @@ enum class Bit : std::uint64_t {
 };
 inline constexpr std::uint64_t bit(Bit b) { return static_cast<std::uint64_t>(b); }
 
+// Page-fault error code the CPU pushes with #PF (Intel SDM Vol. 3A 4.7, Figure 4-12). The
+// one set of these bits: the fault handler (fault::Run::handle_page_fault), the kernel's #PF
+// vector and hostsim's simulated MMU all use it.
+struct ErrorCode {
+  static constexpr std::uint32_t kPresent = 1u << 0;  // P: 1 = protection violation, 0 = not present
+  static constexpr std::uint32_t kWrite = 1u << 1;    // W/R: the access was a write
+  static constexpr std::uint32_t kUser = 1u << 2;     // U/S: the access was made at CPL 3
+  static constexpr std::uint32_t kRsvd = 1u << 3;     // RSVD: reserved bit set in an entry
+  static constexpr std::uint32_t kFetch = 1u << 4;    // I/D: instruction fetch (EFER.NXE = 1)
+};
+
 // capmem's use of the software-available bits:
 //   HoldsRef   (bit 9, PTE):              the leaf holds one frames().ref() of the frame it
 //                                         maps; unmap/replace/clear/teardown drop it.

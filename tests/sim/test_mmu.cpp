@@ -342,7 +342,7 @@ TEST_F(Guest, ReadThenWriteFaultIsProgressNotALoop) {
         auto* x = static_cast<Ctx*>(c);
         ++x->n;
         x->g->calls.push_back({cr2.value(), err});
-        if (err & hostsim::pf::kPresent) {
+        if (err & pt::ErrorCode::kPresent) {
           auto t = x->g->table.translate(cr2.page_base());
           EXPECT_TRUE(x->g->table.protect(cr2.page_base(), {.writable = true, .user = true}).ok());
           (void)t;
