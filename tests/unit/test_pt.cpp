@@ -68,11 +68,14 @@ Snapshot snapshot(const PageTable& t) {
 }
 
 // A policy that hands out at most `budget` tables, for table-allocation failure tests.
-struct LimitedPolicy {
+struct LimitedPolicy : pt::AtomicEntryAccess {
+  explicit LimitedPolicy(int b) : budget(b) {}
   int budget = 0;
   int allocated = 0;
   int freed = 0;
-  [[nodiscard]] pt::Slot* table_at(PhysAddr pa) const { return static_cast<pt::Slot*>(env::phys_to_virt(pa)); }
+  [[nodiscard]] pt::EntryWord* table_at(PhysAddr pa) const {
+    return static_cast<pt::EntryWord*>(env::phys_to_virt(pa));
+  }
   FrameDesc* alloc_table() {
     if (budget <= 0) return nullptr;
     --budget;
@@ -485,7 +488,7 @@ TEST(EdgePageTables, TableAllocFailsAtPdToPt) {
 TEST(EdgePageTables, TableAllocFailureThroughInjectedPolicy) {
   const auto base = in_use();
   for (int budget = 1; budget <= 3; ++budget) {
-    auto r = LimitedTable::create(LimitedPolicy{.budget = budget});
+    auto r = LimitedTable::create(LimitedPolicy{budget});
     ASSERT_TRUE(r.ok());
     LimitedTable t = r.release_value();  // the PML4 used one of the budget
     auto m = t.map_leaf(VirtAddr{0xffff800000000000ull}, PhysAddr{0x1000}, kUserRw);
@@ -498,7 +501,7 @@ TEST(EdgePageTables, TableAllocFailureThroughInjectedPolicy) {
     EXPECT_EQ(t.owned_tables(), 4u);
   }
   EXPECT_EQ(in_use(), base);
-  EXPECT_EQ(LimitedTable::create(LimitedPolicy{.budget = 0}).status(), Status::OutOfFrames);
+  EXPECT_EQ(LimitedTable::create(LimitedPolicy{0}).status(), Status::OutOfFrames);
 }
 
 TEST(EdgePageTables, EveryAllocationFailurePointOfAScenarioIsClean) {
