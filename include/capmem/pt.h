@@ -247,13 +247,22 @@ constexpr decltype(auto) with_table_level(Level l, F&& f) {
 // Tables in memory and access to their entries.
 //
 // A table is one 4 KiB frame of 512 entry words. A word is shared with the CPU: while the
-// table may be used for translation, the CPU sets A in every entry a walk uses and D in a
-// leaf it writes through (SDM 4.8), by read-modify-writes of its own. The walker reaches
-// words only through its policy's entry access (AtomicEntryAccess below): every read of an
-// entry is one load, every write one store or exchange. Entries ARE updated bit by bit
-// where the walker widens a path: build_path (from map_leaf, protect and link_shared) ORs
-// R/W and U/S into present PML4Es/PDPTEs/PDEs, and protect() rewrites a present leaf
-// keeping its A/D bits. Both are a load followed by a store of the changed value.
+// table may be used for translation (loaded in CR3 on some CPU, or linked into such a
+// table; even the current CPU's speculative walks count), the CPU sets A in every entry a
+// walk uses and D in a leaf it writes through (SDM 4.8), with locked read-modify-writes of
+// its own. Rule 7.3: the walker changes such entries only with single atomic accesses, so
+// no A/D bit the CPU sets meanwhile is lost. It reaches words only through its policy's
+// entry access (AtomicEntryAccess below):
+//   - every read of an entry is one load (no torn or repeated reads of a live word);
+//   - an empty entry gets a plain store (the CPU never writes a not-present entry);
+//   - a present leaf is replaced or cleared with one exchange (map_leaf, unmap), which
+//     returns exactly what it replaced;
+//   - entries ARE updated bit by bit, but never by load-then-store: build_path (reached
+//     from map_leaf, protect and link_shared) ORs R/W and U/S into present PML4Es, PDPTEs
+//     and PDEs with one fetch_or, and protect() rewrites a present leaf with a
+//     compare-exchange loop that carries over the A/D bits of the value it replaces.
+// Software changes to one page table are not concurrent with each other (a run's table is
+// changed on one CPU at a time, rule 7.1); the CPU's A/D updates are the only other writer.
 using EntryWord = std::uint64_t;
 
 // The default entry access: single-copy atomic 8-byte accesses (__atomic builtins, one
@@ -263,24 +272,33 @@ struct AtomicEntryAccess {
   [[nodiscard]] static EntryWord load(const EntryWord* w) { return __atomic_load_n(w, __ATOMIC_ACQUIRE); }
   static void store(EntryWord* w, EntryWord v) { __atomic_store_n(w, v, __ATOMIC_RELEASE); }
   static EntryWord exchange(EntryWord* w, EntryWord v) { return __atomic_exchange_n(w, v, __ATOMIC_ACQ_REL); }
+  // Replaces *w with `desired` if it still holds `expected`; otherwise loads the current
+  // value into `expected` and returns false (lock cmpxchg).
+  static bool compare_exchange(EntryWord* w, EntryWord& expected, EntryWord desired) {
+    return __atomic_compare_exchange_n(w, &expected, desired, /*weak=*/false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  }
+  static EntryWord fetch_or(EntryWord* w, EntryWord bits) { return __atomic_fetch_or(w, bits, __ATOMIC_ACQ_REL); }
 };
 
 // ---------------------------------------------------------------------------------------
 // The injected policy: how the walker reaches a table, its entries, and where new tables
 // come from.
 //   table_at(pa)        -> EntryWord*   the 512 entry words of the table frame at `pa`
-//   load / store / exchange             the entry access (derive from AtomicEntryAccess;
-//                                       a test may interpose, e.g. to play the CPU)
+//   load / store / exchange /           the entry access, one atomic access each (derive
+//   compare_exchange / fetch_or         from AtomicEntryAccess; a test may interpose, e.g.
+//                                       to play the CPU setting A/D between two of them)
 //   alloc_table()       -> FrameDesc*   a zeroed frame of kind Table (refs == 1), or nullptr
 //   free_table(d)                       give a table frame back
 // Frame references of mapped pages and of linked shared tables always go through
 // frames(): those frames belong to the whole system, not to the policy.
 template <typename P>
-concept TablePolicy = requires(P& p, const P& cp, PhysAddr pa, FrameDesc* d, EntryWord* w, EntryWord v) {
+concept TablePolicy = requires(P& p, const P& cp, PhysAddr pa, FrameDesc* d, EntryWord* w, EntryWord v, EntryWord& e) {
   { cp.table_at(pa) } -> std::same_as<EntryWord*>;
   { cp.load(static_cast<const EntryWord*>(w)) } -> std::same_as<EntryWord>;
   { cp.store(w, v) } -> std::same_as<void>;
   { cp.exchange(w, v) } -> std::same_as<EntryWord>;
+  { cp.compare_exchange(w, e, v) } -> std::same_as<bool>;
+  { cp.fetch_or(w, v) } -> std::same_as<EntryWord>;
   { p.alloc_table() } -> std::same_as<FrameDesc*>;
   { p.free_table(d) } -> std::same_as<void>;
 };
@@ -439,9 +457,10 @@ class BasicPageTable {
     return {};
   }
 
-  // Change the flags of the leaf at va, keeping its frame and its A/D bits; widens the
-  // intermediate entries if the new flags need U/S or R/W. holds_ref cannot change (a
-  // mismatch is InvalidArgument). Invalidates the TLB entry. NotMapped if none.
+  // Change the flags of the leaf at va, keeping its frame and its A/D bits (also those the
+  // CPU sets while protect runs: rule 7.3); widens the intermediate entries if the new
+  // flags need U/S or R/W. holds_ref cannot change (a mismatch is InvalidArgument).
+  // Invalidates the TLB entry. NotMapped if none.
   Result<void> protect(VirtAddr va, LeafFlags flags) {
     const LeafRef leaf = TRY(present_leaf(va));
     if (leaf.entry.holds_ref() != flags.holds_ref) return Status::InvalidArgument;
@@ -450,8 +469,14 @@ class BasicPageTable {
     EntryWord* pt = fast_path(va, need);
     if (pt == nullptr) pt = TRY(build_path(va, Level::Pt, need));
     CAPMEM_ASSERT(word_at<Level::Pt>(pt, va) == leaf.word);
-    const std::uint64_t ad = leaf.entry.raw() & (bit(Bit::Accessed) | bit(Bit::Dirty));
-    policy_.store(leaf.word, Pte::leaf(leaf.entry.addr(), flags).raw() | ad);
+    // One compare-exchange against the value last seen; when the CPU set A or D since, it
+    // fails, reloads, and the next attempt carries those bits over (rule 7.3).
+    constexpr std::uint64_t kAd = bit(Bit::Accessed) | bit(Bit::Dirty);
+    EntryWord seen = leaf.entry.raw();
+    for (;;) {
+      const EntryWord next = Pte::leaf(Pte{seen}.addr(), flags).raw() | (seen & kAd);
+      if (policy_.compare_exchange(leaf.word, seen, next)) break;
+    }
     env::tlb_invalidate_page(va);
     return {};
   }
@@ -660,11 +685,11 @@ class BasicPageTable {
     return Entry<L>::table(plan.fresh[i]->phys(), plan.need.writable, plan.need.user, /*shared=*/false);
   }
 
-  // OR what `need` asks into the present non-leaf entry at `w`.
+  // OR what `need` asks into the present non-leaf entry at `w`: one fetch_or, so an A bit
+  // the CPU sets meanwhile is kept (rule 7.3).
   template <Level L>
   void widen(EntryWord* w, PathRights need) requires(L != Level::Pt) {
-    const Entry<L> e{policy_.load(w)};
-    if (!e.grants(need)) policy_.store(w, e.raw() | need.bits());
+    if (!Entry<L>{policy_.load(w)}.grants(need)) policy_.fetch_or(w, need.bits());
   }
 
   // The table of level `stop` on the walk to va, from the table of level L at `table`.
