@@ -484,7 +484,9 @@ class BasicPageTable {
   // Link the table `table` (a table of level `level`: Pdpt, Pd or Pt, built and owned by
   // someone else) into the entry of level above(level) covering `va`, building owned
   // tables above it if needed. `va` must be aligned to entry_span(above(level)) and that
-  // entry must be empty (else InvalidArgument). The link holds frames().ref() of the table
+  // entry must be empty (else InvalidArgument). Prepare-then-commit like map_leaf: every
+  // refusal (a taken entry too) and OutOfFrames leave the table exactly as it was, with no
+  // right OR-ed into the path above. The link holds frames().ref() of the table
   // frame; this page table never frees it or anything below it. The owner must outlive
   // every link: freeing a still-linked table traps in the frame allocator.
   Result<void> link_shared(VirtAddr va, Level level, PhysAddr table, LinkFlags perms = {}) {
@@ -495,14 +497,18 @@ class BasicPageTable {
     if (d == nullptr || d->kind != FrameKind::Table || d->flags != static_cast<std::uint16_t>(level))
       return Status::InvalidArgument;
     CAPMEM_ASSERT(root_ != nullptr);
-    EntryWord* parent = TRY(build_path(va, above(level), PathRights{.writable = perms.writable, .user = perms.user}));
-    return with_table_level(above(level), [&]<Level L>() -> Result<void> {
-      EntryWord* w = word_at<L>(parent, va);
-      if (read<L>(parent, va).present()) return Status::InvalidArgument;
-      frames().ref(d);
-      policy_.store(w, Entry<L>::table(table, perms.writable, perms.user, /*shared=*/true).raw());
-      return {};
+    PathPlan plan{.va = va, .stop = above(level), .need = {.writable = perms.writable, .user = perms.user}};
+    TRY(prepare_from<Level::Pml4>(root_words_, plan));
+    // The entry to link is in a fresh, empty table, or in an existing one: check it now,
+    // before anything is written (nothing was allocated when the whole path exists).
+    if (plan.nfresh == 0 && with_table_level(plan.stop, [&]<Level L>() { return read<L>(plan.table, va).present(); }))
+      return Status::InvalidArgument;
+    EntryWord* parent = commit_path(plan);
+    frames().ref(d);
+    with_table_level(plan.stop, [&]<Level L>() {
+      policy_.store(word_at<L>(parent, va), Entry<L>::table(table, perms.writable, perms.user, /*shared=*/true).raw());
     });
+    return {};
   }
 
   // The physical address of the table of level `level` on the walk to `va` (to hand to

@@ -684,6 +684,40 @@ TEST(EdgePageTables, SharedPtUnderOwnedPd) {
   EXPECT_EQ(in_use(), base);
 }
 
+TEST(EdgePageTables, RefusedLinkSharedLeavesTheTableAsItWas) {
+  // A link into an entry that is taken is refused before anything is written: the rights
+  // the refused link asked for are not OR-ed into the path above it (issue 14).
+  const auto base = in_use();
+  {
+    PageTable image = make_table();
+    const VirtAddr code{0x400000};
+    ASSERT_TRUE(image.map_leaf(code, PhysAddr{0x100000}, kUserRo).ok());
+    const PhysAddr pt_pa = val(image.subtree(code, Level::Pt));
+    FrameDesc* pt_desc = frames().desc_of(pt_pa);
+    PageTable run = make_table();
+    ASSERT_TRUE(run.link_shared(code, Level::Pt, pt_pa, {.writable = false, .user = true}).ok());
+    const VirtAddr data{0x10000000};  // an owned PT under another PDE
+    ASSERT_TRUE(run.map_leaf(data, PhysAddr{0x1000}, kUserRo).ok());
+    const Snapshot before = snapshot(run);
+    const auto refs = pt_desc->refs.load();
+    const auto used = in_use();
+    // The PDE covering `code` holds the shared link; the one covering `data` an owned PT.
+    for (const VirtAddr va : {code, data}) {
+      EXPECT_EQ(run.link_shared(va, Level::Pt, pt_pa, {.writable = true, .user = true}).status(),
+                Status::InvalidArgument);
+      EXPECT_EQ(snapshot(run), before) << "a refused link_shared changed the table (va " << va.value() << ")";
+    }
+    EXPECT_EQ(pt_desc->refs.load(), refs);
+    EXPECT_EQ(in_use(), used);
+    EXPECT_FALSE(run.translate(code)->effective.writable);
+    EXPECT_FALSE(run.translate(data)->effective.writable);
+    // A link where the path is missing still builds it, and a free entry still takes one.
+    ASSERT_TRUE(run.link_shared(VirtAddr{0x8000000000ull}, Level::Pt, pt_pa, {.writable = false, .user = true}).ok());
+    EXPECT_EQ(run.translate(VirtAddr{0x8000000000ull})->pa.value(), 0x100000u);
+  }
+  EXPECT_EQ(in_use(), base);
+}
+
 TEST(EdgePageTablesDeathTest, FreeingASharedSubtreeStillLinkedTraps) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
