@@ -254,7 +254,8 @@ constexpr decltype(auto) with_table_level(Level l, F&& f) {
 // no A/D bit the CPU sets meanwhile is lost. It reaches words only through its policy's
 // entry access (AtomicEntryAccess below):
 //   - every read of an entry is one load (no torn or repeated reads of a live word);
-//   - an empty entry gets a plain store (the CPU never writes a not-present entry);
+//   - an empty entry gets a plain store (the CPU never writes a not-present entry), and so
+//     do the entries clear() zeroes (the table is no longer in use then: see clear());
 //   - a present leaf is replaced or cleared with one exchange (map_leaf, unmap), which
 //     returns exactly what it replaced;
 //   - entries ARE updated bit by bit, but never by load-then-store: build_path (reached
