@@ -10,6 +10,7 @@
 #include "capmem/env.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
+#include "capmem/log.h"
 #include "hostsim/env_hostsim.h"
 #include "hostsim/mmu.h"
 
@@ -75,7 +76,12 @@ std::size_t memory_ranges(PhysRange* out, std::size_t max) {
   return 1;
 }
 
-void* phys_to_virt(PhysAddr pa) { return hostsim::g_ram + pa.value(); }
+// Bounds checked as the kernel's direct map checks them (kernel/image/env_kernel.cpp): an
+// address past the simulated RAM is a bug in capmem, never a pointer into host memory.
+void* phys_to_virt(PhysAddr pa) {
+  CAPMEM_ASSERT(hostsim::g_ram != nullptr && pa.value() < hostsim::g_ram_size);
+  return hostsim::g_ram + pa.value();
+}
 PhysAddr virt_to_phys(const void* va) {
   return PhysAddr{static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(va) - hostsim::g_ram)};
 }

@@ -1,5 +1,6 @@
 // Simulated physical memory: one large anonymous mapping stands in for RAM; a physical
-// address is an offset into it. Sparse (MAP_NORESERVE), so a 4 GiB+ "machine" costs only
+// address is an offset into it (env::phys_to_virt panics on one at or past ram_size(), as
+// the kernel's direct map does past its end). Sparse (MAP_NORESERVE), so a 4 GiB+ "machine" costs only
 // the pages actually touched.
 #pragma once
 

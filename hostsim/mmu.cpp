@@ -22,9 +22,9 @@ constexpr std::uint64_t kPageMask = PAGE_SIZE - 1;
 // Error-code bits that describe the access itself (SDM 4.7): W/R, U/S, I/D.
 std::uint32_t access_bits(AccessKind kind, Privilege priv) {
   std::uint32_t e = 0;
-  if (kind == AccessKind::Write) e |= pf::kWrite;
-  if (priv == Privilege::User) e |= pf::kUser;
-  if (kind == AccessKind::Fetch) e |= pf::kFetch;  // reported because EFER.NXE = 1
+  if (kind == AccessKind::Write) e |= pt::ErrorCode::kWrite;
+  if (priv == Privilege::User) e |= pt::ErrorCode::kUser;
+  if (kind == AccessKind::Fetch) e |= pt::ErrorCode::kFetch;  // reported because EFER.NXE = 1
   return e;
 }
 }  // namespace
@@ -67,7 +67,7 @@ std::uint32_t Mmu::violation(bool writable, bool user, bool no_execute, AccessKi
   if (priv == Privilege::User && !user) bad = true;         // user access to a supervisor page
   if (kind == AccessKind::Write && !writable) bad = true;   // WP = 1: ring 0 too
   if (kind == AccessKind::Fetch && no_execute) bad = true;  // XD somewhere on the walk
-  return bad ? (access_bits(kind, priv) | pf::kPresent) : 0;
+  return bad ? (access_bits(kind, priv) | pt::ErrorCode::kPresent) : 0;
 }
 
 MmuResult Mmu::fault(VirtAddr va, std::uint32_t error_code) {
@@ -84,19 +84,19 @@ MmuResult Mmu::walk(VirtAddr va, AccessKind kind, Privilege priv) {
   ++counters_.misses;
   // SDM 4.5.4: CR3 -> PML4E -> PDPTE -> PDE -> PTE; a PDPTE/PDE with PS = 1 maps a
   // 1 GiB / 2 MiB page. Rights combine over every level (SDM 4.6.1).
-  std::uint64_t* used[4];
+  pt::EntryWord* used[4];
   unsigned nused = 0;
   bool writable = true;
   bool user = true;
   bool no_execute = false;
   std::uint64_t table = cr3_.value();
-  std::uint64_t* leaf = nullptr;
+  pt::EntryWord* leaf = nullptr;
   std::uint64_t pfn = 0;
   for (unsigned l = 4; l >= 1; --l) {
     const auto level = static_cast<pt::Level>(l);
-    auto* slots = static_cast<std::uint64_t*>(env::phys_to_virt(PhysAddr{table}));
-    std::uint64_t* slot = &slots[pt::index_at(va, level)];
-    const std::uint64_t e = *slot;
+    auto* words = static_cast<pt::EntryWord*>(env::phys_to_virt(PhysAddr{table}));
+    pt::EntryWord* slot = &words[pt::index_at(va, level)];
+    const std::uint64_t e = pt::AtomicEntryAccess::load(slot);  // one read per entry, like the CPU
     if ((e & pt::bit(pt::Bit::Present)) == 0) return fault(va, access_bits(kind, priv));
     writable = writable && (e & pt::bit(pt::Bit::Writable)) != 0;
     user = user && (e & pt::bit(pt::Bit::User)) != 0;
@@ -116,14 +116,17 @@ MmuResult Mmu::walk(VirtAddr va, AccessKind kind, Privilege priv) {
   // SDM 4.8: the CPU sets A in every paging-structure entry it used and D in the leaf on
   // a write. This model sets them only for an access that is allowed (the SDM permits A
   // to be set by a walk that then faults; choosing "never" keeps tests deterministic).
-  for (unsigned i = 0; i < nused; ++i) *used[i] |= pt::bit(pt::Bit::Accessed);
-  if (kind == AccessKind::Write) *leaf |= pt::bit(pt::Bit::Dirty);
+  // Locked read-modify-writes, as the CPU's own (rule 7.3: software changes entries with
+  // single atomic accesses too, so neither side loses the other's bits).
+  for (unsigned i = 0; i < nused; ++i) pt::AtomicEntryAccess::fetch_or(used[i], pt::bit(pt::Bit::Accessed));
+  if (kind == AccessKind::Write) pt::AtomicEntryAccess::fetch_or(leaf, pt::bit(pt::Bit::Dirty));
+  const std::uint64_t leaf_now = pt::AtomicEntryAccess::load(leaf);  // a PTE, or a PDPTE/PDE with PS
   tlb_[va.value() >> 12] = TlbEntry{.pfn = pfn,
                                     .writable = writable,
                                     .user = user,
                                     .no_execute = no_execute,
-                                    .dirty = (*leaf & pt::bit(pt::Bit::Dirty)) != 0,
-                                    .global = (*leaf & pt::bit(pt::Bit::Global)) != 0};
+                                    .dirty = (leaf_now & pt::bit(pt::Bit::Dirty)) != 0,
+                                    .global = (leaf_now & pt::bit(pt::Bit::Global)) != 0};
   return MmuResult{.ok = true, .pa = PhysAddr{(pfn << 12) | (va.value() & kPageMask)}, .fault = {}};
 }
 

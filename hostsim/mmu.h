@@ -26,21 +26,12 @@ namespace capmem::hostsim {
 // invlpg on the simulated CPU that is current (no-op when none is): env::tlb_invalidate_page.
 void current_mmu_invlpg(VirtAddr va);
 
-// Page-fault error code bits (Intel SDM Vol. 3A 4.7, Figure 4-12).
-namespace pf {
-inline constexpr std::uint32_t kPresent = 1u << 0;  // P: 1 = protection violation, 0 = not present
-inline constexpr std::uint32_t kWrite = 1u << 1;    // W/R: the access was a write
-inline constexpr std::uint32_t kUser = 1u << 2;     // U/S: the access was made at CPL 3
-inline constexpr std::uint32_t kRsvd = 1u << 3;     // RSVD: reserved bit set (not modelled)
-inline constexpr std::uint32_t kFetch = 1u << 4;    // I/D: instruction fetch (NXE = 1)
-}  // namespace pf
-
 enum class AccessKind : std::uint8_t { Read, Write, Fetch };
 enum class Privilege : std::uint8_t { Supervisor, User };
 
 struct PageFault {
   VirtAddr cr2;              // the linear address that faulted (not rounded to the page)
-  std::uint32_t error_code;  // pf::k* bits
+  std::uint32_t error_code;  // pt::ErrorCode bits (Intel SDM Vol. 3A 4.7)
 };
 
 // One translation: ok with pa, or the page fault the CPU would raise.

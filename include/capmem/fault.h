@@ -33,14 +33,8 @@ inline constexpr std::uint64_t JIT_BASE = 1ull << 39;      // rule 4.1: PML4 slo
 inline constexpr std::uint64_t CLUSTER_SIZE = 2ull << 20;  // read-only fault-around (4.5)
 inline constexpr std::uint64_t PAGES_PER_CLUSTER = CLUSTER_SIZE / PAGE_SIZE;
 
-// x86 page-fault error code (Intel SDM Vol. 3A 4.7, Figure 4-12).
-struct ErrorCode {
-  static constexpr std::uint32_t kPresent = 1u << 0;  // P: protection violation (else not present)
-  static constexpr std::uint32_t kWrite = 1u << 1;    // W/R: the access was a write
-  static constexpr std::uint32_t kUser = 1u << 2;     // U/S: the access was at CPL 3
-  static constexpr std::uint32_t kRsvd = 1u << 3;     // RSVD: reserved bit set in an entry
-  static constexpr std::uint32_t kFetch = 1u << 4;    // I/D: instruction fetch
-};
+// x86 page-fault error code (Intel SDM Vol. 3A 4.7): defined once, in pt.h.
+using ErrorCode = pt::ErrorCode;
 
 // Gas (rule 4.5): one table of costs shared by both engines.
 struct GasCosts {

@@ -68,6 +68,17 @@ enum class Bit : std::uint64_t {
 };
 inline constexpr std::uint64_t bit(Bit b) { return static_cast<std::uint64_t>(b); }
 
+// Page-fault error code the CPU pushes with #PF (Intel SDM Vol. 3A 4.7, Figure 4-12). The
+// one set of these bits: the fault handler (fault::Run::handle_page_fault), the kernel's #PF
+// vector and hostsim's simulated MMU all use it.
+struct ErrorCode {
+  static constexpr std::uint32_t kPresent = 1u << 0;  // P: 1 = protection violation, 0 = not present
+  static constexpr std::uint32_t kWrite = 1u << 1;    // W/R: the access was a write
+  static constexpr std::uint32_t kUser = 1u << 2;     // U/S: the access was made at CPL 3
+  static constexpr std::uint32_t kRsvd = 1u << 3;     // RSVD: reserved bit set in an entry
+  static constexpr std::uint32_t kFetch = 1u << 4;    // I/D: instruction fetch (EFER.NXE = 1)
+};
+
 // capmem's use of the software-available bits:
 //   HoldsRef   (bit 9, PTE):              the leaf holds one frames().ref() of the frame it
 //                                         maps; unmap/replace/clear/teardown drop it.
@@ -101,8 +112,19 @@ struct LinkFlags {
   bool user = true;
 };
 
-// One typed entry of a table at level L. A plain value: read it from a slot, change it,
-// store it back. The raw form is only visible through raw().
+// What a non-leaf entry must allow for the leaves and links under it: P, and R/W and U/S
+// when something below needs them (R/W and U/S are ANDed over the walk, SDM 4.6.1).
+struct PathRights {
+  bool writable = false;
+  bool user = false;
+  [[nodiscard]] constexpr std::uint64_t bits() const {
+    return bit(Bit::Present) | (writable ? bit(Bit::Writable) : 0) | (user ? bit(Bit::User) : 0);
+  }
+};
+
+// One typed entry of a table at level L (SDM 4.5, Tables 4-15 to 4-20). A plain value: the
+// walker reads one from its word in memory, decides with the accessors of its level, and
+// writes a new value back; the raw form is only visible through raw().
 template <Level L>
 class Entry {
  public:
@@ -132,6 +154,20 @@ class Entry {
   [[nodiscard]] constexpr bool holds_ref() const requires(L == Level::Pt) { return has(kHoldsRef); }
   // Software link marker of a non-leaf entry.
   [[nodiscard]] constexpr bool shared_link() const requires(L != Level::Pt) { return has(kSharedLink); }
+
+  // A non-leaf entry that maps a 1 GiB / 2 MiB page instead of referencing a table: PS in a
+  // PDPTE or PDE (Tables 4-16, 4-18); never in a PML4E, where bit 7 is reserved.
+  [[nodiscard]] constexpr bool maps_page() const requires(L != Level::Pt) {
+    if constexpr (L == Level::Pml4) {
+      return false;
+    } else {
+      return large();
+    }
+  }
+  // Whether this non-leaf entry is present and already allows what `r` needs below it.
+  [[nodiscard]] constexpr bool grants(PathRights r) const requires(L != Level::Pt) {
+    return (raw_ & r.bits()) == r.bits();
+  }
 
   // A non-leaf entry pointing at the next-level table `table`. Never NX: leaves decide.
   [[nodiscard]] static constexpr Entry table(PhysAddr table, bool writable, bool user,
@@ -177,36 +213,107 @@ using Pte = Entry<Level::Pt>;
 static_assert(sizeof(Pml4e) == 8 && sizeof(Pdpte) == 8 && sizeof(Pde) == 8 && sizeof(Pte) == 8,
               "x86-64 paging-structure entries are 8 bytes (SDM 4.5)");
 static_assert(kEntriesPerTable * sizeof(Pte) == PAGE_SIZE, "a paging structure is one 4 KiB frame");
+static_assert(Pml4e::table(PhysAddr{0x5000}, true, true, false).raw() == 0x5007 &&
+                  Pte::leaf(PhysAddr{0x5000}, LeafFlags{.writable = true, .user = true}).raw() == 0x5007,
+              "P, R/W, U/S are bits 0-2 at every level (SDM 4.5, Tables 4-15 to 4-20)");
 
-// A table in memory: 512 raw slots. Entries are read and written whole (a slot is never
-// updated bit by bit), so an A/D update by the CPU between read and write is the only
-// race, and only protect() rewrites a live leaf (it keeps A/D as read and invalidates).
-using Slot = std::uint64_t;
+// Calls f.template operator()<L>() with the level `l` known only at run time (the owned
+// list records each table's level; link_shared takes one), so that the code behind it
+// reads and builds entries of the right type.
+template <typename F>
+constexpr decltype(auto) with_level(Level l, F&& f) {
+  switch (l) {
+    case Level::Pml4: return f.template operator()<Level::Pml4>();
+    case Level::Pdpt: return f.template operator()<Level::Pdpt>();
+    case Level::Pd: return f.template operator()<Level::Pd>();
+    case Level::Pt: break;
+  }
+  return f.template operator()<Level::Pt>();
+}
+// The same over the levels whose entries can reference a table (PML4, PDPT, PD).
+template <typename F>
+constexpr decltype(auto) with_table_level(Level l, F&& f) {
+  switch (l) {
+    case Level::Pml4: return f.template operator()<Level::Pml4>();
+    case Level::Pdpt: return f.template operator()<Level::Pdpt>();
+    case Level::Pd:
+    case Level::Pt: break;
+  }
+  CAPMEM_ASSERT(l == Level::Pd);
+  return f.template operator()<Level::Pd>();
+}
 
 // ---------------------------------------------------------------------------------------
-// The injected policy: how the walker reaches a table and where new tables come from.
-//   table_at(pa)   -> Slot*        the 512 slots of the table frame at `pa`
-//   alloc_table()  -> FrameDesc*   a zeroed frame of kind Table (refs == 1), or nullptr
-//   free_table(d)                  give a table frame back
+// Tables in memory and access to their entries.
+//
+// A table is one 4 KiB frame of 512 entry words. A word is shared with the CPU: while the
+// table may be used for translation (loaded in CR3 on some CPU, or linked into such a
+// table; even the current CPU's speculative walks count), the CPU sets A in every entry a
+// walk uses and D in a leaf it writes through (SDM 4.8), with locked read-modify-writes of
+// its own. Rule 7.3: the walker changes such entries only with single atomic accesses, so
+// no A/D bit the CPU sets meanwhile is lost. It reaches words only through its policy's
+// entry access (AtomicEntryAccess below):
+//   - every read of an entry is one load (no torn or repeated reads of a live word);
+//   - an empty entry gets a plain store (the CPU never writes a not-present entry), and so
+//     do the entries clear() zeroes (the table is no longer in use then: see clear());
+//   - a present leaf is replaced or cleared with one exchange (map_leaf, unmap), which
+//     returns exactly what it replaced;
+//   - entries ARE updated bit by bit, but never by load-then-store: build_path (reached
+//     from map_leaf, protect and link_shared) ORs R/W and U/S into present PML4Es, PDPTEs
+//     and PDEs with one fetch_or, and protect() rewrites a present leaf with a
+//     compare-exchange loop that carries over the A/D bits of the value it replaces.
+// Software changes to one page table are not concurrent with each other (a run's table is
+// changed on one CPU at a time, rule 7.1); the CPU's A/D updates are the only other writer.
+using EntryWord = std::uint64_t;
+
+// The default entry access: single-copy atomic 8-byte accesses (__atomic builtins, one
+// aligned mov / xchg on x86-64, SDM Vol. 3A 9.1.1). Acquire loads pair with the release
+// store that publishes a table chain, so a walker that sees an entry sees the table.
+struct AtomicEntryAccess {
+  [[nodiscard]] static EntryWord load(const EntryWord* w) { return __atomic_load_n(w, __ATOMIC_ACQUIRE); }
+  static void store(EntryWord* w, EntryWord v) { __atomic_store_n(w, v, __ATOMIC_RELEASE); }
+  static EntryWord exchange(EntryWord* w, EntryWord v) { return __atomic_exchange_n(w, v, __ATOMIC_ACQ_REL); }
+  // Replaces *w with `desired` if it still holds `expected`; otherwise loads the current
+  // value into `expected` and returns false (lock cmpxchg).
+  static bool compare_exchange(EntryWord* w, EntryWord& expected, EntryWord desired) {
+    return __atomic_compare_exchange_n(w, &expected, desired, /*weak=*/false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  }
+  static EntryWord fetch_or(EntryWord* w, EntryWord bits) { return __atomic_fetch_or(w, bits, __ATOMIC_ACQ_REL); }
+};
+
+// ---------------------------------------------------------------------------------------
+// The injected policy: how the walker reaches a table, its entries, and where new tables
+// come from.
+//   table_at(pa)        -> EntryWord*   the 512 entry words of the table frame at `pa`
+//   load / store / exchange /           the entry access, one atomic access each (derive
+//   compare_exchange / fetch_or         from AtomicEntryAccess; a test may interpose, e.g.
+//                                       to play the CPU setting A/D between two of them)
+//   alloc_table()       -> FrameDesc*   a zeroed frame of kind Table (refs == 1), or nullptr
+//   free_table(d)                       give a table frame back
 // Frame references of mapped pages and of linked shared tables always go through
 // frames(): those frames belong to the whole system, not to the policy.
 template <typename P>
-concept TablePolicy = requires(P& p, const P& cp, PhysAddr pa, FrameDesc* d) {
-  { cp.table_at(pa) } -> std::same_as<Slot*>;
+concept TablePolicy = requires(P& p, const P& cp, PhysAddr pa, FrameDesc* d, EntryWord* w, EntryWord v, EntryWord& e) {
+  { cp.table_at(pa) } -> std::same_as<EntryWord*>;
+  { cp.load(static_cast<const EntryWord*>(w)) } -> std::same_as<EntryWord>;
+  { cp.store(w, v) } -> std::same_as<void>;
+  { cp.exchange(w, v) } -> std::same_as<EntryWord>;
+  { cp.compare_exchange(w, e, v) } -> std::same_as<bool>;
+  { cp.fetch_or(w, v) } -> std::same_as<EntryWord>;
   { p.alloc_table() } -> std::same_as<FrameDesc*>;
   { p.free_table(d) } -> std::same_as<void>;
 };
 
 // Default: the direct map and the frame allocator.
-struct FramePolicy {
-  [[nodiscard]] Slot* table_at(PhysAddr pa) const { return static_cast<Slot*>(env::phys_to_virt(pa)); }
+struct FramePolicy : AtomicEntryAccess {
+  [[nodiscard]] EntryWord* table_at(PhysAddr pa) const { return static_cast<EntryWord*>(env::phys_to_virt(pa)); }
   [[nodiscard]] FrameDesc* alloc_table() { return frames().alloc(FrameKind::Table, AllocFlags::Zero); }
   void free_table(FrameDesc* d) { frames().free(d); }
 };
 static_assert(TablePolicy<FramePolicy>);
 
 enum class MapOutcome : std::uint8_t {
-  Mapped,    // the slot was empty
+  Mapped,    // the entry was empty
   Replaced,  // a present leaf was replaced (its reference dropped, its TLB entry invalidated)
 };
 
@@ -228,6 +335,11 @@ struct Translation {
 
 // ---------------------------------------------------------------------------------------
 // A page table (one PML4 and everything it owns).
+//
+// The walk is driven by the level types: each step reads an Entry<L> of its own level and
+// decides with that level's accessors (maps_page() exists only above the PT, holds_ref()
+// only in it), and a new entry is built with the Entry<L>::table of the level it sits in.
+// Walks to a level known only at run time recurse over L (after Zircon lib/arch paging).
 //
 // Invariants:
 //   - `root_` is the PML4 frame (or null once torn down / moved from); it is not on the
@@ -256,7 +368,7 @@ class BasicPageTable {
   BasicPageTable(BasicPageTable&& o) noexcept
       : policy_(static_cast<P&&>(o.policy_)),
         root_(std::exchange(o.root_, nullptr)),
-        root_slots_(std::exchange(o.root_slots_, nullptr)),
+        root_words_(std::exchange(o.root_words_, nullptr)),
         owned_(std::exchange(o.owned_, nullptr)),
         owned_count_(std::exchange(o.owned_count_, 0)) {}
   BasicPageTable& operator=(BasicPageTable&& o) noexcept {
@@ -264,7 +376,7 @@ class BasicPageTable {
       teardown();
       policy_ = static_cast<P&&>(o.policy_);
       root_ = std::exchange(o.root_, nullptr);
-      root_slots_ = std::exchange(o.root_slots_, nullptr);
+      root_words_ = std::exchange(o.root_words_, nullptr);
       owned_ = std::exchange(o.owned_, nullptr);
       owned_count_ = std::exchange(o.owned_count_, 0);
     }
@@ -303,10 +415,10 @@ class BasicPageTable {
       ref = frames().desc_of(pa);
       if (ref == nullptr) return Status::InvalidArgument;
     }
-    const std::uint64_t need = path_bits(flags.writable, flags.user);
-    Slot* pt = fast_path(va, need);
+    const PathRights need{.writable = flags.writable, .user = flags.user};
+    EntryWord* pt = fast_path(va, need);
     if (pt == nullptr) pt = TRY(build_path(va, Level::Pt, need));
-    return commit_leaf(&pt[index_at(va, Level::Pt)], va, Pte::leaf(pa, flags), ref);
+    return commit_leaf(word_at<Level::Pt>(pt, va), va, Pte::leaf(pa, flags), ref);
   }
 
   // va -> pa (with va's page offset) and flags. NotMapped if no present leaf;
@@ -314,57 +426,58 @@ class BasicPageTable {
   Result<Translation> translate(VirtAddr va) const {
     if (!va.canonical()) return Status::NotCanonical;
     CAPMEM_ASSERT(root_ != nullptr);
-    // Unrolled walk; rights combine as AND of R/W, U/S and OR of XD (SDM 4.6.1).
-    constexpr std::uint64_t kP = bit(Bit::Present), kPS = bit(Bit::PageSize);
-    std::uint64_t e = root_slots_[index_at(va, Level::Pml4)];
-    if ((e & kP) == 0) return Status::NotMapped;
-    std::uint64_t all = e, any = e;
-    e = policy_.table_at(PhysAddr{e & kAddrMask})[index_at(va, Level::Pdpt)];
-    if ((e & (kP | kPS)) != kP) return (e & kP) == 0 ? Status::NotMapped : Status::HugePageInWalk;
-    all &= e;
-    any |= e;
-    e = policy_.table_at(PhysAddr{e & kAddrMask})[index_at(va, Level::Pd)];
-    if ((e & (kP | kPS)) != kP) return (e & kP) == 0 ? Status::NotMapped : Status::HugePageInWalk;
-    all &= e;
-    any |= e;
-    e = policy_.table_at(PhysAddr{e & kAddrMask})[index_at(va, Level::Pt)];
-    if ((e & kP) == 0) return Status::NotMapped;
-    all &= e;
-    any |= e;
-    const Pte leaf{e};
-    return Translation{.pa = leaf.addr() + (va.value() & (PAGE_SIZE - 1)),
-                       .flags = leaf.leaf_flags(),
-                       .effective = Rights{.writable = (all & bit(Bit::Writable)) != 0,
-                                           .user = (all & bit(Bit::User)) != 0,
-                                           .executable = (any & bit(Bit::NoExecute)) == 0},
-                       .accessed = leaf.accessed(),
-                       .dirty = leaf.dirty()};
+    // Unrolled walk, SDM 4.5.4: PML4E -> PDPTE -> PDE -> PTE.
+    const Pml4e e4 = read<Level::Pml4>(root_words_, va);
+    if (!e4.present()) return Status::NotMapped;
+    const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
+    if (!e3.present()) return Status::NotMapped;
+    if (e3.maps_page()) return Status::HugePageInWalk;
+    const Pde e2 = read<Level::Pd>(next_table(e3), va);
+    if (!e2.present()) return Status::NotMapped;
+    if (e2.maps_page()) return Status::HugePageInWalk;
+    const Pte e1 = read<Level::Pt>(next_table(e2), va);
+    if (!e1.present()) return Status::NotMapped;
+    // Rights combine as the AND of R/W and U/S and the OR of XD over the walk (SDM 4.6.1).
+    return Translation{
+        .pa = e1.addr() + (va.value() & (PAGE_SIZE - 1)),
+        .flags = e1.leaf_flags(),
+        .effective = Rights{.writable = e4.writable() && e3.writable() && e2.writable() && e1.writable(),
+                            .user = e4.user() && e3.user() && e2.user() && e1.user(),
+                            .executable = !(e4.no_execute() || e3.no_execute() || e2.no_execute() || e1.no_execute())},
+        .accessed = e1.accessed(),
+        .dirty = e1.dirty()};
   }
 
   // Remove the leaf at va (page-aligned): invalidates its TLB entry, then drops its
   // reference if it holds one. NotMapped if none. Tables stay (freed at teardown).
   Result<void> unmap(VirtAddr va) {
-    Slot* slot = TRY(leaf_slot(va));
-    const Pte old{*slot};
-    *slot = 0;
+    const LeafRef leaf = TRY(present_leaf(va));
+    const Pte old{policy_.exchange(leaf.word, 0)};
     env::tlb_invalidate_page(va);
     drop_leaf_ref(old);
     return {};
   }
 
-  // Change the flags of the leaf at va, keeping its frame and its A/D bits; widens the
-  // intermediate entries if the new flags need U/S or R/W. holds_ref cannot change (a
-  // mismatch is InvalidArgument). Invalidates the TLB entry. NotMapped if none.
+  // Change the flags of the leaf at va, keeping its frame and its A/D bits (also those the
+  // CPU sets while protect runs: rule 7.3); widens the intermediate entries if the new
+  // flags need U/S or R/W. holds_ref cannot change (a mismatch is InvalidArgument).
+  // Invalidates the TLB entry. NotMapped if none.
   Result<void> protect(VirtAddr va, LeafFlags flags) {
-    Slot* slot = TRY(leaf_slot(va));
-    const Pte old{*slot};
-    if (old.holds_ref() != flags.holds_ref) return Status::InvalidArgument;
+    const LeafRef leaf = TRY(present_leaf(va));
+    if (leaf.entry.holds_ref() != flags.holds_ref) return Status::InvalidArgument;
     // The path exists, so build_path only widens rights (it cannot allocate or fail).
-    Slot* pt = fast_path(va, path_bits(flags.writable, flags.user));
-    if (pt == nullptr) pt = TRY(build_path(va, Level::Pt, path_bits(flags.writable, flags.user)));
-    CAPMEM_ASSERT(&pt[index_at(va, Level::Pt)] == slot);
-    const std::uint64_t ad = old.raw() & (bit(Bit::Accessed) | bit(Bit::Dirty));
-    *slot = Pte::leaf(old.addr(), flags).raw() | ad;
+    const PathRights need{.writable = flags.writable, .user = flags.user};
+    EntryWord* pt = fast_path(va, need);
+    if (pt == nullptr) pt = TRY(build_path(va, Level::Pt, need));
+    CAPMEM_ASSERT(word_at<Level::Pt>(pt, va) == leaf.word);
+    // One compare-exchange against the value last seen; when the CPU set A or D since, it
+    // fails, reloads, and the next attempt carries those bits over (rule 7.3).
+    constexpr std::uint64_t kAd = bit(Bit::Accessed) | bit(Bit::Dirty);
+    EntryWord seen = leaf.entry.raw();
+    for (;;) {
+      const EntryWord next = Pte::leaf(Pte{seen}.addr(), flags).raw() | (seen & kAd);
+      if (policy_.compare_exchange(leaf.word, seen, next)) break;
+    }
     env::tlb_invalidate_page(va);
     return {};
   }
@@ -372,7 +485,9 @@ class BasicPageTable {
   // Link the table `table` (a table of level `level`: Pdpt, Pd or Pt, built and owned by
   // someone else) into the entry of level above(level) covering `va`, building owned
   // tables above it if needed. `va` must be aligned to entry_span(above(level)) and that
-  // entry must be empty (else InvalidArgument). The link holds frames().ref() of the table
+  // entry must be empty (else InvalidArgument). Prepare-then-commit like map_leaf: every
+  // refusal (a taken entry too) and OutOfFrames leave the table exactly as it was, with no
+  // right OR-ed into the path above. The link holds frames().ref() of the table
   // frame; this page table never frees it or anything below it. The owner must outlive
   // every link: freeing a still-linked table traps in the frame allocator.
   Result<void> link_shared(VirtAddr va, Level level, PhysAddr table, LinkFlags perms = {}) {
@@ -383,13 +498,17 @@ class BasicPageTable {
     if (d == nullptr || d->kind != FrameKind::Table || d->flags != static_cast<std::uint16_t>(level))
       return Status::InvalidArgument;
     CAPMEM_ASSERT(root_ != nullptr);
-    const std::uint64_t need = path_bits(perms.writable, perms.user);
-    Slot* parent = TRY(build_path(va, above(level), need));
-    Slot* slot = &parent[index_at(va, above(level))];
-    if ((*slot & bit(Bit::Present)) != 0) return Status::InvalidArgument;
+    PathPlan plan{.va = va, .stop = above(level), .need = {.writable = perms.writable, .user = perms.user}};
+    TRY(prepare_from<Level::Pml4>(root_words_, plan));
+    // The entry to link is in a fresh, empty table, or in an existing one: check it now,
+    // before anything is written (nothing was allocated when the whole path exists).
+    if (plan.nfresh == 0 && with_table_level(plan.stop, [&]<Level L>() { return read<L>(plan.table, va).present(); }))
+      return Status::InvalidArgument;
+    EntryWord* parent = commit_path(plan);
     frames().ref(d);
-    // Entry<Pml4>::table encodes the same bits for every non-leaf level.
-    *slot = Pml4e::table(table, perms.writable, perms.user, /*shared=*/true).raw();
+    with_table_level(plan.stop, [&]<Level L>() {
+      policy_.store(word_at<L>(parent, va), Entry<L>::table(table, perms.writable, perms.user, /*shared=*/true).raw());
+    });
     return {};
   }
 
@@ -398,14 +517,7 @@ class BasicPageTable {
   Result<PhysAddr> subtree(VirtAddr va, Level level) const {
     if (!va.canonical()) return Status::NotCanonical;
     CAPMEM_ASSERT(root_ != nullptr);
-    PhysAddr t = root_->phys();
-    for (unsigned l = 4; l > static_cast<unsigned>(level); --l) {
-      const std::uint64_t e = policy_.table_at(t)[index_at(va, static_cast<Level>(l))];
-      if ((e & bit(Bit::Present)) == 0) return Status::NotMapped;
-      if (l < 4 && (e & bit(Bit::PageSize)) != 0) return Status::HugePageInWalk;
-      t = PhysAddr{e & kAddrMask};
-    }
-    return t;
+    return table_on_walk<Level::Pml4>(root_->phys(), va, level);
   }
 
   // Share `donor`'s table of level `level` covering `va` (see link_shared).
@@ -425,12 +537,13 @@ class BasicPageTable {
       FrameDesc* d = owned_;
       owned_ = d->link;
       d->link = nullptr;
-      release_entries(policy_.table_at(d->phys()), static_cast<Level>(d->flags));
+      EntryWord* words = policy_.table_at(d->phys());
+      with_level(static_cast<Level>(d->flags), [&]<Level L>() { release_entries<L>(words); });
       policy_.free_table(d);
     }
     owned_count_ = 0;
-    release_entries(root_slots_, Level::Pml4);
-    for (unsigned i = 0; i < kEntriesPerTable; ++i) root_slots_[i] = 0;
+    release_entries<Level::Pml4>(root_words_);
+    for (unsigned i = 0; i < kEntriesPerTable; ++i) policy_.store(&root_words_[i], 0);
   }
 
   // clear() and free the PML4; the object becomes empty (root() == 0). Idempotent.
@@ -439,112 +552,202 @@ class BasicPageTable {
     clear();
     policy_.free_table(root_);
     root_ = nullptr;
-    root_slots_ = nullptr;
+    root_words_ = nullptr;
   }
 
  private:
   BasicPageTable(FrameDesc* root, P&& policy)
-      : policy_(static_cast<P&&>(policy)), root_(root), root_slots_(policy_.table_at(root->phys())) {}
+      : policy_(static_cast<P&&>(policy)), root_(root), root_words_(policy_.table_at(root->phys())) {}
 
-  static constexpr std::uint64_t path_bits(bool writable, bool user) {
-    return bit(Bit::Present) | (writable ? bit(Bit::Writable) : 0) | (user ? bit(Bit::User) : 0);
+  // The word of the entry covering va in a table of level L.
+  template <Level L>
+  static EntryWord* word_at(EntryWord* table, VirtAddr va) {
+    return &table[index_at(va, L)];
+  }
+  // That entry, read with one load.
+  template <Level L>
+  Entry<L> read(EntryWord* table, VirtAddr va) const {
+    return Entry<L>{policy_.load(word_at<L>(table, va))};
+  }
+  // The words of the table a non-leaf entry references.
+  template <Level L>
+  EntryWord* next_table(Entry<L> e) const requires(L != Level::Pt) {
+    return policy_.table_at(e.addr());
   }
 
   // The PT for `va` if every entry above it is present, owned (no SharedLink), not PS and
-  // already carries `need`; else nullptr.
-  Slot* fast_path(VirtAddr va, std::uint64_t need) const {
-    constexpr std::uint64_t kStop = bit(Bit::PageSize) | bit(kSharedLink);
-    std::uint64_t e = root_slots_[index_at(va, Level::Pml4)];
-    if ((e & need) != need || (e & bit(kSharedLink)) != 0) return nullptr;
-    Slot* t = policy_.table_at(PhysAddr{e & kAddrMask});
-    e = t[index_at(va, Level::Pdpt)];
-    if ((e & need) != need || (e & kStop) != 0) return nullptr;
-    t = policy_.table_at(PhysAddr{e & kAddrMask});
-    e = t[index_at(va, Level::Pd)];
-    if ((e & need) != need || (e & kStop) != 0) return nullptr;
-    return policy_.table_at(PhysAddr{e & kAddrMask});
+  // already grants `need`; else nullptr.
+  EntryWord* fast_path(VirtAddr va, PathRights need) const {
+    const Pml4e e4 = read<Level::Pml4>(root_words_, va);
+    if (!owned_and_grants(e4, need)) return nullptr;
+    const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
+    if (!owned_and_grants(e3, need)) return nullptr;
+    const Pde e2 = read<Level::Pd>(next_table(e3), va);
+    if (!owned_and_grants(e2, need)) return nullptr;
+    return next_table(e2);
   }
+  template <Level L>
+  static constexpr bool owned_and_grants(Entry<L> e, PathRights need) {
+    return e.grants(need) && !e.shared_link() && !e.maps_page();
+  }
+
+  // A path to the table of level `stop` covering `va`, prepared by prepare_path: every
+  // check made and every missing table allocated, nothing written yet.
+  struct PathPlan {
+    VirtAddr va;
+    Level stop;
+    PathRights need;
+    EntryWord* present[5] = {};   // [l]: the present entry of level l on the path (l > stop)
+    EntryWord* absent = nullptr;  // the first absent entry on the path, of level absent_level
+    Level absent_level = Level::Pt;
+    FrameDesc* fresh[3] = {};  // the tables below it: levels below(absent_level) .. stop
+    unsigned nfresh = 0;
+    EntryWord* table = nullptr;  // the table of level `stop` when it exists already
+  };
 
   // Walk to the table of level `stop` covering va, creating missing tables (owned) and
   // OR-ing `need` (U/S, R/W) into existing entries on the way. Prepare-then-commit: the
   // walk and every allocation happen before any entry is written.
-  Result<Slot*> build_path(VirtAddr va, Level stop, std::uint64_t need) {
-    Slot* slots[5] = {};  // slots[l]: the entry of level l on the path (existing tables)
-    Slot* t = root_slots_;
-    unsigned missing_from = 0;  // level whose entry is absent (0 = none)
-    for (unsigned l = 4; l > static_cast<unsigned>(stop); --l) {
-      Slot* s = &t[index_at(va, static_cast<Level>(l))];
-      const std::uint64_t e = *s;
-      if ((e & bit(Bit::Present)) == 0) {
-        slots[l] = s;
-        missing_from = l;
-        break;
-      }
-      if (l < 4 && (e & bit(Bit::PageSize)) != 0) return Status::HugePageInWalk;
-      if ((e & bit(kSharedLink)) != 0) return Status::SharedTable;
-      slots[l] = s;
-      t = policy_.table_at(PhysAddr{e & kAddrMask});
-    }
-    // Prepare: tables for levels missing_from-1 .. stop.
-    FrameDesc* fresh[3] = {};
-    const unsigned nfresh = missing_from ? missing_from - static_cast<unsigned>(stop) : 0;
-    for (unsigned i = 0; i < nfresh; ++i) {
-      fresh[i] = policy_.alloc_table();
-      if (fresh[i] == nullptr) {
-        while (i-- > 0) policy_.free_table(fresh[i]);
-        return Status::OutOfFrames;
-      }
-      fresh[i]->flags = static_cast<std::uint16_t>(missing_from - 1 - i);
-    }
-    // Commit, bottom-up: link the fresh tables to each other, widen the existing entries,
-    // and publish the new chain last with a single store.
-    const bool w = (need & bit(Bit::Writable)) != 0;
-    const bool u = (need & bit(Bit::User)) != 0;
-    for (unsigned i = nfresh; i-- > 1;) {
-      Slot* parent = policy_.table_at(fresh[i - 1]->phys());
-      parent[index_at(va, static_cast<Level>(missing_from - i))] = Pml4e::table(fresh[i]->phys(), w, u, false).raw();
-    }
-    for (unsigned i = 0; i < nfresh; ++i) {
-      fresh[i]->link = owned_;
-      owned_ = fresh[i];
-      ++owned_count_;
-    }
-    for (unsigned l = 4; l > static_cast<unsigned>(stop); --l) {
-      if (slots[l] == nullptr) break;
-      if (static_cast<unsigned>(l) == missing_from) {
-        *slots[l] = Pml4e::table(fresh[0]->phys(), w, u, false).raw();
-        break;
-      }
-      if ((*slots[l] & need) != need) *slots[l] |= need;
-    }
-    if (nfresh > 0) return policy_.table_at(fresh[nfresh - 1]->phys());
-    return t;
+  Result<EntryWord*> build_path(VirtAddr va, Level stop, PathRights need) {
+    PathPlan plan{.va = va, .stop = stop, .need = need};
+    TRY(prepare_from<Level::Pml4>(root_words_, plan));
+    return commit_path(plan);
   }
 
-  // The PTE slot of a page-aligned, canonical va with a present leaf, through owned
-  // tables only.
-  Result<Slot*> leaf_slot(VirtAddr va) {
+  // Prepare, from the table of level L on the path: checks, then allocations.
+  template <Level L>
+  Result<void> prepare_from(EntryWord* table, PathPlan& plan) {
+    if (L == plan.stop) {
+      plan.table = table;
+      return {};
+    }
+    if constexpr (L == Level::Pt) {
+      return Status::InvalidArgument;  // unreachable: a path stops at the PT at the lowest
+    } else {
+      EntryWord* w = word_at<L>(table, plan.va);
+      const Entry<L> e{policy_.load(w)};
+      if (!e.present()) {
+        plan.absent = w;
+        plan.absent_level = L;
+        return alloc_fresh(plan);
+      }
+      if (e.maps_page()) return Status::HugePageInWalk;
+      if (e.shared_link()) return Status::SharedTable;
+      plan.present[static_cast<unsigned>(L)] = w;
+      return prepare_from<below(L)>(next_table(e), plan);
+    }
+  }
+
+  // The tables of levels below(absent_level) .. stop, all or none.
+  Result<void> alloc_fresh(PathPlan& plan) {
+    const unsigned n = static_cast<unsigned>(plan.absent_level) - static_cast<unsigned>(plan.stop);
+    for (unsigned i = 0; i < n; ++i) {
+      FrameDesc* d = policy_.alloc_table();
+      if (d == nullptr) {
+        while (i-- > 0) policy_.free_table(plan.fresh[i]);
+        return Status::OutOfFrames;
+      }
+      d->flags = static_cast<std::uint16_t>(static_cast<unsigned>(plan.absent_level) - 1 - i);
+      plan.fresh[i] = d;
+    }
+    plan.nfresh = n;
+    return {};
+  }
+
+  // Commit a prepared path: own the fresh tables, widen the present entries top-down, and
+  // publish the fresh chain (linked bottom-up first) last with a single store. Returns the
+  // table of level `stop`.
+  EntryWord* commit_path(const PathPlan& plan) {
+    for (unsigned i = 0; i < plan.nfresh; ++i) {
+      plan.fresh[i]->link = owned_;
+      owned_ = plan.fresh[i];
+      ++owned_count_;
+    }
+    commit_from<Level::Pml4>(plan);
+    return plan.nfresh > 0 ? policy_.table_at(plan.fresh[plan.nfresh - 1]->phys()) : plan.table;
+  }
+
+  template <Level L>
+  void commit_from(const PathPlan& plan) {
+    if constexpr (L != Level::Pt) {
+      if (L == plan.stop) return;
+      if (plan.nfresh > 0 && L == plan.absent_level) {
+        policy_.store(plan.absent, chain<L>(plan, 0).raw());
+        return;
+      }
+      widen<L>(plan.present[static_cast<unsigned>(L)], plan.need);
+      commit_from<below(L)>(plan);
+    }
+  }
+
+  // The entry of level L that references fresh[i] (a table of level below(L)), after the
+  // rest of the chain below has been linked into fresh[i].
+  template <Level L>
+  Entry<L> chain(const PathPlan& plan, unsigned i) requires(L != Level::Pt) {
+    if constexpr (below(L) != Level::Pt) {
+      if (i + 1 < plan.nfresh)
+        policy_.store(word_at<below(L)>(policy_.table_at(plan.fresh[i]->phys()), plan.va),
+                      chain<below(L)>(plan, i + 1).raw());
+    }
+    return Entry<L>::table(plan.fresh[i]->phys(), plan.need.writable, plan.need.user, /*shared=*/false);
+  }
+
+  // OR what `need` asks into the present non-leaf entry at `w`: one fetch_or, so an A bit
+  // the CPU sets meanwhile is kept (rule 7.3).
+  template <Level L>
+  void widen(EntryWord* w, PathRights need) requires(L != Level::Pt) {
+    if (!Entry<L>{policy_.load(w)}.grants(need)) policy_.fetch_or(w, need.bits());
+  }
+
+  // The table of level `stop` on the walk to va, from the table of level L at `table`.
+  template <Level L>
+  Result<PhysAddr> table_on_walk(PhysAddr table, VirtAddr va, Level stop) const {
+    if (L == stop) return table;
+    if constexpr (L == Level::Pt) {
+      return Status::InvalidArgument;
+    } else {
+      const Entry<L> e = read<L>(policy_.table_at(table), va);
+      if (!e.present()) return Status::NotMapped;
+      if (e.maps_page()) return Status::HugePageInWalk;
+      return table_on_walk<below(L)>(e.addr(), va, stop);
+    }
+  }
+
+  // A present leaf: its word and the entry it held when read.
+  struct LeafRef {
+    EntryWord* word;
+    Pte entry;
+  };
+  // The present PTE of a page-aligned, canonical va, through owned tables only.
+  Result<LeafRef> present_leaf(VirtAddr va) {
     if (!va.canonical()) return Status::NotCanonical;
     if (!va.page_aligned()) return Status::Misaligned;
     CAPMEM_ASSERT(root_ != nullptr);
-    Slot* t = root_slots_;
-    for (unsigned l = 4; l > 1; --l) {
-      const std::uint64_t e = t[index_at(va, static_cast<Level>(l))];
-      if ((e & bit(Bit::Present)) == 0) return Status::NotMapped;
-      if (l < 4 && (e & bit(Bit::PageSize)) != 0) return Status::HugePageInWalk;
-      if ((e & bit(kSharedLink)) != 0) return Status::SharedTable;
-      t = policy_.table_at(PhysAddr{e & kAddrMask});
+    return owned_leaf<Level::Pml4>(root_words_, va);
+  }
+  template <Level L>
+  Result<LeafRef> owned_leaf(EntryWord* table, VirtAddr va) const {
+    EntryWord* w = word_at<L>(table, va);
+    const Entry<L> e{policy_.load(w)};
+    if (!e.present()) return Status::NotMapped;
+    if constexpr (L == Level::Pt) {
+      return LeafRef{.word = w, .entry = e};
+    } else {
+      if (e.maps_page()) return Status::HugePageInWalk;
+      if (e.shared_link()) return Status::SharedTable;
+      return owned_leaf<below(L)>(next_table(e), va);
     }
-    Slot* s = &t[index_at(va, Level::Pt)];
-    if ((*s & bit(Bit::Present)) == 0) return Status::NotMapped;
-    return s;
   }
 
-  MapOutcome commit_leaf(Slot* slot, VirtAddr va, Pte leaf, FrameDesc* ref) {
+  MapOutcome commit_leaf(EntryWord* w, VirtAddr va, Pte leaf, FrameDesc* ref) {
     if (ref != nullptr) frames().ref(ref);  // before the old one is dropped: may be the same frame
-    const Pte old{*slot};
-    *slot = leaf.raw();
-    if (!old.present()) return MapOutcome::Mapped;  // not-present entries are never cached (SDM 4.10.2.3)
+    // The CPU never writes a not-present entry (SDM 4.8 sets A/D only in entries it uses),
+    // so an empty one takes a plain store; a present one is swapped in one access.
+    if (!Pte{policy_.load(w)}.present()) {
+      policy_.store(w, leaf.raw());
+      return MapOutcome::Mapped;  // not-present entries are never cached (SDM 4.10.2.3)
+    }
+    const Pte old{policy_.exchange(w, leaf.raw())};
     env::tlb_invalidate_page(va);
     drop_leaf_ref(old);
     return MapOutcome::Replaced;
@@ -557,24 +760,30 @@ class BasicPageTable {
     frames().unref(d);
   }
 
-  // Release what the entries of one owned table hold: HoldsRef leaves (PT) or shared links.
-  static void release_entries(Slot* t, Level level) {
+  // Release what the entries of one owned table of level L hold: HoldsRef leaves (PT) or
+  // shared links (above it).
+  template <Level L>
+  void release_entries(EntryWord* table) const {
     for (unsigned i = 0; i < kEntriesPerTable; ++i) {
-      const std::uint64_t e = t[i];
-      if ((e & bit(Bit::Present)) == 0) continue;
-      const bool holds = level == Level::Pt ? (e & bit(kHoldsRef)) != 0
-                                            : ((e & bit(kSharedLink)) != 0 && (e & bit(Bit::PageSize)) == 0);
+      const Entry<L> e{policy_.load(&table[i])};
+      if (!e.present()) continue;
+      bool holds = false;
+      if constexpr (L == Level::Pt) {
+        holds = e.holds_ref();
+      } else {
+        holds = e.shared_link() && !e.maps_page();
+      }
       if (!holds) continue;
-      FrameDesc* d = frames().desc_of(PhysAddr{e & kAddrMask});
+      FrameDesc* d = frames().desc_of(e.addr());
       CAPMEM_ASSERT(d != nullptr);
       frames().unref(d);
     }
   }
 
   P policy_;
-  FrameDesc* root_ = nullptr;   // the PML4 frame
-  Slot* root_slots_ = nullptr;  // its slots through the policy
-  FrameDesc* owned_ = nullptr;  // owned PDPT/PD/PT frames (intrusive, FrameDesc::link)
+  FrameDesc* root_ = nullptr;        // the PML4 frame
+  EntryWord* root_words_ = nullptr;  // its entry words through the policy
+  FrameDesc* owned_ = nullptr;       // owned PDPT/PD/PT frames (intrusive, FrameDesc::link)
   std::size_t owned_count_ = 0;
 };
 

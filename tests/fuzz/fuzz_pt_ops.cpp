@@ -147,15 +147,15 @@ struct Harness {
     const std::uint64_t at = va + 0x678;
     const auto r = mmu.translate(VirtAddr{at}, kind, priv);
     const auto it = model.leaves.find(va);
-    std::uint32_t want_err = (kind == AccessKind::Write ? hostsim::pf::kWrite : 0) |
-                             (priv == Privilege::User ? hostsim::pf::kUser : 0) |
-                             (kind == AccessKind::Fetch ? hostsim::pf::kFetch : 0);
+    std::uint32_t want_err = (kind == AccessKind::Write ? pt::ErrorCode::kWrite : 0) |
+                             (priv == Privilege::User ? pt::ErrorCode::kUser : 0) |
+                             (kind == AccessKind::Fetch ? pt::ErrorCode::kFetch : 0);
     bool allowed = false;
     if (it != model.leaves.end()) {
       const LeafFlags& f = it->second.flags;
       allowed = (priv == Privilege::Supervisor || f.user) && (kind != AccessKind::Write || f.writable) &&
                 (kind != AccessKind::Fetch || !f.no_execute);
-      want_err |= hostsim::pf::kPresent;
+      want_err |= pt::ErrorCode::kPresent;
     }
     FUZZ_CHECK_MSG(r.ok == allowed, "mmu kind=%d priv=%d va=%#llx: ok=%d, model says %d", static_cast<int>(kind),
                    static_cast<int>(priv), static_cast<unsigned long long>(at), r.ok, allowed);

@@ -342,7 +342,7 @@ TEST_F(Guest, ReadThenWriteFaultIsProgressNotALoop) {
         auto* x = static_cast<Ctx*>(c);
         ++x->n;
         x->g->calls.push_back({cr2.value(), err});
-        if (err & hostsim::pf::kPresent) {
+        if (err & pt::ErrorCode::kPresent) {
           auto t = x->g->table.translate(cr2.page_base());
           EXPECT_TRUE(x->g->table.protect(cr2.page_base(), {.writable = true, .user = true}).ok());
           (void)t;
@@ -404,4 +404,31 @@ TEST(HostsimPhysmem, FrameAbove4GiBMappedAndAccessed) {
   for (FrameDesc* d : held) frames().free(d);
   hostsim::boot(old_size);
   frames().set_poison(true);
+}
+
+// env::phys_to_virt checks its bounds in hostsim as the kernel's direct map does: the last
+// byte of the simulated RAM is reachable, the first byte past it is an assertion failure
+// (before, it was a pointer into whatever host memory followed the mapping).
+TEST(HostsimPhysmemDeathTest, PhysToVirtPastTheRamPanics) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::uint64_t size = hostsim::ram_size();
+  auto* last = static_cast<std::uint8_t*>(env::phys_to_virt(PhysAddr{size - 1}));
+  EXPECT_EQ(last, hostsim::ram_base() + size - 1);
+  EXPECT_DEATH((void)env::phys_to_virt(PhysAddr{size}), "assertion failed.*ram_size");
+  EXPECT_DEATH((void)env::phys_to_virt(PhysAddr{std::uint64_t{1} << 40}), "assertion failed.*ram_size");
+}
+
+// The simulated MMU reaches leaves through phys_to_virt too: a leaf pointing past the RAM
+// (map_leaf accepts any 52-bit frame without holds_ref) stops at the check.
+TEST(HostsimPhysmemDeathTest, MmuAccessToAFramePastTheRamPanics) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto t = pt::PageTable::create().release_value();
+        (void)t.map_leaf(VirtAddr{0x10000000}, PhysAddr{hostsim::ram_size()}, {.user = true});
+        Mmu mmu;
+        mmu.load_cr3(t.root());
+        (void)mmu.load(0x10000000, 8);
+      },
+      "assertion failed.*ram_size");
 }

@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -68,11 +70,14 @@ Snapshot snapshot(const PageTable& t) {
 }
 
 // A policy that hands out at most `budget` tables, for table-allocation failure tests.
-struct LimitedPolicy {
+struct LimitedPolicy : pt::AtomicEntryAccess {
+  explicit LimitedPolicy(int b) : budget(b) {}
   int budget = 0;
   int allocated = 0;
   int freed = 0;
-  [[nodiscard]] pt::Slot* table_at(PhysAddr pa) const { return static_cast<pt::Slot*>(env::phys_to_virt(pa)); }
+  [[nodiscard]] pt::EntryWord* table_at(PhysAddr pa) const {
+    return static_cast<pt::EntryWord*>(env::phys_to_virt(pa));
+  }
   FrameDesc* alloc_table() {
     if (budget <= 0) return nullptr;
     --budget;
@@ -485,7 +490,7 @@ TEST(EdgePageTables, TableAllocFailsAtPdToPt) {
 TEST(EdgePageTables, TableAllocFailureThroughInjectedPolicy) {
   const auto base = in_use();
   for (int budget = 1; budget <= 3; ++budget) {
-    auto r = LimitedTable::create(LimitedPolicy{.budget = budget});
+    auto r = LimitedTable::create(LimitedPolicy{budget});
     ASSERT_TRUE(r.ok());
     LimitedTable t = r.release_value();  // the PML4 used one of the budget
     auto m = t.map_leaf(VirtAddr{0xffff800000000000ull}, PhysAddr{0x1000}, kUserRw);
@@ -498,7 +503,7 @@ TEST(EdgePageTables, TableAllocFailureThroughInjectedPolicy) {
     EXPECT_EQ(t.owned_tables(), 4u);
   }
   EXPECT_EQ(in_use(), base);
-  EXPECT_EQ(LimitedTable::create(LimitedPolicy{.budget = 0}).status(), Status::OutOfFrames);
+  EXPECT_EQ(LimitedTable::create(LimitedPolicy{0}).status(), Status::OutOfFrames);
 }
 
 TEST(EdgePageTables, EveryAllocationFailurePointOfAScenarioIsClean) {
@@ -679,6 +684,40 @@ TEST(EdgePageTables, SharedPtUnderOwnedPd) {
   EXPECT_EQ(in_use(), base);
 }
 
+TEST(EdgePageTables, RefusedLinkSharedLeavesTheTableAsItWas) {
+  // A link into an entry that is taken is refused before anything is written: the rights
+  // the refused link asked for are not OR-ed into the path above it (issue 14).
+  const auto base = in_use();
+  {
+    PageTable image = make_table();
+    const VirtAddr code{0x400000};
+    ASSERT_TRUE(image.map_leaf(code, PhysAddr{0x100000}, kUserRo).ok());
+    const PhysAddr pt_pa = val(image.subtree(code, Level::Pt));
+    FrameDesc* pt_desc = frames().desc_of(pt_pa);
+    PageTable run = make_table();
+    ASSERT_TRUE(run.link_shared(code, Level::Pt, pt_pa, {.writable = false, .user = true}).ok());
+    const VirtAddr data{0x10000000};  // an owned PT under another PDE
+    ASSERT_TRUE(run.map_leaf(data, PhysAddr{0x1000}, kUserRo).ok());
+    const Snapshot before = snapshot(run);
+    const auto refs = pt_desc->refs.load();
+    const auto used = in_use();
+    // The PDE covering `code` holds the shared link; the one covering `data` an owned PT.
+    for (const VirtAddr va : {code, data}) {
+      EXPECT_EQ(run.link_shared(va, Level::Pt, pt_pa, {.writable = true, .user = true}).status(),
+                Status::InvalidArgument);
+      EXPECT_EQ(snapshot(run), before) << "a refused link_shared changed the table (va " << va.value() << ")";
+    }
+    EXPECT_EQ(pt_desc->refs.load(), refs);
+    EXPECT_EQ(in_use(), used);
+    EXPECT_FALSE(run.translate(code)->effective.writable);
+    EXPECT_FALSE(run.translate(data)->effective.writable);
+    // A link where the path is missing still builds it, and a free entry still takes one.
+    ASSERT_TRUE(run.link_shared(VirtAddr{0x8000000000ull}, Level::Pt, pt_pa, {.writable = false, .user = true}).ok());
+    EXPECT_EQ(run.translate(VirtAddr{0x8000000000ull})->pa.value(), 0x100000u);
+  }
+  EXPECT_EQ(in_use(), base);
+}
+
 TEST(EdgePageTablesDeathTest, FreeingASharedSubtreeStillLinkedTraps) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
@@ -690,4 +729,136 @@ TEST(EdgePageTablesDeathTest, FreeingASharedSubtreeStillLinkedTraps) {
         owner.teardown();
       },
       "still referenced");
+}
+
+// --- Rule 7.3: an accessed/dirty bit the CPU sets while the walker changes the entry is kept --
+namespace {
+constexpr std::uint64_t kA = 1ull << 5, kD = 1ull << 6;  // SDM Vol. 3A 4.8, Table 4-20
+
+// Where and when the "CPU" sets bits: right after the walker's `at_load`-th load of `word`,
+// between that load and whatever the walker writes next.
+struct CpuRace {
+  const pt::EntryWord* word = nullptr;
+  unsigned at_load = 0;
+  std::uint64_t bits = 0;
+  unsigned loads = 0;
+  bool fired = false;
+};
+
+// The default policy with its entry access interposed: plays the CPU, which sets A in the
+// entries a walk uses and D in a leaf written through with locked read-modify-writes of its
+// own (SDM 4.8), at a chosen point of the walker's sequence of loads. Deterministic: no race.
+struct CpuRacePolicy : pt::FramePolicy {
+  CpuRace* race = nullptr;
+  [[nodiscard]] pt::EntryWord load(const pt::EntryWord* w) const {
+    const pt::EntryWord v = pt::AtomicEntryAccess::load(w);
+    if (race != nullptr && w == race->word && ++race->loads == race->at_load) {
+      __atomic_fetch_or(const_cast<pt::EntryWord*>(w), race->bits, __ATOMIC_SEQ_CST);
+      race->fired = true;
+    }
+    return v;
+  }
+};
+static_assert(pt::TablePolicy<CpuRacePolicy>);
+using RaceTable = pt::BasicPageTable<CpuRacePolicy>;
+
+RaceTable make_race_table() {
+  auto r = RaceTable::create();
+  EXPECT_TRUE(r.ok());
+  return r.release_value();
+}
+
+// The word of the entry of `level` on the walk to va (found with the SDM layout only).
+pt::EntryWord* entry_word(const RaceTable& t, VirtAddr va, Level level) {
+  std::uint64_t table = t.root().value();
+  for (unsigned l = 4; l > static_cast<unsigned>(level); --l)
+    table = slots_of(PhysAddr{table})[(va.value() >> (12 + 9 * (l - 1))) & 511] & 0x000ffffffffff000ull;
+  return &slots_of(PhysAddr{table})[(va.value() >> (12 + 9 * (static_cast<unsigned>(level) - 1))) & 511];
+}
+}  // namespace
+
+TEST(Rule7_3, ProtectKeepsAccessedAndDirtySetAfterItReadTheLeaf) {
+  const VirtAddr va{0x10000000};
+  const LeafFlags targets[] = {kUserRw, kUserRo, {.user = true, .no_execute = true}, {}};
+  for (const LeafFlags& to : targets) {
+    unsigned fired = 0;
+    for (unsigned at = 1; at <= 4; ++at) {
+      RaceTable t = make_race_table();
+      ASSERT_TRUE(t.map_leaf(va, PhysAddr{0x5000}, kUserRo).ok());
+      CpuRace race{.word = entry_word(t, va, Level::Pt), .at_load = at, .bits = kA | kD};
+      t.policy().race = &race;
+      ASSERT_TRUE(t.protect(va, to).ok());
+      t.policy().race = nullptr;
+      if (!race.fired) break;  // protect loaded the leaf fewer than `at` times
+      ++fired;
+      const std::uint64_t e = *race.word;
+      EXPECT_EQ(e & (kA | kD), kA | kD) << "A/D set by the CPU after load " << at << " of the leaf were lost";
+      EXPECT_EQ(e & 0x000ffffffffff000ull, 0x5000u) << "the frame is kept";
+      EXPECT_EQ(t.translate(va)->flags, to) << "the new flags are in place";
+    }
+    EXPECT_GE(fired, 1u) << "protect reads the leaf at least once";
+  }
+}
+
+TEST(Rule7_3, WideningAPathKeepsAccessedSetAfterItReadTheEntry) {
+  // A user read-only leaf builds a path with P|U; a writable leaf next to it needs R/W
+  // OR-ed into the PML4E, PDPTE and PDE: whichever load of that entry the CPU's A update
+  // follows, it is still there afterwards, and so is the new R/W.
+  const VirtAddr a{0x10000000}, b{0x10001000};
+  for (Level l : {Level::Pml4, Level::Pdpt, Level::Pd}) {
+    unsigned fired = 0;
+    for (unsigned at = 1; at <= 8; ++at) {
+      RaceTable t = make_race_table();
+      ASSERT_TRUE(t.map_leaf(a, PhysAddr{0x5000}, kUserRo).ok());
+      CpuRace race{.word = entry_word(t, a, l), .at_load = at, .bits = kA};
+      ASSERT_EQ(*race.word & (kA | 2), 0u);
+      t.policy().race = &race;
+      ASSERT_TRUE(t.map_leaf(b, PhysAddr{0x6000}, kUserRw).ok());
+      t.policy().race = nullptr;
+      if (!race.fired) break;
+      ++fired;
+      EXPECT_EQ(*race.word & kA, kA) << "level " << static_cast<unsigned>(l) << ": A set after load " << at
+                                     << " of the entry was lost";
+      EXPECT_EQ(*race.word & 2, 2u) << "R/W was widened";
+      EXPECT_TRUE(t.translate(b)->effective.writable);
+    }
+    EXPECT_GE(fired, 2u) << "the fast path and the slow path each read the entry";
+  }
+}
+
+TEST(Rule7_3, AccessedAndDirtySetByAnotherThreadSurviveProtect) {
+  // The same with a real second thread playing the CPU (races on purpose; the deterministic
+  // tests above pin each interleaving): every leaf gets A and D from the "CPU" once, while
+  // this thread keeps protecting every leaf; none may end without them.
+  constexpr unsigned kLeaves = 64;
+  const VirtAddr base{0x10000000};
+  for (unsigned round = 0; round < 20; ++round) {
+    PageTable t = make_table();
+    std::vector<pt::EntryWord*> words;
+    for (unsigned i = 0; i < kLeaves; ++i) {
+      const VirtAddr va = base + i * PAGE_SIZE;
+      ASSERT_TRUE(t.map_leaf(va, PhysAddr{0x5000 + i * PAGE_SIZE}, kUserRo).ok());
+      words.push_back(&slots_of(val(t.subtree(va, Level::Pt)))[pt::index_at(va, Level::Pt)]);
+    }
+    std::atomic<bool> done{false};
+    std::thread cpu([&] {
+      for (unsigned i = 0; i < kLeaves; ++i) {
+        __atomic_fetch_or(words[i], kA, __ATOMIC_SEQ_CST);
+        __atomic_fetch_or(words[i], kD, __ATOMIC_SEQ_CST);
+      }
+      done.store(true);
+    });
+    unsigned n = 0;
+    while (!done.load() || n < kLeaves) {
+      const VirtAddr va = base + (n % kLeaves) * PAGE_SIZE;
+      ASSERT_TRUE(t.protect(va, (n / kLeaves) % 2 == 0 ? kUserRw : kUserRo).ok());
+      ++n;
+    }
+    cpu.join();
+    for (unsigned i = 0; i < kLeaves; ++i) {
+      const auto tr = t.translate(base + i * PAGE_SIZE);
+      ASSERT_TRUE(tr.ok());
+      EXPECT_TRUE(tr->accessed && tr->dirty) << "round " << round << " leaf " << i;
+    }
+  }
 }
