@@ -8,6 +8,7 @@
 #include "capmem/log.h"
 #include "kernel.h"
 #include "ktest.h"
+#include "smp.h"
 
 extern "C" void (*const __init_array_start[])();
 extern "C" void (*const __init_array_end[])();
@@ -37,6 +38,18 @@ void maybe_crash(const char* cmd) {
       asm volatile("ud2");
     } else if (starts_with(p, "panic")) {
       env::panic("requested on the command line");
+    } else if (starts_with(p, "ap-panic")) {
+      // A panic on the last application processor while this CPU waits for it: every CPU
+      // must stop and exactly one report must appear (tests/qemu smp-panic).
+      const unsigned last = smp::online_count() - 1;
+      if (last == 0) {
+        log::str("capmem: crash=ap-panic needs more than one CPU\n");
+        exit_qemu(kExitFail);
+      }
+      smp::run_on(
+          last, [](void*) { env::panic("requested on the command line, raised on an application processor"); },
+          nullptr);
+      smp::wait_done(last);
     } else if (starts_with(p, "triple")) {
       // An empty IDT: #UD cannot be delivered -> #GP -> #DF -> shutdown (SDM Vol. 3A 6.15
       // "Interrupt 8"). Proves the runner counts a reset as a failure, not a pass.
@@ -84,8 +97,8 @@ void print_features() {
 extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   using namespace capmem;
   using namespace capmem::kernel;
+  cpu_init();  // GDT/TSS/GS/IDT first: from here every exception prints a dump
   log::str("capmem kernel: PVH entry, long mode, higher half\n");
-  cpu_init();  // GDT/TSS/IDT first: from here every exception prints a dump
   for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
 
   if (!memory_init(start_info_pa)) {
@@ -118,6 +131,7 @@ extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   frames().set_poison(true);  // catch writes after free, as the hosted tests do
   hash::init();
   print_features();
+  smp::init(cmdline());  // after hash::init: its dispatch table is read-only from here on
   maybe_crash(cmdline());
 
   const unsigned failed = ktest::run_all();
