@@ -57,6 +57,8 @@ tramp_pm32:
 	or $(1 << 11), %eax            /* NXE */
 1:	wrmsr
 	mov %cr0, %eax
+	and $0x9fffffff, %eax          /* CD = NW = 0: an AP leaves INIT with caching off
+	                                * (CR0 = 60000010H, SDM Vol. 3A 10.1.1 Table 10-1) */
 	or $0x80010001, %eax           /* PG | WP | PE */
 	mov %eax, %cr0
 	ljmp $0x08, $T(tramp_lm64)
