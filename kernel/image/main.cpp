@@ -38,17 +38,21 @@ void maybe_crash(const char* cmd) {
       asm volatile("ud2");
     } else if (starts_with(p, "panic")) {
       env::panic("requested on the command line");
-    } else if (starts_with(p, "ap-panic")) {
-      // A panic on the last application processor while this CPU waits for it: every CPU
-      // must stop and exactly one report must appear (tests/qemu smp-panic).
+    } else if (starts_with(p, "ap-panic") || starts_with(p, "ap-pf")) {
+      // A panic (or a ring-0 #PF) on the last application processor while this CPU waits
+      // for it: every CPU must stop and exactly one report must appear (tests/qemu smp-panic).
       const unsigned last = smp::online_count() - 1;
       if (last == 0) {
-        log::str("capmem: crash=ap-panic needs more than one CPU\n");
+        log::str("capmem: crash=ap-* needs more than one CPU\n");
         exit_qemu(kExitFail);
       }
-      smp::run_on(
-          last, [](void*) { env::panic("requested on the command line, raised on an application processor"); },
-          nullptr);
+      if (starts_with(p, "ap-panic"))
+        smp::run_on(
+            last, [](void*) { env::panic("requested on the command line, raised on an application processor"); },
+            nullptr);
+      else
+        smp::run_on(
+            last, [](void*) { (void)*reinterpret_cast<volatile std::uint64_t*>(0xdead0000ull); }, nullptr);
       smp::wait_done(last);
     } else if (starts_with(p, "triple")) {
       // An empty IDT: #UD cannot be delivered -> #GP -> #DF -> shutdown (SDM Vol. 3A 6.15
