@@ -98,6 +98,35 @@ KTEST(smp_every_cpu_reports_its_id) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Console: every CPU logs at once, each line in many pieces; tests/qemu smp-boot checks that
+// every line arrives whole (one lock, per-CPU line buffers: env_kernel.cpp).
+
+constexpr unsigned kConsoleLines = 40;
+
+void console_work(void*) {
+  const unsigned me = env::cpu_id();
+  for (unsigned k = 0; k < kConsoleLines; ++k) {
+    log::str("smp console: cpu ");
+    log::dec(me);
+    log::str(" line ");
+    log::dec(k);
+    for (unsigned piece = 0; piece < 8; ++piece) {
+      log::str(" ");
+      log::dec(me);
+      log::str("-");
+      log::dec(piece);
+    }
+    log::nl();
+  }
+}
+
+KTEST(smp_console_lines_from_every_cpu_stay_whole) {
+  const unsigned n = smp::online_count();
+  void* args[kMaxKernelCpus] = {};
+  smp::run_on_all(n, console_work, args);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Concurrent runs over shared caps.
 
 FaultVerdict fault_hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&) {

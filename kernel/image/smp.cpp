@@ -203,6 +203,7 @@ void init(const char* cmdline) {
   for (unsigned i = kKernelHalfFirstSlot; i < 512; ++i) g_ap_pml4[i] = boot_pml4[i];
 
   unsigned next = 1;
+  const std::uint64_t t0 = arch::rdtsc();
   for (unsigned i = 0; i < cpus.count; ++i) {
     const std::uint32_t a = cpus.apic_id[i];
     if (a == bsp.apic_id) continue;
@@ -221,6 +222,9 @@ void init(const char* cmdline) {
     }
     ++next;
   }
+  log::str("smp: application processors started in ");
+  log::dec((arch::rdtsc() - t0) / apic::tsc_per_us() / 1000);
+  log::str(" ms\n");
   for (unsigned i = 0; i < online_count(); ++i) {
     log::str("smp: cpu ");
     log::dec(i);

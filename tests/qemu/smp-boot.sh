@@ -5,7 +5,8 @@
 #   - every CPU's demo run prints the line `capmem demo` prints (hostsim, both engines);
 #   - every CPU ran thousands of CoW faults and its caps were flushed and dropped on the next;
 #   - the shootdown reached CPUs 1..3, each of which faulted on the narrowed page;
-#   - the migrating run visited CPUs 1, 2, 1.
+#   - the migrating run visited CPUs 1, 2, 1;
+#   - lines every CPU logged at once arrived whole.
 # Usage: smp-boot.sh CAPMEM_TOOL QEMU_RUN KERNEL [--kvm]
 set -uo pipefail
 tool=$1; run=$2; kernel=$3; shift 3
@@ -38,6 +39,13 @@ done
 for ((i = 1; i < ncpu; i++)); do
   check "shootdown reached cpu $i" "^smp shootdown: cpu $i read the shared page [0-9]+ times, then faulted at 0x10000000 \([1-9][0-9]* shootdown answered\)$"
 done
+# Console: every line the CPUs printed at once arrived whole (no piece of another CPU's line).
+whole=$(printf '%s\n' "$out" | grep -cE '^smp console: cpu ([0-9]+) line [0-9]+( \1-[0-7]){8}$')
+pieces=$(printf '%s\n' "$out" | grep -c 'smp console')
+if [ "$whole" != $((ncpu * 40)) ] || [ "$pieces" != "$whole" ]; then
+  echo "smp-boot: FAIL: console lines: $whole whole of $pieces with 'smp console', want $((ncpu * 40)) whole"
+  fail=1
+fi
 check "migrating run on cpus 1, 2, 1" "^smp migrate: step 2 on cpu 1 read 0x3333333333333333$"
 [ $fail = 0 ] && echo "smp-boot: ok"
 exit $fail
