@@ -79,7 +79,11 @@ struct alignas(64) PerCpu {
   Tss tss;
 };
 
+// Defined in smp.cpp (constant-initialized: every member starts zero).
+// NOLINTBEGIN(bugprone-dynamic-static-initializers): clang-tidy 14 false positive on an
+// extern declaration.
 extern PerCpu g_cpus[kMaxKernelCpus];
+// NOLINTEND(bugprone-dynamic-static-initializers)
 
 // This CPU's block (valid once cpu_init / the AP start-up set IA32_GS_BASE).
 inline PerCpu* percpu() {
