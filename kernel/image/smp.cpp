@@ -21,7 +21,7 @@ extern "C" [[noreturn]] void ap_main(capmem::kernel::PerCpu* c);
 
 namespace capmem::kernel {
 
-PerCpu g_cpus[kMaxKernelCpus];
+constinit PerCpu g_cpus[kMaxKernelCpus];  // no dynamic initializer: cpu_init runs before .init_array
 
 namespace smp {
 namespace {
