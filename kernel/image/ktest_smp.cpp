@@ -434,6 +434,77 @@ KTEST(smp_shootdown_of_shared_subtree_reaches_every_reader) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Every CPU shoots down at once (rule 7.2: nobody waits with interrupts off, so every CPU
+// answers the others while it waits for its own answers; waiting with interrupts off would
+// hang here). Each CPU loads a table of its own (kernel half only), so every other CPU is a
+// target of every request; the barriers wait with interrupts on too.
+
+constexpr unsigned kStormRequests = 300;
+
+struct Storm {
+  unsigned cpus;
+  std::atomic<unsigned> loaded;
+  std::atomic<unsigned> issued;
+  bool ok[kMaxKernelCpus];
+};
+
+void barrier_irq_on(std::atomic<unsigned>& count, unsigned want) {
+  count.fetch_add(1, std::memory_order_acq_rel);
+  const bool on = arch::irq_save();
+  arch::sti();
+  while (count.load(std::memory_order_acquire) < want) arch::pause();
+  arch::irq_restore(on);
+  if (!on) arch::cli();
+}
+
+void storm_work(void* arg) {
+  auto* s = static_cast<Storm*>(arg);
+  const unsigned me = env::cpu_id();
+  auto table = pt::PageTable::create();
+  if (!table.ok()) {
+    s->loaded.fetch_add(1);
+    s->issued.fetch_add(1);
+    return;
+  }
+  link_kernel_half(table.value());
+  smp::load_cr3(table->root().value());
+  barrier_irq_on(s->loaded, s->cpus);
+  for (unsigned k = 0; k < kStormRequests; ++k) {
+    // Mostly single pages; every 16th a range large enough for a full flush on each CPU.
+    const std::uint64_t pages = k % 16 == 15 ? 64 : 1;
+    env::tlb_shootdown(PhysAddr{}, VirtAddr{kShared + std::uint64_t{k} * PAGE_SIZE}, pages);
+  }
+  barrier_irq_on(s->issued, s->cpus);  // nobody leaves its table while others may target it
+  smp::load_cr3(boot_cr3());
+  table->teardown();
+  s->ok[me] = true;
+}
+
+KTEST(smp_every_cpu_shooting_down_at_once_completes) {
+  const unsigned n = smp::online_count();
+  Storm s{.cpus = n, .loaded = {0}, .issued = {0}, .ok = {}};
+  std::uint64_t answered0[kMaxKernelCpus];
+  void* args[kMaxKernelCpus];
+  for (unsigned i = 0; i < n; ++i) {
+    answered0[i] = smp::shootdowns_answered(i);
+    args[i] = &s;
+  }
+  smp::run_on_all(n, storm_work, args);
+  for (unsigned i = 0; i < n; ++i) {
+    KEXPECT(s.ok[i]);
+    // Every request of every other CPU reached this one, and only those.
+    KEXPECT_EQ(smp::shootdowns_answered(i) - answered0[i], std::uint64_t{kStormRequests} * (n - 1));
+  }
+  log::str("smp storm: ");
+  log::dec(n);
+  log::str(" CPUs shot down ");
+  log::dec(kStormRequests);
+  log::str(" ranges each at once; every CPU answered ");
+  log::dec(std::uint64_t{kStormRequests} * (n - 1));
+  log::nl();
+}
+
+// ---------------------------------------------------------------------------------------------
 // A run that migrates between CPUs.
 
 struct MigrantStep {

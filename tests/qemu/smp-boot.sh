@@ -5,6 +5,7 @@
 #   - every CPU's demo run prints the line `capmem demo` prints (hostsim, both engines);
 #   - every CPU ran thousands of CoW faults and its caps were flushed and dropped on the next;
 #   - the shootdown reached CPUs 1..3, each of which faulted on the narrowed page;
+#   - every CPU shot down at once (waits with interrupts on: no deadlock), each answered all;
 #   - the migrating run visited CPUs 1, 2, 1;
 #   - lines every CPU logged at once arrived whole.
 # Usage: smp-boot.sh CAPMEM_TOOL QEMU_RUN KERNEL [--kvm]
@@ -46,6 +47,7 @@ if [ "$whole" != $((ncpu * 40)) ] || [ "$pieces" != "$whole" ]; then
   echo "smp-boot: FAIL: console lines: $whole whole of $pieces with 'smp console', want $((ncpu * 40)) whole"
   fail=1
 fi
+check "every CPU shooting down at once completed" "^smp storm: $ncpu CPUs shot down 300 ranges each at once; every CPU answered $((300 * (ncpu - 1)))$"
 check "migrating run on cpus 1, 2, 1" "^smp migrate: step 2 on cpu 1 read 0x3333333333333333$"
 [ $fail = 0 ] && echo "smp-boot: ok"
 exit $fail
