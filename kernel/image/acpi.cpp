@@ -149,7 +149,9 @@ const char* parse_madt(const std::uint8_t* t, std::size_t len, CpuList& out) {
       out.lapic_base = le64(e + 4);
     }
     if (cpu) {
-      if ((flags & 3) == 0) {  // bit 0 Enabled, bit 1 Online Capable (ACPI 5.2.12.2)
+      // Bit 0 Enabled: present and usable now. Without it (Online Capable, bit 1, or
+      // nothing) the processor is not there at boot: starting it would only time out.
+      if ((flags & 1) == 0) {  // ACPI 6.5 5.2.12.2, Table 5.47
         ++out.skipped_disabled;
       } else {
         bool dup = false;

@@ -40,7 +40,7 @@ const char* parse_rsdp(const std::uint8_t* p, std::size_t avail, Rsdp& out);
 
 // Checks a MADT already validated as a table (header length == len, checksum) and lists its
 // processors: Processor Local APIC (type 0) and Processor Local x2APIC (type 9) entries
-// with the Enabled or Online Capable flag; a Local APIC Address Override (type 5) replaces
+// with the Enabled flag (Online Capable alone: not present at boot); a Local APIC Address Override (type 5) replaces
 // the base. Every entry must have a length >= 2 that fits in the table and at least its
 // type's size. Returns nullptr or the reason.
 const char* parse_madt(const std::uint8_t* t, std::size_t len, CpuList& out);

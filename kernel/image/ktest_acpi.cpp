@@ -101,7 +101,8 @@ KTEST(acpi_madt_lists_enabled_cpus) {
   m.lapic(0, 1);
   m.lapic(1, 1);
   m.lapic(2, 0);  // disabled, not online capable
-  m.lapic(3, 2);  // online capable
+  m.lapic(3, 2);  // online capable only: hot-pluggable, not present at boot
+  m.lapic(4, 3);  // enabled (and online capable)
   m.x2apic(300, 1);
   m.raw(1, 12);  // an I/O APIC entry: skipped
   acpi::CpuList l;
@@ -110,9 +111,9 @@ KTEST(acpi_madt_lists_enabled_cpus) {
   KASSERT_EQ(l.count, 4);
   KEXPECT_EQ(l.apic_id[0], 0);
   KEXPECT_EQ(l.apic_id[1], 1);
-  KEXPECT_EQ(l.apic_id[2], 3);
+  KEXPECT_EQ(l.apic_id[2], 4);
   KEXPECT_EQ(l.apic_id[3], 300);
-  KEXPECT_EQ(l.skipped_disabled, 1);
+  KEXPECT_EQ(l.skipped_disabled, 2);
   KEXPECT_EQ(l.lapic_base, 0xfee00000);
 }
 
