@@ -276,7 +276,11 @@ void load_cr3(std::uint64_t cr3) {
 
 void shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
   const unsigned me = percpu_id();
-  invalidate_local(va.value(), pages);
+  // Locally: only if this CPU may hold it. Without PCID, a CPU on another table holds
+  // nothing of `root` (its CR3 load dropped it), so PageTable::clear() after switching away
+  // costs no flush here.
+  if (root.value() == 0 || (arch::read_cr3() & ~std::uint64_t{0xfff}) == root.value())
+    invalidate_local(va.value(), pages);
   const unsigned n = online_count();
   if (n == 1) return;
   Request& r = g_req[me];
