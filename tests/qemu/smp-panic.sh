@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # smp-panic: a panic or an unexpected exception on one CPU stops every CPU and is reported
 # once; the CPU list comes from the boot RSDP, the BIOS-area scan (acpi=scan) or, with no
-# ACPI at all (acpi=off), the boot CPU runs alone and says so once. Each boot crashes on
-# purpose right after the CPUs are up (-append crash=...), so it is short.
+# ACPI at all (acpi=off, or QEMU's -machine acpi=off), the boot CPU runs alone and says so
+# once. Each boot crashes on purpose right after the CPUs are up (-append crash=...), so it
+# is short.
 # Usage: smp-panic.sh QEMU_RUN KERNEL [--kvm]
 set -uo pipefail
 run=$1; kernel=$2; shift 2
@@ -51,6 +52,13 @@ boot "acpi=off crash=panic" "$@"; want_fail
 count "boot CPU alone, said once" 'running on the boot CPU alone' 1
 count "no CPU started" '^smp: cpu [1-9]' 0
 check "panic on cpu 0" '^capmem panic: on cpu 0$'
+
+# Firmware without ACPI tables at all (QEMU -machine acpi=off): no RSDP from PVH, none in
+# the BIOS area.
+boot crash=panic "$@" -machine acpi=off; want_fail
+count "boot CPU alone, said once" 'running on the boot CPU alone' 1
+check "no RSDP anywhere" '^smp: no valid ACPI MADT \(no RSDP from the boot protocol, none in the BIOS area\)'
+count "no CPU started" '^smp: cpu [1-9]' 0
 
 [ $fail = 0 ] && echo "smp-panic: ok"
 exit $fail
