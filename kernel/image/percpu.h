@@ -39,13 +39,13 @@ inline constexpr std::size_t kIstStackSize = 16 * 1024;     // NMI, #DF, #MC
 // stack pointers matter: RSP0 is loaded on every trap from ring 3, IST1 on the vectors that
 // must not trust the current stack.
 struct [[gnu::packed]] Tss {
-  std::uint32_t reserved0;
-  std::uint64_t rsp[3];
-  std::uint64_t reserved1;
-  std::uint64_t ist[7];
-  std::uint64_t reserved2;
-  std::uint16_t reserved3;
-  std::uint16_t iomap_base;  // >= limit: no I/O permission bitmap, ring 3 has no port access
+  std::uint32_t reserved0 = 0;
+  std::uint64_t rsp[3] = {};
+  std::uint64_t reserved1 = 0;
+  std::uint64_t ist[7] = {};
+  std::uint64_t reserved2 = 0;
+  std::uint16_t reserved3 = 0;
+  std::uint16_t iomap_base = 0;  // >= limit: no I/O permission bitmap, ring 3 has no port access
 };
 static_assert(sizeof(Tss) == 104);
 
@@ -53,30 +53,30 @@ static_assert(sizeof(Tss) == 104);
 using CpuWork = void (*)(void* arg);
 
 struct alignas(64) PerCpu {
-  PerCpu* self;                // %gs:0 (percpu())
-  std::uint32_t id;            // %gs:8 (env::cpu_id())
-  std::uint32_t apic_id;       // local APIC (or x2APIC) id, from the MADT / CPUID
-  ActiveRun* run;              // the run in progress here (user.cpp), nullptr otherwise
-  int exception_depth;         // nested unexpected exceptions (trap.cpp)
-  void* core_slot;             // reserved for the core's per-CPU state, should it want a pointer
-  std::uint64_t online_ticks;  // rdtsc when this CPU finished its start-up
+  PerCpu* self = {};                // %gs:0 (percpu())
+  std::uint32_t id = {};            // %gs:8 (env::cpu_id())
+  std::uint32_t apic_id = {};       // local APIC (or x2APIC) id, from the MADT / CPUID
+  ActiveRun* run = {};              // the run in progress here (user.cpp), nullptr otherwise
+  int exception_depth = {};         // nested unexpected exceptions (trap.cpp)
+  void* core_slot = {};             // reserved for the core's per-CPU state, should it want a pointer
+  std::uint64_t online_ticks = {};  // rdtsc when this CPU finished its start-up
 
   // --- Cross-CPU mailboxes ------------------------------------------------------------------
-  std::atomic<bool> online;                    // set once by the CPU itself when it is ready
-  std::atomic<std::uint64_t> cr3_loaded;       // CR3 this CPU runs on (published before loading)
-  std::atomic<std::uint64_t> shootdown_inbox;  // bit i: CPU i's request is waiting here
-  std::atomic<CpuWork> work;                   // smp::run_on: next work item (AP idle loop)
-  void* work_arg;
-  std::atomic<std::uint32_t> work_waiter;  // CPU to wake when the work is done
-  std::atomic<bool> work_done;
+  std::atomic<bool> online{};                    // set once by the CPU itself when it is ready
+  std::atomic<std::uint64_t> cr3_loaded{};       // CR3 this CPU runs on (published before loading)
+  std::atomic<std::uint64_t> shootdown_inbox{};  // bit i: CPU i's request is waiting here
+  std::atomic<CpuWork> work{};                   // smp::run_on: next work item (AP idle loop)
+  void* work_arg = {};
+  std::atomic<std::uint32_t> work_waiter{};  // CPU to wake when the work is done
+  std::atomic<bool> work_done{};
 
   // --- Console line buffer (env_kernel.cpp): a line leaves in one piece ---------------------
-  std::size_t line_len;
-  char line[192];
+  std::size_t line_len = {};
+  char line[192]{};
 
   // --- Descriptor tables and stacks (cpu.cpp) -------------------------------------------------
-  alignas(16) std::uint64_t gdt[7];
-  Tss tss;
+  alignas(16) std::uint64_t gdt[7]{};
+  Tss tss{};
 };
 
 // Defined in smp.cpp (constant-initialized: every member starts zero).
