@@ -153,7 +153,7 @@ bool start_ap(unsigned id, std::uint32_t apic_id) {
   apic::delay_us(200);
   if (!c.online.load(std::memory_order_acquire)) apic::send_startup(apic_id, page);
   // Generous: under TCG on a loaded host a vCPU thread may wait long for a host CPU.
-  const std::uint64_t deadline = arch::rdtsc() + 5'000'000 * apic::tsc_per_us();
+  const std::uint64_t deadline = arch::rdtsc() + 10'000'000 * apic::tsc_per_us();
   while (!c.online.load(std::memory_order_acquire) && arch::rdtsc() < deadline) arch::pause();
   return c.online.load(std::memory_order_acquire);
 }
@@ -341,7 +341,9 @@ unsigned stop_others() {
   if (n <= 1) return 0;
   apic::send_nmi_all_but_self();
   const std::uint64_t want = n - 1;
-  const std::uint64_t deadline = arch::rdtsc() + 2'000'000 * apic::tsc_per_us();
+  // Bounded (a CPU that cannot be stopped must not stop the report); generous, because a
+  // TCG vCPU thread on a loaded host may wait seconds for a host CPU.
+  const std::uint64_t deadline = arch::rdtsc() + 10'000'000 * apic::tsc_per_us();
   while (popcount(g_stopped_mask.load(std::memory_order_acquire)) < want && arch::rdtsc() < deadline) arch::pause();
   return popcount(g_stopped_mask.load(std::memory_order_acquire));
 }
