@@ -43,9 +43,15 @@ inline std::uint64_t rdmsr(std::uint32_t msr) {
   return (std::uint64_t{hi} << 32) | lo;
 }
 inline void wrmsr(std::uint32_t msr, std::uint64_t v) {
-  asm volatile("wrmsr" : : "c"(msr), "a"(static_cast<std::uint32_t>(v)), "d"(static_cast<std::uint32_t>(v >> 32)));
+  asm volatile("wrmsr"
+               :
+               : "c"(msr), "a"(static_cast<std::uint32_t>(v)), "d"(static_cast<std::uint32_t>(v >> 32))
+               : "memory");
 }
+inline constexpr std::uint32_t MSR_APIC_BASE = 0x1b;  // IA32_APIC_BASE (SDM Vol. 3A 11.4.4)
 inline constexpr std::uint32_t MSR_EFER = 0xc0000080;
+inline constexpr std::uint32_t MSR_GS_BASE = 0xc0000101;         // IA32_GS_BASE
+inline constexpr std::uint32_t MSR_KERNEL_GS_BASE = 0xc0000102;  // IA32_KERNEL_GS_BASE (swapgs)
 inline constexpr std::uint64_t EFER_NXE = 1u << 11;
 
 // XCR0 (SDM Vol. 1 13.3; Vol. 3A 2.6).
@@ -65,6 +71,33 @@ inline Cpuid cpuid(std::uint32_t leaf, std::uint32_t sub = 0) {
   Cpuid r;
   asm volatile("cpuid" : "=a"(r.a), "=b"(r.b), "=c"(r.c), "=d"(r.d) : "a"(leaf), "c"(sub));
   return r;
+}
+
+// Time stamp counter (SDM Vol. 3B 18.17).
+inline std::uint64_t rdtsc() {
+  std::uint32_t lo, hi;
+  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return (std::uint64_t{hi} << 32) | lo;
+}
+
+// RFLAGS.IF (SDM Vol. 1 3.4.3.3) and the interrupt flag instructions.
+inline constexpr std::uint64_t RFLAGS_IF = 1u << 9;
+inline std::uint64_t read_rflags() {
+  std::uint64_t f;
+  asm volatile("pushfq; popq %0" : "=r"(f));
+  return f;
+}
+inline void cli() { asm volatile("cli" : : : "memory"); }
+inline void sti() { asm volatile("sti" : : : "memory"); }
+inline void pause() { __builtin_ia32_pause(); }
+// Interrupts off, returning whether they were on (for irq_restore).
+inline bool irq_save() {
+  const bool on = (read_rflags() & RFLAGS_IF) != 0;
+  cli();
+  return on;
+}
+inline void irq_restore(bool on) {
+  if (on) sti();
 }
 
 // TLB: invalidate one page (SDM Vol. 3A 4.10.4.1).

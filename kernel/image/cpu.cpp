@@ -6,9 +6,10 @@
 #include "arch.h"
 #include "capmem/log.h"
 #include "kernel.h"
+#include "percpu.h"
 #include "trap.h"
 
-extern "C" const std::uint64_t isr_table[33];
+extern "C" const std::uint64_t isr_table[capmem::kernel::kIsrTableSize];
 
 namespace capmem::kernel {
 namespace {
@@ -24,20 +25,6 @@ constexpr std::uint64_t kGdtKernelCode = 0x00af9b000000ffffull;  // P, DPL0, cod
 constexpr std::uint64_t kGdtKernelData = 0x00cf93000000ffffull;  // P, DPL0, data read/write
 constexpr std::uint64_t kGdtUserData = 0x00cff3000000ffffull;    // P, DPL3, data read/write
 constexpr std::uint64_t kGdtUserCode = 0x00affb000000ffffull;    // P, DPL3, code exec/read, L
-
-// 64-bit TSS (SDM Vol. 3A 8.7 "Task Management in 64-bit Mode", Figure 8-11). Only the
-// stack pointers matter: RSP0 is loaded on every trap from ring 3, IST1 on the vectors
-// that must not trust the current stack.
-struct [[gnu::packed]] Tss {
-  std::uint32_t reserved0;
-  std::uint64_t rsp[3];
-  std::uint64_t reserved1;
-  std::uint64_t ist[7];
-  std::uint64_t reserved2;
-  std::uint16_t reserved3;
-  std::uint16_t iomap_base;  // >= limit: no I/O permission bitmap, ring 3 has no port access
-};
-static_assert(sizeof(Tss) == 104);
 
 struct [[gnu::packed]] DescriptorPointer {
   std::uint16_t limit;
@@ -56,13 +43,15 @@ struct IdtGate {
 };
 static_assert(sizeof(IdtGate) == 16);
 
-// Stacks. Traps from ring 3 land on the RSP0 stack; #DF, NMI and #MC always switch to IST1
-// so a kernel stack overflow still prints a dump instead of triple-faulting.
-alignas(16) std::uint8_t g_rsp0_stack[32 * 1024];
-alignas(16) std::uint8_t g_ist1_stack[16 * 1024];
+// Stacks, one set per CPU. Traps from ring 3 land on the RSP0 stack; #DF, NMI and #MC
+// always switch to IST1 so a kernel stack overflow still prints a dump instead of
+// triple-faulting. The top 16 bytes of each IST1 stack hold the owning CPU's PerCpu pointer
+// (trap.cpp reads it there: those vectors never trust GS). The boot CPU runs on boot.S's
+// stack; the others on g_kernel_stacks[id].
+alignas(16) std::uint8_t g_rsp0_stacks[kMaxKernelCpus][kRsp0StackSize];
+alignas(16) std::uint8_t g_ist1_stacks[kMaxKernelCpus][kIstStackSize];
+alignas(16) std::uint8_t g_kernel_stacks[kMaxKernelCpus][kKernelStackSize];
 
-alignas(16) std::uint64_t g_gdt[7];
-Tss g_tss;
 alignas(16) IdtGate g_idt[256];
 CpuFeatures g_features;
 
@@ -76,25 +65,32 @@ IdtGate gate(std::uint64_t handler, unsigned dpl, unsigned ist) {
                  .reserved = 0};
 }
 
-void gdt_tss_init() {
-  g_tss = Tss{};
-  g_tss.rsp[0] = reinterpret_cast<std::uint64_t>(g_rsp0_stack + sizeof g_rsp0_stack);
-  g_tss.ist[0] = reinterpret_cast<std::uint64_t>(g_ist1_stack + sizeof g_ist1_stack);
-  g_tss.iomap_base = sizeof(Tss);
+// This CPU's GDT and TSS (each CPU has its own: a busy TSS descriptor cannot be shared,
+// SDM Vol. 3A 8.2.2), then IA32_GS_BASE = its PerCpu block (after the segment reloads:
+// loading a null selector into GS may clear the base, SDM Vol. 3A 3.4.4.1).
+void gdt_tss_init(PerCpu& c) {
+  const unsigned id = c.id;
+  c.tss = Tss{};
+  c.tss.rsp[0] = reinterpret_cast<std::uint64_t>(g_rsp0_stacks[id] + kRsp0StackSize);
+  std::uint8_t* ist_top = g_ist1_stacks[id] + kIstStackSize;
+  *reinterpret_cast<PerCpu**>(ist_top - 8) = &c;
+  c.tss.ist[0] = reinterpret_cast<std::uint64_t>(ist_top - 16);
+  c.tss.iomap_base = sizeof(Tss);
 
-  const auto tss = reinterpret_cast<std::uint64_t>(&g_tss);
+  const auto tss = reinterpret_cast<std::uint64_t>(&c.tss);
   const std::uint64_t limit = sizeof(Tss) - 1;
-  g_gdt[0] = 0;
-  g_gdt[1] = kGdtKernelCode;
-  g_gdt[2] = kGdtKernelData;
-  g_gdt[3] = kGdtUserData;
-  g_gdt[4] = kGdtUserCode;
+  std::uint64_t* gdt = c.gdt;
+  gdt[0] = 0;
+  gdt[1] = kGdtKernelCode;
+  gdt[2] = kGdtKernelData;
+  gdt[3] = kGdtUserData;
+  gdt[4] = kGdtUserCode;
   // Type 0x9 = available 64-bit TSS, P=1, DPL 0.
-  g_gdt[5] = (limit & 0xffff) | ((tss & 0xffffff) << 16) | (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
-             (((tss >> 24) & 0xff) << 56);
-  g_gdt[6] = tss >> 32;
+  gdt[5] = (limit & 0xffff) | ((tss & 0xffffff) << 16) | (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
+           (((tss >> 24) & 0xff) << 56);
+  gdt[6] = tss >> 32;
 
-  const DescriptorPointer gdtr{.limit = sizeof g_gdt - 1, .base = reinterpret_cast<std::uint64_t>(g_gdt)};
+  const DescriptorPointer gdtr{.limit = sizeof c.gdt - 1, .base = reinterpret_cast<std::uint64_t>(gdt)};
   asm volatile("lgdt %0" : : "m"(gdtr));
   // Reload CS with a far return, then the data segments, then the task register.
   asm volatile(
@@ -114,6 +110,14 @@ void gdt_tss_init() {
       : [cs] "i"(kKernelCs), [ds] "i"(kKernelDs)
       : "rax", "memory");
   asm volatile("ltr %w0" : : "r"(kTss));
+  c.self = &c;
+  arch::wrmsr(arch::MSR_GS_BASE, reinterpret_cast<std::uint64_t>(&c));
+  arch::wrmsr(arch::MSR_KERNEL_GS_BASE, 0);  // ring 3's GS base while a guest runs (swapgs)
+}
+
+void idt_load() {
+  const DescriptorPointer idtr{.limit = sizeof g_idt - 1, .base = reinterpret_cast<std::uint64_t>(g_idt)};
+  asm volatile("lidt %0" : : "m"(idtr));
 }
 
 void idt_init() {
@@ -124,8 +128,9 @@ void idt_init() {
   // The exit gate: DPL 3 so `int 0x81` is allowed at CPL 3 (SDM Vol. 3A 6.12.1.1); every
   // other gate is DPL 0, so a ring-3 `int n` on it raises #GP instead.
   g_idt[kVectorExitGate] = gate(isr_table[32], 3, 0);
-  const DescriptorPointer idtr{.limit = sizeof g_idt - 1, .base = reinterpret_cast<std::uint64_t>(g_idt)};
-  asm volatile("lidt %0" : : "m"(idtr));
+  // Interrupts (smp.cpp): the masked 8259's vectors, the IPIs and the APIC's spurious vector.
+  for (unsigned i = 0; i < kIrqVectorCount; ++i) g_idt[kIrqVectors[i]] = gate(isr_table[33 + i], 0, 0);
+  idt_load();
 }
 
 // FPU, SSE and AVX state (SDM Vol. 3A 13.1.3 "Initialization of the SSE Extensions";
@@ -137,7 +142,8 @@ void idt_init() {
 //   CPUID.1:ECX.AVX[28], plus opmask|ZMM_Hi256|Hi16_ZMM (bits 7:5) when CPUID.7.0:EBX
 //   .AVX512F[16] and CPUID.(0DH,0):EAX reports all three (XCR0 rules: bits 7:5 are set
 //   together and only with bit 2; Vol. 1 13.3). The SHA extensions need nothing beyond SSE.
-void fpu_init() {
+CpuFeatures fpu_init() {
+  CpuFeatures f{};
   using namespace arch;
   const Cpuid l1 = cpuid(1);
   const std::uint32_t max_leaf = cpuid(0).a;
@@ -146,37 +152,53 @@ void fpu_init() {
 
   write_cr0((read_cr0() | CR0_MP | CR0_NE) & ~(CR0_EM | CR0_TS));
   std::uint64_t cr4 = read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT;
-  g_features.xsave = ((l1.c >> 26) & 1) != 0;
-  if (g_features.xsave) cr4 |= CR4_OSXSAVE;
+  f.xsave = ((l1.c >> 26) & 1) != 0;
+  if (f.xsave) cr4 |= CR4_OSXSAVE;
   write_cr4(cr4);
 
-  if (g_features.xsave) {
+  if (f.xsave) {
     const Cpuid d = cpuid(0xd, 0);
     const std::uint64_t supported = (std::uint64_t{d.d} << 32) | d.a;
     std::uint64_t xcr0 = 0x3;  // x87 | SSE
     if (((l1.c >> 28) & 1) && (supported & 0x4)) xcr0 |= 0x4;
     if ((xcr0 & 0x4) && ((l7.b >> 16) & 1) && (supported & 0xe0) == 0xe0) xcr0 |= 0xe0;
     xsetbv(0, xcr0);
-    g_features.xcr0 = xgetbv(0);
+    f.xcr0 = xgetbv(0);
   }
-  g_features.avx = (g_features.xcr0 & 0x6) == 0x6;
-  g_features.avx512 = (g_features.xcr0 & 0xe6) == 0xe6;
-  g_features.nx = ((e1.d >> 20) & 1) != 0 && (rdmsr(MSR_EFER) & EFER_NXE) != 0;
-  g_features.page1gb = ((e1.d >> 26) & 1) != 0;
+  f.avx = (f.xcr0 & 0x6) == 0x6;
+  f.avx512 = (f.xcr0 & 0xe6) == 0xe6;
+  f.nx = ((e1.d >> 20) & 1) != 0 && (rdmsr(MSR_EFER) & EFER_NXE) != 0;
+  f.page1gb = ((e1.d >> 26) & 1) != 0;
 
   asm volatile("fninit");
   const std::uint32_t mxcsr = 0x1f80;  // all SIMD FP exceptions masked, round to nearest
   asm volatile("ldmxcsr %0" : : "m"(mxcsr));
+  return f;
 }
 
 }  // namespace
 
 void cpu_init() {
-  gdt_tss_init();
+  PerCpu& c = g_cpus[0];
+  c.id = 0;
+  gdt_tss_init(c);  // GS first: the console's line buffer is per CPU
   idt_init();
-  fpu_init();
+  g_features = fpu_init();
+}
+
+bool cpu_init_ap(PerCpu& c) {
+  gdt_tss_init(c);
+  idt_load();
+  // The same CR0/CR4/XCR0 as the boot CPU (hash::init chose the back end from the boot
+  // CPU's XCR0: an AVX-512 hash here with a narrower XCR0 would be #UD).
+  const CpuFeatures f = fpu_init();
+  return f.xcr0 == g_features.xcr0 && f.nx == g_features.nx;
 }
 
 const CpuFeatures& cpu_features() { return g_features; }
+
+std::uint64_t kernel_stack_top(unsigned id) {
+  return reinterpret_cast<std::uint64_t>(g_kernel_stacks[id] + kKernelStackSize);
+}
 
 }  // namespace capmem::kernel

@@ -1,5 +1,6 @@
 // The seam (include/capmem/env.h) on bare metal: RAM from the PVH memory map, the direct
 // map built by boot.S, invlpg, the FPU owned by the kernel, the QEMU debug console.
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -7,6 +8,8 @@
 #include "capmem/env.h"
 #include "capmem/log.h"
 #include "kernel.h"
+#include "percpu.h"
+#include "smp.h"
 
 namespace capmem::kernel {
 void backtrace_from(std::uint64_t rbp);
@@ -21,6 +24,12 @@ env::PhysRange g_ranges[kMaxRanges];
 std::size_t g_nranges = 0;
 std::uint64_t g_direct_map_end = 4ull << 30;  // boot.S maps [0, 4 GiB)
 char g_cmdline[kCmdlineMax];
+// The firmware's RAM entries (E820 type 1) as handed over, for firmware_ram().
+struct RamEntry {
+  std::uint64_t base, end;
+};
+RamEntry g_fw_ram[kMaxRanges];
+std::size_t g_fw_ram_count = 0;
 
 std::uint64_t align_up(std::uint64_t v) { return (v + PAGE_SIZE - 1) & ~std::uint64_t{PAGE_SIZE - 1}; }
 std::uint64_t align_down(std::uint64_t v) { return v & ~std::uint64_t{PAGE_SIZE - 1}; }
@@ -116,6 +125,7 @@ bool memory_init(std::uint64_t start_info_pa) {
   std::uint64_t ram_end = 0;
   for (std::uint32_t i = 0; i < si->memmap_entries; ++i) {
     if (mm[i].type != kE820Ram) continue;
+    if (g_fw_ram_count < kMaxRanges) g_fw_ram[g_fw_ram_count++] = RamEntry{mm[i].addr, mm[i].addr + mm[i].size};
     const std::uint64_t end = mm[i].addr + mm[i].size;
     if (end > ram_end) ram_end = end;
   }
@@ -139,6 +149,37 @@ bool memory_init(std::uint64_t start_info_pa) {
 }
 
 const char* cmdline() { return g_cmdline; }
+
+std::uint64_t direct_map_end() { return g_direct_map_end; }
+
+bool firmware_ram(std::uint64_t base, std::uint64_t end) {
+  for (std::size_t i = 0; i < g_fw_ram_count; ++i)
+    if (g_fw_ram[i].base <= base && end <= g_fw_ram[i].end) return true;
+  return false;
+}
+
+namespace {
+// One console lock: a line (per-CPU buffer in PerCpu::line) is written in one piece, so
+// lines of different CPUs never interleave mid-line. Taken with interrupts off (ring 0 runs
+// so, smp.h); interrupt handlers never log. The CPU that reports a panic writes without it:
+// the others are stopped by then, possibly inside this lock.
+std::atomic<bool> g_console_lock{false};
+
+void flush_line(PerCpu* c) {
+  if (c->line_len == 0) return;
+  const bool owner = smp::panic_owner_here();
+  const bool on = arch::irq_save();
+  if (!owner)
+    while (g_console_lock.exchange(true, std::memory_order_acquire))
+      while (g_console_lock.load(std::memory_order_relaxed)) arch::pause();
+  console_write(c->line, c->line_len);
+  if (!owner) g_console_lock.store(false, std::memory_order_release);
+  arch::irq_restore(on);
+  c->line_len = 0;
+}
+}  // namespace
+
+void console_flush() { flush_line(percpu()); }
 
 std::uint64_t boot_cr3() { return reinterpret_cast<std::uint64_t>(boot_pml4) - kKernelVma; }
 
@@ -168,6 +209,14 @@ PhysAddr virt_to_phys(const void* va) {
 
 void tlb_invalidate_page(VirtAddr va) { arch::invlpg(va.value()); }
 
+unsigned cpu_id() { return percpu_id(); }
+
+unsigned cpu_count() { return smp::online_count(); }
+
+// Rule 7.2: IPI every other CPU that may hold the translation, each invlpg's the range (or
+// reloads CR3 for a large one), wait for every acknowledgement with interrupts enabled.
+void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) { smp::shootdown(root, va, pages); }
+
 // The kernel owns the FPU while capmem hashes: nothing else runs on this CPU and no guest
 // state lives in the vector registers between runs, so there is nothing to save (cost 0).
 // A host kernel embedding capmem must save/restore the interrupted context's FPU state
@@ -175,14 +224,44 @@ void tlb_invalidate_page(VirtAddr va) { arch::invlpg(va.value()); }
 bool simd_begin() { return true; }
 void simd_end() {}
 
-void log_write(const char* s, std::size_t n) { console_write(s, n); }
+void log_write(const char* s, std::size_t n) {
+  PerCpu* c = percpu();
+  for (std::size_t i = 0; i < n; ++i) {
+    c->line[c->line_len++] = s[i];
+    if (s[i] == '\n' || c->line_len == sizeof c->line) flush_line(c);
+  }
+}
 
+// One report, whichever CPU panics first: the others are stopped by NMI (smp.cpp) and a CPU
+// that panics meanwhile halts without printing.
 [[noreturn]] void panic(const char* msg) {
+  (void)smp::begin_panic();  // returns only on the reporting CPU
+  PerCpu* c = percpu();
+  if (c->exception_depth++ > 0) {
+    log::str("\ncapmem: nested panic: ");
+    log::str(msg);
+    log::nl();
+    console_flush();
+    exit_qemu(kExitFail);
+  }
+  const unsigned others = smp::online_count() - 1;
+  const unsigned stopped = smp::stop_others();
   log::str("\ncapmem panic: ");
   log::str(msg);
   log::nl();
+  log::str("capmem panic: on cpu ");
+  log::dec(c->id);
+  if (others != 0) {
+    log::str("; stopped ");
+    log::dec(stopped);
+    log::str(" of ");
+    log::dec(others);
+    log::str(" other CPUs");
+  }
+  log::nl();
   backtrace_from(reinterpret_cast<std::uint64_t>(__builtin_frame_address(0)));
   log::str("capmem: boot failed: panic\n");
+  console_flush();
   exit_qemu(kExitFail);
 }
 

@@ -1,6 +1,7 @@
 // Guest runs at ring 3 under the fault handler: see guest_run.h.
 #include "guest_run.h"
 
+#include "capmem/env.h"
 #include "capmem/log.h"
 #include "trap.h"
 #include "tsc.h"
@@ -13,11 +14,11 @@ struct CpuRun {
   fault::Run* run = nullptr;                // the current run, nullptr outside enter_guest()
   std::uint64_t* handler_cycles = nullptr;  // enter_guest()'s timing sink, or nullptr
 };
-CpuRun g_cpu_run;
+CpuRun g_cpu_run[env::kMaxCpus];
 
-// The one accessor of the current run (one CPU runs guests today; with several, this
-// returns the calling CPU's slot and nothing else changes).
-CpuRun& this_cpu_run() { return g_cpu_run; }
+// The one accessor of the current run: the calling CPU's slot (rule 7.1: a run is on at
+// most one CPU, and enter_guest() runs with interrupts off on the CPU it entered from).
+CpuRun& this_cpu_run() { return g_cpu_run[env::cpu_id()]; }
 
 // user.h's page-fault hook: a #PF at CPL 3, interrupts off, the run's CR3 loaded.
 FaultVerdict route_page_fault(void* /*ctx*/, VirtAddr cr2, std::uint64_t error_code, TrapFrame& /*regs*/) {

@@ -1,6 +1,6 @@
 /*
  * Exception and interrupt entry stubs. Every vector 0..31 and the ring-3 exit gate 0x81
- * get a stub that makes the stack uniform (a 0 error code where the CPU pushes none; SDM
+ * and the interrupt vectors of trap.h get a stub that makes the stack uniform (a 0 error code where the CPU pushes none; SDM
  * Vol. 3A 6.13 "Error Code" and Table 6-1 for which vectors push one), pushes its vector
  * number and joins isr_common, which saves every general register and calls
  * trap_dispatch(TrapFrame*) (kernel/image/trap.h). Returning from trap_dispatch restores
@@ -61,8 +61,37 @@ ISR_ERR   29
 ISR_ERR   30
 ISR_NOERR 31
 ISR_NOERR 129      /* 0x81: ring-3 exit gate */
+/* Interrupts (trap.h kIrqVectors): the masked 8259's 0x20..0x2f, the IPIs, APIC spurious. */
+ISR_NOERR 32
+ISR_NOERR 33
+ISR_NOERR 34
+ISR_NOERR 35
+ISR_NOERR 36
+ISR_NOERR 37
+ISR_NOERR 38
+ISR_NOERR 39
+ISR_NOERR 40
+ISR_NOERR 41
+ISR_NOERR 42
+ISR_NOERR 43
+ISR_NOERR 44
+ISR_NOERR 45
+ISR_NOERR 46
+ISR_NOERR 47
+ISR_NOERR 240      /* 0xf0: TLB shootdown IPI */
+ISR_NOERR 241      /* 0xf1: wake IPI */
+ISR_NOERR 255      /* 0xff: APIC spurious */
 
 isr_common:
+	/* swapgs discipline (docs/smp.md): a trap from ring 3 (the saved CS, 24(%rsp) here, has
+	 * RPL 3) swaps the guest's GS base out and this CPU's PerCpu block in. From ring 0 GS is
+	 * already the kernel's. NMI/#DF/#MC may arrive between a swapgs and its iretq with a
+	 * ring-0 CS and the guest's GS: trap_dispatch reloads IA32_GS_BASE for them from their
+	 * IST stack, and they never return. */
+	testb $3, 24(%rsp)
+	jz 1f
+	swapgs
+1:
 	pushq %r15
 	pushq %r14
 	pushq %r13
@@ -99,6 +128,10 @@ isr_resume:
 	popq %r14
 	popq %r15
 	add $16, %rsp      /* vector, error code */
+	testb $3, 8(%rsp)  /* back to ring 3: the guest's GS base again */
+	jz 2f
+	swapgs
+2:
 	iretq
 
 /* Table of stub addresses for the IDT set-up in cpu.cpp: isr_table[0..31], then 0x81. */
@@ -111,5 +144,8 @@ isr_table:
 	.quad isr_16, isr_17, isr_18, isr_19, isr_20, isr_21, isr_22, isr_23
 	.quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31
 	.quad isr_129
+	.quad isr_32, isr_33, isr_34, isr_35, isr_36, isr_37, isr_38, isr_39
+	.quad isr_40, isr_41, isr_42, isr_43, isr_44, isr_45, isr_46, isr_47
+	.quad isr_240, isr_241, isr_255
 
 	.section .note.GNU-stack, "", @progbits

@@ -95,8 +95,15 @@ inline constexpr std::uint32_t kExitPass = 0;
 inline constexpr std::uint32_t kExitFail = 1;
 
 // --- CPU (cpu.cpp) -----------------------------------------------------------------------
-// GDT (ring-0/ring-3 code and data), TSS (RSP0 + IST stacks), IDT, FPU/SSE/AVX state.
+// Boot CPU: its GDT (ring-0/ring-3 code and data) and TSS (RSP0 + IST stacks), IA32_GS_BASE
+// = its PerCpu block (percpu.h), the IDT, FPU/SSE/AVX state.
 void cpu_init();
+struct PerCpu;
+// An application processor (smp.cpp): its own GDT, TSS, GS base, the shared IDT and the same
+// CR0/CR4/XCR0 as the boot CPU. False if its features differ from the boot CPU's (XCR0, NX).
+bool cpu_init_ap(PerCpu& c);
+// Top of CPU `id`'s own kernel stack (application processors; the boot CPU uses boot.S's).
+std::uint64_t kernel_stack_top(unsigned id);
 struct CpuFeatures {
   bool nx;
   bool page1gb;
@@ -122,5 +129,11 @@ bool memory_init(std::uint64_t start_info_pa);
 const char* cmdline();
 // The CR3 value of the boot address space (kernel half only, slot 0 empty).
 std::uint64_t boot_cr3();
+// End of the direct map: phys_to_virt is valid below it.
+std::uint64_t direct_map_end();
+// True if the firmware memory map says [base, end) is RAM (E820 type 1) in full.
+bool firmware_ram(std::uint64_t base, std::uint64_t end);
+// Write out this CPU's unfinished console line (env_kernel.cpp buffers lines per CPU).
+void console_flush();
 
 }  // namespace capmem::kernel

@@ -13,5 +13,6 @@ extern const char ring3_prog_jump[], ring3_prog_jump_end[];
 extern const char ring3_prog_fill[], ring3_prog_fill_end[];
 extern const char ring3_prog_ud[], ring3_prog_ud_end[];
 extern const char ring3_demo_prog[], ring3_demo_prog_end[];
+extern const char ring3_prog_reader[], ring3_prog_reader_end[];  // ktest_smp_progs.S
 }
 // NOLINTEND(bugprone-dynamic-static-initializers)

@@ -9,6 +9,7 @@
 #include "capmem/log.h"
 #include "kernel.h"
 #include "ktest.h"
+#include "smp.h"
 
 extern "C" void (*const __init_array_start[])();
 extern "C" void (*const __init_array_end[])();
@@ -40,6 +41,22 @@ void maybe_crash(const char* cmd) {
       asm volatile("ud2");
     } else if (starts_with(p, "panic")) {
       env::panic("requested on the command line");
+    } else if (starts_with(p, "ap-panic") || starts_with(p, "ap-pf")) {
+      // A panic (or a ring-0 #PF) on the last application processor while this CPU waits
+      // for it: every CPU must stop and exactly one report must appear (tests/qemu smp-panic).
+      const unsigned last = smp::online_count() - 1;
+      if (last == 0) {
+        log::str("capmem: crash=ap-* needs more than one CPU\n");
+        exit_qemu(kExitFail);
+      }
+      if (starts_with(p, "ap-panic"))
+        smp::run_on(
+            last, [](void*) { env::panic("requested on the command line, raised on an application processor"); },
+            nullptr);
+      else
+        smp::run_on(
+            last, [](void*) { (void)*reinterpret_cast<volatile std::uint64_t*>(0xdead0000ull); }, nullptr);
+      smp::wait_done(last);
     } else if (starts_with(p, "triple")) {
       // An empty IDT: #UD cannot be delivered -> #GP -> #DF -> shutdown (SDM Vol. 3A 6.15
       // "Interrupt 8"). Proves the runner counts a reset as a failure, not a pass.
@@ -107,10 +124,10 @@ const BootInfo& boot_info() { return g_boot_info; }
 extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   using namespace capmem;
   using namespace capmem::kernel;
+  cpu_init();  // GDT/TSS/GS/IDT first: from here every exception prints a dump
   const bool mb2 = boot_protocol == static_cast<std::uint32_t>(BootProtocol::Multiboot2);
   log::str(mb2 ? "capmem kernel: Multiboot2 entry" : "capmem kernel: PVH entry");
   log::str(", long mode, higher half\n");
-  cpu_init();  // GDT/TSS/IDT first: from here every exception prints a dump
   for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
 
   if (!memory_init(start_info_pa)) {
@@ -153,6 +170,7 @@ extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   frames().set_poison(true);  // catch writes after free, as the hosted tests do
   hash::init();
   print_features();
+  smp::init(cmdline());  // after hash::init: its dispatch table is read-only from here on
   maybe_crash(cmdline());
 
   // `ktest=PREFIX[,PREFIX...]`: run only the cases whose names start with one of them.

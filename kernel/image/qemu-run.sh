@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Boot the capmem kernel image under QEMU and report its verdict.
 #
-#   qemu-run.sh KERNEL|IMAGE.iso [--kvm] [--timeout SECS] [extra qemu args...]
+#   qemu-run.sh KERNEL|IMAGE.iso [--kvm] [--smp N] [--timeout SECS] [extra qemu args...]
 #
 # KERNEL is booted with `-kernel` (PVH); a file ending in .iso (kernel/image/mkiso.sh, a
 # GRUB rescue ISO) with `-cdrom` (SeaBIOS, GRUB, then the kernel's Multiboot2 entry).
+# --smp N: N CPUs (-smp N); under TCG with one host thread per CPU (-accel tcg,thread=multi),
+# so the CPUs really run at the same time.
 #
 # Console: the kernel writes to the QEMU debug console (port 0xe9), shown here on stdout
 # (-debugcon stdio). It ends with `isa-debug-exit`: QEMU then exits with (code << 1) | 1,
@@ -19,16 +21,18 @@
 #   77  --kvm was asked for but /dev/kvm is not usable (meson counts 77 as a skip)
 set -u
 
-usage() { echo "usage: $0 KERNEL|IMAGE.iso [--kvm] [--timeout SECS] [qemu args...]" >&2; exit 4; }
+usage() { echo "usage: $0 KERNEL|IMAGE.iso [--kvm] [--smp N] [--timeout SECS] [qemu args...]" >&2; exit 4; }
 [ $# -ge 1 ] || usage
 kernel=$1
 shift
 kvm=0
+smp=1
 timeout_s=${CAPMEM_QEMU_TIMEOUT:-60}
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --kvm) kvm=1 ;;
+    --smp) shift; smp=$1 ;;
     --timeout) shift; timeout_s=$1 ;;
     *) extra+=("$1") ;;
   esac
@@ -54,7 +58,9 @@ else
   # TCG with every feature QEMU can emulate (QEMU 7.2 TCG: SSE4.x, AVX, AVX2; no SHA-NI,
   # no AVX-512); the kernel prints which hash implementations CPUID offers.
   accel=(-accel tcg -cpu max)
+  [ "$smp" -gt 1 ] && accel=(-accel tcg,thread=multi -cpu max)
 fi
+accel+=(-smp "$smp")
 
 case $kernel in
   *.iso) boot=(-cdrom "$kernel" -boot d) ;;

@@ -6,6 +6,8 @@
 #include "arch.h"
 #include "capmem/log.h"
 #include "kernel.h"
+#include "percpu.h"
+#include "smp.h"
 #include "user.h"
 
 namespace capmem::kernel {
@@ -35,7 +37,16 @@ void reg(const char* name, std::uint64_t v) {
   log::hex(v, 16);
 }
 
-int g_depth = 0;
+bool is_ist_vector(std::uint64_t v) { return v == 2 || v == 8 || v == 18; }  // NMI, #DF, #MC
+
+// NMI, #DF and #MC run on IST1 and may have interrupted anything, even the instructions
+// between a swapgs and its iretq: GS is not trusted. Their CPU's PerCpu pointer sits just
+// above the CPU-pushed frame, at the top of that CPU's IST1 stack (cpu.cpp gdt_tss_init).
+void adopt_gs_from_ist(const TrapFrame* f) {
+  const auto* top = reinterpret_cast<const char*>(f + 1);  // = TSS.IST1 (top - 16)
+  PerCpu* c = *reinterpret_cast<PerCpu* const*>(top + 8);
+  arch::wrmsr(arch::MSR_GS_BASE, reinterpret_cast<std::uint64_t>(c));
+}
 
 }  // namespace
 
@@ -61,6 +72,9 @@ void dump_trap(const TrapFrame& f) {
   log::str(vector_name(f.vector));
   log::str(") at ring ");
   log::dec(f.cs & 3);
+  log::nl();
+  log::str("    on cpu ");
+  log::dec(percpu_id());
   log::nl();
   log::str("    ");
   reg("error", f.error_code);
@@ -91,15 +105,33 @@ void dump_trap(const TrapFrame& f) {
 }
 
 extern "C" void trap_dispatch(TrapFrame* f) {
-  if (f->from_user() && user_trap(f)) return;  // resumed (user_trap may also not return)
-  if (g_depth++ > 0) {
+  if (is_ist_vector(f->vector)) adopt_gs_from_ist(f);
+  if (f->vector >= 32 && f->vector != kVectorExitGate) {
+    smp::on_interrupt(static_cast<unsigned>(f->vector));
+    return;
+  }
+  if (f->vector == kVectorNmi) (void)smp::on_nmi();                         // a panic's stop request: never returns
+  if (f->from_user() && !is_ist_vector(f->vector) && user_trap(f)) return;  // (may not return)
+  if (percpu()->exception_depth++ > 0) {
     log::str("\n*** nested CPU exception ");
     log::dec(f->vector);
     log::str(" while handling an exception: giving up\n");
+    console_flush();
     exit_qemu(kExitFail);
   }
+  (void)smp::begin_panic();  // another CPU already reporting: this one halts in there
+  const unsigned others = smp::online_count() - 1;
+  const unsigned stopped = smp::stop_others();
   dump_trap(*f);
+  if (others != 0) {
+    log::str("capmem: stopped ");
+    log::dec(stopped);
+    log::str(" of ");
+    log::dec(others);
+    log::str(" other CPUs\n");
+  }
   log::str("capmem: boot failed: unexpected CPU exception\n");
+  console_flush();
   exit_qemu(kExitFail);
 }
 

@@ -22,6 +22,19 @@ static_assert(sizeof(TrapFrame) == 22 * 8, "isr.S pushes exactly this layout");
 
 inline constexpr unsigned kVectorPageFault = 14;   // #PF (SDM Vol. 3A 6.15 "Interrupt 14")
 inline constexpr unsigned kVectorExitGate = 0x81;  // ring-3 exit gate (`int 0x81`, DPL 3)
+inline constexpr unsigned kVectorNmi = 2;
+
+// Interrupt vectors (smp.cpp; docs/smp.md "Interrupts"). The legacy 8259 PICs are remapped
+// to 0x20..0x2f and fully masked: anything arriving there is counted and ignored.
+inline constexpr unsigned kVectorPicBase = 0x20;
+inline constexpr unsigned kVectorShootdown = 0xf0;  // IPI: invalidate a range (rule 7.2)
+inline constexpr unsigned kVectorWake = 0xf1;       // IPI: work posted / work done (wakes hlt)
+inline constexpr unsigned kVectorSpurious = 0xff;   // local APIC spurious vector (no EOI)
+inline constexpr unsigned kIrqVectors[] = {0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29,
+                                           0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0xf0, 0xf1, 0xff};
+inline constexpr unsigned kIrqVectorCount = sizeof kIrqVectors / sizeof kIrqVectors[0];
+// isr.S's isr_table: vectors 0..31, the exit gate, then kIrqVectors in order.
+inline constexpr unsigned kIsrTableSize = 33 + kIrqVectorCount;
 
 // Called by isr.S for every vector with the frame on the stack; returning resumes it
 // (iretq). Exits from ring 3 never return here (see user.cpp).

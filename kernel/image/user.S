@@ -9,6 +9,7 @@
  * user_return(KernelContext* ctx): called on the RSP0 stack by the trap path when a run ends:
  * restores RSP and the callee-saved registers from ctx and returns from user_enter. The trap
  * frame left on the RSP0 stack is abandoned (RSP0 starts afresh on the next trap from ring 3).
+ * The trap entry already executed swapgs: GS is the kernel's again here.
  */
 #define UR_RAX 0
 #define UR_RBX 8
@@ -67,6 +68,10 @@ user_enter:
 	mov UR_R14(%rdi), %r14
 	mov UR_R15(%rdi), %r15
 	mov UR_RDI(%rdi), %rdi
+	/* swapgs discipline (docs/smp.md): the PerCpu pointer goes to IA32_KERNEL_GS_BASE for
+	 * the whole time at ring 3; the trap entry (isr.S) swaps it back. Interrupts are off
+	 * here (only an NMI can land between the two, and trap.cpp handles that). */
+	swapgs
 	iretq
 
 	.globl user_return

@@ -8,6 +8,8 @@
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "kernel.h"
+#include "percpu.h"
+#include "smp.h"
 
 namespace capmem::kernel {
 
@@ -22,22 +24,24 @@ static_assert(offsetof(UserRegs, rdi) == 40 && offsetof(UserRegs, r15) == 112 &&
                   offsetof(UserRegs, rsp) == 128 && offsetof(UserRegs, rflags) == 136,
               "user.S uses these offsets");
 
-namespace {
-
-// The run in progress. Invariant: active <=> a run_user() call is on the boot stack and
+// The run in progress on one CPU, on run_user()'s stack; active_user_run() (percpu.h) points at
+// it. Invariant: active_user_run() != nullptr <=> a run_user() call is on this CPU's stack and
 // kctx holds its callee-saved registers; result points at its RunResult.
 struct ActiveRun {
-  bool active;
   const RunSpec* spec;
   RunResult* result;
   KernelContext kctx;
 };
-ActiveRun g_run;
+
+namespace {
 
 // RFLAGS bits a guest may choose (SDM Vol. 1 3.4.3): CF, PF, AF, ZF, SF, DF, OF. Bit 1 is
 // always 1. IF, TF, IOPL, NT, RF, VM, AC, VIF, VIP, ID stay 0.
 constexpr std::uint64_t kUserFlagsMask = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800;
 constexpr std::uint64_t kRflagsFixed = 0x2;
+// Guests run with interrupts on: a shootdown IPI must reach a CPU running ring-3 code
+// (docs/smp.md). Every interrupt gate clears IF again on the way into the kernel.
+constexpr std::uint64_t kRflagsIf = 0x200;
 
 UserRegs regs_of(const TrapFrame& f) {
   return UserRegs{.rax = f.rax,
@@ -61,12 +65,13 @@ UserRegs regs_of(const TrapFrame& f) {
 }
 
 [[noreturn]] void end_run(const TrapFrame& f, RunExit exit) {
-  RunResult& r = *g_run.result;
+  ActiveRun& run = *active_user_run();
+  RunResult& r = *run.result;
   r.exit = exit;
   r.regs = regs_of(f);
   r.vector = f.vector;
   r.error_code = f.error_code;
-  user_return(&g_run.kctx);
+  user_return(&run.kctx);
 }
 
 }  // namespace
@@ -86,38 +91,38 @@ Status map_ring3_program(pt::PageTable& table, VirtAddr at, const char* begin, c
 }  // `page` drops its reference here: the leaf's is the only one left
 
 RunResult run_user(const RunSpec& spec) {
-  CAPMEM_ASSERT(!g_run.active);
+  CAPMEM_ASSERT(active_user_run() == nullptr);
   CAPMEM_ASSERT(spec.cr3.page_aligned() && spec.cr3.value() != 0);
   RunResult result{};
-  g_run.spec = &spec;
-  g_run.result = &result;
-  g_run.active = true;
+  ActiveRun run{.spec = &spec, .result = &result, .kctx = {}};
+  const bool irq_on = arch::irq_save();  // ring 0 runs with interrupts off (smp.h)
+  active_user_run() = &run;
   UserRegs start = spec.regs;
-  start.rflags = (start.rflags & kUserFlagsMask) | kRflagsFixed;
+  start.rflags = (start.rflags & kUserFlagsMask) | kRflagsFixed | kRflagsIf;
   const std::uint64_t saved_cr3 = arch::read_cr3();
-  arch::write_cr3(spec.cr3.value());
-  user_enter(&start, &g_run.kctx);  // comes back through user_return()
-  arch::write_cr3(saved_cr3);
-  g_run.active = false;
-  g_run.spec = nullptr;
-  g_run.result = nullptr;
+  smp::load_cr3(spec.cr3.value());
+  user_enter(&start, &run.kctx);  // comes back through user_return()
+  smp::load_cr3(saved_cr3);
+  active_user_run() = nullptr;
+  arch::irq_restore(irq_on);
   return result;
 }
 
 bool user_trap(TrapFrame* f) {
-  if (!g_run.active) return false;
+  ActiveRun* run = active_user_run();
+  if (run == nullptr) return false;
   if (f->vector == kVectorPageFault) {
     const std::uint64_t cr2 = arch::read_cr2();  // before anything else can fault
-    RunResult& r = *g_run.result;
+    RunResult& r = *run->result;
     r.cr2 = cr2;
-    if (g_run.spec->page_fault_hook != nullptr) {
-      const FaultVerdict v = g_run.spec->page_fault_hook(g_run.spec->hook_ctx, VirtAddr{cr2}, f->error_code, *f);
+    if (run->spec->page_fault_hook != nullptr) {
+      const FaultVerdict v = run->spec->page_fault_hook(run->spec->hook_ctx, VirtAddr{cr2}, f->error_code, *f);
       if (v.action == FaultAction::Resume) {
         ++r.faults_resumed;
         // The hook may have changed the frame: keep it a ring-3 frame with sane flags.
         f->cs = kUserCs;
         f->ss = kUserDs;
-        f->rflags = (f->rflags & kUserFlagsMask) | kRflagsFixed;
+        f->rflags = (f->rflags & kUserFlagsMask) | kRflagsFixed | kRflagsIf;
         return true;
       }
       r.code = v.code;

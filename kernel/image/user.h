@@ -73,8 +73,10 @@ struct RunResult {
 
 // Runs guest code at ring 3 until it leaves; returns to the caller with the outcome and the
 // guest's registers. Loads spec.cr3 for the run and restores the caller's CR3 afterwards.
-// RFLAGS: only the arithmetic flags and DF are taken from spec.regs.rflags; IF stays 0
-// (no interrupt controller is programmed), IOPL 0. Not reentrant (one run at a time).
+// RFLAGS: only the arithmetic flags and DF are taken from spec.regs.rflags; IF is 1 at ring 3
+// (a shootdown IPI must reach a CPU running a guest; docs/smp.md), IOPL 0. One run at a time
+// per CPU (the current run is per CPU, percpu.h active_user_run()); any CPU may run any run that
+// is not on another CPU (rule 7.1). CR3 switches go through smp::load_cr3 (shootdown targets).
 RunResult run_user(const RunSpec& spec);
 
 // Copy the kernel half (PML4 slots 256..511 of the boot address space: direct map and image,
