@@ -35,7 +35,26 @@ void reg(const char* name, std::uint64_t v) {
   log::hex(v, 16);
 }
 
+// Ring-0 exceptions being reported: 0 none, 1 dumping one, 2 a fault inside that dump.
+// Every ring-0 exception ends the boot, so the count never goes down.
 int g_depth = 0;
+
+// The ring-3 trap being handled (set on entry from ring 3, before user_trap): the CPU
+// puts every trap from ring 3 at the top of the TSS.RSP0 stack, and the kernel runs on
+// that stack only while it handles one, so a ring-0 exception whose interrupted RSP lies
+// in the kRsp0Window bytes below that frame happened inside the handler of that trap (a
+// run's #PF hook, the fault path) — a nested fault. After a run ends the kernel is back on
+// its boot stack, so stale values here label nothing.
+constexpr std::uint64_t kRsp0Window = 32 * 1024;  // cpu.cpp g_rsp0_stack
+struct OuterTrap {
+  std::uint64_t frame;  // address of its TrapFrame (0: none yet)
+  std::uint64_t vector, error_code, rip, cr2;
+};
+OuterTrap g_outer{};
+
+bool nested_in_ring3_trap(const TrapFrame& f) {
+  return g_outer.frame != 0 && f.rsp <= g_outer.frame && g_outer.frame - f.rsp < kRsp0Window;
+}
 
 }  // namespace
 
@@ -91,14 +110,48 @@ void dump_trap(const TrapFrame& f) {
 }
 
 extern "C" void trap_dispatch(TrapFrame* f) {
-  if (f->from_user() && user_trap(f)) return;  // resumed (user_trap may also not return)
-  if (g_depth++ > 0) {
+  if (f->from_user()) {
+    g_outer = OuterTrap{.frame = reinterpret_cast<std::uint64_t>(f),
+                        .vector = f->vector,
+                        .error_code = f->error_code,
+                        .rip = f->rip,
+                        .cr2 = arch::read_cr2()};
+    if (user_trap(f)) return;  // resumed (user_trap may also not return: the run ended)
+  }
+  // A ring-0 exception is a kernel bug: report it once and fail the boot. An exception
+  // while reporting (the dump read a bad frame pointer, the console faulted) gets one line
+  // without touching the stack chain; a third level exits without printing at all, so a
+  // fault in the printing itself cannot recurse until the stack is gone.
+  const int depth = ++g_depth;
+  if (depth > 2) exit_qemu(kExitFail);
+  if (depth == 2) {
     log::str("\n*** nested CPU exception ");
     log::dec(f->vector);
-    log::str(" while handling an exception: giving up\n");
+    log::str(" (");
+    log::str(vector_name(f->vector));
+    log::str(") while reporting an exception: ");
+    reg("rip", f->rip);
+    log::str(" ");
+    reg("cr2", arch::read_cr2());
+    log::str("\ncapmem: boot failed: nested CPU exception\n");
     exit_qemu(kExitFail);
   }
   dump_trap(*f);
+  if (nested_in_ring3_trap(*f)) {
+    log::str("    nested: inside the kernel's handler of ring-3 exception ");
+    log::dec(g_outer.vector);
+    log::str(" (");
+    log::str(vector_name(g_outer.vector));
+    log::str(") ");
+    reg("error", g_outer.error_code);
+    log::str(" ");
+    reg("rip", g_outer.rip);
+    log::str(" ");
+    reg("cr2", g_outer.cr2);
+    log::nl();
+    log::str("capmem: boot failed: CPU exception inside a ring-3 trap handler\n");
+    exit_qemu(kExitFail);
+  }
   log::str("capmem: boot failed: unexpected CPU exception\n");
   exit_qemu(kExitFail);
 }
