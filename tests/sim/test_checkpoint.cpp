@@ -370,7 +370,8 @@ TEST(Rule3_8, TwoRunsOverOneCapBothCheckpointed) {
   EXPECT_TRUE(w.mem.mapped_by_run());  // a is still attached
 }
 
-TEST(Rule3_8Death, DestroyingACapARunMapsTraps) {
+// A run's RunConfig points at its mem cap: destroying or moving that cap under the run traps.
+TEST(Rule3_8Death, DestroyingOrMovingACapARunMapsTraps) {
   EXPECT_DEATH(
       {
         auto* w = new World;
@@ -378,7 +379,25 @@ TEST(Rule3_8Death, DestroyingACapARunMapsTraps) {
         (void)run;
         w->mem = cap_of(w->mem_bytes);  // move-assigning over a mapped cap
       },
-      "");
+      "assertion failed: runs_ == nullptr");
+  EXPECT_DEATH(
+      {
+        auto* w = new World;
+        auto* run = new fault::Run(w->config());
+        (void)run;
+        DataCap moved(std::move(w->mem));  // moving a mapped cap away
+      },
+      "assertion failed: o.runs_ == nullptr");
+  EXPECT_DEATH(
+      {
+        auto* mem = new DataCap(cap_of(pattern(1, 3)));
+        auto* code = new DataCap(cap_of(pattern(1, 4)));
+        auto* table = new pt::PageTable(pt::PageTable::create().release_value());
+        auto* run = new fault::Run(RunConfig{.table = table, .code = code, .mem = mem, .pinned = {}, .gas = 1});
+        (void)run;
+        delete mem;  // destroying a mapped cap
+      },
+      "assertion failed: runs_ == nullptr");
 }
 
 }  // namespace
