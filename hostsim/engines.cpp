@@ -26,7 +26,8 @@ fault::AccessResult GuestCpu::finish(const GuestAccess& g) {
 }
 
 // Each access is guest execution (rule 3.8): the run is executing for its duration,
-// including any fault it takes, and paused between accesses.
+// including any fault it takes, and paused between accesses (the interpreter's accesses
+// also mark it themselves; the marks nest).
 fault::AccessResult GuestCpu::load(std::uint32_t addr, unsigned width) {
   const fault::Run::Executing executing(run_);
   if (kind_ == EngineKind::Interpreter) return fault::interp_load(run_, addr, width);

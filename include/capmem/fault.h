@@ -131,10 +131,11 @@ class Run {
 
   // --- Rule 3.8: executing or paused -------------------------------------------------
   // enter() before guest code may run (ring 3 entry, an engine's access), leave() after.
-  // Not reentrant: enter() on an executing run traps.
+  // They nest (an engine inside a caller's guard): the run is executing until the
+  // outermost leave(). leave() without enter() traps.
   void enter();
   void leave();
-  [[nodiscard]] bool executing() const { return executing_; }
+  [[nodiscard]] bool executing() const { return executing_ != 0; }
   class Executing {
    public:
     explicit Executing(Run& r) : run_(r) { run_.enter(); }
@@ -204,7 +205,7 @@ class Run {
   std::uint64_t gas_;
   std::uint64_t gas_start_;
   Counters counters_{};
-  bool executing_ = false;
+  std::uint32_t executing_ = 0;  // enter() depth
   // One bit per 2 MiB cluster of the 4 GiB guest space: read-only clusters already charged.
   std::uint64_t charged_[GUEST_LIMIT / CLUSTER_SIZE / 64]{};
   FrameDesc* paid_[tree::kMaxPages / kPaidPagesPerChunk]{};

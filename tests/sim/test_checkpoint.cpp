@@ -345,6 +345,23 @@ TEST(Rule3_8, MmuEngineIsExecutingDuringAFault) {
   EXPECT_FALSE(run.executing());
 }
 
+// Executing marks nest (an engine's own mark inside a caller's guard); leave() without
+// enter() is a bug.
+TEST(Rule3_8, ExecutingMarksNest) {
+  World w;
+  fault::Run run(w.config());
+  {
+    const fault::Run::Executing outer(run);
+    // The interpreter marks the run itself for its access, inside the caller's guard.
+    EXPECT_EQ(fault::interp_store(run, kData, 8, 1).outcome, Outcome::Retry);
+    EXPECT_TRUE(run.executing());
+    EXPECT_EQ(w.mem.flush().status(), Status::Busy);
+  }
+  EXPECT_FALSE(run.executing());
+  EXPECT_TRUE(w.mem.flush().ok());
+  EXPECT_DEATH(run.leave(), "assertion failed");
+}
+
 // Two runs over one cap: both register, both are write-protected by one flush.
 TEST(Rule3_8, TwoRunsOverOneCapBothCheckpointed) {
   World w;

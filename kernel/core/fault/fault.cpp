@@ -44,7 +44,7 @@ FrameDesc* source_frame(const DataCap& cap, std::uint32_t page, bool* missing) {
 Run::Run(const RunConfig& cfg) : cfg_(cfg), gas_(cfg.gas), gas_start_(cfg.gas) { cfg_.mem->attach_run(this); }
 
 Run::~Run() {
-  CAPMEM_ASSERT(!executing_);
+  CAPMEM_ASSERT(executing_ == 0);
   cfg_.mem->detach_run(this);
   for (FrameDesc*& f : paid_) {
     if (f != nullptr) frames().unref(f);
@@ -53,13 +53,13 @@ Run::~Run() {
 }
 
 void Run::enter() {
-  CAPMEM_ASSERT(!executing_);
-  executing_ = true;
+  CAPMEM_ASSERT(executing_ != ~std::uint32_t{0});
+  ++executing_;
 }
 
 void Run::leave() {
-  CAPMEM_ASSERT(executing_);
-  executing_ = false;
+  CAPMEM_ASSERT(executing_ != 0);
+  --executing_;
 }
 
 // --- Rule 3.8: checkpoints (called by DataCap while this run is paused) -------------------
@@ -85,7 +85,7 @@ bool Run::pinned_page(std::uint32_t page) const {
 }
 
 Status Run::reserve_paid(std::uint32_t page) {
-  CAPMEM_ASSERT(!executing_);
+  CAPMEM_ASSERT(executing_ == 0);
   FrameDesc*& chunk = paid_[page / kPaidPagesPerChunk];
   if (chunk != nullptr || cfg_.table->root().value() == 0) return Status::Ok;
   if (!cfg_.table->translate(mem_va(page)).ok()) return Status::Ok;  // nothing mapped: nothing to record
@@ -94,7 +94,7 @@ Status Run::reserve_paid(std::uint32_t page) {
 }
 
 void Run::protect_page(std::uint32_t page) {
-  CAPMEM_ASSERT(!executing_);
+  CAPMEM_ASSERT(executing_ == 0);
   if (cfg_.table->root().value() == 0) return;  // torn down: nothing mapped
   const VirtAddr va = mem_va(page);
   auto t = cfg_.table->translate(va);
@@ -107,7 +107,7 @@ void Run::protect_page(std::uint32_t page) {
 }
 
 void Run::refresh_page(std::uint32_t page) {
-  CAPMEM_ASSERT(!executing_);
+  CAPMEM_ASSERT(executing_ == 0);
   if (cfg_.table->root().value() == 0) return;
   const VirtAddr va = mem_va(page);
   auto t = cfg_.table->translate(va);
