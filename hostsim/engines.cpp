@@ -25,13 +25,18 @@ fault::AccessResult GuestCpu::finish(const GuestAccess& g) {
   return {last_.outcome, last_.addr, 0};
 }
 
+// Each access is guest execution (rule 3.8): the run is executing for its duration,
+// including any fault it takes, and paused between accesses (the interpreter's accesses
+// also mark it themselves; the marks nest).
 fault::AccessResult GuestCpu::load(std::uint32_t addr, unsigned width) {
+  const fault::Run::Executing executing(run_);
   if (kind_ == EngineKind::Interpreter) return fault::interp_load(run_, addr, width);
   last_ = {fault::Outcome::Retry, VirtAddr{}};
   return finish(mmu_.load(addr, width));
 }
 
 fault::AccessResult GuestCpu::store(std::uint32_t addr, unsigned width, std::uint64_t value) {
+  const fault::Run::Executing executing(run_);
   if (kind_ == EngineKind::Interpreter) return fault::interp_store(run_, addr, width, value);
   last_ = {fault::Outcome::Retry, VirtAddr{}};
   return finish(mmu_.store(addr, width, value));

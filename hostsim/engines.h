@@ -16,7 +16,9 @@ namespace capmem::hostsim {
 enum class EngineKind { Mmu, Interpreter };
 const char* engine_name(EngineKind k);
 
-// Binds a Run to an engine; `engine()` gives the accessors demo::run_ops() takes.
+// Binds a Run to an engine; `engine()` gives the accessors demo::run_ops() takes. The run
+// is executing (fault::Run::Executing, rule 3.8) during each load/store and paused between
+// them: the host may take checkpoints (flush, copy, ...) of its mem cap between accesses.
 class GuestCpu {
  public:
   GuestCpu(EngineKind kind, fault::Run& run);

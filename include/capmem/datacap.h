@@ -13,6 +13,8 @@
 //     when it is Loaded or Missing (rule 3.3); an explicit Empty entry is inert (it neither
 //     shadows nor changes anything at flush, rule 3.5) but counts as an entry, so the cap
 //     has no root until a flush drops it.
+//   - runs_ lists the fault::Runs that map this cap as their `mem` (rule 3.8); a cap with
+//     runs attached is neither moved nor destroyed (both trap).
 #pragma once
 
 #include <cstddef>
@@ -26,6 +28,10 @@
 #include "capmem/status.h"
 
 namespace capmem {
+
+namespace fault {
+class Run;
+}
 
 inline constexpr std::uint64_t kMaxCapSize = std::uint64_t{tree::kMaxPages} * PAGE_SIZE;  // 4 GiB
 
@@ -58,7 +64,9 @@ class DataCap {
   static Result<DataCap> from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target = 0,
                                     BuildProgress progress = {});
   // Rule 3.1: shares the backing (O(1)); the overlay entries are copied (the only part
-  // that can fail, OutOfFrames, and only if the overlay is non-empty).
+  // that can fail, OutOfFrames, and only if the overlay is non-empty). A checkpoint (3.8):
+  // Busy while a run that maps this cap executes; the paused runs' writable leaves are
+  // write-protected first, so the copy never sees a later guest store.
   [[nodiscard]] Result<DataCap> copy() const;
 
   // --- Reads (rule 3.7) ----------------------------------------------------------------
@@ -77,6 +85,16 @@ class DataCap {
   // MissingPage if any page in the range is Missing, OutOfExtent if the range passes
   // size(). On failure nothing is written.
   Result<void> read(std::uint64_t offset, std::uint8_t* out, std::size_t len) const;
+
+  // --- Checkpoints (rule 3.8) ---------------------------------------------------------
+  // copy, write_page, write_slot, put_page, place_shared and flush are checkpoints for the
+  // runs that map this cap: Busy (nothing changed) while one of them is executing; with
+  // all of them paused, every store they made before the call is in the result and every
+  // store after they resume lands in the cap (fault.h "Checkpoints"). A run attaches
+  // itself in its constructor and detaches in its destructor (fault::Run only).
+  void attach_run(fault::Run* r);
+  void detach_run(fault::Run* r);
+  [[nodiscard]] bool mapped_by_run() const { return runs_ != nullptr; }
 
   // --- Overlay writes ------------------------------------------------------------------
   // Loaded(page) into the overlay (hashed or unhashed page; all-zero sticks, rule 3.3).
@@ -129,9 +147,18 @@ class DataCap {
   DataCap(tree::Backing* b, Overlay ov);
   // Replace the backing with `txn`'s result (new_b from backing_alloc).
   void install(tree::Backing* new_b, tree::Txn& txn);
+  // Rule 3.8 steps (datacap.cpp): Busy if an attached run is executing; write-protect
+  // the attached runs' writable leaves of the overlay's pages (prepare may fail with
+  // OutOfFrames, changing nothing); reserve / refresh the runs' leaves of pages
+  // [first, first + n) whose effective slot a call changes.
+  Result<void> runs_paused() const;
+  Result<void> protect_runs() const;
+  Result<void> reserve_runs(std::uint32_t first, std::uint32_t n) const;
+  void refresh_runs(std::uint32_t first, std::uint32_t n) const;
 
   tree::Backing* backing_ = nullptr;
   Overlay overlay_;
+  fault::Run* runs_ = nullptr;  // intrusive list through Run::next_run_ / prev_run_
 };
 
 }  // namespace capmem

@@ -68,7 +68,9 @@ struct Counters {
   std::uint64_t page_in = 0;        // CoW-range pages mapped read-only (each charged)
   std::uint64_t clusters = 0;       // read-only 2 MiB clusters materialized (each charged)
   std::uint64_t cluster_pages = 0;  // pages mapped by those clusters (not charged)
-  std::uint64_t cow = 0;            // private copies published into the overlay
+  std::uint64_t cow = 0;            // private copies published into the overlay (each charged)
+  std::uint64_t recopies = 0;       // private copies of pages whose CoW was already paid (rule 3.8)
+  std::uint64_t repages = 0;        // page-ins of pages already paid for (rule 3.8, not charged)
   std::uint64_t spurious = 0;       // faults on pages already mapped as needed
   std::uint64_t guest_faults = 0;
   std::uint64_t out_of_frames = 0;
@@ -85,18 +87,74 @@ struct RunConfig {
 
 // The per-run context published before entering ring 3. It owns no page and no table:
 // the page table owns its tables, mappings hold references to the frames they map
-// (pt holds_ref), and the overlay owns published pages.
+// (pt holds_ref), and the overlay owns published pages. It owns the frames of its "paid"
+// bitmap (below), allocated only by checkpoints, never by the fault path.
+//
+// Checkpoints (rule 3.8). A Run registers with its `mem` cap for its whole life (the
+// constructor attaches it to the cap's intrusive list of runs, the destructor detaches
+// it; the cap must outlive the run and must not be moved while a run maps it: both trap).
+// A run is *executing* between enter() and leave() (or for the life of an Executing
+// guard): the engines (hostsim's GuestCpu around each guest access, the interpreter, the
+// kernel around run_user) mark it; otherwise it is *paused*. DataCap::flush, copy,
+// write_page, write_slot, put_page and place_shared on a cap that an executing run maps
+// return Status::Busy and change nothing. On a cap that only paused runs map they are
+// checkpoints: before the call settles the overlay, DataCap asks each run to
+// write-protect its writable leaves of that cap (protect_page: pt protect, which
+// invalidates the TLB entry through env::tlb_invalidate_page); after a write_page /
+// place_shared it asks each run to re-point the leaves of the pages it changed at their
+// new effective frames (refresh_page). The next guest store to such a page faults and
+// copies again from the cap, so every store lands in the cap and none leaks into a copy.
+// Gas: a run pays one page-in and one CoW per page at most (rule 4.5 + 3.8): the "paid"
+// bitmap (2 bits per mem page, in frames allocated by reserve_paid at the checkpoint)
+// records the pages whose page-in / CoW a checkpoint took away, and the handler charges
+// nothing for them again, so gas does not depend on when the host took checkpoints.
 //
 // Invariants (between faults):
-//   - every present leaf in slot 0 maps a page of a region, read-only unless it is a
-//     private copy that is also the mem cap's overlay entry for that page;
-//   - a read-only cluster is charged in `charged_` iff all its non-Missing pages are mapped;
+//   - every present leaf in slot 0 maps the current effective page of a region (the
+//     shared zero frame for Empty), read-only unless it is a private copy that is also
+//     the mem cap's overlay entry for that page;
+//   - a read-only cluster is charged in `charged_` iff its first fault mapped every
+//     non-Missing page of every read-only range inside it (rule 4.5); a checkpoint keeps
+//     them mapped (refresh_page re-points them, unmaps only pages that became Missing);
+//   - a CoW-range page with a present leaf has paid its page-in (or CoW), and a writable
+//     leaf its CoW, either as a charge or through the paid bitmap;
 //   - gas_left() only decreases, and only by costs.page_in / costs.cow after success.
 class Run {
  public:
   explicit Run(const RunConfig& cfg);
+  ~Run();
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
+
+  // --- Rule 3.8: executing or paused -------------------------------------------------
+  // enter() before guest code may run (ring 3 entry, an engine's access), leave() after.
+  // They nest (an engine inside a caller's guard): the run is executing until the
+  // outermost leave(). leave() without enter() traps.
+  void enter();
+  void leave();
+  [[nodiscard]] bool executing() const { return executing_ != 0; }
+  class Executing {
+   public:
+    explicit Executing(Run& r) : run_(r) { run_.enter(); }
+    ~Executing() { run_.leave(); }
+    Executing(const Executing&) = delete;
+    Executing& operator=(const Executing&) = delete;
+
+   private:
+    Run& run_;
+  };
+
+  // --- Rule 3.8: called by DataCap on the cap this run maps as `mem` (paused run) -----
+  // Prepare: make sure the paid bitmap can record `page` (allocates at most one frame;
+  // OutOfFrames changes nothing visible). A page this run does not map needs nothing.
+  Status reserve_paid(std::uint32_t page);
+  // Write-protect the run's leaf of mem `page` if it is writable (records its CoW as
+  // paid; reserve_paid(page) must have succeeded). Cannot fail.
+  void protect_page(std::uint32_t page);
+  // After the cap's effective page changed: re-point the run's leaf (if any) at the new
+  // effective frame, read-only, or unmap it if the page is Missing now (records what was
+  // paid; reserve_paid(page) must have succeeded). Cannot fail.
+  void refresh_page(std::uint32_t page);
 
   // THE entry point: the #PF vector and hostsim's MMU call this with CR2 and the x86
   // error code. Runs with interrupts off, allocates only frames, never hashes, and never
@@ -126,13 +184,32 @@ class Run {
   Answer page_in(const Where& w, VirtAddr va);
   Answer copy_on_write(const Where& w, VirtAddr va);
   bool cluster_charged(std::uint64_t cluster) const { return (charged_[cluster / 64] >> (cluster % 64)) & 1; }
+  std::uint64_t map_readonly_range(const Where& w, std::uint64_t lo, std::uint64_t hi, VirtAddr skip);
+
+  // Paid bitmap: 2 bits per mem page (kPaidRead: its page-in is paid, kPaidWrite: its CoW
+  // is paid), in 4 KiB frames of kPaidPagesPerChunk pages, allocated on demand by
+  // reserve_paid. A null chunk: nothing paid in it.
+  static constexpr unsigned kPaidRead = 1, kPaidWrite = 2;
+  static constexpr std::uint32_t kPaidPagesPerChunk = PAGE_SIZE * 8 / 2;
+  [[nodiscard]] unsigned paid(std::uint32_t page) const;
+  void set_paid(std::uint32_t page, unsigned bits);
+  [[nodiscard]] VirtAddr mem_va(std::uint32_t page) const {
+    return VirtAddr{DATA_BASE + std::uint64_t{page} * PAGE_SIZE};
+  }
+  [[nodiscard]] bool pinned_page(std::uint32_t page) const;
 
   RunConfig cfg_;
   std::uint64_t gas_;
   std::uint64_t gas_start_;
   Counters counters_{};
+  std::uint32_t executing_ = 0;  // enter() depth
   // One bit per 2 MiB cluster of the 4 GiB guest space: read-only clusters already charged.
   std::uint64_t charged_[GUEST_LIMIT / CLUSTER_SIZE / 64]{};
+  FrameDesc* paid_[tree::kMaxPages / kPaidPagesPerChunk]{};
+  // The mem cap's list of the runs that map it (DataCap::attach_run / detach_run).
+  Run* next_run_ = nullptr;
+  Run* prev_run_ = nullptr;
+  friend class ::capmem::DataCap;
 };
 
 // Guest accesses through software checks (the "interpreter" engine): every access is

@@ -25,6 +25,7 @@ enum class Status : unsigned {
   MissingInOverlay,  // rule 3.5: flush met a Missing overlay entry
   TooLarge,          // size over 4 GiB / 2^20 pages
   SharedTable,       // a page-table change would write into a shared (linked, not owned) table
+  Busy,              // rule 3.8: a run that maps the cap is executing; nothing was changed
   // Wire decoding (rules 2.5 and 5.2); each names the rule it enforces (see status_rule()).
   DecodeEmptyBuffer,       // 2.5
   DecodeUnknownSelector,   // 2.5
@@ -48,12 +49,22 @@ enum class Status : unsigned {
 const char* status_name(Status s);
 const char* status_rule(Status s);
 
+// Misuse of a Result (reading the value of a failed one, a failed one built from
+// Status::Ok) is a bug in the caller, not a runtime condition: it traps through
+// env::panic with `what` (status.cpp), in the kernel and hosted alike.
+[[noreturn]] void result_misuse(const char* what);
+
+// Invariants: ok() <=> a value is held; a failed Result holds a status other than Ok.
+// value(), operator*, operator-> and release_value() trap on a failed Result, and
+// Result<T>(Status::Ok) traps (a failure must name what failed; return a value instead).
 template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(const T& v) : ok_(true) { new (&value_) T(v); }        // NOLINT(implicit)
   Result(T&& v) : ok_(true) { new (&value_) T(std::move(v)); }  // NOLINT(implicit)
-  Result(Status s) : ok_(false), status_(s) {}                  // NOLINT(implicit)
+  Result(Status s) : ok_(false), status_(s) {                   // NOLINT(implicit)
+    if (s == Status::Ok) result_misuse("Result<T> built from Status::Ok holds no value");
+  }
   Result(Result&& o) noexcept : ok_(o.ok_), status_(o.status_) {
     if (ok_) new (&value_) T(std::move(o.value_));
   }
@@ -67,15 +78,28 @@ class [[nodiscard]] Result {
   [[nodiscard]] bool ok() const { return ok_; }
   explicit operator bool() const { return ok_; }
   [[nodiscard]] Status status() const { return ok_ ? Status::Ok : status_; }
-  T& value() & { return value_; }
-  const T& value() const& { return value_; }
-  T&& value() && { return std::move(value_); }
-  T* operator->() { return &value_; }
-  const T* operator->() const { return &value_; }
-  T& operator*() & { return value_; }
-  T release_value() { return std::move(value_); }
+  T& value() & { return checked(); }
+  const T& value() const& { return checked(); }
+  T&& value() && { return std::move(checked()); }
+  T* operator->() { return &checked(); }
+  const T* operator->() const { return &checked(); }
+  T& operator*() & { return checked(); }
+  const T& operator*() const& { return checked(); }
+  T&& operator*() && { return std::move(checked()); }
+  T release_value() { return std::move(checked()); }
 
  private:
+  T& checked() {
+    if (!ok_) [[unlikely]]
+      result_misuse("value of a failed Result<T>");
+    return value_;
+  }
+  const T& checked() const {
+    if (!ok_) [[unlikely]]
+      result_misuse("value of a failed Result<T>");
+    return value_;
+  }
+
   bool ok_;
   Status status_ = Status::Ok;
   union {

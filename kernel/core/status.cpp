@@ -1,5 +1,7 @@
 #include "capmem/status.h"
 
+#include "capmem/env.h"
+
 namespace capmem {
 
 namespace {
@@ -23,6 +25,7 @@ constexpr StatusInfo info(Status s) {
     case Status::MissingInOverlay: return {"flush met a Missing overlay entry", "3.5"};
     case Status::TooLarge: return {"size over 4 GiB (2^20 pages)", "5.1"};
     case Status::SharedTable: return {"page-table change would write into a shared (linked) table", ""};
+    case Status::Busy: return {"a run that maps the cap is executing; try again while it is paused", "3.8"};
     case Status::DecodeEmptyBuffer: return {"empty buffer where a page slot was expected", "2.5"};
     case Status::DecodeUnknownSelector: return {"unknown page slot selector", "2.5"};
     case Status::DecodeTrailingBytes: return {"trailing bytes after a page slot", "2.5"};
@@ -45,5 +48,7 @@ constexpr StatusInfo info(Status s) {
 
 const char* status_name(Status s) { return info(s).name; }
 const char* status_rule(Status s) { return info(s).rule; }
+
+void result_misuse(const char* what) { env::panic(what); }
 
 }  // namespace capmem

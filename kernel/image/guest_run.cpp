@@ -53,6 +53,7 @@ RunResult enter_guest(fault::Run& run, const UserRegs& regs, std::uint64_t* hand
   CpuRun& cur = this_cpu_run();
   CAPMEM_ASSERT(cur.run == nullptr);
   cur = CpuRun{.run = &run, .handler_cycles = handler_cycles};
+  const fault::Run::Executing executing(run);  // rule 3.8: checkpoints of its caps are Busy meanwhile
   const RunResult r = run_user(RunSpec{.cr3 = run.table().root(), .regs = regs, .page_fault_hook = route_page_fault});
   cur = CpuRun{};
   return r;

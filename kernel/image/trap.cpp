@@ -39,6 +39,23 @@ void reg(const char* name, std::uint64_t v) {
 
 bool is_ist_vector(std::uint64_t v) { return v == 2 || v == 8 || v == 18; }  // NMI, #DF, #MC
 
+// The ring-3 trap being handled on each CPU (set on entry from ring 3, before user_trap):
+// the CPU puts every trap from ring 3 at the top of its TSS.RSP0 stack, and the kernel runs
+// on that stack only while it handles one, so a ring-0 exception whose interrupted RSP lies
+// in the kRsp0StackSize bytes below that frame happened inside the handler of that trap (a
+// run's #PF hook, the fault path): a nested fault. After a run ends the CPU is back on its
+// own kernel stack, so stale values here label nothing.
+struct OuterTrap {
+  std::uint64_t frame;  // address of its TrapFrame (0: none yet)
+  std::uint64_t vector, error_code, rip, cr2;
+};
+OuterTrap g_outer[kMaxKernelCpus]{};
+
+bool nested_in_ring3_trap(const TrapFrame& f) {
+  const OuterTrap& o = g_outer[percpu_id()];
+  return o.frame != 0 && f.rsp <= o.frame && o.frame - f.rsp < kRsp0StackSize;
+}
+
 // NMI, #DF and #MC run on IST1 and may have interrupted anything, even the instructions
 // between a swapgs and its iretq: GS is not trusted. Their CPU's PerCpu pointer sits just
 // above the CPU-pushed frame, at the top of that CPU's IST1 stack (cpu.cpp gdt_tss_init).
@@ -110,12 +127,31 @@ extern "C" void trap_dispatch(TrapFrame* f) {
     smp::on_interrupt(static_cast<unsigned>(f->vector));
     return;
   }
-  if (f->vector == kVectorNmi) (void)smp::on_nmi();                         // a panic's stop request: never returns
-  if (f->from_user() && !is_ist_vector(f->vector) && user_trap(f)) return;  // (may not return)
-  if (percpu()->exception_depth++ > 0) {
+  if (f->vector == kVectorNmi) (void)smp::on_nmi();  // a panic's stop request: never returns
+  if (f->from_user() && !is_ist_vector(f->vector)) {
+    g_outer[percpu_id()] = OuterTrap{.frame = reinterpret_cast<std::uint64_t>(f),
+                                     .vector = f->vector,
+                                     .error_code = f->error_code,
+                                     .rip = f->rip,
+                                     .cr2 = arch::read_cr2()};
+    if (user_trap(f)) return;  // resumed (user_trap may also not return: the run ended)
+  }
+  // A ring-0 exception is a kernel bug: report it once and fail the boot. An exception
+  // while reporting (the dump read a bad frame pointer, the console faulted) gets one line
+  // without touching the stack chain; a third level exits without printing at all, so a
+  // fault in the printing itself cannot recurse until the stack is gone.
+  const int depth = ++percpu()->exception_depth;
+  if (depth > 2) exit_qemu(kExitFail);
+  if (depth == 2) {
     log::str("\n*** nested CPU exception ");
     log::dec(f->vector);
-    log::str(" while handling an exception: giving up\n");
+    log::str(" (");
+    log::str(vector_name(f->vector));
+    log::str(") while reporting an exception: ");
+    reg("rip", f->rip);
+    log::str(" ");
+    reg("cr2", arch::read_cr2());
+    log::str("\ncapmem: boot failed: nested CPU exception\n");
     console_flush();
     exit_qemu(kExitFail);
   }
@@ -123,6 +159,21 @@ extern "C" void trap_dispatch(TrapFrame* f) {
   const unsigned others = smp::online_count() - 1;
   const unsigned stopped = smp::stop_others();
   dump_trap(*f);
+  const bool nested = nested_in_ring3_trap(*f);
+  if (nested) {
+    const OuterTrap& o = g_outer[percpu_id()];
+    log::str("    nested: inside the kernel's handler of ring-3 exception ");
+    log::dec(o.vector);
+    log::str(" (");
+    log::str(vector_name(o.vector));
+    log::str(") ");
+    reg("error", o.error_code);
+    log::str(" ");
+    reg("rip", o.rip);
+    log::str(" ");
+    reg("cr2", o.cr2);
+    log::nl();
+  }
   if (others != 0) {
     log::str("capmem: stopped ");
     log::dec(stopped);
@@ -130,7 +181,8 @@ extern "C" void trap_dispatch(TrapFrame* f) {
     log::dec(others);
     log::str(" other CPUs\n");
   }
-  log::str("capmem: boot failed: unexpected CPU exception\n");
+  log::str(nested ? "capmem: boot failed: CPU exception inside a ring-3 trap handler\n"
+                  : "capmem: boot failed: unexpected CPU exception\n");
   console_flush();
   exit_qemu(kExitFail);
 }

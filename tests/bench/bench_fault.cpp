@@ -73,10 +73,13 @@ struct FaultWorld {
     for (std::uint32_t p = 0; p < kPages; ++p) (void)table.unmap(data_va(p).page_base());
   }
   // Every data page mapped read-only from the backing (through the handler's read path),
-  // with an empty overlay.
+  // with an empty overlay. A cap that a run maps cannot be replaced (rule 3.8: the run is
+  // registered with it), so the run is re-created around the reset, in place.
   bool map_read_only() {
     unmap_all();
+    run.reset();
     mem = base.copy().release_value();
+    run.emplace(RunConfig{.table = &table, .code = &code, .mem = &mem, .pinned = {}, .gas = ~std::uint64_t{0} >> 1});
     for (std::uint32_t p = 0; p < kPages; ++p)
       if (run->handle_page_fault(data_va(p), kRead).outcome != Outcome::Retry) return false;
     return true;

@@ -1,5 +1,6 @@
 #include "capmem/datacap.h"
 
+#include "capmem/fault.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
 #include "capmem/mem.h"
@@ -78,10 +79,13 @@ using namespace detail_cap;
 DataCap::DataCap(tree::Backing* b, Overlay ov) : backing_(b), overlay_(static_cast<Overlay&&>(ov)) {}
 
 DataCap::DataCap(DataCap&& o) noexcept
-    : backing_(std::exchange(o.backing_, nullptr)), overlay_(static_cast<Overlay&&>(o.overlay_)) {}
+    : backing_(std::exchange(o.backing_, nullptr)), overlay_(static_cast<Overlay&&>(o.overlay_)) {
+  CAPMEM_ASSERT(o.runs_ == nullptr);  // a run's RunConfig points at the cap it maps
+}
 
 DataCap& DataCap::operator=(DataCap&& o) noexcept {
   if (this != &o) {
+    CAPMEM_ASSERT(runs_ == nullptr && o.runs_ == nullptr);
     overlay_ = static_cast<Overlay&&>(o.overlay_);
     if (backing_ != nullptr) tree::backing_unref(backing_);
     backing_ = std::exchange(o.backing_, nullptr);
@@ -90,6 +94,7 @@ DataCap& DataCap::operator=(DataCap&& o) noexcept {
 }
 
 DataCap::~DataCap() {
+  CAPMEM_ASSERT(runs_ == nullptr);  // the cap must outlive the runs that map it (rule 3.8)
   overlay_.clear();
   if (backing_ != nullptr) tree::backing_unref(backing_);
 }
@@ -98,6 +103,62 @@ void DataCap::install(tree::Backing* nb, tree::Txn& txn) {
   tree::backing_init(nb, txn.commit(), backing_->size);
   tree::backing_unref(backing_);
   backing_ = nb;
+}
+
+// --- Checkpoints (rule 3.8; fault.h "Checkpoints") ---------------------------------------
+
+void DataCap::attach_run(fault::Run* r) {
+  CAPMEM_ASSERT(r->next_run_ == nullptr && r->prev_run_ == nullptr && runs_ != r);
+  r->next_run_ = runs_;
+  if (runs_ != nullptr) runs_->prev_run_ = r;
+  runs_ = r;
+}
+
+void DataCap::detach_run(fault::Run* r) {
+  if (r->prev_run_ != nullptr) {
+    r->prev_run_->next_run_ = r->next_run_;
+  } else {
+    CAPMEM_ASSERT(runs_ == r);
+    runs_ = r->next_run_;
+  }
+  if (r->next_run_ != nullptr) r->next_run_->prev_run_ = r->prev_run_;
+  r->next_run_ = nullptr;
+  r->prev_run_ = nullptr;
+}
+
+Result<void> DataCap::runs_paused() const {
+  for (const fault::Run* r = runs_; r != nullptr; r = r->next_run_)
+    if (r->executing()) return Status::Busy;
+  return {};
+}
+
+// Only overlay pages can be mapped writable (fault.h invariants): prepare every run's
+// paid bitmap for them (may fail, nothing visible changed), then write-protect.
+Result<void> DataCap::protect_runs() const {
+  if (runs_ == nullptr || overlay_.count() == 0) return {};
+  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_) {
+    const Status st = overlay_.for_each([r](std::uint32_t page, const Slot&) { return r->reserve_paid(page); });
+    if (st != Status::Ok) return st;
+  }
+  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_) {
+    (void)overlay_.for_each([r](std::uint32_t page, const Slot&) {
+      r->protect_page(page);
+      return Status::Ok;
+    });
+  }
+  return {};
+}
+
+Result<void> DataCap::reserve_runs(std::uint32_t first, std::uint32_t n) const {
+  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_)
+    for (std::uint32_t i = 0; i < n; ++i)
+      if (const Status st = r->reserve_paid(first + i); st != Status::Ok) return st;
+  return {};
+}
+
+void DataCap::refresh_runs(std::uint32_t first, std::uint32_t n) const {
+  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_)
+    for (std::uint32_t i = 0; i < n; ++i) r->refresh_page(first + i);
 }
 
 // --- Construction -----------------------------------------------------------------------
@@ -153,6 +214,10 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
 }
 
 Result<DataCap> DataCap::copy() const {
+  if (auto r = runs_paused(); !r.ok()) return r.status();
+  // The clone shares the overlay's pages: a page a run maps writable must stop being
+  // writable first, or a later guest store would show through in the copy (rule 3.8).
+  if (auto r = protect_runs(); !r.ok()) return r.status();
   Overlay ov = TRY(overlay_.clone());
   tree::backing_ref(backing_);
   return DataCap(backing_, static_cast<Overlay&&>(ov));
@@ -216,7 +281,11 @@ Result<void> DataCap::write_page(std::uint32_t page, PageRef p) {
 
 Result<void> DataCap::write_slot(std::uint32_t page, Slot s) {
   if (page >= page_count()) return Status::OutOfExtent;
-  return overlay_.put(page, static_cast<Slot&&>(s));
+  TRY(runs_paused());
+  TRY(reserve_runs(page, 1));
+  TRY(overlay_.put(page, static_cast<Slot&&>(s)));
+  refresh_runs(page, 1);  // the runs' leaves follow the new effective page (rule 3.8)
+  return {};
 }
 
 Result<OverlayReservation> DataCap::reserve_overlay(std::uint32_t page) {
@@ -234,6 +303,8 @@ void DataCap::publish(OverlayReservation&& r, PageRef p) {
 Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
   CAPMEM_ASSERT(static_cast<bool>(p));
   if (page >= page_count()) return Status::OutOfExtent;
+  TRY(runs_paused());
+  TRY(reserve_runs(page, 1));
   Slot s;
   if (p.unhashed()) {
     if (!mem::page_is_zero(p.bytes())) {
@@ -251,6 +322,7 @@ Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
     return r.status();
   }
   install(nb, txn);
+  refresh_runs(page, 1);
   return {};
 }
 
@@ -260,6 +332,11 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
   const auto at = static_cast<std::uint32_t>(offset / PAGE_SIZE);
   const std::uint32_t room = page_count() - at;
   const std::uint32_t n = b.page_count() < room ? b.page_count() : room;
+  // Rule 3.8: this cap's runs and b's (whose pages are read) must be paused; this cap's
+  // runs' leaves of the placed pages follow them once placed.
+  TRY(runs_paused());
+  TRY(b.runs_paused());
+  TRY(reserve_runs(at, n));
   tree::Backing* nb = TRY(tree::backing_alloc());
   Status st = Status::Ok;
   {
@@ -274,16 +351,24 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
     if (st == Status::Ok) st = batch.drain();
     if (st == Status::Ok) install(nb, txn);
   }
-  if (st != Status::Ok) tree::backing_free_unused(nb);
-  return st;
+  if (st != Status::Ok) {
+    tree::backing_free_unused(nb);
+    return st;
+  }
+  refresh_runs(at, n);
+  return {};
 }
 
 Result<void> DataCap::flush() {
+  TRY(runs_paused());
   if (overlay_.count() == 0) return {};
   Status st = overlay_.for_each([](std::uint32_t, const Slot& s) {
     return s.kind() == SlotKind::Missing ? Status::MissingInOverlay : Status::Ok;
   });
   if (st != Status::Ok) return st;
+  // Rule 3.8: no run may keep writing a page this flush settles. A write-protected private
+  // copy is referenced by its leaf too, so settle() copies it rather than hashing in place.
+  TRY(protect_runs());
   tree::Backing* nb = TRY(tree::backing_alloc());
   {
     tree::Txn txn(backing_->root);

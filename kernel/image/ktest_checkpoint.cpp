@@ -1,0 +1,148 @@
+// Rule 3.8 (checkpoints of a paused run) and rule 4.5 (read-only clusters) at real ring 3:
+// every fault below is a hardware #PF that vector 14 hands to fault::Run::handle_page_fault
+// through the run's hook, and the write-protection a checkpoint applies is a real PTE
+// change plus invlpg.
+#include <cstdint>
+
+#include "capmem/datacap.h"
+#include "capmem/fault.h"
+#include "capmem/frame.h"
+#include "capmem/page.h"
+#include "kernel.h"
+#include "ktest.h"
+#include "ktest_ring3_progs.h"
+#include "user.h"
+
+namespace {
+using namespace capmem;
+using namespace capmem::kernel;
+
+constexpr std::uint64_t kErrP = pt::ErrorCode::kPresent, kErrW = pt::ErrorCode::kWrite, kErrU = pt::ErrorCode::kUser;
+
+struct HookCtx {
+  fault::Run* run;
+  DataCap* mem;
+  bool try_flush = false;  // attempt a checkpoint from inside the fault (must be Busy)
+  Status flush_in_fault = Status::Ok;
+  std::uint64_t last_error = 0;
+};
+
+FaultVerdict hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&) {
+  auto* h = static_cast<HookCtx*>(ctx);
+  h->last_error = error_code;
+  if (h->try_flush) {
+    h->flush_in_fault = h->mem->flush().status();
+    h->try_flush = false;
+  }
+  const fault::Answer a = h->run->handle_page_fault(cr2, static_cast<std::uint32_t>(error_code));
+  if (a.outcome == fault::Outcome::Retry) return {.action = FaultAction::Resume};
+  return {.action = FaultAction::EndRun, .code = static_cast<std::uint64_t>(a.outcome)};
+}
+
+// One entry at ring 3 of `prog` with rdi/rsi, the run executing for its duration. Its own
+// hook instead of guest_run.h's enter_guest(): it also tries a checkpoint from inside the
+// fault (which must be Busy) and records the error code.
+RunResult enter(fault::Run& run, HookCtx& h, PhysAddr cr3, std::uint64_t rdi, std::uint64_t rsi) {
+  const fault::Run::Executing executing(run);
+  UserRegs regs{};
+  regs.rip = fault::JIT_BASE;
+  regs.rdi = rdi;
+  regs.rsi = rsi;
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;
+  return run_user(RunSpec{.cr3 = cr3, .regs = regs, .page_fault_hook = hook, .hook_ctx = &h});
+}
+
+std::uint64_t cap_u64(const DataCap& c, std::uint64_t off) {
+  std::uint64_t v = ~std::uint64_t{0};
+  if (!c.read(off, reinterpret_cast<std::uint8_t*>(&v), 8).ok()) return ~std::uint64_t{0};
+  return v;
+}
+
+// A mem cap of 16 pages, each page's first byte its index + 1 (no page is Empty).
+Result<DataCap> make_mem() {
+  static std::uint8_t bytes[16 * PAGE_SIZE];
+  for (std::uint32_t p = 0; p < 16; ++p) bytes[p * PAGE_SIZE] = static_cast<std::uint8_t>(p + 1);
+  return DataCap::from_bytes(bytes, sizeof bytes);
+}
+
+}  // namespace
+
+KTEST(checkpoint_ring3_store_flush_store_flush) {
+  auto code = DataCap::create(PAGE_SIZE);
+  auto mem = make_mem();
+  auto table = pt::PageTable::create();
+  KASSERT(code.ok() && mem.ok() && table.ok());
+  link_kernel_half(table.value());
+  KASSERT(map_ring3_program(table.value(), VirtAddr{fault::JIT_BASE}, ring3_prog_store, ring3_prog_store_end) ==
+          Status::Ok);
+  const std::uint64_t a = fault::DATA_BASE + 2 * PAGE_SIZE + 16;
+  {
+    fault::Run run(fault::RunConfig{
+        .table = &table.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    HookCtx h{.run = &run, .mem = &mem.value(), .try_flush = true};
+    RunResult r = enter(run, h, table->root(), a, 0x1111111111111111ull);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(r.regs.rax, 0x1111111111111111ull);
+    KEXPECT_EQ(static_cast<unsigned>(h.flush_in_fault), static_cast<unsigned>(Status::Busy));
+    KEXPECT_EQ(mem->overlay_count(), 1);  // the Busy flush changed nothing
+
+    KEXPECT(mem->flush().ok());
+    KEXPECT_EQ(cap_u64(mem.value(), a - fault::DATA_BASE), 0x1111111111111111ull);
+    auto tr = table->translate(VirtAddr{a});
+    KEXPECT(tr.ok() && !tr->flags.writable);  // write-protected by the checkpoint
+
+    // The second store faults on the write-protected leaf (present, write, user) and
+    // copies again without a charge; before rule 3.8 it did not fault and was lost.
+    r = enter(run, h, table->root(), a, 0x2222222222222222ull);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(r.faults_resumed, 1);
+    KEXPECT_EQ(h.last_error, kErrP | kErrW | kErrU);
+    KEXPECT(mem->flush().ok());
+    KEXPECT_EQ(cap_u64(mem.value(), a - fault::DATA_BASE), 0x2222222222222222ull);
+    KEXPECT_EQ(run.gas_used(), fault::kGasCosts.cow);
+    KEXPECT_EQ(run.counters().cow, 1);
+    KEXPECT_EQ(run.counters().recopies, 1);
+
+    // A copy taken between two entries does not see the later store.
+    r = enter(run, h, table->root(), a, 0x3333333333333333ull);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    auto c = mem->copy();
+    KASSERT(c.ok());
+    r = enter(run, h, table->root(), a, 0x4444444444444444ull);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(cap_u64(c.value(), a - fault::DATA_BASE), 0x3333333333333333ull);
+    KEXPECT_EQ(cap_u64(mem.value(), a - fault::DATA_BASE), 0x4444444444444444ull);
+    KEXPECT_EQ(run.gas_used(), fault::kGasCosts.cow);
+  }
+  table->teardown();
+}
+
+// Rule 4.5: two pinned ranges in one 2 MiB cluster; the first fault maps both, charged once.
+KTEST(checkpoint_ring3_two_pinned_ranges_one_cluster) {
+  auto code = DataCap::create(PAGE_SIZE);
+  auto mem = make_mem();
+  auto table = pt::PageTable::create();
+  KASSERT(code.ok() && mem.ok() && table.ok());
+  link_kernel_half(table.value());
+  KASSERT(map_ring3_program(table.value(), VirtAddr{fault::JIT_BASE}, ring3_prog_load, ring3_prog_load_end) ==
+          Status::Ok);
+  const fault::PinnedRange ranges[] = {{.first_page = 1, .pages = 2}, {.first_page = 8, .pages = 3}};
+  {
+    fault::Run run(fault::RunConfig{
+        .table = &table.value(), .code = &code.value(), .mem = &mem.value(), .pinned = ranges, .gas = 1000});
+    HookCtx h{.run = &run, .mem = &mem.value()};
+    RunResult r = enter(run, h, table->root(), fault::DATA_BASE + PAGE_SIZE, 0);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(r.regs.rax & 0xff, 2);  // page 1's first byte
+    KEXPECT_EQ(run.counters().clusters, 1);
+    KEXPECT_EQ(run.counters().cluster_pages, 5);
+    for (std::uint64_t p : {1, 2, 8, 9, 10}) KEXPECT(table->translate(VirtAddr{fault::DATA_BASE + p * PAGE_SIZE}).ok());
+    // The second range's first access is no fault at all.
+    r = enter(run, h, table->root(), fault::DATA_BASE + 9 * PAGE_SIZE, 0);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(r.faults_resumed, 0);
+    KEXPECT_EQ(r.regs.rax & 0xff, 10);
+    KEXPECT_EQ(run.gas_used(), fault::kGasCosts.page_in);
+  }
+  table->teardown();
+}
