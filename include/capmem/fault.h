@@ -33,8 +33,8 @@ inline constexpr std::uint64_t JIT_BASE = 1ull << 39;      // rule 4.1: PML4 slo
 inline constexpr std::uint64_t CLUSTER_SIZE = 2ull << 20;  // read-only fault-around (4.5)
 inline constexpr std::uint64_t PAGES_PER_CLUSTER = CLUSTER_SIZE / PAGE_SIZE;
 
-// x86 page-fault error code (Intel SDM Vol. 3A 4.7): defined once, in pt.h.
-using ErrorCode = pt::ErrorCode;
+// The x86 page-fault error code handle_page_fault() takes is pt::ErrorCode (pt.h, Intel SDM
+// Vol. 3A 4.7), defined once for the core, hostsim's MMU and the kernel.
 
 // Gas (rule 4.5): one table of costs shared by both engines.
 struct GasCosts {

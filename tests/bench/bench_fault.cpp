@@ -38,8 +38,8 @@ namespace {
 
 constexpr std::uint32_t kPages = 512;  // 2 MiB of guest memory: exactly one PT
 constexpr std::size_t kBytes = std::size_t{kPages} * PAGE_SIZE;
-constexpr std::uint32_t kRead = ErrorCode::kUser;
-constexpr std::uint32_t kCowWrite = ErrorCode::kPresent | ErrorCode::kWrite | ErrorCode::kUser;
+constexpr std::uint32_t kRead = pt::ErrorCode::kUser;
+constexpr std::uint32_t kCowWrite = pt::ErrorCode::kPresent | pt::ErrorCode::kWrite | pt::ErrorCode::kUser;
 
 std::vector<std::uint8_t> random_bytes(std::size_t n, std::uint32_t seed) {
   std::vector<std::uint8_t> v(n);

@@ -222,7 +222,7 @@ TEST(Rule4_3, SpuriousFaultOnlyInvalidatesAndRetries) {
   GuestCpu cpu(EngineKind::Mmu, run);
   ASSERT_EQ(cpu.store(kData, 1, 1).outcome, Outcome::Retry);
   const auto gas = run.gas_used();
-  auto a = run.handle_page_fault(VirtAddr{kData}, ErrorCode::kUser | ErrorCode::kWrite | ErrorCode::kPresent);
+  auto a = run.handle_page_fault(VirtAddr{kData}, pt::ErrorCode::kUser | pt::ErrorCode::kWrite | pt::ErrorCode::kPresent);
   EXPECT_EQ(a.outcome, Outcome::Retry);
   EXPECT_EQ(run.counters().spurious, 1u);
   EXPECT_EQ(run.gas_used(), gas);

@@ -29,8 +29,8 @@ pt::LeafFlags guest_leaf(bool writable) {
   return pt::LeafFlags{.writable = writable, .user = true, .no_execute = true, .holds_ref = true};
 }
 
-// The frame a read maps: the effective page's frame, or the shared zero frame for Empty.
-// Returns nullptr for Missing (and for anything past the cap's extent: reads as Empty).
+// The frame a read maps: the effective page's frame, or the shared zero frame for Empty
+// (which is also what a page past the cap's extent reads as). nullptr only for Missing.
 FrameDesc* source_frame(const DataCap& cap, std::uint32_t page, bool* missing) {
   const SlotView s = cap.effective(page);
   *missing = s.kind == SlotKind::Missing;
@@ -147,10 +147,10 @@ Run::Where Run::classify(VirtAddr va) const {
 }
 
 Answer Run::handle_page_fault(VirtAddr cr2, std::uint32_t error_code) {
-  const bool write = (error_code & ErrorCode::kWrite) != 0;
+  const bool write = (error_code & pt::ErrorCode::kWrite) != 0;
   const Where w = classify(cr2);
   if (w.kind == Kind::None) return fault(cr2);                   // null guard, gaps (4.3)
-  if ((error_code & ErrorCode::kFetch) != 0) return fault(cr2);  // guest memory is never code
+  if ((error_code & pt::ErrorCode::kFetch) != 0) return fault(cr2);  // guest memory is never code
   if (write && w.kind != Kind::Cow) return fault(cr2);           // read-only range (4.3)
 
   // Spurious or stale-TLB fault: the page is already mapped as this access needs it

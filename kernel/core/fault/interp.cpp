@@ -12,9 +12,9 @@ namespace {
 // Returns 0 if not, otherwise the error code it would push (Intel SDM Vol. 3A 4.7).
 std::uint32_t check(const pt::PageTable& table, VirtAddr page_va, bool write) {
   auto t = table.translate(page_va);
-  if (!t.ok()) return ErrorCode::kUser | (write ? ErrorCode::kWrite : 0);
+  if (!t.ok()) return pt::ErrorCode::kUser | (write ? pt::ErrorCode::kWrite : 0);
   if (!t->flags.user || (write && !t->flags.writable))
-    return ErrorCode::kPresent | ErrorCode::kUser | (write ? ErrorCode::kWrite : 0);
+    return pt::ErrorCode::kPresent | pt::ErrorCode::kUser | (write ? pt::ErrorCode::kWrite : 0);
   return 0;
 }
 
@@ -28,7 +28,8 @@ AccessResult access(Run& run, std::uint32_t addr, unsigned width, bool write, st
 
   // Check every page of the access before touching any (the CPU restarts the whole
   // instruction after a fault). A handler that answers Retry has mapped the page, so
-  // each page needs at most a read fault and a write fault: 4 rounds is a generous bound.
+  // each page needs at most a read fault and a write fault: 2 * npages rounds, plus 2 of
+  // slack, bound a correct handler; more means a handler that lies about Retry.
   for (unsigned round = 0;; ++round) {
     if (round > 2 * npages + 2) env::panic("interpreter: handler answered retry without mapping the page");
     bool all_ok = true;
