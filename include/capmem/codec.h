@@ -1,5 +1,7 @@
-// Wire codecs (SSZ): the page slot (rules 2.4, 2.5). The cap codec (section 5) is on
-// DataCap (datacap.h) and shares DecodeError and ByteSink.
+// Wire codecs (SSZ), both implemented in kernel/core/cap/codec.cpp: the page slot
+// (rules 2.4, 2.5; declared here) and the cap container (section 5; DataCap::encode /
+// encoded_size / decode in datacap.h), which writes and parses its slots with the slot
+// codec below. Both share DecodeError, ByteSink and the little-endian helpers.
 #pragma once
 
 #include <cstddef>
@@ -24,6 +26,18 @@ using ByteSink = Status (*)(void* ctx, const std::uint8_t* data, std::size_t len
 
 namespace codec {
 
+// Little-endian fixed-width integers (SSZ uint32/uint64, offsets).
+constexpr std::uint32_t get_u32(const std::uint8_t* p) {
+  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
+}
+constexpr std::uint64_t get_u64(const std::uint8_t* p) { return get_u32(p) | std::uint64_t{get_u32(p + 4)} << 32; }
+constexpr void put_u32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+constexpr void put_u64(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+
 inline constexpr std::size_t kEmptyLen = 1;
 inline constexpr std::size_t kMissingLen = 33;
 inline constexpr std::size_t kLoadedLen = 1 + 32 + 4 + PAGE_SIZE;  // 4133
@@ -33,6 +47,11 @@ inline constexpr std::uint32_t kPageBytesOffset = 36;              // rule 2.4
 std::size_t slot_encoded_size(const Slot& s);
 // Writes slot_encoded_size(s) bytes. A Loaded page must be hashed (not an unhashed copy).
 void slot_encode(const Slot& s, std::uint8_t* out);
+// Everything of the encoding but a Loaded page's 4096 bytes (selector, hash, offset 36):
+// writes and returns 1, 33 or 37 bytes (kSlotHeadMax at most). The streaming cap encoder
+// follows it with the bytes straight from the frame.
+inline constexpr std::size_t kSlotHeadMax = kLoadedLen - PAGE_SIZE;  // 37
+std::size_t slot_encode_head(const Slot& s, std::uint8_t* out);
 // Rule 2.5. On failure returns the Decode* status and fills *err (if non-null) with it
 // and the offending offset (relative to `in`); nothing allocated survives the call.
 // A Loaded page lands in a fresh aligned frame after its hash was verified.

@@ -27,14 +27,11 @@
 #include "fuzz_common.h"
 
 using namespace capmem;
+using codec::get_u32;
 
 namespace {
 
 constexpr std::uint32_t kMaxReadPages = 256;  // independent root check up to 1 MiB of extent
-
-std::uint32_t get_u32(const std::uint8_t* p) {
-  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
-}
 
 Hash32 root_of(const DataCap& c) {
   auto r = c.root();
