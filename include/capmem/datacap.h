@@ -117,7 +117,11 @@ class DataCap {
   Result<void> encode(std::uint8_t* out, std::size_t cap) const;
   // Every check of rules 2.5 and 5.2; Loaded hashes verified in batches. On failure the
   // status is returned, *err (if non-null) names it with the byte offset, nothing leaks.
-  // `progress` hears the bytes of `in` whose pages were verified so far.
+  // Reads each input byte once through `src` and checks and hashes only its own copy (rule
+  // 5.3, codec.h); allocates as the input is read (a frame per Loaded page the input
+  // holds, tree nodes), never from the size or slot-count claims. `progress` hears the
+  // bytes of the input read so far.
+  static Result<DataCap> decode(const ByteSource& src, DecodeError* err = nullptr, BuildProgress progress = {});
   static Result<DataCap> decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr,
                                 BuildProgress progress = {});
 
