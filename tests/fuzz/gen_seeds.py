@@ -97,7 +97,7 @@ def main() -> None:
                 with open(os.path.join(VECTORS, f), "rb") as src:
                     write("cap_decode", "vector-" + f[:-4], src.read())
     write("cap_decode", "one-page-zero", cap(PAGE, []))
-    write("cap_decode", "size-zero", cap(0, []))
+    write("cap_decode", "bad-size-zero", cap(0, []))  # rule 5.2: 3.6 makes at least one page
     write("cap_decode", "max-size-empty", cap(1 << 32, []))
     write("cap_decode", "hole-hole-page", cap(4 * PAGE, [slot_empty(), slot_empty(), slot_loaded(rnd)]))
     write("cap_decode", "two-pages", cap(2 * PAGE, [slot_loaded(abc), slot_loaded(bytes(sparse))]))

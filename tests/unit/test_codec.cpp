@@ -233,6 +233,8 @@ TEST(Rule5_2, RejectsBadContainer) {
   expect_reject({}, Status::DecodeEmptyBuffer, 0);
   expect_reject({1, 2, 3, 4, 5}, Status::DecodeMissingBytes, 5);
   expect_reject(cap_wire(100, {}), Status::DecodeBadSize, 0);
+  expect_reject(cap_wire(0, {}), Status::DecodeBadSize, 0);  // 3.6 makes at least one page
+  expect_reject(cap_wire(0, {loaded_slot(1)}), Status::DecodeBadSize, 0);
   expect_reject(cap_wire(kMaxCapSize + PAGE_SIZE, {}), Status::DecodeBadSize, 0);
   auto w = cap_wire(PAGE_SIZE, {loaded_slot(1)});
   set32(w, 8, 16);

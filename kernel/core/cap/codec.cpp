@@ -345,7 +345,7 @@ Result<DataCap> DataCap::decode(const ByteSource& src, DecodeError* err, BuildPr
   std::uint8_t b[12];
   src.copy_in(src.ctx, 0, b, 12);
   const std::uint64_t size = get_u64(b);
-  if (size % PAGE_SIZE != 0 || size > kMaxCapSize) return fail(Status::DecodeBadSize, 0);
+  if (size == 0 || size % PAGE_SIZE != 0 || size > kMaxCapSize) return fail(Status::DecodeBadSize, 0);
   if (get_u32(b + 8) != 12) return fail(Status::DecodeBadFirstOffset, 8);
   const std::uint64_t L = len - 12;  // the list: offsets, then slots
   std::uint64_t count = 0;
