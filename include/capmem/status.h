@@ -41,6 +41,8 @@ enum class Status : unsigned {
   DecodeTrailingEmpty,     // 5.2 trailing Empty slot (not canonical)
   DecodeZeroLoaded,        // 5.2 Loaded page of all zero bytes (not canonical)
   DecodeMissingSlot,       // 5.2 Missing slot in a published cap
+  // Caller
+  Cancelled,  // a build (from_bytes, decode) stopped because its BuildProgress asked to
 };
 
 // Short human-readable description ("unknown slot selector") and the spec rule it

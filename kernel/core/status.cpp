@@ -38,6 +38,7 @@ constexpr StatusInfo info(Status s) {
     case Status::DecodeTrailingEmpty: return {"trailing Empty slot (not canonical)", "5.2"};
     case Status::DecodeZeroLoaded: return {"Loaded page with all-zero bytes (not canonical)", "5.2"};
     case Status::DecodeMissingSlot: return {"Missing slot in a published cap", "5.2"};
+    case Status::Cancelled: return {"cancelled by the caller", ""};
   }
   return {"unknown status", ""};
 }

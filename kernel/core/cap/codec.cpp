@@ -399,7 +399,8 @@ Result<DataCap> DataCap::decode(const ByteSource& src, DecodeError* err, BuildPr
       }
       start = end;
       if (st == Status::Ok && 12 + start >= next_report && i + 1 < count) {
-        progress(12 + start);
+        if (progress.cancelled()) st = fail(Status::Cancelled, 12 + start);
+        else progress(12 + start);
         next_report = 12 + start + BuildProgress::kProgressStep;
       }
     }

@@ -111,7 +111,13 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
     const std::uint8_t* src = content + off;
     const std::size_t n = len - off < PAGE_SIZE ? len - off : PAGE_SIZE;
     const auto page = static_cast<std::uint32_t>(off / PAGE_SIZE);
-    if (off % BuildProgress::kProgressStep == 0) progress(off);
+    if (off % BuildProgress::kProgressStep == 0) {
+      if (progress.cancelled()) {
+        st = Status::Cancelled;
+        break;
+      }
+      progress(off);
+    }
     if (n == PAGE_SIZE) {
       if (mem::page_is_zero(src)) continue;
       auto p = PageRef::unhashed_copy(src);
