@@ -463,3 +463,28 @@ TEST(Rule5_3, AllocationFollowsTheBytesReadNotTheClaims) {
     EXPECT_EQ(frames().stats().in_use, before);
   }
 }
+
+// Rule 3.6 with bytes that change while from_bytes reads them: a second thread keeps
+// flipping the last byte of every page between 0 and 1 (each page all zero or not, only
+// that byte differing). The cap built is consistent: no Loaded page of all zero bytes, every
+// hash the hash of its frame, the root of its own bytes. Races on purpose (see above).
+TEST(Rule5_3RacyInput, FromBytesOfAChangingBufferBuildsAConsistentCap) {
+  constexpr std::size_t kPages = 32;
+  std::vector<std::uint8_t> bytes(kPages * PAGE_SIZE, 0);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    volatile std::uint8_t* buf = bytes.data();
+    for (std::uint8_t v = 1; !stop.load(std::memory_order_relaxed); v ^= 1)
+      for (std::size_t p = 0; p < kPages; ++p) buf[p * PAGE_SIZE + PAGE_SIZE - 1] = v;
+  });
+  int bad = 0;
+  for (int round = 0; round < 2000 && bad < 5; ++round) {
+    auto c = DataCap::from_bytes(bytes.data(), bytes.size());
+    ASSERT_TRUE(c.ok());
+    const auto r = consistent(c.value());
+    EXPECT_TRUE(r) << "round " << round;
+    if (!r) ++bad;
+  }
+  stop.store(true);
+  writer.join();
+}

@@ -118,22 +118,22 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
       }
       progress(off);
     }
+    // The zero test on `content` only skips work; the one that decides is on the copy, so
+    // content that changes under the call never yields an all-zero Loaded page (3.2, 3.6).
     if (n == PAGE_SIZE) {
       if (mem::page_is_zero(src)) continue;
-      auto p = PageRef::unhashed_copy(src);
-      st = p.ok() ? batch.add(page, p.release_value()) : p.status();
     } else {
       bool zero = true;
       for (std::size_t i = 0; i < n && zero; ++i) zero = src[i] == 0;
       if (zero) continue;
-      auto p = PageRef::unhashed_copy(nullptr);
-      if (!p.ok()) {
-        st = p.status();
-        break;
-      }
-      __builtin_memcpy(p->mutable_bytes(), src, n);
-      st = batch.add(page, p.release_value());
     }
+    auto p = PageRef::unhashed_copy(n == PAGE_SIZE ? src : nullptr);
+    if (!p.ok()) {
+      st = p.status();
+      break;
+    }
+    if (n != PAGE_SIZE) __builtin_memcpy(p->mutable_bytes(), src, n);
+    if (!mem::page_is_zero(p->bytes())) st = batch.add(page, p.release_value());
   }
   if (st == Status::Ok) st = batch.drain();
   if (st != Status::Ok) {
