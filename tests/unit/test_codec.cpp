@@ -398,20 +398,31 @@ TEST(Rule5_3, EveryByteIsReadOnceWhateverLaterReadsWouldAnswer) {
   auto c = DataCap::from_bytes(bytes.data(), bytes.size(), 64 * PAGE_SIZE).release_value();
   const auto w = encode(c);
   const std::uint32_t count = codec::get_u32(w.data() + 12) / 4;
-  for (int variant = 0; variant < 3; ++variant) {
+  // Variants: 0 offsets moved to the previous slot, 1 offsets moved past the end, 2 slot
+  // bytes complemented, 3 offsets kept and only page bytes flipped (a two-pass decoder
+  // accepts that one with hashes of bytes its frames do not hold).
+  for (int variant = 0; variant < 4; ++variant) {
     TwoFacedSource src(w);
     for (std::size_t i = 12 + 4 * count; i < w.size(); ++i) src.later[i] ^= variant == 2 ? 0xff : 0x5a;
-    for (std::uint32_t i = 1; i < count; ++i) {
+    for (std::uint32_t i = 1; i < count && variant != 3; ++i) {
       const std::uint32_t mine = codec::get_u32(w.data() + 12 + 4 * i);
       const std::uint32_t prev = codec::get_u32(w.data() + 12 + 4 * (i - 1));
       codec::put_u32(src.later.data() + 12 + 4 * i, variant == 1 ? mine + 0x10000 : prev);
     }
+    if (variant == 3)  // selectors, hashes and page offsets as first answered
+      for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint32_t at = 12 + codec::get_u32(w.data() + 12 + 4 * i);
+        for (std::uint32_t j = at; j < at + codec::kSlotHeadMax && j < w.size(); ++j) src.later[j] = w[j];
+      }
     const auto before = frames().stats().in_use;
     {
       DecodeError err{};
       auto d = DataCap::decode(src.source(), &err);
-      ASSERT_TRUE(d.ok()) << "variant " << variant << ": " << status_name(d.status()) << " at " << err.offset;
       EXPECT_EQ(src.max_reads(), 1u) << "variant " << variant << ": a byte was read twice";
+      if (!d.ok()) {
+        ADD_FAILURE() << "variant " << variant << ": " << status_name(d.status()) << " at " << err.offset;
+        continue;
+      }
       EXPECT_TRUE(consistent(d.value())) << "variant " << variant;
       EXPECT_EQ(d->root().value(), c.root().value()) << "variant " << variant;
       EXPECT_LE(src.worst_excess, 0) << "frames held beyond what the bytes read so far back";
