@@ -1,5 +1,14 @@
-// Wire codecs (SSZ): the page slot (rules 2.4, 2.5). The cap codec (section 5) is on
-// DataCap (datacap.h) and shares DecodeError and ByteSink.
+// Wire codecs (SSZ), both implemented in kernel/core/cap/codec.cpp: the page slot
+// (rules 2.4, 2.5; declared here) and the cap container (section 5; DataCap::encode /
+// encoded_size / decode in datacap.h), which writes and parses its slots with the slot
+// codec below. Both share DecodeError, ByteSink, ByteSource and the little-endian helpers.
+//
+// Decoding reads each input byte once (rule 5.3), the way a kernel reads user memory with
+// copy_from_user: through ByteSource::copy_in into memory the decoder owns (a local, or the
+// fresh frame a page lands in), and only that copy is checked and hashed; checked offsets
+// stay in locals. Whatever the input does meanwhile (guest memory, a DMA buffer, a shared
+// mapping that changes under the call), the result is an error or a cap whose every page
+// hash is the hash of the bytes in its frame.
 #pragma once
 
 #include <cstddef>
@@ -11,8 +20,8 @@
 namespace capmem {
 
 // Why and where a decode failed: `status` is one of the Status::Decode* values (or
-// OutOfFrames), status_rule(status) names the rule; `offset` is the byte offset in the
-// input where the violation was found.
+// OutOfFrames, or Cancelled for a cap decode stopped by its BuildProgress), status_rule(status) names the rule;
+// `offset` is the byte offset in the input where the violation was found.
 struct DecodeError {
   Status status;
   std::uint64_t offset;
@@ -22,7 +31,33 @@ struct DecodeError {
 // Status::Ok to abort the encode with that status.
 using ByteSink = Status (*)(void* ctx, const std::uint8_t* data, std::size_t len);
 
+// A decoder's input (rule 5.3): `len` bytes that the decoder copies in, range by range,
+// with copy_in(ctx, offset, out, n) = "copy input bytes [offset, offset + n) to out". The
+// decoders ask only for ranges inside [0, len) and never for the same byte twice, so a
+// source that answers differently on every read cannot make them accept anything a single
+// snapshot of the bytes would not. A plain function pointer and context (no virtual
+// dispatch): memory() is the default, tests supply hostile ones.
+struct ByteSource {
+  void (*copy_in)(const void* ctx, std::uint64_t offset, std::uint8_t* out, std::size_t n) = nullptr;
+  const void* ctx = nullptr;
+  std::uint64_t len = 0;
+  // Plain memory: [in, in + len).
+  static ByteSource memory(const std::uint8_t* in, std::size_t len);
+};
+
 namespace codec {
+
+// Little-endian fixed-width integers (SSZ uint32/uint64, offsets).
+constexpr std::uint32_t get_u32(const std::uint8_t* p) {
+  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
+}
+constexpr std::uint64_t get_u64(const std::uint8_t* p) { return get_u32(p) | std::uint64_t{get_u32(p + 4)} << 32; }
+constexpr void put_u32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+constexpr void put_u64(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
 
 inline constexpr std::size_t kEmptyLen = 1;
 inline constexpr std::size_t kMissingLen = 33;
@@ -33,16 +68,17 @@ inline constexpr std::uint32_t kPageBytesOffset = 36;              // rule 2.4
 std::size_t slot_encoded_size(const Slot& s);
 // Writes slot_encoded_size(s) bytes. A Loaded page must be hashed (not an unhashed copy).
 void slot_encode(const Slot& s, std::uint8_t* out);
+// Everything of the encoding but a Loaded page's 4096 bytes (selector, hash, offset 36):
+// writes and returns 1, 33 or 37 bytes (kSlotHeadMax at most). The streaming cap encoder
+// follows it with the bytes straight from the frame.
+inline constexpr std::size_t kSlotHeadMax = kLoadedLen - PAGE_SIZE;  // 37
+std::size_t slot_encode_head(const Slot& s, std::uint8_t* out);
 // Rule 2.5. On failure returns the Decode* status and fills *err (if non-null) with it
-// and the offending offset (relative to `in`); nothing allocated survives the call.
-// A Loaded page lands in a fresh aligned frame after its hash was verified.
+// and the offending offset (relative to the input); nothing allocated survives the call.
+// A Loaded page is copied into a fresh aligned frame and hashed there (rule 5.3); the
+// claimed hash (copied into a local first) must equal that hash. Reads each byte once.
+Result<Slot> slot_decode(const ByteSource& src, DecodeError* err = nullptr);
 Result<Slot> slot_decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr);
-
-// The structural part of slot_decode (no allocation, no hashing): checks selector,
-// lengths and offset. For Loaded, *page_bytes points at the 4096 payload bytes and
-// *hash at the claimed hash. Used by the cap decoder to verify hashes in batches.
-Status slot_parse(const std::uint8_t* in, std::size_t len, SlotKind* kind, const std::uint8_t** hash,
-                  const std::uint8_t** page_bytes, std::uint64_t* err_offset);
 
 }  // namespace codec
 }  // namespace capmem

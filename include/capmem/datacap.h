@@ -37,14 +37,20 @@ inline constexpr std::uint64_t kMaxCapSize = std::uint64_t{tree::kMaxPages} * PA
 
 // Progress of a long build (from_bytes, decode): `report(ctx, done)` is called with the
 // input bytes consumed so far, about every kProgressStep bytes and once at the end, on the
-// caller's thread, never from the fault path. It cannot fail or cancel the build.
+// caller's thread, never from the fault path. `cancel(ctx)`, when set, is asked at each of
+// those points but the last, before `report`: true stops the build, which returns
+// Status::Cancelled (decode: DecodeError names it with the input offset reached) after
+// releasing everything it took (frames, tree nodes, backing). A caller that does not cancel
+// leaves `cancel` null: BuildProgress{.report = ..., .ctx = ...} is unchanged.
 struct BuildProgress {
   static constexpr std::uint64_t kProgressStep = 1ull << 20;
   void (*report)(void* ctx, std::uint64_t done) = nullptr;
   void* ctx = nullptr;
+  bool (*cancel)(void* ctx) = nullptr;
   void operator()(std::uint64_t done) const {
     if (report != nullptr) report(ctx, done);
   }
+  [[nodiscard]] bool cancelled() const { return cancel != nullptr && cancel(ctx); }
 };
 
 class DataCap {
@@ -60,7 +66,8 @@ class DataCap {
   // All Empty. size: a multiple of 4096 (InvalidArgument) and <= 4 GiB (TooLarge).
   static Result<DataCap> create(std::uint64_t size);
   // Rule 3.6: size = max(target, len) rounded up to a page, at least one page; all-zero
-  // pages are Empty. Pages are hashed in batches; the tree is built bottom up.
+  // pages are Empty. Pages are hashed in batches; the tree is built bottom up. `progress`
+  // hears the bytes of `content` done so far and may cancel (Cancelled).
   static Result<DataCap> from_bytes(const std::uint8_t* content, std::size_t len, std::uint64_t target = 0,
                                     BuildProgress progress = {});
   // Rule 3.1: shares the backing (O(1)); the overlay entries are copied (the only part
@@ -136,7 +143,11 @@ class DataCap {
   Result<void> encode(std::uint8_t* out, std::size_t cap) const;
   // Every check of rules 2.5 and 5.2; Loaded hashes verified in batches. On failure the
   // status is returned, *err (if non-null) names it with the byte offset, nothing leaks.
-  // `progress` hears the bytes of `in` whose pages were verified so far.
+  // Reads each input byte once through `src` and checks and hashes only its own copy (rule
+  // 5.3, codec.h); allocates as the input is read (a frame per Loaded page the input
+  // holds, tree nodes), never from the size or slot-count claims. `progress` hears the
+  // bytes of the input read so far and may cancel (Cancelled).
+  static Result<DataCap> decode(const ByteSource& src, DecodeError* err = nullptr, BuildProgress progress = {});
   static Result<DataCap> decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr,
                                 BuildProgress progress = {});
 

@@ -34,7 +34,7 @@ enum class Status : unsigned {
   DecodeBadPageOffset,     // 2.5 offset other than 36
   DecodeBadPayloadLength,  // 2.5 byte payload other than 4096 bytes
   DecodeForgedHash,        // 2.5 Loaded hash != hash of bytes
-  DecodeBadSize,           // 5.2 size not a multiple of 4096 or over 4 GiB
+  DecodeBadSize,           // 5.2 size 0, not a multiple of 4096 or over 4 GiB
   DecodeTooManySlots,      // 5.2 more slots than size / 4096
   DecodeBadFirstOffset,    // 5.2 first list offset (in container) not 12
   DecodeBadOffsetTable,    // 5.2 offsets out of bounds, decreasing or not a multiple of 4
@@ -42,6 +42,8 @@ enum class Status : unsigned {
   DecodeTrailingEmpty,     // 5.2 trailing Empty slot (not canonical)
   DecodeZeroLoaded,        // 5.2 Loaded page of all zero bytes (not canonical)
   DecodeMissingSlot,       // 5.2 Missing slot in a published cap
+  // Caller
+  Cancelled,  // a build (from_bytes, decode) stopped because its BuildProgress asked to
 };
 
 // Short human-readable description ("unknown slot selector") and the spec rule it

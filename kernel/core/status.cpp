@@ -33,7 +33,7 @@ constexpr StatusInfo info(Status s) {
     case Status::DecodeBadPageOffset: return {"page bytes offset is not 36", "2.5"};
     case Status::DecodeBadPayloadLength: return {"page byte payload is not 4096 bytes", "2.5"};
     case Status::DecodeForgedHash: return {"Loaded page hash does not match its bytes", "2.5"};
-    case Status::DecodeBadSize: return {"cap size not a multiple of 4096 or over 4 GiB", "5.2"};
+    case Status::DecodeBadSize: return {"cap size is 0, not a multiple of 4096 or over 4 GiB", "5.2"};
     case Status::DecodeTooManySlots: return {"more page slots than size / 4096", "5.2"};
     case Status::DecodeBadFirstOffset: return {"pages list offset is not 12", "5.2"};
     case Status::DecodeBadOffsetTable: return {"slot offset out of bounds, decreasing or not a multiple of 4", "5.2"};
@@ -41,6 +41,7 @@ constexpr StatusInfo info(Status s) {
     case Status::DecodeTrailingEmpty: return {"trailing Empty slot (not canonical)", "5.2"};
     case Status::DecodeZeroLoaded: return {"Loaded page with all-zero bytes (not canonical)", "5.2"};
     case Status::DecodeMissingSlot: return {"Missing slot in a published cap", "5.2"};
+    case Status::Cancelled: return {"cancelled by the caller", ""};
   }
   return {"unknown status", ""};
 }

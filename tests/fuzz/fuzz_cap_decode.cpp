@@ -9,6 +9,11 @@
 //     holding the input's payload, decode(encode) has the same root, and (for caps whose
 //     non-empty extent is small enough to read) DataCap::from_bytes over the cap's bytes
 //     with the same size gives the same root: an independent path to the root (rule 5.2);
+//   - accepted caps work as caps: a page written at an index from the input and flushed
+//     gives the root of from_bytes over the same bytes (the decoded tree has shapes that
+//     from_bytes of a small buffer never makes: > 64 pages, far pages, node boundaries);
+//   - every input again through a ByteSource that counts reads: each byte is read at most
+//     once (rule 5.3) and the outcome (status and offset, or root) is the plain decode's;
 //   - accepted, again with one allocation failure injected (the n-th allocation, n from the
 //     input): OutOfFrames named in DecodeError or the same cap, nothing leaked.
 // A custom mutator rewrites the claimed hash of each Loaded slot to its true hash half of
@@ -27,14 +32,11 @@
 #include "fuzz_common.h"
 
 using namespace capmem;
+using codec::get_u32;
 
 namespace {
 
 constexpr std::uint32_t kMaxReadPages = 256;  // independent root check up to 1 MiB of extent
-
-std::uint32_t get_u32(const std::uint8_t* p) {
-  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
-}
 
 Hash32 root_of(const DataCap& c) {
   auto r = c.root();
@@ -44,7 +46,7 @@ Hash32 root_of(const DataCap& c) {
 
 void check_accepted(const DataCap& cap, const std::uint8_t* data, std::size_t size) {
   FUZZ_CHECK(cap.overlay_count() == 0);
-  FUZZ_CHECK(cap.size() % PAGE_SIZE == 0 && cap.size() <= kMaxCapSize);
+  FUZZ_CHECK(cap.size() != 0 && cap.size() % PAGE_SIZE == 0 && cap.size() <= kMaxCapSize);
   auto es = cap.encoded_size();
   FUZZ_CHECK(es.ok() && es.value() == size);
   std::vector<std::uint8_t> out(size);
@@ -83,9 +85,56 @@ void check_accepted(const DataCap& cap, const std::uint8_t* data, std::size_t si
     FUZZ_CHECK(cap.read(0, bytes.data(), bytes.size()).ok());
     auto fb = DataCap::from_bytes(bytes.data(), bytes.size(), cap.size());
     FUZZ_CHECK(fb.ok());
-    FUZZ_CHECK(fb->size() == cap.size() || (cap.size() == 0 && fb->size() == PAGE_SIZE));
-    if (fb->size() == cap.size()) FUZZ_CHECK(root_of(fb.value()) == root);
+    FUZZ_CHECK(fb->size() == cap.size());  // size 0 is rejected (5.2), so 3.6's one-page minimum never differs
+    FUZZ_CHECK(root_of(fb.value()) == root);
+
+    // The decoded cap works as a cap (its tree was built by decode, in shapes from_bytes
+    // of a small buffer never makes: more than 64 pages, far pages, holes across tree-node
+    // boundaries): one page written at an index picked from the input, flushed, gives the
+    // root from_bytes gives for the same bytes; the decoded cap keeps its root.
+    const std::uint32_t limit = n < cap.page_count() ? n + 1 : n;
+    const std::uint32_t page = (data[size / 2] * 131u + data[size - 1]) % limit;
+    auto w = cap.copy();
+    FUZZ_CHECK(w.ok());
+    std::uint8_t pg[PAGE_SIZE];
+    std::memset(pg, data[size / 3] | 1, sizeof pg);
+    auto ref = PageRef::from_content(pg, sizeof pg);
+    FUZZ_CHECK(ref.ok());
+    FUZZ_CHECK(w->write_page(page, ref.release_value()).ok());
+    FUZZ_CHECK(w->flush().ok());
+    bytes.resize(std::size_t{limit} * PAGE_SIZE, 0);
+    std::memcpy(bytes.data() + std::size_t{page} * PAGE_SIZE, pg, PAGE_SIZE);
+    auto fw = DataCap::from_bytes(bytes.data(), bytes.size(), cap.size());
+    FUZZ_CHECK(fw.ok());
+    FUZZ_CHECK(root_of(fw.value()) == root_of(w.value()));
+    FUZZ_CHECK(root_of(cap) == root);
   }
+}
+
+// Rule 5.3: the input through a ByteSource that counts reads per byte and stops the run at
+// the second read of any byte (a decoder that reads each byte once cannot be told two
+// stories by changing input). The outcome must be the plain decode's (same status and
+// offset, or a cap with the same root).
+struct ReadOnceSource {
+  const std::uint8_t* data;
+  std::vector<std::uint8_t> reads;
+  static void copy_in(const void* ctx, std::uint64_t off, std::uint8_t* out, std::size_t n) {
+    auto* s = const_cast<ReadOnceSource*>(static_cast<const ReadOnceSource*>(ctx));
+    FUZZ_CHECK(off <= s->reads.size() && n <= s->reads.size() - off);
+    for (std::size_t i = 0; i < n; ++i) {
+      FUZZ_CHECK(s->reads[off + i]++ == 0);  // read once
+      out[i] = s->data[off + i];
+    }
+  }
+};
+
+void check_source(const std::uint8_t* data, std::size_t size, Status want, std::uint64_t want_at, const Hash32* root) {
+  ReadOnceSource src{.data = data, .reads = std::vector<std::uint8_t>(size, 0)};
+  DecodeError err{Status::Ok, 0};
+  auto r = DataCap::decode(ByteSource{.copy_in = ReadOnceSource::copy_in, .ctx = &src, .len = size}, &err);
+  FUZZ_CHECK(r.status() == want);
+  if (r.ok()) FUZZ_CHECK(root_of(r.value()) == *root);
+  else FUZZ_CHECK(err.offset == want_at);
 }
 
 }  // namespace
@@ -101,9 +150,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK(status_rule(r.status())[0] != '\0');
       FUZZ_CHECK(err.status == r.status());
       FUZZ_CHECK(err.offset <= size);
+      check_source(data, size, r.status(), err.offset, nullptr);
     } else {
       check_accepted(r.value(), data, size);
       const Hash32 root = root_of(r.value());
+      check_source(data, size, Status::Ok, 0, &root);
       // The same input with one allocation failing: the count of allocations a decode
       // makes is about one per page plus tree nodes; pick n in [1, 8] from the input.
       const std::uint64_t n = 1 + data[size - 1] % 8;

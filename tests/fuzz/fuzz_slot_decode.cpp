@@ -7,6 +7,8 @@
 //   - accepted: slot_encode gives exactly the input bytes (the encoding is canonical), a
 //     Loaded page sits in its own aligned frame with the input's bytes and a hash that is the
 //     rule 1.2 hash of those bytes, and decoding the re-encoding gives the same kind and root;
+//   - the same input through a ByteSource that counts reads: each byte read once (rule 5.3)
+//     and the same outcome;
 //   - accepted, again with one allocation failure injected: OutOfFrames or the same slot,
 //     nothing leaked either way.
 // A custom mutator rewrites the claimed hash of a Loaded slot to the true hash half of the
@@ -17,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "capmem/codec.h"
 #include "capmem/hash.h"
@@ -55,6 +58,30 @@ void check_accepted(const Slot& s, const std::uint8_t* data, std::size_t size) {
   FUZZ_CHECK(again->root() == s.root());
 }
 
+// Rule 5.3: the input through a ByteSource that stops the run at the second read of any
+// byte; the outcome must be the plain decode's (status and offset, or kind and root).
+struct ReadOnceSource {
+  const std::uint8_t* data;
+  std::vector<std::uint8_t> reads;
+  static void copy_in(const void* ctx, std::uint64_t off, std::uint8_t* out, std::size_t n) {
+    auto* s = const_cast<ReadOnceSource*>(static_cast<const ReadOnceSource*>(ctx));
+    FUZZ_CHECK(off <= s->reads.size() && n <= s->reads.size() - off);
+    for (std::size_t i = 0; i < n; ++i) {
+      FUZZ_CHECK(s->reads[off + i]++ == 0);
+      out[i] = s->data[off + i];
+    }
+  }
+};
+
+void check_source(const std::uint8_t* data, std::size_t size, const Result<Slot>& plain, const DecodeError& perr) {
+  ReadOnceSource src{.data = data, .reads = std::vector<std::uint8_t>(size, 0)};
+  DecodeError err{Status::Ok, 0};
+  auto r = codec::slot_decode(ByteSource{.copy_in = ReadOnceSource::copy_in, .ctx = &src, .len = size}, &err);
+  FUZZ_CHECK(r.status() == plain.status());
+  if (r.ok()) FUZZ_CHECK(r->kind() == plain->kind() && r->root() == plain->root());
+  else FUZZ_CHECK(err.offset == perr.offset);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -63,6 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   {
     DecodeError err{Status::Ok, ~std::uint64_t{0}};
     auto r = codec::slot_decode(data, size, &err);
+    check_source(data, size, r, err);
     if (!r.ok()) {
       check_rejection(r.status(), err, size);
     } else {

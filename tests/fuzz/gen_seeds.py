@@ -97,11 +97,18 @@ def main() -> None:
                 with open(os.path.join(VECTORS, f), "rb") as src:
                     write("cap_decode", "vector-" + f[:-4], src.read())
     write("cap_decode", "one-page-zero", cap(PAGE, []))
-    write("cap_decode", "size-zero", cap(0, []))
+    write("cap_decode", "bad-size-zero", cap(0, []))  # rule 5.2: 3.6 makes at least one page
     write("cap_decode", "max-size-empty", cap(1 << 32, []))
     write("cap_decode", "hole-hole-page", cap(4 * PAGE, [slot_empty(), slot_empty(), slot_loaded(rnd)]))
     write("cap_decode", "two-pages", cap(2 * PAGE, [slot_loaded(abc), slot_loaded(bytes(sparse))]))
     write("cap_decode", "far-page", cap(1 << 32, [slot_empty()] * 40 + [slot_loaded(ff)]))
+    # More than 64 pages, and pages across tree-node boundaries (32 pages per leaf, 1024 per
+    # level-1 node): shapes the cap_ops programs (at most 64 pages) never reach. Sparse, so
+    # libFuzzer's -max_len (the largest seed) stays near 25 KB.
+    write("cap_decode", "leaf-edges-70", cap(70 * PAGE, [slot_loaded(lcg_page(200 + i)) if i in (0, 31, 32, 63, 64, 69)
+                                                         else slot_empty() for i in range(70)]))
+    write("cap_decode", "node-edges-1100", cap(1 << 32, [slot_loaded(lcg_page(300 + i)) if i in (1023, 1024, 1099)
+                                                        else slot_empty() for i in range(1100)]))
     write("cap_decode", "bad-trailing-empty", cap(2 * PAGE, [slot_loaded(ff), slot_empty()]))
     write("cap_decode", "bad-zero-loaded", cap(PAGE, [slot_loaded(b"")]))
     write("cap_decode", "bad-missing", cap(PAGE, [slot_missing(page_hash(ff))]))

@@ -600,3 +600,66 @@ TEST(Rule3_6, BuildAndDecodeReportProgress) {
   EXPECT_EQ(seen.done.back(), enc.size());
   EXPECT_EQ(dec->root().value(), quiet->root().value());
 }
+
+// A long build or decode stops when its BuildProgress's `cancel` says so (here: at its n-th
+// poll, for every n the build reaches): the call returns Cancelled and every frame, tree
+// node and backing it took is back in the allocator. Without a stop it builds the same cap.
+TEST(Rule3_6, BuildAndDecodeCanBeCancelledLeavingNothingBehind) {
+  constexpr std::size_t kLen = (5u << 20) + 777;
+  std::vector<std::uint8_t> bytes(kLen);
+  std::mt19937_64 rng(56);
+  for (auto& b : bytes) b = static_cast<std::uint8_t>(rng());
+  std::memset(bytes.data() + (2u << 20), 0, 1u << 20);
+  const Hash32 want = DataCap::from_bytes(bytes.data(), bytes.size()).release_value().root().value();
+  struct Stop {
+    int polls = 0;
+    int stop_at = 0;
+    int reports = 0;
+  };
+  auto listen = [](Stop* s) {
+    return BuildProgress{.report = [](void* c, std::uint64_t) { ++static_cast<Stop*>(c)->reports; },
+                         .ctx = s,
+                         .cancel =
+                             [](void* c) {
+                               auto* st = static_cast<Stop*>(c);
+                               return ++st->polls == st->stop_at;
+                             }};
+  };
+  std::vector<std::uint8_t> enc;
+  for (int pass = 0; pass < 2; ++pass) {  // 0: from_bytes, 1: decode
+    int cancelled = 0;
+    for (int n = 1;; ++n) {
+      const auto frames_before = frames().stats().in_use;
+      const auto nodes_before = tree::live_nodes();
+      const auto backings_before = tree::live_backings();
+      Stop s{.stop_at = n};
+      DecodeError err{};
+      {
+        auto r = pass == 0 ? DataCap::from_bytes(bytes.data(), bytes.size(), 0, listen(&s))
+                           : DataCap::decode(enc.data(), enc.size(), &err, listen(&s));
+        if (r.ok()) {
+          EXPECT_LT(s.polls, n) << "a build asked to stop went on";
+          EXPECT_EQ(r->root().value(), want);
+          if (pass == 0) {
+            enc.resize(r->encoded_size().value());
+            ASSERT_TRUE(r->encode(enc.data(), enc.size()).ok());
+          }
+          break;
+        }
+        EXPECT_EQ(r.status(), Status::Cancelled) << "pass " << pass << " n " << n;
+        EXPECT_EQ(s.polls, n);
+        EXPECT_EQ(s.reports, n - 1) << "report follows every poll that let the build go on";
+        if (pass == 1) {
+          EXPECT_EQ(err.status, Status::Cancelled);
+          EXPECT_LT(err.offset, enc.size());
+        }
+        ++cancelled;
+      }
+      EXPECT_EQ(frames().stats().in_use, frames_before) << "pass " << pass << " n " << n;
+      EXPECT_EQ(tree::live_nodes(), nodes_before);
+      EXPECT_EQ(tree::live_backings(), backings_before);
+      ASSERT_LT(n, 100);
+    }
+    EXPECT_GE(cancelled, 3) << "pass " << pass << ": a 5 MiB build offers a cancel point about every MiB";
+  }
+}

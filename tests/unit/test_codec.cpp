@@ -1,16 +1,19 @@
 // Cap wire format (section 5) and its decoder's rejections (rules 2.5, 5.2).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../test_util.h"
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
+#include "capmem/mem.h"
 
 using namespace capmem;
 using capmem::testutil::hex;
@@ -74,6 +77,32 @@ void expect_reject(const std::vector<std::uint8_t>& in, Status want, std::uint64
   EXPECT_EQ(err.offset, at) << status_name(want);
   EXPECT_STRNE(status_rule(want), "");
   EXPECT_EQ(frames().stats().in_use, before) << "a rejected decode leaks nothing";
+}
+
+// Rules 2.3, 2.5 and 5.3 on an accepted cap, checked from the cap alone: every Loaded page
+// sits in an aligned frame, is not all zero, and its hash is the rule 1.2 hash of the bytes in
+// its frame (computed here with hash::page_content_hash); the cap's root is the root that
+// from_bytes (which hashes on its own) gives for the cap's own bytes and size.
+::testing::AssertionResult consistent(const DataCap& c) {
+  const std::uint32_t n = c.extent();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const SlotView v = c.effective(i);
+    if (v.kind == SlotKind::Missing) return ::testing::AssertionFailure() << "page " << i << " is Missing";
+    if (v.kind != SlotKind::Loaded) continue;
+    const auto* bytes = static_cast<const std::uint8_t*>(v.frame->virt());
+    if (reinterpret_cast<std::uintptr_t>(bytes) % PAGE_SIZE != 0)
+      return ::testing::AssertionFailure() << "page " << i << " not in an aligned frame";
+    if (mem::page_is_zero(bytes)) return ::testing::AssertionFailure() << "page " << i << " is a zero Loaded page";
+    if (!(hash::page_content_hash(bytes) == *v.hash))
+      return ::testing::AssertionFailure() << "page " << i << ": hash is not the hash of its bytes";
+  }
+  std::vector<std::uint8_t> bytes(std::size_t{n} * PAGE_SIZE);
+  if (!c.read(0, bytes.data(), bytes.size()).ok()) return ::testing::AssertionFailure() << "read failed";
+  auto fb = DataCap::from_bytes(bytes.data(), bytes.size(), c.size());
+  if (!fb.ok() || fb->size() != c.size()) return ::testing::AssertionFailure() << "from_bytes of its bytes failed";
+  if (!(fb->root().value() == c.root().value()))
+    return ::testing::AssertionFailure() << "root is not the root of its own bytes";
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace
@@ -204,6 +233,8 @@ TEST(Rule5_2, RejectsBadContainer) {
   expect_reject({}, Status::DecodeEmptyBuffer, 0);
   expect_reject({1, 2, 3, 4, 5}, Status::DecodeMissingBytes, 5);
   expect_reject(cap_wire(100, {}), Status::DecodeBadSize, 0);
+  expect_reject(cap_wire(0, {}), Status::DecodeBadSize, 0);  // 3.6 makes at least one page
+  expect_reject(cap_wire(0, {loaded_slot(1)}), Status::DecodeBadSize, 0);
   expect_reject(cap_wire(kMaxCapSize + PAGE_SIZE, {}), Status::DecodeBadSize, 0);
   auto w = cap_wire(PAGE_SIZE, {loaded_slot(1)});
   set32(w, 8, 16);
@@ -257,4 +288,214 @@ TEST(Rule5_2, RejectsBadSlotsInsideACap) {
   std::vector<std::vector<std::uint8_t>> many;
   for (int i = 1; i <= 40; ++i) many.push_back(loaded_slot(static_cast<std::uint8_t>(i), i == 37));
   expect_reject(cap_wire(40 * PAGE_SIZE, many), Status::DecodeForgedHash, 12 + 4 * 40 + 36 * 4133 + 1);
+}
+
+// --- Rule 5.3: the input changes while it is decoded --------------------------------------------
+
+// A second thread keeps changing bytes of a plain buffer (page bytes, claimed hashes,
+// offsets: one at a time, flipped and then restored) while this thread decodes it again and
+// again. Whatever the timing, an accepted cap is consistent (rules 2.3, 2.5). This test
+// races on purpose: ThreadSanitizer runs exclude it with --gtest_filter=-*RacyInput*.
+TEST(Rule5_3RacyInput, WriterRacingTheDecoderNeverGetsAnInconsistentCapAccepted) {
+  constexpr std::uint32_t kPages = 16;
+  std::vector<std::uint8_t> bytes(kPages * PAGE_SIZE);
+  std::mt19937 rng(53);
+  for (auto& b : bytes) b = static_cast<std::uint8_t>(rng());
+  auto c = DataCap::from_bytes(bytes.data(), bytes.size(), 20 * PAGE_SIZE).release_value();
+  std::vector<std::uint8_t> wire = encode(c);
+  const std::uint64_t list = 12 + 4 * kPages;  // the first slot
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::mt19937 wrng(5);
+    volatile std::uint8_t* buf = wire.data();
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::uint32_t slot = wrng() % kPages;
+      const std::uint64_t at = list + std::uint64_t{slot} * codec::kLoadedLen;
+      std::uint64_t pos = 0;
+      switch (wrng() % 4) {
+        case 0: pos = 16 + 4 * (wrng() % (kPages - 1)); break;                // an offset's low byte
+        case 1: pos = at + 1 + wrng() % 32; break;                            // a claimed hash
+        default: pos = at + codec::kSlotHeadMax + wrng() % PAGE_SIZE; break;  // page bytes
+      }
+      const std::uint8_t old = buf[pos];
+      buf[pos] = static_cast<std::uint8_t>(old ^ (1 + wrng() % 255));
+      for (unsigned spin = wrng() % 2000; spin != 0; --spin) (void)buf[pos];
+      buf[pos] = old;
+      for (unsigned spin = wrng() % 8000; spin != 0; --spin) (void)buf[0];
+    }
+  });
+  int accepted = 0;
+  int inconsistent = 0;
+  for (int round = 0; round < 3000 && inconsistent < 5; ++round) {
+    const auto before = frames().stats().in_use;
+    {
+      auto d = DataCap::decode(wire.data(), wire.size());
+      if (d.ok()) {
+        ++accepted;
+        const auto r = consistent(d.value());
+        EXPECT_TRUE(r) << "round " << round;
+        if (!r) ++inconsistent;
+      }
+    }
+    EXPECT_EQ(frames().stats().in_use, before);
+  }
+  stop.store(true);
+  writer.join();
+  EXPECT_GT(accepted, 0) << "the writer left the decoder no chance to accept";
+}
+
+namespace {
+
+// A decoder input (ByteSource) that answers the first read of each byte from `first` and
+// every later read of it from `later`, and counts the reads of every byte. Tests build
+// `later` to be as hostile as possible: page bytes and hashes flipped, offsets moved to
+// another slot or past the end after the decoder checked them.
+struct TwoFacedSource {
+  std::vector<std::uint8_t> first;
+  std::vector<std::uint8_t> later;
+  mutable std::vector<unsigned> reads;
+  // Frames in use when each read was asked, against the bytes read before it (item: nothing
+  // sized from a claim before the bytes backing it were read).
+  mutable std::uint64_t frames_before = 0;
+  mutable std::uint64_t bytes_read = 0;
+  mutable std::int64_t worst_excess = -1000000;
+
+  static void copy_in(const void* ctx, std::uint64_t off, std::uint8_t* out, std::size_t n) {
+    const auto* s = static_cast<const TwoFacedSource*>(ctx);
+    EXPECT_LE(off + n, s->first.size()) << "a read past the input";
+    const auto held = static_cast<std::int64_t>(frames().stats().in_use - s->frames_before);
+    const auto allowed = static_cast<std::int64_t>(8 + 2 * (s->bytes_read / PAGE_SIZE));
+    if (held - allowed > s->worst_excess) s->worst_excess = held - allowed;
+    for (std::size_t i = 0; i < n && off + i < s->first.size(); ++i)
+      out[i] = s->reads[off + i]++ == 0 ? s->first[off + i] : s->later[off + i];
+    s->bytes_read += n;
+  }
+  explicit TwoFacedSource(std::vector<std::uint8_t> w) : first(w), later(std::move(w)), reads(first.size(), 0) {}
+  [[nodiscard]] ByteSource source() const {
+    frames_before = frames().stats().in_use;
+    return ByteSource{.copy_in = copy_in, .ctx = this, .len = first.size()};
+  }
+  [[nodiscard]] unsigned max_reads() const {
+    unsigned m = 0;
+    for (unsigned r : reads) m = r > m ? r : m;
+    return m;
+  }
+};
+
+}  // namespace
+
+// Rule 5.3, deterministic: each later read of a byte answers differently (page bytes and
+// claimed hashes flipped, every offset moved to the previous slot's start or past the end).
+// The decoder reads every byte once, so it decodes exactly the first answers: the cap of the
+// original encoding, consistent (2.3, 2.5) and with the root of its own bytes.
+TEST(Rule5_3, EveryByteIsReadOnceWhateverLaterReadsWouldAnswer) {
+  std::vector<std::uint8_t> bytes(40 * PAGE_SIZE, 0);
+  std::mt19937 rng(530);
+  for (std::size_t p = 0; p < 40; ++p)
+    if (p % 7 != 3)
+      for (std::size_t i = 0; i < PAGE_SIZE; i += 1 + rng() % 64)
+        bytes[p * PAGE_SIZE + i] = static_cast<std::uint8_t>(rng());
+  auto c = DataCap::from_bytes(bytes.data(), bytes.size(), 64 * PAGE_SIZE).release_value();
+  const auto w = encode(c);
+  const std::uint32_t count = codec::get_u32(w.data() + 12) / 4;
+  // Variants: 0 offsets moved to the previous slot, 1 offsets moved past the end, 2 slot
+  // bytes complemented, 3 offsets kept and only page bytes flipped (a two-pass decoder
+  // accepts that one with hashes of bytes its frames do not hold).
+  for (int variant = 0; variant < 4; ++variant) {
+    TwoFacedSource src(w);
+    for (std::size_t i = 12 + 4 * count; i < w.size(); ++i) src.later[i] ^= variant == 2 ? 0xff : 0x5a;
+    for (std::uint32_t i = 1; i < count && variant != 3; ++i) {
+      const std::uint32_t mine = codec::get_u32(w.data() + 12 + 4 * i);
+      const std::uint32_t prev = codec::get_u32(w.data() + 12 + 4 * (i - 1));
+      codec::put_u32(src.later.data() + 12 + 4 * i, variant == 1 ? mine + 0x10000 : prev);
+    }
+    if (variant == 3)  // selectors, hashes and page offsets as first answered
+      for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint32_t at = 12 + codec::get_u32(w.data() + 12 + 4 * i);
+        for (std::uint32_t j = at; j < at + codec::kSlotHeadMax && j < w.size(); ++j) src.later[j] = w[j];
+      }
+    const auto before = frames().stats().in_use;
+    {
+      DecodeError err{};
+      auto d = DataCap::decode(src.source(), &err);
+      EXPECT_EQ(src.max_reads(), 1u) << "variant " << variant << ": a byte was read twice";
+      if (!d.ok()) {
+        ADD_FAILURE() << "variant " << variant << ": " << status_name(d.status()) << " at " << err.offset;
+        continue;
+      }
+      EXPECT_TRUE(consistent(d.value())) << "variant " << variant;
+      EXPECT_EQ(d->root().value(), c.root().value()) << "variant " << variant;
+      EXPECT_LE(src.worst_excess, 0) << "frames held beyond what the bytes read so far back";
+    }
+    EXPECT_EQ(frames().stats().in_use, before);
+  }
+  // The same for a lone slot.
+  const auto sw = loaded_slot(0x3c);
+  TwoFacedSource s(sw);
+  for (auto& b : s.later) b ^= 0x81;
+  auto slot = codec::slot_decode(s.source());
+  ASSERT_TRUE(slot.ok()) << status_name(slot.status());
+  EXPECT_EQ(s.max_reads(), 1u);
+  EXPECT_EQ(hash::page_content_hash(static_cast<const std::uint8_t*>(slot->frame()->virt())), slot->root());
+  EXPECT_EQ(std::memcmp(slot->frame()->virt(), sw.data() + 37, PAGE_SIZE), 0);
+}
+
+// Rule 5.3: nothing is sized from a claim. A 12-byte header claiming 4 GiB, and offset
+// tables claiming up to 2^20 slots over inputs that hold a few, allocate no more than
+// the bytes read so far back (TwoFacedSource samples frames in use at every read).
+TEST(Rule5_3, AllocationFollowsTheBytesReadNotTheClaims) {
+  {
+    TwoFacedSource src(cap_wire(kMaxCapSize, {}));
+    auto d = DataCap::decode(src.source());
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->size(), kMaxCapSize);
+    EXPECT_LE(src.worst_excess, 0);
+    EXPECT_LE(frames().stats().in_use - src.frames_before, 1u)
+        << "a 4 GiB claim costs at most the backing's slab frame";
+  }
+  {
+    // 2^20 slots claimed by the first offset, 3 pages present.
+    auto w = cap_wire(kMaxCapSize, {loaded_slot(1), loaded_slot(2), loaded_slot(3)});
+    set32(w, 12, 4u << 20);
+    TwoFacedSource src(w);
+    EXPECT_EQ(DataCap::decode(src.source()).status(), Status::DecodeBadOffsetTable);
+    EXPECT_LE(src.worst_excess, 0);
+  }
+  {
+    // 300 pages, the last offset out of bounds: every page before it was read and held.
+    std::vector<std::vector<std::uint8_t>> many;
+    for (int i = 0; i < 300; ++i) many.push_back(loaded_slot(static_cast<std::uint8_t>(1 + i % 250)));
+    auto w = cap_wire(kMaxCapSize, many);
+    set32(w, 12 + 4 * 299, static_cast<std::uint32_t>(w.size()));
+    TwoFacedSource src(w);
+    const auto before = frames().stats().in_use;
+    EXPECT_EQ(DataCap::decode(src.source()).status(), Status::DecodeBadOffsetTable);
+    EXPECT_LE(src.worst_excess, 0);
+    EXPECT_EQ(frames().stats().in_use, before);
+  }
+}
+
+// Rule 3.6 with bytes that change while from_bytes reads them: a second thread keeps
+// flipping the last byte of every page between 0 and 1 (each page all zero or not, only
+// that byte differing). The cap built is consistent: no Loaded page of all zero bytes, every
+// hash the hash of its frame, the root of its own bytes. Races on purpose (see above).
+TEST(Rule5_3RacyInput, FromBytesOfAChangingBufferBuildsAConsistentCap) {
+  constexpr std::size_t kPages = 32;
+  std::vector<std::uint8_t> bytes(kPages * PAGE_SIZE, 0);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    volatile std::uint8_t* buf = bytes.data();
+    for (std::uint8_t v = 1; !stop.load(std::memory_order_relaxed); v ^= 1)
+      for (std::size_t p = 0; p < kPages; ++p) buf[p * PAGE_SIZE + PAGE_SIZE - 1] = v;
+  });
+  int bad = 0;
+  for (int round = 0; round < 2000 && bad < 5; ++round) {
+    auto c = DataCap::from_bytes(bytes.data(), bytes.size());
+    ASSERT_TRUE(c.ok());
+    const auto r = consistent(c.value());
+    EXPECT_TRUE(r) << "round " << round;
+    if (!r) ++bad;
+  }
+  stop.store(true);
+  writer.join();
 }

@@ -7,10 +7,10 @@
 
 namespace capmem {
 
-namespace detail_cap {
+namespace {
 
 // Rule 1.2: the content hash of an all-zero page is the zero subtree of depth 7.
-inline bool zero_page_hash(const Hash32& h) { return h == hash::zero_hash(7); }
+bool zero_page_hash(const Hash32& h) { return h == hash::zero_hash(7); }
 
 // Pages that still need their rule 1.2 hash before they enter a Txn. Each page here is
 // referenced by nobody who could change it (a fresh copy, or an unshared unhashed copy).
@@ -61,20 +61,7 @@ Status settle(tree::Txn& txn, PageBatch& batch, std::uint32_t page, const Slot& 
   return batch.add(page, c.release_value());
 }
 
-std::uint32_t get_u32(const std::uint8_t* p) {
-  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
-}
-std::uint64_t get_u64(const std::uint8_t* p) { return get_u32(p) | std::uint64_t{get_u32(p + 4)} << 32; }
-void put_u32(std::uint8_t* p, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
-void put_u64(std::uint8_t* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
-
-}  // namespace detail_cap
-
-using namespace detail_cap;
+}  // namespace
 
 DataCap::DataCap(tree::Backing* b, Overlay ov) : backing_(b), overlay_(static_cast<Overlay&&>(ov)) {}
 
@@ -185,23 +172,29 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
     const std::uint8_t* src = content + off;
     const std::size_t n = len - off < PAGE_SIZE ? len - off : PAGE_SIZE;
     const auto page = static_cast<std::uint32_t>(off / PAGE_SIZE);
-    if (off % BuildProgress::kProgressStep == 0) progress(off);
+    if (off % BuildProgress::kProgressStep == 0) {
+      if (progress.cancelled()) {
+        st = Status::Cancelled;
+        break;
+      }
+      progress(off);
+    }
+    // The zero test on `content` only skips work; the one that decides is on the copy, so
+    // content that changes under the call never yields an all-zero Loaded page (3.2, 3.6).
     if (n == PAGE_SIZE) {
       if (mem::page_is_zero(src)) continue;
-      auto p = PageRef::unhashed_copy(src);
-      st = p.ok() ? batch.add(page, p.release_value()) : p.status();
     } else {
       bool zero = true;
       for (std::size_t i = 0; i < n && zero; ++i) zero = src[i] == 0;
       if (zero) continue;
-      auto p = PageRef::unhashed_copy(nullptr);
-      if (!p.ok()) {
-        st = p.status();
-        break;
-      }
-      __builtin_memcpy(p->mutable_bytes(), src, n);
-      st = batch.add(page, p.release_value());
     }
+    auto p = PageRef::unhashed_copy(n == PAGE_SIZE ? src : nullptr);
+    if (!p.ok()) {
+      st = p.status();
+      break;
+    }
+    if (n != PAGE_SIZE) __builtin_memcpy(p->mutable_bytes(), src, n);
+    if (!mem::page_is_zero(p->bytes())) st = batch.add(page, p.release_value());
   }
   if (st == Status::Ok) st = batch.drain();
   if (st != Status::Ok) {
@@ -391,209 +384,6 @@ Result<void> DataCap::flush() {
 Result<Hash32> DataCap::root() const {
   if (overlay_.count() != 0) return Status::OverlayNotEmpty;
   return backing_->cap_root;
-}
-
-// --- Wire format ------------------------------------------------------------------------
-
-namespace {
-class Writer {
- public:
-  Writer(ByteSink sink, void* ctx) : sink_(sink), ctx_(ctx) {}
-  void put(const void* p, std::size_t n) {
-    if (st_ != Status::Ok) return;
-    if (n > sizeof(buf_) / 2) {
-      flush();
-      if (st_ == Status::Ok) st_ = sink_(ctx_, static_cast<const std::uint8_t*>(p), n);
-      return;
-    }
-    if (n_ + n > sizeof(buf_)) flush();
-    __builtin_memcpy(buf_ + n_, p, n);
-    n_ += n;
-  }
-  Status finish() {
-    flush();
-    return st_;
-  }
-
- private:
-  void flush() {
-    if (st_ == Status::Ok && n_ != 0) st_ = sink_(ctx_, buf_, n_);
-    n_ = 0;
-  }
-  ByteSink sink_;
-  void* ctx_;
-  std::uint8_t buf_[1024];
-  std::size_t n_ = 0;
-  Status st_ = Status::Ok;
-};
-
-struct MemSink {
-  std::uint8_t* out;
-  std::size_t cap;
-  std::size_t n;
-};
-Status mem_sink(void* ctx, const std::uint8_t* data, std::size_t len) {
-  auto* m = static_cast<MemSink*>(ctx);
-  if (len > m->cap - m->n) return Status::InvalidArgument;
-  __builtin_memcpy(m->out + m->n, data, len);
-  m->n += len;
-  return Status::Ok;
-}
-}  // namespace
-
-Result<std::uint64_t> DataCap::encoded_size() const {
-  if (overlay_.count() != 0) return Status::OverlayNotEmpty;
-  const std::uint32_t n = backing_->extent;
-  std::uint64_t list = std::uint64_t{4} * n;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (list > 0xffffffffull) return Status::TooLarge;  // slot i's offset must fit a u32
-    const Slot* s = tree::lookup(backing_->root, i);
-    if (s != nullptr && s->kind() == SlotKind::Missing) return Status::MissingPage;
-    list += s != nullptr ? codec::slot_encoded_size(*s) : codec::kEmptyLen;
-  }
-  return 12 + list;
-}
-
-Result<void> DataCap::encode(ByteSink sink, void* ctx) const {
-  TRY(encoded_size());  // checks overlay, Missing slots and offset range
-  const std::uint32_t n = backing_->extent;
-  Writer w(sink, ctx);
-  std::uint8_t hdr[12];
-  put_u64(hdr, backing_->size);
-  put_u32(hdr + 8, 12);
-  w.put(hdr, sizeof hdr);
-  std::uint64_t off = std::uint64_t{4} * n;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    std::uint8_t b[4];
-    put_u32(b, static_cast<std::uint32_t>(off));
-    w.put(b, 4);
-    const Slot* s = tree::lookup(backing_->root, i);
-    off += s != nullptr ? codec::slot_encoded_size(*s) : codec::kEmptyLen;
-  }
-  for (std::uint32_t i = 0; i < n; ++i) {
-    const Slot* s = tree::lookup(backing_->root, i);
-    if (s == nullptr) {
-      const std::uint8_t z = 0;
-      w.put(&z, 1);
-      continue;
-    }
-    std::uint8_t head[37];
-    head[0] = static_cast<std::uint8_t>(SlotKind::Loaded);
-    __builtin_memcpy(head + 1, s->root().b.data(), 32);
-    put_u32(head + 33, codec::kPageBytesOffset);
-    w.put(head, sizeof head);
-    w.put(s->frame()->virt(), PAGE_SIZE);
-  }
-  return w.finish();
-}
-
-Result<void> DataCap::encode(std::uint8_t* out, std::size_t cap) const {
-  const std::uint64_t need = TRY(encoded_size());
-  if (cap < need) return Status::InvalidArgument;
-  MemSink m{.out = out, .cap = cap, .n = 0};
-  return encode(mem_sink, &m);
-}
-
-Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeError* err, BuildProgress progress) {
-  auto fail = [err](Status s, std::uint64_t at) {
-    if (err != nullptr) *err = DecodeError{.status = s, .offset = at};
-    return s;
-  };
-  if (len == 0) return fail(Status::DecodeEmptyBuffer, 0);
-  if (len < 12) return fail(Status::DecodeMissingBytes, len);
-  const std::uint64_t size = get_u64(in);
-  if (size % PAGE_SIZE != 0 || size > kMaxCapSize) return fail(Status::DecodeBadSize, 0);
-  if (get_u32(in + 8) != 12) return fail(Status::DecodeBadFirstOffset, 8);
-  const std::uint8_t* list = in + 12;
-  const std::size_t L = len - 12;
-  std::uint64_t count = 0;
-  if (L != 0) {
-    if (L < 4) return fail(Status::DecodeBadListLength, 12);
-    const std::uint32_t o0 = get_u32(list);
-    if (o0 == 0 || o0 % 4 != 0 || o0 > L) return fail(Status::DecodeBadOffsetTable, 12);
-    count = o0 / 4;
-  }
-  if (count > size / PAGE_SIZE) return fail(Status::DecodeTooManySlots, 12);
-  // Slot i spans [start, end) of the list.
-  auto bounds = [&](std::uint64_t i, std::uint64_t* start, std::uint64_t* end) {
-    *start = get_u32(list + 4 * i);
-    *end = i + 1 < count ? get_u32(list + 4 * (i + 1)) : L;
-  };
-
-  // Pass 1: structure and canonical form; no allocation, no hashing.
-  for (std::uint64_t i = 0; i < count; ++i) {
-    std::uint64_t start = 0;
-    std::uint64_t end = 0;
-    bounds(i, &start, &end);
-    if (i + 1 < count) {
-      if (end < start) return fail(Status::DecodeBadOffsetTable, 12 + 4 * (i + 1));
-      if (end > L) return fail(Status::DecodeBadOffsetTable, 12 + 4 * (i + 1));
-    }
-    SlotKind kind{};
-    const std::uint8_t* h = nullptr;
-    const std::uint8_t* bytes = nullptr;
-    std::uint64_t rel = 0;
-    const Status st = codec::slot_parse(list + start, end - start, &kind, &h, &bytes, &rel);
-    if (st != Status::Ok) return fail(st, 12 + start + rel);
-    if (kind == SlotKind::Missing) return fail(Status::DecodeMissingSlot, 12 + start);
-    if (kind == SlotKind::Empty && i + 1 == count) return fail(Status::DecodeTrailingEmpty, 12 + start);
-    if (kind == SlotKind::Loaded && mem::page_is_zero(bytes)) return fail(Status::DecodeZeroLoaded, 12 + start + 37);
-  }
-
-  // Pass 2: verify hashes in batches, copy pages into fresh frames, build the tree.
-  auto nb_r = tree::backing_alloc();
-  if (!nb_r.ok()) return fail(nb_r.status(), 0);
-  tree::Backing* nb = nb_r.value();
-  Status st = Status::Ok;
-  {
-    tree::Txn txn(nullptr);
-    constexpr std::size_t kBatch = 16;
-    const std::uint8_t* ptrs[kBatch];
-    Hash32 got[kBatch];
-    std::uint64_t starts[kBatch];
-    std::uint32_t pages[kBatch];
-    std::size_t n = 0;
-    std::uint64_t next_report = 0;
-    auto drain = [&]() -> Status {
-      hash::page_content_hashes(ptrs, got, n);
-      for (std::size_t j = 0; j < n; ++j) {
-        if (__builtin_memcmp(got[j].b.data(), list + starts[j] + 1, 32) != 0)
-          return fail(Status::DecodeForgedHash, 12 + starts[j] + 1);
-        auto p = PageRef::from_verified(ptrs[j], got[j]);
-        if (!p.ok()) return fail(p.status(), 12 + starts[j]);
-        const Status s = txn.set(pages[j], Slot::loaded(p.release_value())).status();
-        if (s != Status::Ok) return fail(s, 12 + starts[j]);
-      }
-      n = 0;
-      return Status::Ok;
-    };
-    for (std::uint64_t i = 0; i < count && st == Status::Ok; ++i) {
-      std::uint64_t start = 0;
-      std::uint64_t end = 0;
-      bounds(i, &start, &end);
-      if (list[start] != static_cast<std::uint8_t>(SlotKind::Loaded)) continue;
-      ptrs[n] = list + start + 37;
-      starts[n] = start;
-      pages[n++] = static_cast<std::uint32_t>(i);
-      if (n == kBatch) {
-        st = drain();
-        if (start >= next_report) {
-          progress(12 + start);
-          next_report = start + BuildProgress::kProgressStep;
-        }
-      }
-    }
-    if (st == Status::Ok && n != 0) st = drain();
-    if (st == Status::Ok) {
-      progress(len);
-      tree::backing_init(nb, txn.commit(), size);
-    }
-  }
-  if (st != Status::Ok) {
-    tree::backing_free_unused(nb);
-    return st;
-  }
-  return DataCap(nb, Overlay{});
 }
 
 }  // namespace capmem
