@@ -27,8 +27,8 @@ check "entered through Multiboot2" '^capmem kernel: Multiboot2 entry, long mode,
 # SeaBIOS has ACPI tables, so GRUB passes an RSDP tag; boot.S copies it into the image
 # (physical [1 MiB, __kernel_phys_end)).
 check "RSDP copied into the image and the command line passed" \
-  '^boot: multiboot2, rsdp at 0x1[0-9a-f]{5}, cmdline "capmem.iso-test=1"$'
-check "a memory map above 1 MiB" '^mem: \[0x1[0-9a-f]{5}, 0x[0-9a-f]+\)$'
+  '^boot: multiboot2, rsdp at 0x[1-9a-f][0-9a-f]{5}, cmdline "capmem.iso-test=1"$'
+check "a memory map above 1 MiB" '^mem: \[0x[1-9a-f][0-9a-f]{5}, 0x[0-9a-f]+\)$'
 check "summary" '^[0-9]+ passed, 0 failed$'
 [ $fail = 0 ] && echo "iso-boot: ok"
 exit $fail
