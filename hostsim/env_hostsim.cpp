@@ -1,5 +1,6 @@
 // The seam (include/capmem/env.h) for hosted builds: simulated RAM, simulated TLB,
-// stderr. See hostsim/physmem.h and hostsim/mmu.h.
+// stderr. See hostsim/physmem.h and hostsim/mmu.h; cpu_id, cpu_count and tlb_shootdown
+// live in hostsim/cpus.cpp.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -14,6 +15,8 @@
 #include "hostsim/physmem.h"
 
 namespace capmem::hostsim {
+void bind_boot_thread();  // hostsim/cpus.cpp
+
 namespace {
 std::uint8_t* g_ram = nullptr;
 std::uint64_t g_ram_size = 0;
@@ -31,6 +34,7 @@ void boot(std::uint64_t mem_bytes) {
     std::perror("hostsim: mmap of simulated RAM");
     std::abort();
   }
+  bind_boot_thread();
   g_ram = static_cast<std::uint8_t*>(p);
   g_ram_size = mem_bytes;
   // The allocator is a constinit global; re-create it in place for a fresh machine.

@@ -168,6 +168,26 @@ PhysAddr virt_to_phys(const void* va) {
 
 void tlb_invalidate_page(VirtAddr va) { arch::invlpg(va.value()); }
 
+// ---- SINGLE-CPU PLACEHOLDER (smpcore15) --------------------------------------------------
+// Minimal single-CPU definitions so the image links now that the core calls cpu_id() (frame
+// caches) and tlb_shootdown() (pt.h). The kernel SMP work (smpkern15) REPLACES this block
+// with the real per-CPU (GS) id, the started-CPU count and the IPI shootdown.
+unsigned cpu_id() { return 0; }
+unsigned cpu_count() { return 1; }
+void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
+  // One CPU: only the local TLB can hold the range, and only if `root` (or any root, for
+  // PhysAddr{}) is the loaded one. A large range reloads CR3 (drops every non-global
+  // entry, SDM Vol. 3A 4.10.4.1) instead of one invlpg per page.
+  const std::uint64_t cr3 = arch::read_cr3();
+  if (root != PhysAddr{} && (cr3 & 0x000ffffffffff000ull) != root.value()) return;
+  if (pages > 64) {
+    arch::write_cr3(cr3);
+    return;
+  }
+  for (std::uint64_t i = 0; i < pages; ++i) arch::invlpg(va.value() + i * PAGE_SIZE);
+}
+// ---- END SINGLE-CPU PLACEHOLDER ----------------------------------------------------------
+
 // The kernel owns the FPU while capmem hashes: nothing else runs on this CPU and no guest
 // state lives in the vector registers between runs, so there is nothing to save (cost 0).
 // A host kernel embedding capmem must save/restore the interrupted context's FPU state
