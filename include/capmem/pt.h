@@ -9,7 +9,7 @@
 //   PageTable::create()                     -> Result<PageTable>      allocates the PML4
 //   map_leaf(va, pa, LeafFlags)             -> Result<MapOutcome>     Mapped / Replaced
 //   translate(va)                           -> Result<Translation>    pa (+ offset) and flags
-//   unmap(va), protect(va, LeafFlags)       -> Result<void>           both invlpg via the seam
+//   unmap(va), protect(va, LeafFlags)       -> Result<void>           both shoot down (rule 7.2)
 //   clear()                                 drop every mapping, keep the (zeroed) PML4
 //   teardown()                              clear() + free the PML4 (also the destructor)
 //   link_shared(va, level, table, LinkFlags) / link_from(donor, va, level, LinkFlags)
@@ -341,20 +341,22 @@ class BasicPageTable {
                        .dirty = leaf.dirty()};
   }
 
-  // Remove the leaf at va (page-aligned): invalidates its TLB entry, then drops its
-  // reference if it holds one. NotMapped if none. Tables stay (freed at teardown).
+  // Remove the leaf at va (page-aligned): shoots its translation down on every CPU that
+  // may hold it (shoot_down), then drops its reference if it holds one. NotMapped if none.
+  // Tables stay (freed at teardown). Not for the #PF path (it may wait for other CPUs).
   Result<void> unmap(VirtAddr va) {
     Slot* slot = TRY(leaf_slot(va));
     const Pte old{*slot};
     *slot = 0;
-    env::tlb_invalidate_page(va);
+    shoot_down(va);
     drop_leaf_ref(old);
     return {};
   }
 
   // Change the flags of the leaf at va, keeping its frame and its A/D bits; widens the
   // intermediate entries if the new flags need U/S or R/W. holds_ref cannot change (a
-  // mismatch is InvalidArgument). Invalidates the TLB entry. NotMapped if none.
+  // mismatch is InvalidArgument). Shoots the old translation down (shoot_down). NotMapped
+  // if none. Not for the #PF path.
   Result<void> protect(VirtAddr va, LeafFlags flags) {
     Slot* slot = TRY(leaf_slot(va));
     const Pte old{*slot};
@@ -365,7 +367,7 @@ class BasicPageTable {
     CAPMEM_ASSERT(&pt[index_at(va, Level::Pt)] == slot);
     const std::uint64_t ad = old.raw() & (bit(Bit::Accessed) | bit(Bit::Dirty));
     *slot = Pte::leaf(old.addr(), flags).raw() | ad;
-    env::tlb_invalidate_page(va);
+    shoot_down(va);
     return {};
   }
 
@@ -416,11 +418,24 @@ class BasicPageTable {
   }
 
   // Drop every mapping: unref HoldsRef leaves of owned PTs and shared links, free every
-  // owned table, zero the PML4 (same root: a page table reused for the next run). No TLB
-  // invalidation: load CR3 (or switch to another address space) before the next use;
-  // switch away BEFORE clearing, as frames may be freed here.
+  // owned table, zero the PML4 (same root: a page table reused for the next run).
+  // Rule 7.2: each present PML4 entry is zeroed and its 512 GiB range shot down on every
+  // CPU with this root loaded (env::tlb_shootdown) before any frame reference is dropped
+  // or table freed, so no CPU (one the run has left included) keeps a translation into a
+  // frame that is reused. Not for the #PF path.
   void clear() {
     if (root_ == nullptr) return;
+    for (unsigned i = 0; i < kEntriesPerTable; ++i) {
+      const std::uint64_t e = root_slots_[i];
+      if ((e & bit(Bit::Present)) == 0) continue;
+      root_slots_[i] = 0;
+      env::tlb_shootdown(root(), pml4_entry_base(i), entry_span(Level::Pml4) / PAGE_SIZE);
+      if ((e & bit(kSharedLink)) != 0) {
+        FrameDesc* d = frames().desc_of(PhysAddr{e & kAddrMask});
+        CAPMEM_ASSERT(d != nullptr);
+        frames().unref(d);
+      }
+    }
     while (owned_ != nullptr) {
       FrameDesc* d = owned_;
       owned_ = d->link;
@@ -429,8 +444,6 @@ class BasicPageTable {
       policy_.free_table(d);
     }
     owned_count_ = 0;
-    release_entries(root_slots_, Level::Pml4);
-    for (unsigned i = 0; i < kEntriesPerTable; ++i) root_slots_[i] = 0;
   }
 
   // clear() and free the PML4; the object becomes empty (root() == 0). Idempotent.
@@ -445,6 +458,31 @@ class BasicPageTable {
  private:
   BasicPageTable(FrameDesc* root, P&& policy)
       : policy_(static_cast<P&&>(policy)), root_(root), root_slots_(policy_.table_at(root->phys())) {}
+
+  // --- TLB shootdown (spec rule 7.2; docs/smp.md "Shootdown rules") ---------------------
+  // Called after an entry of this table was removed or narrowed at `va`, before the frame
+  // it mapped loses a reference. A leaf under a table that is also linked into other
+  // tables (link_shared holds a reference on the table frame, so its count is above 1)
+  // may be cached under any root: every CPU drops it. Otherwise only CPUs with this root
+  // loaded may hold it. Never called by the #PF path (map_leaf replaces with a local
+  // invlpg: the faulting run's table is loaded on this CPU alone, rule 7.1).
+  void shoot_down(VirtAddr va) const { env::tlb_shootdown(under_shared_link(va) ? PhysAddr{} : root(), va, 1); }
+  bool under_shared_link(VirtAddr va) const {
+    PhysAddr t = root();
+    for (unsigned l = 4; l > 1; --l) {
+      const std::uint64_t e = policy_.table_at(t)[index_at(va, static_cast<Level>(l))];
+      if ((e & bit(Bit::Present)) == 0) return false;
+      t = PhysAddr{e & kAddrMask};
+      const FrameDesc* d = frames().desc_of(t);
+      if (d != nullptr && d->refs.load(std::memory_order_relaxed) > 1) return true;
+    }
+    return false;
+  }
+  // First address of PML4 entry i (sign-extended for the upper half, SDM 4.5).
+  static constexpr VirtAddr pml4_entry_base(unsigned i) {
+    const std::uint64_t a = std::uint64_t{i} << level_shift(Level::Pml4);
+    return VirtAddr{i >= kEntriesPerTable / 2 ? a | 0xffff000000000000ull : a};
+  }
 
   static constexpr std::uint64_t path_bits(bool writable, bool user) {
     return bit(Bit::Present) | (writable ? bit(Bit::Writable) : 0) | (user ? bit(Bit::User) : 0);
