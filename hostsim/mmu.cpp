@@ -13,7 +13,7 @@ namespace {
 // Per simulated CPU: the Mmu current on it. `current` is changed by the thread bound to
 // the CPU and read by shootdowns from any thread, both under `lock` (lock order: a slot's
 // lock, then an Mmu's tlb_lock_).
-struct CpuSlot {
+struct alignas(64) CpuSlot {  // one cache line per CPU: no false sharing between CPUs
   std::mutex lock;
   Mmu* current = nullptr;
 };
