@@ -1,5 +1,6 @@
 // The seam (include/capmem/env.h) for hosted builds: simulated RAM, simulated TLB,
-// stderr. See hostsim/env_hostsim.h and hostsim/mmu.h.
+// stderr. See hostsim/env_hostsim.h and hostsim/mmu.h; cpu_id, cpu_count and tlb_shootdown
+// live in hostsim/cpus.cpp.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -15,6 +16,8 @@
 #include "hostsim/mmu.h"
 
 namespace capmem::hostsim {
+void bind_boot_thread();  // hostsim/cpus.cpp
+
 namespace {
 std::uint8_t* g_ram = nullptr;
 std::uint64_t g_ram_size = 0;
@@ -29,6 +32,7 @@ bool try_boot(std::uint64_t mem_bytes) {
   mem_bytes &= ~std::uint64_t{4095};
   void* p = mmap(nullptr, mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return false;
+  bind_boot_thread();
   g_ram = static_cast<std::uint8_t*>(p);
   g_ram_size = mem_bytes;
   // The allocator is a constinit global; re-create it in place for a fresh machine.

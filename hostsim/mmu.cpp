@@ -10,7 +10,14 @@
 namespace capmem::hostsim {
 
 namespace {
-Mmu* g_current = nullptr;
+// Per simulated CPU: the Mmu current on it. `current` is changed by the thread bound to
+// the CPU and read by shootdowns from any thread, both under `lock` (lock order: a slot's
+// lock, then an Mmu's tlb_lock_).
+struct alignas(64) CpuSlot {  // one cache line per CPU: no false sharing between CPUs
+  std::mutex lock;
+  Mmu* current = nullptr;
+};
+CpuSlot g_slots[env::kMaxCpus];
 
 constexpr std::uint64_t kPageMask = PAGE_SIZE - 1;
 
@@ -30,17 +37,82 @@ std::uint32_t access_bits(AccessKind kind, Privilege priv) {
 }  // namespace
 
 void current_mmu_invlpg(VirtAddr va) {
-  if (g_current != nullptr) g_current->invlpg(va);
+  CpuSlot& s = g_slots[env::cpu_id()];
+  const std::lock_guard<std::mutex> g(s.lock);
+  if (s.current != nullptr) s.current->invlpg(va);
+}
+
+std::uint64_t shootdown_all_cpus(PhysAddr root, VirtAddr va, std::uint64_t pages) {
+  std::uint64_t dropped = 0;
+  const unsigned n = env::cpu_count();
+  const unsigned self = env::cpu_id();
+  for (unsigned cpu = 0; cpu < n; ++cpu) {
+    CpuSlot& s = g_slots[cpu];
+    const std::lock_guard<std::mutex> g(s.lock);
+    // The calling CPU invalidates locally whatever it has loaded (as invlpg did before);
+    // the others only if they may hold the root's translations.
+    if (s.current != nullptr) dropped += s.current->shootdown(cpu == self ? PhysAddr{} : root, va, pages);
+  }
+  return dropped;
 }
 
 Mmu::~Mmu() {
-  if (g_current == this) g_current = nullptr;
+  for (CpuSlot& s : g_slots) {
+    const std::lock_guard<std::mutex> g(s.lock);
+    if (s.current == this) s.current = nullptr;
+  }
 }
-void Mmu::make_current() { g_current = this; }
-Mmu* Mmu::current() { return g_current; }
-void Mmu::clear_current() { g_current = nullptr; }
+void Mmu::make_current() {
+  CpuSlot& s = g_slots[env::cpu_id()];
+  const std::lock_guard<std::mutex> g(s.lock);
+  s.current = this;
+}
+Mmu* Mmu::current() {
+  CpuSlot& s = g_slots[env::cpu_id()];
+  const std::lock_guard<std::mutex> g(s.lock);
+  return s.current;
+}
+void Mmu::clear_current() {
+  CpuSlot& s = g_slots[env::cpu_id()];
+  const std::lock_guard<std::mutex> g(s.lock);
+  s.current = nullptr;
+}
+
+std::uint64_t Mmu::shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
+  const std::lock_guard<std::mutex> g(tlb_lock_);
+  const bool all = root == PhysAddr{} || root == cr3_;  // PCIDE = 0: only the loaded CR3's entries
+  // Counted as this CPU would execute it: invlpg per page, or one non-global flush (CR3
+  // reload) for a range over kShootdownFlushPages. Only a CPU with the root loaded is a target.
+  if (all) {
+    if (pages > kShootdownFlushPages) ++counters_.flushes;
+    else counters_.invalidations += pages;
+  }
+  const std::uint64_t first = va.value() >> 12;
+  std::uint64_t n = 0;
+  if (pages <= tlb_.size()) {
+    for (std::uint64_t i = 0; i < pages; ++i) {
+      const auto it = tlb_.find(first + i);
+      if (it != tlb_.end() && (all || it->second.global)) {
+        tlb_.erase(it);
+        ++n;
+      }
+    }
+  } else {
+    for (auto it = tlb_.begin(); it != tlb_.end();) {
+      if (it->first - first < pages && (all || it->second.global)) {
+        it = tlb_.erase(it);
+        ++n;
+      } else {
+        ++it;
+      }
+    }
+  }
+  shootdown_dropped_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
 
 void Mmu::load_cr3(PhysAddr pml4) {
+  const std::lock_guard<std::mutex> g(tlb_lock_);
   cr3_ = PhysAddr{pml4.value() & pt::kAddrMask};
   ++counters_.flushes;
   // SDM 4.10.4.1: MOV to CR3 (PCIDE = 0) invalidates all TLB entries except global ones.
@@ -51,11 +123,13 @@ void Mmu::load_cr3(PhysAddr pml4) {
 }
 
 void Mmu::invlpg(VirtAddr va) {
+  const std::lock_guard<std::mutex> g(tlb_lock_);
   ++counters_.invalidations;
   tlb_.erase(va.value() >> 12);  // INVLPG drops the page's entry even if global (SDM 4.10.4.1)
 }
 
 void Mmu::flush_all() {
+  const std::lock_guard<std::mutex> g(tlb_lock_);
   ++counters_.flushes;
   tlb_.clear();
 }
@@ -131,6 +205,11 @@ MmuResult Mmu::walk(VirtAddr va, AccessKind kind, Privilege priv) {
 }
 
 MmuResult Mmu::translate(VirtAddr va, AccessKind kind, Privilege priv) {
+  const std::lock_guard<std::mutex> g(tlb_lock_);
+  return translate_locked(va, kind, priv);
+}
+
+MmuResult Mmu::translate_locked(VirtAddr va, AccessKind kind, Privilege priv) {
   const auto it = tlb_.find(va.value() >> 12);
   if (it == tlb_.end()) return walk(va, kind, priv);
   const TlbEntry& t = it->second;

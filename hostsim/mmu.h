@@ -13,18 +13,30 @@
 //
 // Used by the fault-path tests: PageTable::map_leaf / translate + Mmu::load/store with a
 // fault entry callback + counters().
+//
+// Many CPUs (hostsim/cpus.h): an Mmu is made current on the simulated CPU of the calling
+// host thread; each simulated CPU has at most one current Mmu (its MMU, TLB and CR3).
+// env::tlb_shootdown reaches the TLB of every simulated CPU from any host thread, so the
+// TLB (and CR3) is guarded by a mutex; everything else of an Mmu (counters, the fault
+// entry) belongs to the host thread that runs accesses through it.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <unordered_map>
 
 #include "capmem/types.h"
 
 namespace capmem::hostsim {
 
-// invlpg on the simulated CPU that is current (no-op when none is): env::tlb_invalidate_page.
+// invlpg on the Mmu current on the calling thread's simulated CPU (no-op when none is):
+// env::tlb_invalidate_page.
 void current_mmu_invlpg(VirtAddr va);
+// env::tlb_shootdown: Mmu::shootdown on the current Mmu of every started simulated CPU;
+// returns the entries dropped.
+std::uint64_t shootdown_all_cpus(PhysAddr root, VirtAddr va, std::uint64_t pages);
 
 enum class AccessKind : std::uint8_t { Read, Write, Fetch };
 enum class Privilege : std::uint8_t { Supervisor, User };
@@ -82,18 +94,32 @@ class Mmu {
   Mmu(const Mmu&) = delete;
   Mmu& operator=(const Mmu&) = delete;
 
-  // env::tlb_invalidate_page (invlpg from the core) reaches the current Mmu.
+  // env::tlb_invalidate_page (invlpg from the core) reaches the Mmu current on the
+  // calling thread's simulated CPU; env::tlb_shootdown reaches the current Mmu of every CPU.
   void make_current();
   static Mmu* current();
   static void clear_current();
 
   // mov cr3: new root (bits 51:12); flushes every non-global TLB entry (SDM 4.10.4.1).
   void load_cr3(PhysAddr pml4);
-  [[nodiscard]] PhysAddr cr3() const { return cr3_; }
+  [[nodiscard]] PhysAddr cr3() const {
+    const std::lock_guard<std::mutex> g(tlb_lock_);
+    return cr3_;
+  }
   // invlpg: drops the page's entry, global or not (SDM 4.10.4.1).
   void invlpg(VirtAddr va);
   // Drops every entry including global ones (like toggling CR4.PGE).
   void flush_all();
+  // The receiving end of a TLB shootdown (any host thread): drops the cached entries of
+  // [va, va + pages * 4 KiB) if `root` is PhysAddr{} or this Mmu's CR3, and the global
+  // ones in the range whatever the root. Returns the number dropped (also added to
+  // shootdown_dropped()).
+  // counters(): a target CPU counts `pages` invalidations, or one flush for more than
+  // kShootdownFlushPages (the kernel reloads CR3 there). counters() is read by the thread
+  // bound to this Mmu's CPU while no other CPU shoots down.
+  static constexpr std::uint64_t kShootdownFlushPages = 64;
+  std::uint64_t shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages);
+  [[nodiscard]] std::uint64_t shootdown_dropped() const { return shootdown_dropped_.load(std::memory_order_relaxed); }
 
   // Translate one linear address for one access, through the TLB, setting A/D like the
   // CPU. A fault here only reports (and drops the TLB entry); it calls no handler.
@@ -112,8 +138,14 @@ class Mmu {
 
   [[nodiscard]] const TlbCounters& counters() const { return counters_; }
   void reset_counters() { counters_ = TlbCounters{}; }
-  [[nodiscard]] std::size_t tlb_entries() const { return tlb_.size(); }
-  [[nodiscard]] bool tlb_cached(VirtAddr va) const { return tlb_.count(va.value() >> 12) != 0; }
+  [[nodiscard]] std::size_t tlb_entries() const {
+    const std::lock_guard<std::mutex> g(tlb_lock_);
+    return tlb_.size();
+  }
+  [[nodiscard]] bool tlb_cached(VirtAddr va) const {
+    const std::lock_guard<std::mutex> g(tlb_lock_);
+    return tlb_.count(va.value() >> 12) != 0;
+  }
 
  private:
   struct TlbEntry {
@@ -124,13 +156,16 @@ class Mmu {
     bool dirty;         // D was set when cached (or set since through this entry)
     bool global;        // leaf G
   };
+  MmuResult translate_locked(VirtAddr va, AccessKind kind, Privilege priv);
   MmuResult walk(VirtAddr va, AccessKind kind, Privilege priv);
   static std::uint32_t violation(bool writable, bool user, bool no_execute, AccessKind kind, Privilege priv);
   MmuResult fault(VirtAddr va, std::uint32_t error_code);
   GuestAccess access(std::uint32_t va, unsigned width, AccessKind kind, std::uint64_t value);
 
+  mutable std::mutex tlb_lock_;  // guards cr3_ and tlb_ (shootdowns come from other threads)
   PhysAddr cr3_{};
   std::unordered_map<std::uint64_t, TlbEntry> tlb_;  // key: linear page number
+  std::atomic<std::uint64_t> shootdown_dropped_{0};
   TlbCounters counters_{};
   FaultEntry entry_ = nullptr;
   void* entry_ctx_ = nullptr;

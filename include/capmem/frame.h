@@ -26,7 +26,8 @@ enum class FrameKind : std::uint8_t {
 
 // One per physical frame. Layout pinned below: 48 bytes, so the descriptor array costs
 // 1.2% of RAM. Invariants:
-//   - kind == Free        <=> the frame is on the free list, refs == 0.
+//   - kind == Free        <=> the frame is on the shared free list or in one CPU's cache,
+//                             refs == 0.
 //   - kind == Page/Table/Slab => refs >= 1 (the last unref() returns the frame).
 //   - `hash` (Page) and `link` (Free/Table/Slab) share storage: a live page never sits
 //     on a list, a listed frame has no page hash.
@@ -51,14 +52,40 @@ static_assert(alignof(FrameDesc) == 8);
 enum class AllocFlags : unsigned { None = 0, Zero = 1 };
 
 struct FrameStats {
-  std::uint64_t total;  // frames handed to the allocator for general use
-  std::uint64_t free;
+  std::uint64_t total;   // frames handed to the allocator for general use
+  std::uint64_t free;    // on the shared list or in a CPU's cache
   std::uint64_t in_use;  // total - free (includes the zero frame)
+  std::uint64_t cached;  // of `free`: held in per-CPU caches (each <= kCacheHigh)
 };
+
+// Frame allocator with per-CPU caches (spec rule 7.4; docs/smp.md "Frame allocator").
+//
+// Structure (Bonwick & Adams 2001 "magazines"; Linux's per-CPU page lists):
+//   - one shared free list (free_head_, free_) under lock_, a test-and-test-and-set spin
+//     lock;
+//   - per CPU (indexed by env::cpu_id()) a cache of at most kCacheHigh free frames, touched
+//     only by its own CPU. alloc() pops from it and free()/unref() push onto it with plain
+//     loads and stores: no lock, no locked instruction. An empty cache takes kCacheBatch
+//     frames from the shared list in one locked step; a cache that grows past kCacheHigh
+//     gives kCacheBatch back in one locked step.
+// Bound (rule 7.4): when alloc() on one CPU returns nullptr (OutOfFrames), its own cache
+// and the shared list are empty, and every other CPU's cache holds at most kCacheHigh
+// frames: at most (cpu_count() - 1) * kCacheHigh free frames are out of its reach. No CPU
+// ever asks another to drain; drain_local() lets a CPU give its own cache back (idle,
+// offline).
+// Counts: `count` of each cache is written only by its CPU (relaxed atomic stores: plain
+// movs on x86) and read by stats(); stats() takes lock_ and adds them to free_, so it is
+// exact whenever no alloc/free is in flight (a refill or drain moves frames under lock_).
+// Fault injection (inject_failure_at, set_exhausted) arms `hooks_`; while armed every
+// allocation is counted and checked under lock_ (tests only, so the fast path reads one
+// flag).
 
 class FrameAllocator {
  public:
   static constexpr std::size_t kMaxRanges = 16;
+  // Per-CPU cache: refill/drain batch and the most frames one cache holds (128 KiB).
+  static constexpr std::uint32_t kCacheBatch = 16;
+  static constexpr std::uint32_t kCacheHigh = 2 * kCacheBatch;
 
   constexpr FrameAllocator() = default;
   FrameAllocator(const FrameAllocator&) = delete;
@@ -74,10 +101,14 @@ class FrameAllocator {
   [[nodiscard]] bool initialized() const { return descs_ != nullptr; }
 
   // O(1). Returns nullptr when out of frames (or when an injected failure fires).
-  // The frame comes back with kind `kind`, refs == 1, adopted == 0.
+  // The frame comes back with kind `kind`, refs == 1, adopted == 0. Fast path: a pop from
+  // this CPU's cache; O(kCacheBatch) under the lock once per kCacheBatch allocations.
   [[nodiscard]] FrameDesc* alloc(FrameKind kind, AllocFlags flags = AllocFlags::None);
-  // O(1). `d` must be live with refs == 0 or 1 (the caller's last reference).
+  // O(1). `d` must be live with refs == 0 or 1 (the caller's last reference). Any CPU may
+  // free any frame: it lands in the freeing CPU's cache.
   void free(FrameDesc* d);
+  // Give this CPU's cached frames back to the shared list (an idle or departing CPU).
+  void drain_local();
 
   // Reference counting on live frames. ref() traps on a free frame and on overflow;
   // unref() traps below zero and frees the frame when the count reaches zero.
@@ -93,16 +124,18 @@ class FrameAllocator {
   [[nodiscard]] FrameStats stats() const;
 
   // --- Testing and fault injection (available in the kernel build too) ---------------
-  // Fail the n-th allocation from now (1 = the next one); 0 disables. One-shot.
-  void inject_failure_at(std::uint64_t n) { fail_at_ = n ? allocs_ + n : 0; }
+  // Fail the n-th allocation from now (1 = the next one), counted over every CPU; 0
+  // disables. One-shot.
+  void inject_failure_at(std::uint64_t n);
   // Make every allocation fail while `on` (an allocator "limited on purpose").
-  void set_exhausted(bool on) { exhausted_ = on; }
-  // Number of allocation attempts so far (for sweeping inject_failure_at over a scenario).
-  [[nodiscard]] std::uint64_t alloc_attempts() const { return allocs_; }
+  void set_exhausted(bool on);
+  // Number of allocation attempts so far, over every CPU (for sweeping inject_failure_at
+  // over a scenario). Exact when no allocation is in flight.
+  [[nodiscard]] std::uint64_t alloc_attempts() const;
   // Debug poisoning: a frame freed while poisoning is on is filled with kPoison (and
   // marked in its flags) and checked when it is handed out again: a write after free is
-  // reported through env::panic.
-  void set_poison(bool on) { poison_ = on; }
+  // reported through env::panic. Set it while one CPU runs (tests: at start-up).
+  void set_poison(bool on) { poison_.store(on, std::memory_order_relaxed); }
   static constexpr std::uint8_t kPoison = 0xa5;
   static constexpr std::uint32_t kMaxRefs = 0xffff0000u;
   static constexpr std::uint16_t kFlagPoisoned = 1;  // FrameDesc::flags of a Free frame
@@ -113,22 +146,40 @@ class FrameAllocator {
     std::uint64_t frames;
     FrameDesc* descs;  // descs[i] describes first_pfn + i
   };
-  void lock();
-  void unlock();
-  void release_locked(FrameDesc* d);
+  // One CPU's cache. `head` threads free frames through FrameDesc::link; only the owning
+  // CPU touches head and writes count/attempts (relaxed load + store, never an RMW: the
+  // fast path has no locked instruction); stats() and alloc_attempts() read them.
+  // Invariant: count == length of the head list <= kCacheHigh, between operations.
+  struct alignas(64) CpuCache {
+    FrameDesc* head = nullptr;
+    std::atomic<std::uint32_t> count{0};
+    std::atomic<std::uint64_t> attempts{0};  // fast-path allocation attempts on this CPU
+  };
+  void lock() const;
+  void unlock() const;
+  CpuCache& local_cache() { return caches_[env::cpu_id()]; }
+  bool refill(CpuCache& c);
+  void drain(CpuCache& c, std::uint32_t n);
+  bool injected_failure();
+  void release(FrameDesc* d);
+  FrameDesc* hand_out(FrameDesc* d, FrameKind kind, AllocFlags flags);
 
   Range ranges_[kMaxRanges]{};
   std::size_t nranges_ = 0;
   FrameDesc* descs_ = nullptr;
-  FrameDesc* free_head_ = nullptr;
   FrameDesc* zero_ = nullptr;
   std::uint64_t total_ = 0;
-  std::uint64_t free_ = 0;
-  std::uint64_t allocs_ = 0;
-  std::uint64_t fail_at_ = 0;
+  // Under lock_:
+  FrameDesc* free_head_ = nullptr;  // the shared free list
+  std::uint64_t free_ = 0;          // its length
+  std::uint64_t allocs_ = 0;        // attempts counted while hooks_ was armed
+  std::uint64_t fail_at_ = 0;       // fail when allocs_ reaches this (0: off)
   bool exhausted_ = false;
-  bool poison_ = false;
-  std::atomic<bool> lock_{false};
+  // Written under lock_, read by the fast path: exhausted_ || fail_at_ != 0.
+  std::atomic<bool> hooks_{false};
+  std::atomic<bool> poison_{false};
+  mutable std::atomic<bool> lock_{false};
+  CpuCache caches_[env::kMaxCpus]{};
 };
 
 // The one allocator every page, table and slab draws from.

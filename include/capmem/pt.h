@@ -9,7 +9,7 @@
 //   PageTable::create()                     -> Result<PageTable>      allocates the PML4
 //   map_leaf(va, pa, LeafFlags)             -> Result<MapOutcome>     Mapped / Replaced
 //   translate(va)                           -> Result<Translation>    pa (+ offset) and flags
-//   unmap(va), protect(va, LeafFlags)       -> Result<void>           both invlpg via the seam
+//   unmap(va), protect(va, LeafFlags)       -> Result<void>           both shoot down (rule 7.2)
 //   clear()                                 drop every mapping, keep the (zeroed) PML4
 //   teardown()                              clear() + free the PML4 (also the destructor)
 //   link_shared(va, level, table, LinkFlags) / link_from(donor, va, level, LinkFlags)
@@ -448,12 +448,13 @@ class BasicPageTable {
         .dirty = e1.dirty()};
   }
 
-  // Remove the leaf at va (page-aligned): invalidates its TLB entry, then drops its
-  // reference if it holds one. NotMapped if none. Tables stay (freed at teardown).
+  // Remove the leaf at va (page-aligned): shoots its translation down on every CPU that
+  // may hold it (shoot_down), then drops its reference if it holds one. NotMapped if none.
+  // Tables stay (freed at teardown). Not for the #PF path (it may wait for other CPUs).
   Result<void> unmap(VirtAddr va) {
     const LeafRef leaf = TRY(present_leaf(va));
     const Pte old{policy_.exchange(leaf.word, 0)};
-    env::tlb_invalidate_page(va);
+    shoot_down(va);
     drop_leaf_ref(old);
     return {};
   }
@@ -461,7 +462,7 @@ class BasicPageTable {
   // Change the flags of the leaf at va, keeping its frame and its A/D bits (also those the
   // CPU sets while protect runs: rule 7.3); widens the intermediate entries if the new
   // flags need U/S or R/W. holds_ref cannot change (a mismatch is InvalidArgument).
-  // Invalidates the TLB entry. NotMapped if none.
+  // Shoots the old translation down (shoot_down). NotMapped if none. Not for the #PF path.
   Result<void> protect(VirtAddr va, LeafFlags flags) {
     const LeafRef leaf = TRY(present_leaf(va));
     if (leaf.entry.holds_ref() != flags.holds_ref) return Status::InvalidArgument;
@@ -478,7 +479,7 @@ class BasicPageTable {
       const EntryWord next = Pte::leaf(Pte{seen}.addr(), flags).raw() | (seen & kAd);
       if (policy_.compare_exchange(leaf.word, seen, next)) break;
     }
-    env::tlb_invalidate_page(va);
+    shoot_down(va);
     return {};
   }
 
@@ -528,11 +529,23 @@ class BasicPageTable {
   }
 
   // Drop every mapping: unref HoldsRef leaves of owned PTs and shared links, free every
-  // owned table, zero the PML4 (same root: a page table reused for the next run). No TLB
-  // invalidation: load CR3 (or switch to another address space) before the next use;
-  // switch away BEFORE clearing, as frames may be freed here.
+  // owned table, zero the PML4 (same root: a page table reused for the next run).
+  // Rule 7.2: each present PML4 entry is zeroed and its 512 GiB range shot down on every
+  // CPU with this root loaded (env::tlb_shootdown) before any frame reference is dropped
+  // or table freed, so no CPU (one the run has left included) keeps a translation into a
+  // frame that is reused. Not for the #PF path.
   void clear() {
     if (root_ == nullptr) return;
+    for (unsigned i = 0; i < kEntriesPerTable; ++i) {
+      const Pml4e e{policy_.exchange(&root_words_[i], 0)};
+      if (!e.present()) continue;
+      env::tlb_shootdown(root(), pml4_entry_base(i), entry_span(Level::Pml4) / PAGE_SIZE);
+      if (e.shared_link()) {
+        FrameDesc* d = frames().desc_of(e.addr());
+        CAPMEM_ASSERT(d != nullptr);
+        frames().unref(d);
+      }
+    }
     while (owned_ != nullptr) {
       FrameDesc* d = owned_;
       owned_ = d->link;
@@ -542,8 +555,6 @@ class BasicPageTable {
       policy_.free_table(d);
     }
     owned_count_ = 0;
-    release_entries<Level::Pml4>(root_words_);
-    for (unsigned i = 0; i < kEntriesPerTable; ++i) policy_.store(&root_words_[i], 0);
   }
 
   // clear() and free the PML4; the object becomes empty (root() == 0). Idempotent.
@@ -575,216 +586,248 @@ class BasicPageTable {
     return policy_.table_at(e.addr());
   }
 
-  // The PT for `va` if every entry above it is present, owned (no SharedLink), not PS and
-  // already grants `need`; else nullptr.
-  EntryWord* fast_path(VirtAddr va, PathRights need) const {
+  // --- TLB shootdown (spec rule 7.2; docs/smp.md "Shootdown rules") ---------------------
+  // Called after an entry of this table was removed or narrowed at `va`, before the frame
+  // it mapped loses a reference. A leaf under a table that is also linked into other
+  // tables (link_shared holds a reference on the table frame, so its count is above 1)
+  // may be cached under any root: every CPU drops it. Otherwise only CPUs with this root
+  // loaded may hold it. Never called by the #PF path (map_leaf replaces with a local
+  // invlpg: the faulting run's table is loaded on this CPU alone, rule 7.1).
+  void shoot_down(VirtAddr va) const { env::tlb_shootdown(under_shared_link(va) ? PhysAddr{} : root(), va, 1); }
+  bool under_shared_link(VirtAddr va) const {
     const Pml4e e4 = read<Level::Pml4>(root_words_, va);
-    if (!owned_and_grants(e4, need)) return nullptr;
+    if (!e4.present()) return false;
+    if (table_shared(e4.addr())) return true;
     const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
-    if (!owned_and_grants(e3, need)) return nullptr;
+    if (!e3.present() || e3.maps_page()) return false;
+    if (table_shared(e3.addr())) return true;
     const Pde e2 = read<Level::Pd>(next_table(e3), va);
-    if (!owned_and_grants(e2, need)) return nullptr;
-    return next_table(e2);
+    if (!e2.present() || e2.maps_page()) return false;
+    return table_shared(e2.addr());
   }
-  template <Level L>
-  static constexpr bool owned_and_grants(Entry<L> e, PathRights need) {
-    return e.grants(need) && !e.shared_link() && !e.maps_page();
+  // A table frame referenced by more than its one owning entry: linked elsewhere too.
+  static bool table_shared(PhysAddr t) {
+    const FrameDesc* d = frames().desc_of(t);
+    return d != nullptr && d->refs.load(std::memory_order_relaxed) > 1;
   }
-
-  // A path to the table of level `stop` covering `va`, prepared by prepare_path: every
-  // check made and every missing table allocated, nothing written yet.
-  struct PathPlan {
-    VirtAddr va;
-    Level stop;
-    PathRights need;
-    EntryWord* present[5] = {};   // [l]: the present entry of level l on the path (l > stop)
-    EntryWord* absent = nullptr;  // the first absent entry on the path, of level absent_level
-    Level absent_level = Level::Pt;
-    FrameDesc* fresh[3] = {};  // the tables below it: levels below(absent_level) .. stop
-    unsigned nfresh = 0;
-    EntryWord* table = nullptr;  // the table of level `stop` when it exists already
-  };
-
-  // Walk to the table of level `stop` covering va, creating missing tables (owned) and
-  // OR-ing `need` (U/S, R/W) into existing entries on the way. Prepare-then-commit: the
-  // walk and every allocation happen before any entry is written.
-  Result<EntryWord*> build_path(VirtAddr va, Level stop, PathRights need) {
-    PathPlan plan{.va = va, .stop = stop, .need = need};
-    TRY(prepare_from<Level::Pml4>(root_words_, plan));
-    return commit_path(plan);
+  // First address of PML4 entry i (sign-extended for the upper half, SDM 4.5).
+  static constexpr VirtAddr pml4_entry_base(unsigned i) {
+    const std::uint64_t a = std::uint64_t{i} << level_shift(Level::Pml4);
+    return VirtAddr{i >= kEntriesPerTable / 2 ? a | 0xffff000000000000ull : a};
   }
+}
 
-  // Prepare, from the table of level L on the path: checks, then allocations.
-  template <Level L>
-  Result<void> prepare_from(EntryWord* table, PathPlan& plan) {
-    if (L == plan.stop) {
-      plan.table = table;
-      return {};
-    }
-    if constexpr (L == Level::Pt) {
-      return Status::InvalidArgument;  // unreachable: a path stops at the PT at the lowest
-    } else {
-      EntryWord* w = word_at<L>(table, plan.va);
-      const Entry<L> e{policy_.load(w)};
-      if (!e.present()) {
-        plan.absent = w;
-        plan.absent_level = L;
-        return alloc_fresh(plan);
-      }
-      if (e.maps_page()) return Status::HugePageInWalk;
-      if (e.shared_link()) return Status::SharedTable;
-      plan.present[static_cast<unsigned>(L)] = w;
-      return prepare_from<below(L)>(next_table(e), plan);
-    }
-  }
+// The PT for `va` if every entry above it is present, owned (no SharedLink), not PS and
+// already grants `need`; else nullptr.
+EntryWord*
+fast_path(VirtAddr va, PathRights need) const {
+  const Pml4e e4 = read<Level::Pml4>(root_words_, va);
+  if (!owned_and_grants(e4, need)) return nullptr;
+  const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
+  if (!owned_and_grants(e3, need)) return nullptr;
+  const Pde e2 = read<Level::Pd>(next_table(e3), va);
+  if (!owned_and_grants(e2, need)) return nullptr;
+  return next_table(e2);
+}
+template <Level L>
+static constexpr bool owned_and_grants(Entry<L> e, PathRights need) {
+  return e.grants(need) && !e.shared_link() && !e.maps_page();
+}
 
-  // The tables of levels below(absent_level) .. stop, all or none.
-  Result<void> alloc_fresh(PathPlan& plan) {
-    const unsigned n = static_cast<unsigned>(plan.absent_level) - static_cast<unsigned>(plan.stop);
-    for (unsigned i = 0; i < n; ++i) {
-      FrameDesc* d = policy_.alloc_table();
-      if (d == nullptr) {
-        while (i-- > 0) policy_.free_table(plan.fresh[i]);
-        return Status::OutOfFrames;
-      }
-      d->flags = static_cast<std::uint16_t>(static_cast<unsigned>(plan.absent_level) - 1 - i);
-      plan.fresh[i] = d;
-    }
-    plan.nfresh = n;
+// A path to the table of level `stop` covering `va`, prepared by prepare_path: every
+// check made and every missing table allocated, nothing written yet.
+struct PathPlan {
+  VirtAddr va;
+  Level stop;
+  PathRights need;
+  EntryWord* present[5] = {};   // [l]: the present entry of level l on the path (l > stop)
+  EntryWord* absent = nullptr;  // the first absent entry on the path, of level absent_level
+  Level absent_level = Level::Pt;
+  FrameDesc* fresh[3] = {};  // the tables below it: levels below(absent_level) .. stop
+  unsigned nfresh = 0;
+  EntryWord* table = nullptr;  // the table of level `stop` when it exists already
+};
+
+// Walk to the table of level `stop` covering va, creating missing tables (owned) and
+// OR-ing `need` (U/S, R/W) into existing entries on the way. Prepare-then-commit: the
+// walk and every allocation happen before any entry is written.
+Result<EntryWord*> build_path(VirtAddr va, Level stop, PathRights need) {
+  PathPlan plan{.va = va, .stop = stop, .need = need};
+  TRY(prepare_from<Level::Pml4>(root_words_, plan));
+  return commit_path(plan);
+}
+
+// Prepare, from the table of level L on the path: checks, then allocations.
+template <Level L>
+Result<void> prepare_from(EntryWord* table, PathPlan& plan) {
+  if (L == plan.stop) {
+    plan.table = table;
     return {};
   }
-
-  // Commit a prepared path: own the fresh tables, widen the present entries top-down, and
-  // publish the fresh chain (linked bottom-up first) last with a single store. Returns the
-  // table of level `stop`.
-  EntryWord* commit_path(const PathPlan& plan) {
-    for (unsigned i = 0; i < plan.nfresh; ++i) {
-      plan.fresh[i]->link = owned_;
-      owned_ = plan.fresh[i];
-      ++owned_count_;
-    }
-    commit_from<Level::Pml4>(plan);
-    return plan.nfresh > 0 ? policy_.table_at(plan.fresh[plan.nfresh - 1]->phys()) : plan.table;
-  }
-
-  template <Level L>
-  void commit_from(const PathPlan& plan) {
-    if constexpr (L != Level::Pt) {
-      if (L == plan.stop) return;
-      if (plan.nfresh > 0 && L == plan.absent_level) {
-        policy_.store(plan.absent, chain<L>(plan, 0).raw());
-        return;
-      }
-      widen<L>(plan.present[static_cast<unsigned>(L)], plan.need);
-      commit_from<below(L)>(plan);
-    }
-  }
-
-  // The entry of level L that references fresh[i] (a table of level below(L)), after the
-  // rest of the chain below has been linked into fresh[i].
-  template <Level L>
-  Entry<L> chain(const PathPlan& plan, unsigned i) requires(L != Level::Pt) {
-    if constexpr (below(L) != Level::Pt) {
-      if (i + 1 < plan.nfresh)
-        policy_.store(word_at<below(L)>(policy_.table_at(plan.fresh[i]->phys()), plan.va),
-                      chain<below(L)>(plan, i + 1).raw());
-    }
-    return Entry<L>::table(plan.fresh[i]->phys(), plan.need.writable, plan.need.user, /*shared=*/false);
-  }
-
-  // OR what `need` asks into the present non-leaf entry at `w`: one fetch_or, so an A bit
-  // the CPU sets meanwhile is kept (rule 7.3).
-  template <Level L>
-  void widen(EntryWord* w, PathRights need) requires(L != Level::Pt) {
-    if (!Entry<L>{policy_.load(w)}.grants(need)) policy_.fetch_or(w, need.bits());
-  }
-
-  // The table of level `stop` on the walk to va, from the table of level L at `table`.
-  template <Level L>
-  Result<PhysAddr> table_on_walk(PhysAddr table, VirtAddr va, Level stop) const {
-    if (L == stop) return table;
-    if constexpr (L == Level::Pt) {
-      return Status::InvalidArgument;
-    } else {
-      const Entry<L> e = read<L>(policy_.table_at(table), va);
-      if (!e.present()) return Status::NotMapped;
-      if (e.maps_page()) return Status::HugePageInWalk;
-      return table_on_walk<below(L)>(e.addr(), va, stop);
-    }
-  }
-
-  // A present leaf: its word and the entry it held when read.
-  struct LeafRef {
-    EntryWord* word;
-    Pte entry;
-  };
-  // The present PTE of a page-aligned, canonical va, through owned tables only.
-  Result<LeafRef> present_leaf(VirtAddr va) {
-    if (!va.canonical()) return Status::NotCanonical;
-    if (!va.page_aligned()) return Status::Misaligned;
-    CAPMEM_ASSERT(root_ != nullptr);
-    return owned_leaf<Level::Pml4>(root_words_, va);
-  }
-  template <Level L>
-  Result<LeafRef> owned_leaf(EntryWord* table, VirtAddr va) const {
-    EntryWord* w = word_at<L>(table, va);
+  if constexpr (L == Level::Pt) {
+    return Status::InvalidArgument;  // unreachable: a path stops at the PT at the lowest
+  } else {
+    EntryWord* w = word_at<L>(table, plan.va);
     const Entry<L> e{policy_.load(w)};
+    if (!e.present()) {
+      plan.absent = w;
+      plan.absent_level = L;
+      return alloc_fresh(plan);
+    }
+    if (e.maps_page()) return Status::HugePageInWalk;
+    if (e.shared_link()) return Status::SharedTable;
+    plan.present[static_cast<unsigned>(L)] = w;
+    return prepare_from<below(L)>(next_table(e), plan);
+  }
+}
+
+// The tables of levels below(absent_level) .. stop, all or none.
+Result<void> alloc_fresh(PathPlan& plan) {
+  const unsigned n = static_cast<unsigned>(plan.absent_level) - static_cast<unsigned>(plan.stop);
+  for (unsigned i = 0; i < n; ++i) {
+    FrameDesc* d = policy_.alloc_table();
+    if (d == nullptr) {
+      while (i-- > 0) policy_.free_table(plan.fresh[i]);
+      return Status::OutOfFrames;
+    }
+    d->flags = static_cast<std::uint16_t>(static_cast<unsigned>(plan.absent_level) - 1 - i);
+    plan.fresh[i] = d;
+  }
+  plan.nfresh = n;
+  return {};
+}
+
+// Commit a prepared path: own the fresh tables, widen the present entries top-down, and
+// publish the fresh chain (linked bottom-up first) last with a single store. Returns the
+// table of level `stop`.
+EntryWord* commit_path(const PathPlan& plan) {
+  for (unsigned i = 0; i < plan.nfresh; ++i) {
+    plan.fresh[i]->link = owned_;
+    owned_ = plan.fresh[i];
+    ++owned_count_;
+  }
+  commit_from<Level::Pml4>(plan);
+  return plan.nfresh > 0 ? policy_.table_at(plan.fresh[plan.nfresh - 1]->phys()) : plan.table;
+}
+
+template <Level L>
+void commit_from(const PathPlan& plan) {
+  if constexpr (L != Level::Pt) {
+    if (L == plan.stop) return;
+    if (plan.nfresh > 0 && L == plan.absent_level) {
+      policy_.store(plan.absent, chain<L>(plan, 0).raw());
+      return;
+    }
+    widen<L>(plan.present[static_cast<unsigned>(L)], plan.need);
+    commit_from<below(L)>(plan);
+  }
+}
+
+// The entry of level L that references fresh[i] (a table of level below(L)), after the
+// rest of the chain below has been linked into fresh[i].
+template <Level L>
+Entry<L> chain(const PathPlan& plan, unsigned i) requires(L != Level::Pt) {
+  if constexpr (below(L) != Level::Pt) {
+    if (i + 1 < plan.nfresh)
+      policy_.store(word_at<below(L)>(policy_.table_at(plan.fresh[i]->phys()), plan.va),
+                    chain<below(L)>(plan, i + 1).raw());
+  }
+  return Entry<L>::table(plan.fresh[i]->phys(), plan.need.writable, plan.need.user, /*shared=*/false);
+}
+
+// OR what `need` asks into the present non-leaf entry at `w`: one fetch_or, so an A bit
+// the CPU sets meanwhile is kept (rule 7.3).
+template <Level L>
+void widen(EntryWord* w, PathRights need) requires(L != Level::Pt) {
+  if (!Entry<L>{policy_.load(w)}.grants(need)) policy_.fetch_or(w, need.bits());
+}
+
+// The table of level `stop` on the walk to va, from the table of level L at `table`.
+template <Level L>
+Result<PhysAddr> table_on_walk(PhysAddr table, VirtAddr va, Level stop) const {
+  if (L == stop) return table;
+  if constexpr (L == Level::Pt) {
+    return Status::InvalidArgument;
+  } else {
+    const Entry<L> e = read<L>(policy_.table_at(table), va);
     if (!e.present()) return Status::NotMapped;
+    if (e.maps_page()) return Status::HugePageInWalk;
+    return table_on_walk<below(L)>(e.addr(), va, stop);
+  }
+}
+
+// A present leaf: its word and the entry it held when read.
+struct LeafRef {
+  EntryWord* word;
+  Pte entry;
+};
+// The present PTE of a page-aligned, canonical va, through owned tables only.
+Result<LeafRef> present_leaf(VirtAddr va) {
+  if (!va.canonical()) return Status::NotCanonical;
+  if (!va.page_aligned()) return Status::Misaligned;
+  CAPMEM_ASSERT(root_ != nullptr);
+  return owned_leaf<Level::Pml4>(root_words_, va);
+}
+template <Level L>
+Result<LeafRef> owned_leaf(EntryWord* table, VirtAddr va) const {
+  EntryWord* w = word_at<L>(table, va);
+  const Entry<L> e{policy_.load(w)};
+  if (!e.present()) return Status::NotMapped;
+  if constexpr (L == Level::Pt) {
+    return LeafRef{.word = w, .entry = e};
+  } else {
+    if (e.maps_page()) return Status::HugePageInWalk;
+    if (e.shared_link()) return Status::SharedTable;
+    return owned_leaf<below(L)>(next_table(e), va);
+  }
+}
+
+MapOutcome commit_leaf(EntryWord* w, VirtAddr va, Pte leaf, FrameDesc* ref) {
+  if (ref != nullptr) frames().ref(ref);  // before the old one is dropped: may be the same frame
+  // The CPU never writes a not-present entry (SDM 4.8 sets A/D only in entries it uses),
+  // so an empty one takes a plain store; a present one is swapped in one access.
+  if (!Pte{policy_.load(w)}.present()) {
+    policy_.store(w, leaf.raw());
+    return MapOutcome::Mapped;  // not-present entries are never cached (SDM 4.10.2.3)
+  }
+  const Pte old{policy_.exchange(w, leaf.raw())};
+  env::tlb_invalidate_page(va);
+  drop_leaf_ref(old);
+  return MapOutcome::Replaced;
+}
+
+static void drop_leaf_ref(Pte old) {
+  if (!old.present() || !old.holds_ref()) return;
+  FrameDesc* d = frames().desc_of(old.addr());
+  CAPMEM_ASSERT(d != nullptr);
+  frames().unref(d);
+}
+
+// Release what the entries of one owned table of level L hold: HoldsRef leaves (PT) or
+// shared links (above it).
+template <Level L>
+void release_entries(EntryWord* table) const {
+  for (unsigned i = 0; i < kEntriesPerTable; ++i) {
+    const Entry<L> e{policy_.load(&table[i])};
+    if (!e.present()) continue;
+    bool holds = false;
     if constexpr (L == Level::Pt) {
-      return LeafRef{.word = w, .entry = e};
+      holds = e.holds_ref();
     } else {
-      if (e.maps_page()) return Status::HugePageInWalk;
-      if (e.shared_link()) return Status::SharedTable;
-      return owned_leaf<below(L)>(next_table(e), va);
+      holds = e.shared_link() && !e.maps_page();
     }
-  }
-
-  MapOutcome commit_leaf(EntryWord* w, VirtAddr va, Pte leaf, FrameDesc* ref) {
-    if (ref != nullptr) frames().ref(ref);  // before the old one is dropped: may be the same frame
-    // The CPU never writes a not-present entry (SDM 4.8 sets A/D only in entries it uses),
-    // so an empty one takes a plain store; a present one is swapped in one access.
-    if (!Pte{policy_.load(w)}.present()) {
-      policy_.store(w, leaf.raw());
-      return MapOutcome::Mapped;  // not-present entries are never cached (SDM 4.10.2.3)
-    }
-    const Pte old{policy_.exchange(w, leaf.raw())};
-    env::tlb_invalidate_page(va);
-    drop_leaf_ref(old);
-    return MapOutcome::Replaced;
-  }
-
-  static void drop_leaf_ref(Pte old) {
-    if (!old.present() || !old.holds_ref()) return;
-    FrameDesc* d = frames().desc_of(old.addr());
+    if (!holds) continue;
+    FrameDesc* d = frames().desc_of(e.addr());
     CAPMEM_ASSERT(d != nullptr);
     frames().unref(d);
   }
+}
 
-  // Release what the entries of one owned table of level L hold: HoldsRef leaves (PT) or
-  // shared links (above it).
-  template <Level L>
-  void release_entries(EntryWord* table) const {
-    for (unsigned i = 0; i < kEntriesPerTable; ++i) {
-      const Entry<L> e{policy_.load(&table[i])};
-      if (!e.present()) continue;
-      bool holds = false;
-      if constexpr (L == Level::Pt) {
-        holds = e.holds_ref();
-      } else {
-        holds = e.shared_link() && !e.maps_page();
-      }
-      if (!holds) continue;
-      FrameDesc* d = frames().desc_of(e.addr());
-      CAPMEM_ASSERT(d != nullptr);
-      frames().unref(d);
-    }
-  }
-
-  P policy_;
-  FrameDesc* root_ = nullptr;        // the PML4 frame
-  EntryWord* root_words_ = nullptr;  // its entry words through the policy
-  FrameDesc* owned_ = nullptr;       // owned PDPT/PD/PT frames (intrusive, FrameDesc::link)
-  std::size_t owned_count_ = 0;
+P policy_;
+FrameDesc* root_ = nullptr;        // the PML4 frame
+EntryWord* root_words_ = nullptr;  // its entry words through the policy
+FrameDesc* owned_ = nullptr;       // owned PDPT/PD/PT frames (intrusive, FrameDesc::link)
+std::size_t owned_count_ = 0;
 };
 
 // The page table of the kernel and of every run.

@@ -38,7 +38,9 @@ class Slab {
 
   [[nodiscard]] std::size_t size() const { return size_; }
   [[nodiscard]] std::size_t per_frame() const { return (PAGE_SIZE - kHeader) / size_; }
-  [[nodiscard]] SlabStats stats() const { return SlabStats{.objects = objects_, .frames = frames_}; }
+  // Taken under the slab lock: exact whenever no alloc()/free() of this slab is in flight
+  // (rule 7.4), and never a torn or racy read while one is.
+  [[nodiscard]] SlabStats stats() const;
 
  private:
   // Header at offset 0 of every slab frame (kind Slab). Invariants:
@@ -56,16 +58,20 @@ class Slab {
   };
   static_assert(sizeof(FrameHdr) <= kHeader);
 
-  void lock();
-  void unlock();
+  void lock() const;
+  void unlock() const;
   void unlink(FrameHdr* h);
   void push(FrameHdr* h);
 
+  // Everything below `size_` (and every FrameHdr field but `owner`/`desc` of a held frame,
+  // which are fixed while the frame is held) is read and written only under lock_, a
+  // test-and-test-and-set spin lock. Lock order: a slab lock is never held while calling
+  // frames() (alloc and free call it after unlocking), so slab locks nest inside nothing.
   std::size_t size_;
   FrameHdr* partial_ = nullptr;  // frames with at least one free object
   std::uint64_t objects_ = 0;
   std::uint64_t frames_ = 0;
-  std::atomic<bool> lock_{false};
+  mutable std::atomic<bool> lock_{false};
 };
 
 }  // namespace capmem

@@ -4,12 +4,19 @@
 
 namespace capmem {
 
-void Slab::lock() {
+void Slab::lock() const {
   while (lock_.exchange(true, std::memory_order_acquire)) {
     while (lock_.load(std::memory_order_relaxed)) __builtin_ia32_pause();
   }
 }
-void Slab::unlock() { lock_.store(false, std::memory_order_release); }
+void Slab::unlock() const { lock_.store(false, std::memory_order_release); }
+
+SlabStats Slab::stats() const {
+  lock();
+  const SlabStats s{.objects = objects_, .frames = frames_};
+  unlock();
+  return s;
+}
 
 void Slab::unlink(FrameHdr* h) {
   if (h->prev != nullptr) h->prev->next = h->next;
@@ -64,8 +71,13 @@ void* Slab::alloc() {
 void Slab::free(void* p) {
   CAPMEM_ASSERT(p != nullptr);
   auto* h = reinterpret_cast<FrameHdr*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{PAGE_SIZE - 1});
-  if (h->owner != this || h->in_use == 0) env::panic("Slab::free: pointer not from this slab");
+  // Checked under the lock: in_use changes under it (alloc/free of a neighbour object on
+  // another CPU), so reading it before locking was a data race.
   lock();
+  if (h->owner != this || h->in_use == 0) {
+    unlock();
+    env::panic("Slab::free: pointer not from this slab");
+  }
   const bool was_full = h->free_list == nullptr;
   *static_cast<void**>(p) = h->free_list;
   h->free_list = p;

@@ -4,6 +4,8 @@
 // are called from here only inside env::simd_begin()/simd_end().
 #include "capmem/hash.h"
 
+#include <atomic>
+
 #include "capmem/env.h"
 #include "capmem/log.h"
 #include "hash_internal.h"
@@ -98,9 +100,16 @@ constexpr Backend kPortable{.impl = Impl::Portable,
                             .narrow = hash64_portable,
                             .compress = compress_portable};
 
+// Many CPUs (spec section 7; docs/smp.md "hash dispatch"): init() detects the features
+// and fills g_backends once, on the boot CPU before any other CPU starts (asserted); from
+// then on both are read-only. The only thing that ever changes afterwards is g_active, one
+// atomic pointer to a read-only back end, and only through force() (tests, benchmarks) or
+// a repeated init() (which restores the default). Each public call loads it once, so a
+// call running on another CPU meanwhile finishes on the back end it started with.
 constinit Features g_features{};
 constinit bool g_detected = false;
-constinit Backend g_backend = kPortable;
+constinit Backend g_backends[4] = {};  // indexed by Impl; valid once g_detected
+constinit std::atomic<const Backend*> g_active{&kPortable};
 
 Backend make_backend(Impl impl) {
   if constexpr (!kSimdBackends) {
@@ -142,7 +151,10 @@ Backend make_backend(Impl impl) {
 
 void ensure_detected() {
   if (!g_detected) {
+    // Written once, before other CPUs exist: afterwards every CPU only reads.
+    CAPMEM_ASSERT(env::cpu_count() == 1);
     g_features = detect();
+    for (unsigned i = 0; i < 4; ++i) g_backends[i] = make_backend(static_cast<Impl>(i));
     g_detected = true;
   }
 }
@@ -150,15 +162,16 @@ void ensure_detected() {
 // The SIMD section for one public call: SIMD back ends run only when the seam grants it.
 class Section {
  public:
-  Section() : on_(g_backend.simd && env::simd_begin()) {}
+  Section() : b_(g_active.load(std::memory_order_acquire)), on_(b_->simd && env::simd_begin()) {}
   ~Section() {
     if (on_) env::simd_end();
   }
   Section(const Section&) = delete;
   Section& operator=(const Section&) = delete;
-  [[nodiscard]] const Backend& backend() const { return on_ ? g_backend : kPortable; }
+  [[nodiscard]] const Backend& backend() const { return on_ ? *b_ : kPortable; }
 
  private:
+  const Backend* b_;
   bool on_;
 };
 
@@ -264,15 +277,18 @@ unsigned depth_for(std::uint64_t limit) {
 }  // namespace
 
 // ---- Public API ----------------------------------------------------------------------
+// Runs once on the boot CPU before any other CPU starts (detection asserts it). Called
+// again later (tests restoring the default after force()) it only re-selects the default.
 void init() {
   ensure_detected();
-  if (g_features.avx512) g_backend = make_backend(Impl::Avx512);
-  else if (g_features.sha) g_backend = make_backend(Impl::ShaNi);
-  else if (g_features.avx2) g_backend = make_backend(Impl::Avx2);
-  else g_backend = kPortable;
+  Impl best = Impl::Portable;
+  if (g_features.avx512) best = Impl::Avx512;
+  else if (g_features.sha) best = Impl::ShaNi;
+  else if (g_features.avx2) best = Impl::Avx2;
+  g_active.store(&g_backends[static_cast<unsigned>(best)], std::memory_order_release);
 }
 
-Impl active() { return g_backend.impl; }
+Impl active() { return g_active.load(std::memory_order_acquire)->impl; }
 
 bool supported(Impl impl) {
   ensure_detected();
@@ -285,9 +301,10 @@ bool supported(Impl impl) {
   return false;
 }
 
+// Tests and benchmarks only: switches the back end of calls that start after it.
 void force(Impl impl) {
   CAPMEM_ASSERT(supported(impl));
-  g_backend = make_backend(impl);
+  g_active.store(&g_backends[static_cast<unsigned>(impl)], std::memory_order_release);
 }
 
 const char* impl_name(Impl impl) {

@@ -13,12 +13,12 @@ constinit FrameAllocator g_frames;
 
 FrameAllocator& frames() { return g_frames; }
 
-void FrameAllocator::lock() {
+void FrameAllocator::lock() const {
   while (lock_.exchange(true, std::memory_order_acquire)) {
     while (lock_.load(std::memory_order_relaxed)) __builtin_ia32_pause();
   }
 }
-void FrameAllocator::unlock() { lock_.store(false, std::memory_order_release); }
+void FrameAllocator::unlock() const { lock_.store(false, std::memory_order_release); }
 
 Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t count) {
   if (descs_ != nullptr || count == 0 || count > kMaxRanges) return Status::InvalidArgument;
@@ -66,8 +66,11 @@ Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t coun
   }
   total_ = free_;
 
-  zero_ = alloc(FrameKind::Zero, AllocFlags::Zero);
-  CAPMEM_ASSERT(zero_ != nullptr);
+  // Straight from the shared list (no CPU cache is involved before the first alloc()).
+  zero_ = free_head_;
+  free_head_ = zero_->link;
+  --free_;
+  hand_out(zero_, FrameKind::Zero, AllocFlags::Zero);
   zero_->hash = Hash32{};
   return {};
 }
@@ -78,26 +81,108 @@ Result<void> FrameAllocator::init_from_env() {
   return init(r, n);
 }
 
-FrameDesc* FrameAllocator::alloc(FrameKind kind, AllocFlags flags) {
-  CAPMEM_ASSERT(kind != FrameKind::Free && kind != FrameKind::Reserved);
+// --- Fault injection (armed: every attempt counted and checked under the lock) ----------
+
+bool FrameAllocator::injected_failure() {
   lock();
   ++allocs_;
-  if (exhausted_ || (fail_at_ != 0 && allocs_ == fail_at_) || free_head_ == nullptr) {
-    if (fail_at_ == allocs_) fail_at_ = 0;
-    unlock();
-    return nullptr;
+  const bool fail = exhausted_ || (fail_at_ != 0 && allocs_ == fail_at_);
+  if (fail_at_ != 0 && allocs_ >= fail_at_) fail_at_ = 0;  // one-shot
+  hooks_.store(exhausted_ || fail_at_ != 0, std::memory_order_relaxed);
+  unlock();
+  return fail;
+}
+
+void FrameAllocator::inject_failure_at(std::uint64_t n) {
+  lock();
+  fail_at_ = n != 0 ? allocs_ + n : 0;
+  hooks_.store(exhausted_ || fail_at_ != 0, std::memory_order_relaxed);
+  unlock();
+}
+
+void FrameAllocator::set_exhausted(bool on) {
+  lock();
+  exhausted_ = on;
+  hooks_.store(exhausted_ || fail_at_ != 0, std::memory_order_relaxed);
+  unlock();
+}
+
+std::uint64_t FrameAllocator::alloc_attempts() const {
+  lock();
+  std::uint64_t n = allocs_;
+  for (const CpuCache& c : caches_) n += c.attempts.load(std::memory_order_relaxed);
+  unlock();
+  return n;
+}
+
+// --- Per-CPU caches ------------------------------------------------------------------------
+
+// Moves up to kCacheBatch frames from the shared list into the (empty) cache `c`.
+bool FrameAllocator::refill(CpuCache& c) {
+  lock();
+  FrameDesc* first = free_head_;
+  FrameDesc* last = nullptr;
+  std::uint32_t n = 0;
+  for (FrameDesc* d = first; d != nullptr && n < kCacheBatch; d = d->link) {
+    last = d;
+    ++n;
   }
-  FrameDesc* d = free_head_;
+  if (n != 0) {
+    free_head_ = last->link;
+    free_ -= n;
+    last->link = c.head;
+    c.head = first;
+    c.count.store(c.count.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  unlock();
+  return n != 0;
+}
+
+// Moves the first `n` (<= count) frames of cache `c` to the shared list.
+void FrameAllocator::drain(CpuCache& c, std::uint32_t n) {
+  if (n == 0) return;
+  FrameDesc* first = c.head;
+  FrameDesc* last = first;
+  for (std::uint32_t i = 1; i < n; ++i) last = last->link;
+  c.head = last->link;
+  lock();
+  last->link = free_head_;
+  free_head_ = first;
+  free_ += n;
+  c.count.store(c.count.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+  unlock();
+}
+
+void FrameAllocator::drain_local() {
+  CpuCache& c = local_cache();
+  drain(c, c.count.load(std::memory_order_relaxed));
+}
+
+// --- Alloc / free ------------------------------------------------------------------------
+
+FrameDesc* FrameAllocator::alloc(FrameKind kind, AllocFlags flags) {
+  CAPMEM_ASSERT(kind != FrameKind::Free && kind != FrameKind::Reserved);
+  CpuCache& c = local_cache();
+  if (hooks_.load(std::memory_order_relaxed)) {
+    if (injected_failure()) return nullptr;
+  } else {
+    c.attempts.store(c.attempts.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  if (c.head == nullptr && !refill(c)) return nullptr;
+  FrameDesc* d = c.head;
+  c.head = d->link;
+  c.count.store(c.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  return hand_out(d, kind, flags);
+}
+
+FrameDesc* FrameAllocator::hand_out(FrameDesc* d, FrameKind kind, AllocFlags flags) {
   CAPMEM_ASSERT(d->kind == FrameKind::Free && d->refs.load(std::memory_order_relaxed) == 0);
-  free_head_ = d->link;
-  --free_;
   d->kind = kind;
   d->refs.store(1, std::memory_order_relaxed);
   d->adopted = 0;
   const bool poisoned = (d->flags & kFlagPoisoned) != 0;
   d->flags = 0;
   d->hash = Hash32{};
-  unlock();
 
   auto* bytes = static_cast<std::uint8_t*>(d->virt());
   if (poisoned) {
@@ -117,13 +202,20 @@ FrameDesc* FrameAllocator::alloc(FrameKind kind, AllocFlags flags) {
   return d;
 }
 
-void FrameAllocator::release_locked(FrameDesc* d) {
+// A frame whose last reference is gone: onto this CPU's cache (no lock), spilling one
+// batch to the shared list when the cache passes kCacheHigh.
+void FrameAllocator::release(FrameDesc* d) {
+  const bool poison = poison_.load(std::memory_order_relaxed);
+  if (poison) mem::fill_page(d->virt(), kPoison);
   d->kind = FrameKind::Free;
-  d->flags = poison_ ? kFlagPoisoned : 0;
+  d->flags = poison ? kFlagPoisoned : 0;
   d->adopted = 0;
-  d->link = free_head_;
-  free_head_ = d;
-  ++free_;
+  CpuCache& c = local_cache();
+  d->link = c.head;
+  c.head = d;
+  const std::uint32_t n = c.count.load(std::memory_order_relaxed) + 1;
+  c.count.store(n, std::memory_order_relaxed);
+  if (n > kCacheHigh) drain(c, kCacheBatch);
 }
 
 void FrameAllocator::free(FrameDesc* d) {
@@ -132,10 +224,7 @@ void FrameAllocator::free(FrameDesc* d) {
   if (d->kind == FrameKind::Zero || d->kind == FrameKind::Reserved) env::panic("freeing a pinned frame");
   if (d->refs.load(std::memory_order_relaxed) > 1) env::panic("freeing a frame that is still referenced");
   d->refs.store(0, std::memory_order_relaxed);
-  if (poison_) mem::fill_page(d->virt(), kPoison);
-  lock();
-  release_locked(d);
-  unlock();
+  release(d);
 }
 
 void FrameAllocator::ref(FrameDesc* d) {
@@ -152,10 +241,7 @@ bool FrameAllocator::unref(FrameDesc* d) {
   const std::uint32_t old = d->refs.fetch_sub(1, std::memory_order_acq_rel);
   if (old == 0) env::panic("frame reference count dropped below zero");
   if (old != 1) return false;
-  if (poison_) mem::fill_page(d->virt(), kPoison);
-  lock();
-  release_locked(d);
-  unlock();
+  release(d);
   return true;
 }
 
@@ -169,7 +255,12 @@ FrameDesc* FrameAllocator::desc_of(PhysAddr pa) const {
 }
 
 FrameStats FrameAllocator::stats() const {
-  return FrameStats{.total = total_, .free = free_, .in_use = total_ - free_};
+  lock();
+  std::uint64_t cached = 0;
+  for (const CpuCache& c : caches_) cached += c.count.load(std::memory_order_relaxed);
+  const std::uint64_t free = free_ + cached;
+  unlock();
+  return FrameStats{.total = total_, .free = free, .in_use = total_ - free, .cached = cached};
 }
 
 }  // namespace capmem

@@ -1,0 +1,82 @@
+// Simulated CPUs: host-thread binding, cpu_id/cpu_count and the TLB shootdown of the seam
+// (include/capmem/env.h) for hosted builds. See hostsim/cpus.h.
+#include "hostsim/cpus.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
+#include "hostsim/mmu.h"
+
+namespace capmem::hostsim {
+namespace {
+// The calling thread's simulated CPU (-1: unbound). initial-exec: a %fs-relative load.
+__attribute__((tls_model("initial-exec"))) thread_local int t_cpu = -1;
+std::atomic<unsigned> g_cpu_count{1};
+std::atomic<bool> g_claimed[env::kMaxCpus];
+std::atomic<std::uint64_t> g_calls{0};
+std::atomic<std::uint64_t> g_pages{0};
+std::atomic<std::uint64_t> g_dropped{0};
+
+[[noreturn]] void die(const char* msg, unsigned cpu) {
+  std::fprintf(stderr, "hostsim cpus: %s (cpu %u)\n", msg, cpu);
+  std::abort();
+}
+}  // namespace
+
+// Called by boot(): the booting thread is CPU 0.
+void bind_boot_thread() {
+  if (t_cpu == 0) return;
+  if (g_claimed[0].exchange(true)) die("hostsim::boot on a second host thread while CPU 0 is bound", 0);
+  t_cpu = 0;
+}
+
+void start_cpus(unsigned n) {
+  if (n == 0 || n > env::kMaxCpus) die("start_cpus: count out of range", n);
+  unsigned cur = g_cpu_count.load();
+  while (cur < n && !g_cpu_count.compare_exchange_weak(cur, n)) {
+  }
+}
+
+int bound_cpu() { return t_cpu; }
+
+CpuBinding::CpuBinding(unsigned cpu) : prev_(t_cpu), cpu_(cpu), claimed_(false) {
+  if (cpu >= g_cpu_count.load()) die("CpuBinding: CPU not started (hostsim::start_cpus)", cpu);
+  if (t_cpu == static_cast<int>(cpu)) return;
+  if (g_claimed[cpu].exchange(true)) die("CpuBinding: CPU already bound to another host thread", cpu);
+  claimed_ = true;
+  t_cpu = static_cast<int>(cpu);
+}
+
+CpuBinding::~CpuBinding() {
+  if (!claimed_) return;
+  t_cpu = prev_;
+  g_claimed[cpu_].store(false);
+}
+
+ShootdownCounters shootdown_counters() {
+  return ShootdownCounters{.calls = g_calls.load(), .pages = g_pages.load(), .dropped = g_dropped.load()};
+}
+
+}  // namespace capmem::hostsim
+
+namespace capmem::env {
+
+unsigned cpu_id() {
+  const int c = hostsim::t_cpu;
+  if (c < 0) {
+    std::fprintf(stderr, "hostsim: core code on a host thread bound to no simulated CPU (hostsim::CpuBinding)\n");
+    std::abort();
+  }
+  return static_cast<unsigned>(c);
+}
+
+unsigned cpu_count() { return hostsim::g_cpu_count.load(std::memory_order_relaxed); }
+
+void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
+  hostsim::g_calls.fetch_add(1, std::memory_order_relaxed);
+  hostsim::g_pages.fetch_add(pages, std::memory_order_relaxed);
+  hostsim::g_dropped.fetch_add(hostsim::shootdown_all_cpus(root, va, pages), std::memory_order_relaxed);
+}
+
+}  // namespace capmem::env
