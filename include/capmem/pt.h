@@ -615,219 +615,217 @@ class BasicPageTable {
     const std::uint64_t a = std::uint64_t{i} << level_shift(Level::Pml4);
     return VirtAddr{i >= kEntriesPerTable / 2 ? a | 0xffff000000000000ull : a};
   }
-}
 
-// The PT for `va` if every entry above it is present, owned (no SharedLink), not PS and
-// already grants `need`; else nullptr.
-EntryWord*
-fast_path(VirtAddr va, PathRights need) const {
-  const Pml4e e4 = read<Level::Pml4>(root_words_, va);
-  if (!owned_and_grants(e4, need)) return nullptr;
-  const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
-  if (!owned_and_grants(e3, need)) return nullptr;
-  const Pde e2 = read<Level::Pd>(next_table(e3), va);
-  if (!owned_and_grants(e2, need)) return nullptr;
-  return next_table(e2);
-}
-template <Level L>
-static constexpr bool owned_and_grants(Entry<L> e, PathRights need) {
-  return e.grants(need) && !e.shared_link() && !e.maps_page();
-}
+  // The PT for `va` if every entry above it is present, owned (no SharedLink), not PS and
+  // already grants `need`; else nullptr.
+  EntryWord* fast_path(VirtAddr va, PathRights need) const {
+    const Pml4e e4 = read<Level::Pml4>(root_words_, va);
+    if (!owned_and_grants(e4, need)) return nullptr;
+    const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
+    if (!owned_and_grants(e3, need)) return nullptr;
+    const Pde e2 = read<Level::Pd>(next_table(e3), va);
+    if (!owned_and_grants(e2, need)) return nullptr;
+    return next_table(e2);
+  }
+  template <Level L>
+  static constexpr bool owned_and_grants(Entry<L> e, PathRights need) {
+    return e.grants(need) && !e.shared_link() && !e.maps_page();
+  }
 
-// A path to the table of level `stop` covering `va`, prepared by prepare_path: every
-// check made and every missing table allocated, nothing written yet.
-struct PathPlan {
-  VirtAddr va;
-  Level stop;
-  PathRights need;
-  EntryWord* present[5] = {};   // [l]: the present entry of level l on the path (l > stop)
-  EntryWord* absent = nullptr;  // the first absent entry on the path, of level absent_level
-  Level absent_level = Level::Pt;
-  FrameDesc* fresh[3] = {};  // the tables below it: levels below(absent_level) .. stop
-  unsigned nfresh = 0;
-  EntryWord* table = nullptr;  // the table of level `stop` when it exists already
-};
+  // A path to the table of level `stop` covering `va`, prepared by prepare_path: every
+  // check made and every missing table allocated, nothing written yet.
+  struct PathPlan {
+    VirtAddr va;
+    Level stop;
+    PathRights need;
+    EntryWord* present[5] = {};   // [l]: the present entry of level l on the path (l > stop)
+    EntryWord* absent = nullptr;  // the first absent entry on the path, of level absent_level
+    Level absent_level = Level::Pt;
+    FrameDesc* fresh[3] = {};  // the tables below it: levels below(absent_level) .. stop
+    unsigned nfresh = 0;
+    EntryWord* table = nullptr;  // the table of level `stop` when it exists already
+  };
 
-// Walk to the table of level `stop` covering va, creating missing tables (owned) and
-// OR-ing `need` (U/S, R/W) into existing entries on the way. Prepare-then-commit: the
-// walk and every allocation happen before any entry is written.
-Result<EntryWord*> build_path(VirtAddr va, Level stop, PathRights need) {
-  PathPlan plan{.va = va, .stop = stop, .need = need};
-  TRY(prepare_from<Level::Pml4>(root_words_, plan));
-  return commit_path(plan);
-}
+  // Walk to the table of level `stop` covering va, creating missing tables (owned) and
+  // OR-ing `need` (U/S, R/W) into existing entries on the way. Prepare-then-commit: the
+  // walk and every allocation happen before any entry is written.
+  Result<EntryWord*> build_path(VirtAddr va, Level stop, PathRights need) {
+    PathPlan plan{.va = va, .stop = stop, .need = need};
+    TRY(prepare_from<Level::Pml4>(root_words_, plan));
+    return commit_path(plan);
+  }
 
-// Prepare, from the table of level L on the path: checks, then allocations.
-template <Level L>
-Result<void> prepare_from(EntryWord* table, PathPlan& plan) {
-  if (L == plan.stop) {
-    plan.table = table;
+  // Prepare, from the table of level L on the path: checks, then allocations.
+  template <Level L>
+  Result<void> prepare_from(EntryWord* table, PathPlan& plan) {
+    if (L == plan.stop) {
+      plan.table = table;
+      return {};
+    }
+    if constexpr (L == Level::Pt) {
+      return Status::InvalidArgument;  // unreachable: a path stops at the PT at the lowest
+    } else {
+      EntryWord* w = word_at<L>(table, plan.va);
+      const Entry<L> e{policy_.load(w)};
+      if (!e.present()) {
+        plan.absent = w;
+        plan.absent_level = L;
+        return alloc_fresh(plan);
+      }
+      if (e.maps_page()) return Status::HugePageInWalk;
+      if (e.shared_link()) return Status::SharedTable;
+      plan.present[static_cast<unsigned>(L)] = w;
+      return prepare_from<below(L)>(next_table(e), plan);
+    }
+  }
+
+  // The tables of levels below(absent_level) .. stop, all or none.
+  Result<void> alloc_fresh(PathPlan& plan) {
+    const unsigned n = static_cast<unsigned>(plan.absent_level) - static_cast<unsigned>(plan.stop);
+    for (unsigned i = 0; i < n; ++i) {
+      FrameDesc* d = policy_.alloc_table();
+      if (d == nullptr) {
+        while (i-- > 0) policy_.free_table(plan.fresh[i]);
+        return Status::OutOfFrames;
+      }
+      d->flags = static_cast<std::uint16_t>(static_cast<unsigned>(plan.absent_level) - 1 - i);
+      plan.fresh[i] = d;
+    }
+    plan.nfresh = n;
     return {};
   }
-  if constexpr (L == Level::Pt) {
-    return Status::InvalidArgument;  // unreachable: a path stops at the PT at the lowest
-  } else {
-    EntryWord* w = word_at<L>(table, plan.va);
-    const Entry<L> e{policy_.load(w)};
-    if (!e.present()) {
-      plan.absent = w;
-      plan.absent_level = L;
-      return alloc_fresh(plan);
+
+  // Commit a prepared path: own the fresh tables, widen the present entries top-down, and
+  // publish the fresh chain (linked bottom-up first) last with a single store. Returns the
+  // table of level `stop`.
+  EntryWord* commit_path(const PathPlan& plan) {
+    for (unsigned i = 0; i < plan.nfresh; ++i) {
+      plan.fresh[i]->link = owned_;
+      owned_ = plan.fresh[i];
+      ++owned_count_;
     }
-    if (e.maps_page()) return Status::HugePageInWalk;
-    if (e.shared_link()) return Status::SharedTable;
-    plan.present[static_cast<unsigned>(L)] = w;
-    return prepare_from<below(L)>(next_table(e), plan);
+    commit_from<Level::Pml4>(plan);
+    return plan.nfresh > 0 ? policy_.table_at(plan.fresh[plan.nfresh - 1]->phys()) : plan.table;
   }
-}
 
-// The tables of levels below(absent_level) .. stop, all or none.
-Result<void> alloc_fresh(PathPlan& plan) {
-  const unsigned n = static_cast<unsigned>(plan.absent_level) - static_cast<unsigned>(plan.stop);
-  for (unsigned i = 0; i < n; ++i) {
-    FrameDesc* d = policy_.alloc_table();
-    if (d == nullptr) {
-      while (i-- > 0) policy_.free_table(plan.fresh[i]);
-      return Status::OutOfFrames;
+  template <Level L>
+  void commit_from(const PathPlan& plan) {
+    if constexpr (L != Level::Pt) {
+      if (L == plan.stop) return;
+      if (plan.nfresh > 0 && L == plan.absent_level) {
+        policy_.store(plan.absent, chain<L>(plan, 0).raw());
+        return;
+      }
+      widen<L>(plan.present[static_cast<unsigned>(L)], plan.need);
+      commit_from<below(L)>(plan);
     }
-    d->flags = static_cast<std::uint16_t>(static_cast<unsigned>(plan.absent_level) - 1 - i);
-    plan.fresh[i] = d;
   }
-  plan.nfresh = n;
-  return {};
-}
 
-// Commit a prepared path: own the fresh tables, widen the present entries top-down, and
-// publish the fresh chain (linked bottom-up first) last with a single store. Returns the
-// table of level `stop`.
-EntryWord* commit_path(const PathPlan& plan) {
-  for (unsigned i = 0; i < plan.nfresh; ++i) {
-    plan.fresh[i]->link = owned_;
-    owned_ = plan.fresh[i];
-    ++owned_count_;
-  }
-  commit_from<Level::Pml4>(plan);
-  return plan.nfresh > 0 ? policy_.table_at(plan.fresh[plan.nfresh - 1]->phys()) : plan.table;
-}
-
-template <Level L>
-void commit_from(const PathPlan& plan) {
-  if constexpr (L != Level::Pt) {
-    if (L == plan.stop) return;
-    if (plan.nfresh > 0 && L == plan.absent_level) {
-      policy_.store(plan.absent, chain<L>(plan, 0).raw());
-      return;
+  // The entry of level L that references fresh[i] (a table of level below(L)), after the
+  // rest of the chain below has been linked into fresh[i].
+  template <Level L>
+  Entry<L> chain(const PathPlan& plan, unsigned i) requires(L != Level::Pt) {
+    if constexpr (below(L) != Level::Pt) {
+      if (i + 1 < plan.nfresh)
+        policy_.store(word_at<below(L)>(policy_.table_at(plan.fresh[i]->phys()), plan.va),
+                      chain<below(L)>(plan, i + 1).raw());
     }
-    widen<L>(plan.present[static_cast<unsigned>(L)], plan.need);
-    commit_from<below(L)>(plan);
+    return Entry<L>::table(plan.fresh[i]->phys(), plan.need.writable, plan.need.user, /*shared=*/false);
   }
-}
 
-// The entry of level L that references fresh[i] (a table of level below(L)), after the
-// rest of the chain below has been linked into fresh[i].
-template <Level L>
-Entry<L> chain(const PathPlan& plan, unsigned i) requires(L != Level::Pt) {
-  if constexpr (below(L) != Level::Pt) {
-    if (i + 1 < plan.nfresh)
-      policy_.store(word_at<below(L)>(policy_.table_at(plan.fresh[i]->phys()), plan.va),
-                    chain<below(L)>(plan, i + 1).raw());
+  // OR what `need` asks into the present non-leaf entry at `w`: one fetch_or, so an A bit
+  // the CPU sets meanwhile is kept (rule 7.3).
+  template <Level L>
+  void widen(EntryWord* w, PathRights need) requires(L != Level::Pt) {
+    if (!Entry<L>{policy_.load(w)}.grants(need)) policy_.fetch_or(w, need.bits());
   }
-  return Entry<L>::table(plan.fresh[i]->phys(), plan.need.writable, plan.need.user, /*shared=*/false);
-}
 
-// OR what `need` asks into the present non-leaf entry at `w`: one fetch_or, so an A bit
-// the CPU sets meanwhile is kept (rule 7.3).
-template <Level L>
-void widen(EntryWord* w, PathRights need) requires(L != Level::Pt) {
-  if (!Entry<L>{policy_.load(w)}.grants(need)) policy_.fetch_or(w, need.bits());
-}
-
-// The table of level `stop` on the walk to va, from the table of level L at `table`.
-template <Level L>
-Result<PhysAddr> table_on_walk(PhysAddr table, VirtAddr va, Level stop) const {
-  if (L == stop) return table;
-  if constexpr (L == Level::Pt) {
-    return Status::InvalidArgument;
-  } else {
-    const Entry<L> e = read<L>(policy_.table_at(table), va);
-    if (!e.present()) return Status::NotMapped;
-    if (e.maps_page()) return Status::HugePageInWalk;
-    return table_on_walk<below(L)>(e.addr(), va, stop);
-  }
-}
-
-// A present leaf: its word and the entry it held when read.
-struct LeafRef {
-  EntryWord* word;
-  Pte entry;
-};
-// The present PTE of a page-aligned, canonical va, through owned tables only.
-Result<LeafRef> present_leaf(VirtAddr va) {
-  if (!va.canonical()) return Status::NotCanonical;
-  if (!va.page_aligned()) return Status::Misaligned;
-  CAPMEM_ASSERT(root_ != nullptr);
-  return owned_leaf<Level::Pml4>(root_words_, va);
-}
-template <Level L>
-Result<LeafRef> owned_leaf(EntryWord* table, VirtAddr va) const {
-  EntryWord* w = word_at<L>(table, va);
-  const Entry<L> e{policy_.load(w)};
-  if (!e.present()) return Status::NotMapped;
-  if constexpr (L == Level::Pt) {
-    return LeafRef{.word = w, .entry = e};
-  } else {
-    if (e.maps_page()) return Status::HugePageInWalk;
-    if (e.shared_link()) return Status::SharedTable;
-    return owned_leaf<below(L)>(next_table(e), va);
-  }
-}
-
-MapOutcome commit_leaf(EntryWord* w, VirtAddr va, Pte leaf, FrameDesc* ref) {
-  if (ref != nullptr) frames().ref(ref);  // before the old one is dropped: may be the same frame
-  // The CPU never writes a not-present entry (SDM 4.8 sets A/D only in entries it uses),
-  // so an empty one takes a plain store; a present one is swapped in one access.
-  if (!Pte{policy_.load(w)}.present()) {
-    policy_.store(w, leaf.raw());
-    return MapOutcome::Mapped;  // not-present entries are never cached (SDM 4.10.2.3)
-  }
-  const Pte old{policy_.exchange(w, leaf.raw())};
-  env::tlb_invalidate_page(va);
-  drop_leaf_ref(old);
-  return MapOutcome::Replaced;
-}
-
-static void drop_leaf_ref(Pte old) {
-  if (!old.present() || !old.holds_ref()) return;
-  FrameDesc* d = frames().desc_of(old.addr());
-  CAPMEM_ASSERT(d != nullptr);
-  frames().unref(d);
-}
-
-// Release what the entries of one owned table of level L hold: HoldsRef leaves (PT) or
-// shared links (above it).
-template <Level L>
-void release_entries(EntryWord* table) const {
-  for (unsigned i = 0; i < kEntriesPerTable; ++i) {
-    const Entry<L> e{policy_.load(&table[i])};
-    if (!e.present()) continue;
-    bool holds = false;
+  // The table of level `stop` on the walk to va, from the table of level L at `table`.
+  template <Level L>
+  Result<PhysAddr> table_on_walk(PhysAddr table, VirtAddr va, Level stop) const {
+    if (L == stop) return table;
     if constexpr (L == Level::Pt) {
-      holds = e.holds_ref();
+      return Status::InvalidArgument;
     } else {
-      holds = e.shared_link() && !e.maps_page();
+      const Entry<L> e = read<L>(policy_.table_at(table), va);
+      if (!e.present()) return Status::NotMapped;
+      if (e.maps_page()) return Status::HugePageInWalk;
+      return table_on_walk<below(L)>(e.addr(), va, stop);
     }
-    if (!holds) continue;
-    FrameDesc* d = frames().desc_of(e.addr());
+  }
+
+  // A present leaf: its word and the entry it held when read.
+  struct LeafRef {
+    EntryWord* word;
+    Pte entry;
+  };
+  // The present PTE of a page-aligned, canonical va, through owned tables only.
+  Result<LeafRef> present_leaf(VirtAddr va) {
+    if (!va.canonical()) return Status::NotCanonical;
+    if (!va.page_aligned()) return Status::Misaligned;
+    CAPMEM_ASSERT(root_ != nullptr);
+    return owned_leaf<Level::Pml4>(root_words_, va);
+  }
+  template <Level L>
+  Result<LeafRef> owned_leaf(EntryWord* table, VirtAddr va) const {
+    EntryWord* w = word_at<L>(table, va);
+    const Entry<L> e{policy_.load(w)};
+    if (!e.present()) return Status::NotMapped;
+    if constexpr (L == Level::Pt) {
+      return LeafRef{.word = w, .entry = e};
+    } else {
+      if (e.maps_page()) return Status::HugePageInWalk;
+      if (e.shared_link()) return Status::SharedTable;
+      return owned_leaf<below(L)>(next_table(e), va);
+    }
+  }
+
+  MapOutcome commit_leaf(EntryWord* w, VirtAddr va, Pte leaf, FrameDesc* ref) {
+    if (ref != nullptr) frames().ref(ref);  // before the old one is dropped: may be the same frame
+    // The CPU never writes a not-present entry (SDM 4.8 sets A/D only in entries it uses),
+    // so an empty one takes a plain store; a present one is swapped in one access.
+    if (!Pte{policy_.load(w)}.present()) {
+      policy_.store(w, leaf.raw());
+      return MapOutcome::Mapped;  // not-present entries are never cached (SDM 4.10.2.3)
+    }
+    const Pte old{policy_.exchange(w, leaf.raw())};
+    env::tlb_invalidate_page(va);
+    drop_leaf_ref(old);
+    return MapOutcome::Replaced;
+  }
+
+  static void drop_leaf_ref(Pte old) {
+    if (!old.present() || !old.holds_ref()) return;
+    FrameDesc* d = frames().desc_of(old.addr());
     CAPMEM_ASSERT(d != nullptr);
     frames().unref(d);
   }
-}
 
-P policy_;
-FrameDesc* root_ = nullptr;        // the PML4 frame
-EntryWord* root_words_ = nullptr;  // its entry words through the policy
-FrameDesc* owned_ = nullptr;       // owned PDPT/PD/PT frames (intrusive, FrameDesc::link)
-std::size_t owned_count_ = 0;
+  // Release what the entries of one owned table of level L hold: HoldsRef leaves (PT) or
+  // shared links (above it).
+  template <Level L>
+  void release_entries(EntryWord* table) const {
+    for (unsigned i = 0; i < kEntriesPerTable; ++i) {
+      const Entry<L> e{policy_.load(&table[i])};
+      if (!e.present()) continue;
+      bool holds = false;
+      if constexpr (L == Level::Pt) {
+        holds = e.holds_ref();
+      } else {
+        holds = e.shared_link() && !e.maps_page();
+      }
+      if (!holds) continue;
+      FrameDesc* d = frames().desc_of(e.addr());
+      CAPMEM_ASSERT(d != nullptr);
+      frames().unref(d);
+    }
+  }
+
+  P policy_;
+  FrameDesc* root_ = nullptr;        // the PML4 frame
+  EntryWord* root_words_ = nullptr;  // its entry words through the policy
+  FrameDesc* owned_ = nullptr;       // owned PDPT/PD/PT frames (intrusive, FrameDesc::link)
+  std::size_t owned_count_ = 0;
 };
 
 // The page table of the kernel and of every run.
