@@ -150,6 +150,21 @@ bool memory_init(std::uint64_t start_info_pa) {
 
 const char* cmdline() { return g_cmdline; }
 
+std::uint64_t cmdline_u64(const char* key, std::uint64_t dflt) {
+  for (const char* p = g_cmdline; *p != '\0'; ++p) {
+    if (p != g_cmdline && p[-1] != ' ') continue;
+    const char* k = key;
+    const char* q = p;
+    while (*k != '\0' && *q == *k) ++q, ++k;
+    if (*k != '\0') continue;
+    std::uint64_t v = 0;
+    bool any = false;
+    for (; *q >= '0' && *q <= '9'; ++q, any = true) v = v * 10 + static_cast<std::uint64_t>(*q - '0');
+    return any ? v : dflt;
+  }
+  return dflt;
+}
+
 std::uint64_t direct_map_end() { return g_direct_map_end; }
 
 bool firmware_ram(std::uint64_t base, std::uint64_t end) {

@@ -52,20 +52,6 @@ void print_x10(std::uint64_t v) {
   log::dec(v % 10);
 }
 
-std::uint64_t arg(const char* key, std::uint64_t dflt) {
-  for (const char* p = cmdline(); *p != '\0'; ++p) {
-    const char* k = key;
-    const char* q = p;
-    while (*k != '\0' && *q == *k) ++q, ++k;
-    if (*k != '\0') continue;
-    std::uint64_t v = 0;
-    bool any = false;
-    while (*q >= '0' && *q <= '9') v = v * 10 + static_cast<std::uint64_t>(*q++ - '0'), any = true;
-    return any ? v : dflt;
-  }
-  return dflt;
-}
-
 // ---- Frames -----------------------------------------------------------------------------
 // Write once to every free frame (and give them all back): under KVM the first guest touch
 // of a page costs an EPT violation on the host, which is no part of capmem's fault path.
@@ -218,13 +204,13 @@ KTEST(kbench_fault_path) {
   const tsc::Calibration clock = tsc::calibrate();
   tsc::log_calibration(clock, "kbench: ");
   KASSERT(clock.khz != 0);
-  std::uint64_t pages = arg("kbench.pages=", 16384);
+  std::uint64_t pages = cmdline_u64("kbench.pages=", 16384);
   pages -= pages % fault::PAGES_PER_CLUSTER;
   const std::uint64_t max_pages = (fault::DATA_BASE - fault::CODE_BASE) / PAGE_SIZE;  // code range fits
   if (pages == 0) pages = fault::PAGES_PER_CLUSTER;
   if (pages > max_pages) pages = max_pages;
   const auto n = static_cast<std::uint32_t>(pages);
-  std::uint64_t reps = arg("kbench.reps=", 3);
+  std::uint64_t reps = cmdline_u64("kbench.reps=", 3);
   if (reps == 0) reps = 1;
 
   // Poisoning (on for the tests) fills every freed frame and checks it on reuse: not part

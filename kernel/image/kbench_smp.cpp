@@ -30,19 +30,6 @@ namespace {
 using namespace capmem;
 using namespace capmem::kernel;
 
-std::uint64_t cmdline_arg(const char* key, std::uint64_t dflt) {
-  for (const char* p = cmdline(); *p != '\0'; ++p) {
-    const char* k = key;
-    const char* q = p;
-    while (*k != '\0' && *q == *k) ++q, ++k;
-    if (*k != '\0') continue;
-    std::uint64_t v = 0;
-    while (*q >= '0' && *q <= '9') v = v * 10 + static_cast<std::uint64_t>(*q++ - '0');
-    return v;
-  }
-  return dflt;
-}
-
 struct Shared {
   const DataCap* base;
   const DataCap* code;
@@ -101,7 +88,7 @@ Result<DataCap> make_base(std::uint32_t n) {
 }
 
 KTEST(kbench_smp_cow_scaling) {
-  const auto pages = static_cast<std::uint32_t>(cmdline_arg("kbench.smp_pages=", 8192));
+  const auto pages = static_cast<std::uint32_t>(cmdline_u64("kbench.smp_pages=", 8192));
   KASSERT(pages != 0 && std::uint64_t{pages} * PAGE_SIZE <= 1ull << 32);
   const unsigned online = smp::online_count();
   if (frames().stats().free < 4ull * pages + 1024)

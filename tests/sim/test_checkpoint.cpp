@@ -12,6 +12,7 @@
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "hostsim/engines.h"
+#include "sim_util.h"
 
 using namespace capmem;
 using namespace capmem::fault;
@@ -20,21 +21,11 @@ using hostsim::GuestCpu;
 
 namespace {
 
+using capmem::testutil::cap_of;
+using capmem::testutil::pattern;
+
 constexpr std::uint32_t kData = static_cast<std::uint32_t>(DATA_BASE);
 constexpr std::uint32_t kPages = 16;
-
-std::vector<std::uint8_t> pattern(std::size_t pages, std::uint32_t seed) {
-  std::vector<std::uint8_t> v(pages * PAGE_SIZE);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<std::uint8_t>(rng());
-  return v;
-}
-
-DataCap cap_of(const std::vector<std::uint8_t>& bytes) {
-  auto c = DataCap::from_bytes(bytes.data(), bytes.size());
-  EXPECT_TRUE(c.ok());
-  return c.release_value();
-}
 
 std::vector<std::uint8_t> bytes_of(const DataCap& c) {
   std::vector<std::uint8_t> v(c.size());

@@ -13,6 +13,7 @@
 #include "capmem/mem.h"
 #include "demo.h"
 #include "hostsim/engines.h"
+#include "sim_util.h"
 
 using namespace capmem;
 using namespace capmem::fault;
@@ -21,21 +22,11 @@ using hostsim::GuestCpu;
 
 namespace {
 
+using capmem::testutil::cap_of;
+using capmem::testutil::pattern;
+
 constexpr std::uint32_t kData = static_cast<std::uint32_t>(DATA_BASE);
 constexpr std::uint32_t kCode = static_cast<std::uint32_t>(CODE_BASE);
-
-std::vector<std::uint8_t> pattern(std::size_t pages, std::uint32_t seed) {
-  std::vector<std::uint8_t> v(pages * PAGE_SIZE);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<std::uint8_t>(rng());
-  return v;
-}
-
-DataCap cap_of(const std::vector<std::uint8_t>& bytes) {
-  auto c = DataCap::from_bytes(bytes.data(), bytes.size());
-  EXPECT_TRUE(c.ok());
-  return c.release_value();
-}
 
 // A run over a small world: 8 code pages, 16 data pages (pages 4..5 pinned).
 struct World {
@@ -222,7 +213,8 @@ TEST(Rule4_3, SpuriousFaultOnlyInvalidatesAndRetries) {
   GuestCpu cpu(EngineKind::Mmu, run);
   ASSERT_EQ(cpu.store(kData, 1, 1).outcome, Outcome::Retry);
   const auto gas = run.gas_used();
-  auto a = run.handle_page_fault(VirtAddr{kData}, pt::ErrorCode::kUser | pt::ErrorCode::kWrite | pt::ErrorCode::kPresent);
+  auto a =
+      run.handle_page_fault(VirtAddr{kData}, pt::ErrorCode::kUser | pt::ErrorCode::kWrite | pt::ErrorCode::kPresent);
   EXPECT_EQ(a.outcome, Outcome::Retry);
   EXPECT_EQ(run.counters().spurious, 1u);
   EXPECT_EQ(run.gas_used(), gas);
