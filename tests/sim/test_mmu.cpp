@@ -9,8 +9,8 @@
 
 #include "capmem/frame.h"
 #include "capmem/pt.h"
-#include "hostsim/mmu.h"
 #include "hostsim/env_hostsim.h"
+#include "hostsim/mmu.h"
 
 using namespace capmem;
 using hostsim::AccessKind;

@@ -4,9 +4,9 @@
 #include <cstring>
 #include <vector>
 
-#include "capmem/internal/tree.h"
 #include "capmem/codec.h"
 #include "capmem/hash.h"
+#include "capmem/internal/tree.h"
 
 using namespace capmem;
 

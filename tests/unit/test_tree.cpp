@@ -7,9 +7,9 @@
 #include <random>
 #include <vector>
 
-#include "capmem/internal/tree.h"
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
+#include "capmem/internal/tree.h"
 
 using namespace capmem;
 

@@ -2,8 +2,8 @@
 
 #include <new>
 
-#include "capmem/log.h"
 #include "capmem/internal/slab.h"
+#include "capmem/log.h"
 
 namespace capmem {
 

@@ -1,8 +1,8 @@
 #include "capmem/slot.h"
 
+#include "capmem/internal/slab.h"
 #include "capmem/log.h"
 #include "capmem/mem.h"
-#include "capmem/internal/slab.h"
 
 namespace capmem {
 

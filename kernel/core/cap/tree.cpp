@@ -3,8 +3,8 @@
 #include <new>
 
 #include "capmem/hash.h"
-#include "capmem/log.h"
 #include "capmem/internal/slab.h"
+#include "capmem/log.h"
 
 namespace capmem::tree {
 

@@ -149,9 +149,9 @@ Run::Where Run::classify(VirtAddr va) const {
 Answer Run::handle_page_fault(VirtAddr cr2, std::uint32_t error_code) {
   const bool write = (error_code & pt::ErrorCode::kWrite) != 0;
   const Where w = classify(cr2);
-  if (w.kind == Kind::None) return fault(cr2);                   // null guard, gaps (4.3)
+  if (w.kind == Kind::None) return fault(cr2);                       // null guard, gaps (4.3)
   if ((error_code & pt::ErrorCode::kFetch) != 0) return fault(cr2);  // guest memory is never code
-  if (write && w.kind != Kind::Cow) return fault(cr2);           // read-only range (4.3)
+  if (write && w.kind != Kind::Cow) return fault(cr2);               // read-only range (4.3)
 
   // Spurious or stale-TLB fault: the page is already mapped as this access needs it
   // (another CPU's fault, or a TLB entry older than the PTE). Invalidate and retry,
