@@ -190,24 +190,28 @@ grep -q "root:    $("$tool" root forged.ssz | cut -c1-64)" out || fail "inspect 
 "$tool" inspect abc.ssz | grep -q '(encoding)' || fail "inspect of a valid encoding is not an encoding"
 
 # --- Nothing sized from a claim -------------------------------------------------------
-# A 256 GiB sparse file: rejected from its header, under a 1 GiB address-space limit.
+# A 256 GiB sparse file: rejected from its header, under a 1 GiB address-space limit. A
+# sanitizer build reserves terabytes of shadow address space at start-up, so there the limit
+# is lifted (the plain build runs the same cases under it).
+vlimit=1048576
+if ldd "$tool" 2>/dev/null | grep -qE 'lib(asan|tsan)'; then vlimit=unlimited; fi
 truncate -s 256G huge
 for cmd in decode inspect; do
   args=(huge); [ "$cmd" = decode ] && args+=(huge.out)
-  (ulimit -v 1048576 && exec "$tool" "$cmd" "${args[@]}") > /dev/null 2> err; rc=$?
+  (ulimit -v "$vlimit" && exec "$tool" "$cmd" "${args[@]}") > /dev/null 2> err; rc=$?
   [ "$rc" = 1 ] || fail "$cmd of a 256 GiB sparse file: exit status $rc: $(cat err)"
   [ "$(wc -l < err)" = 1 ] || fail "$cmd of a 256 GiB sparse file: expected one line, got: $(cat err)"
 done
-(ulimit -v 1048576 && exec "$tool" decode huge huge.out) 2> err
+(ulimit -v "$vlimit" && exec "$tool" decode huge huge.out) 2> err
 grep -q 'byte offset 0' err || fail "decode of a 256 GiB sparse file: not rejected at its header: $(cat err)"
-(ulimit -v 1048576 && exec "$tool" inspect huge) 2> err
+(ulimit -v "$vlimit" && exec "$tool" inspect huge) 2> err
 grep -q 'larger than 4 GiB' err || fail "inspect of a 256 GiB sparse file: not rejected for its size: $(cat err)"
 [ ! -e huge.out ] || fail "decode of a rejected input created OUT"
 rm -f huge
 # A 12-byte header claiming 4 GiB of Empty pages: the output is a 4 GiB hole, not 4 GiB
 # of written zeros.
 printf '\x00\x00\x00\x00\x01\x00\x00\x00\x0c\x00\x00\x00' > claim.ssz
-(ulimit -v 1048576 && exec "$tool" decode claim.ssz claim.out) || fail "decode of a 4 GiB Empty cap"
+(ulimit -v "$vlimit" && exec "$tool" decode claim.ssz claim.out) || fail "decode of a 4 GiB Empty cap"
 [ "$(stat -c %s claim.out)" = 4294967296 ] || fail "decode of a 4 GiB Empty cap: size $(stat -c %s claim.out)"
 [ "$(stat -c %b claim.out)" -lt 2048 ] || fail "decode wrote $(stat -c %b claim.out) blocks for a 4 GiB hole"
 # Empty pages inside a cap are holes too, and read back as zeros.
