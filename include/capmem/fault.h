@@ -114,7 +114,8 @@ struct RunConfig {
 //     a checkpoint is short and never waits for the run, so the wait is bounded; the
 //     caller (an engine, enter_guest) sees no new failure. Because the checkpoint may be
 //     waiting for this CPU's answer to a TLB shootdown (rule 7.2), enter() must not be
-//     called with interrupts off on a CPU that answers shootdowns by interrupt.
+//     called with interrupts off on a CPU that answers shootdowns by interrupt (open in
+//     the kernel image, whose run_on work enters runs with interrupts off: docs/smp.md).
 //   - leave() drops the depth with one release RMW: the run's stores and faults so far
 //     happen-before whatever a checkpoint that claims the run next does.
 //   - a checkpoint (DataCap's RunsHold) claims every attached run with a CAS from depth 0
