@@ -158,11 +158,30 @@ class DataCap {
   DataCap(tree::Backing* b, Overlay ov);
   // Replace the backing with `txn`'s result (new_b from backing_alloc).
   void install(tree::Backing* new_b, tree::Txn& txn);
-  // Rule 3.8 steps (datacap.cpp): Busy if an attached run is executing; write-protect
+  // Rule 3.8 across CPUs (fault.h "Across CPUs"): for the life of a RunsHold every run
+  // attached to the cap is held paused (Run::try_hold on each; enter() on another CPU
+  // waits). claimed() is Busy, with every claim already released and nothing changed, if
+  // one of them was executing. A checkpoint takes the hold before its first step and keeps
+  // it until its last leaf change.
+  class RunsHold {
+   public:
+    explicit RunsHold(const DataCap& cap);
+    ~RunsHold();
+    RunsHold(const RunsHold&) = delete;
+    RunsHold& operator=(const RunsHold&) = delete;
+    [[nodiscard]] Result<void> claimed() const {
+      if (busy_) return Status::Busy;
+      return {};
+    }
+
+   private:
+    const DataCap& cap_;
+    bool busy_ = false;
+  };
+  // Rule 3.8 steps (datacap.cpp), under a RunsHold: write-protect
   // the attached runs' writable leaves of the overlay's pages (prepare may fail with
   // OutOfFrames, changing nothing); reserve / refresh the runs' leaves of pages
   // [first, first + n) whose effective slot a call changes.
-  Result<void> runs_paused() const;
   Result<void> protect_runs() const;
   Result<void> reserve_runs(std::uint32_t first, std::uint32_t n) const;
   void refresh_runs(std::uint32_t first, std::uint32_t n) const;

@@ -13,6 +13,7 @@
 // Everything else is outside every region: a guest page fault.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -104,6 +105,27 @@ struct RunConfig {
 // place_shared it asks each run to re-point the leaves of the pages it changed at their
 // new effective frames (refresh_page). The next guest store to such a page faults and
 // copies again from the cap, so every store lands in the cap and none leaks into a copy.
+//
+// Across CPUs (rule 3.8 + section 7; docs/smp.md "Checkpoints across CPUs"). The run's
+// state is one atomic word, state_: its low bits count enter() depth (executing while
+// non-zero), its high bits count checkpoint holds (kHold each). The protocol:
+//   - enter() moves the word from "no hold" to depth + 1 with one CAS (acquire). While a
+//     checkpoint holds the run it WAITS (spins with `pause`) until the hold is released:
+//     a checkpoint is short and never waits for the run, so the wait is bounded; the
+//     caller (an engine, enter_guest) sees no new failure. Because the checkpoint may be
+//     waiting for this CPU's answer to a TLB shootdown (rule 7.2), enter() must not be
+//     called with interrupts off on a CPU that answers shootdowns by interrupt (open in
+//     the kernel image, whose run_on work enters runs with interrupts off: docs/smp.md).
+//   - leave() drops the depth with one release RMW: the run's stores and faults so far
+//     happen-before whatever a checkpoint that claims the run next does.
+//   - a checkpoint (DataCap's RunsHold) claims every attached run with a CAS from depth 0
+//     to +kHold (acquire). If any run is executing it releases the claims it took and
+//     returns Busy: nothing changed. Holds of several checkpoints may stack (place_shared
+//     reads another cap's runs); enter() waits for all of them. The hold is released
+//     (release RMW) once the call has protected / refreshed the runs' leaves, so the
+//     run's next store faults on the new leaves and lands in the cap.
+// A run's table, paid bitmap and counters are touched only by the executing CPU or by a
+// checkpoint holding the run, never both at once.
 // Gas: a run pays one page-in and one CoW per page at most (rule 4.5 + 3.8): the "paid"
 // bitmap (2 bits per mem page, in frames allocated by reserve_paid at the checkpoint)
 // records the pages whose page-in / CoW a checkpoint took away, and the handler charges
@@ -129,10 +151,11 @@ class Run {
   // --- Rule 3.8: executing or paused -------------------------------------------------
   // enter() before guest code may run (ring 3 entry, an engine's access), leave() after.
   // They nest (an engine inside a caller's guard): the run is executing until the
-  // outermost leave(). leave() without enter() traps.
+  // outermost leave(). leave() without enter() traps. enter() waits while a checkpoint
+  // holds the run (see "Across CPUs" above); one CPU enters a run at a time (rule 7.1).
   void enter();
   void leave();
-  [[nodiscard]] bool executing() const { return executing_ != 0; }
+  [[nodiscard]] bool executing() const { return (state_.load(std::memory_order_acquire) & kDepthMask) != 0; }
   class Executing {
    public:
     explicit Executing(Run& r) : run_(r) { run_.enter(); }
@@ -144,7 +167,8 @@ class Run {
     Run& run_;
   };
 
-  // --- Rule 3.8: called by DataCap on the cap this run maps as `mem` (paused run) -----
+  // --- Rule 3.8: called by DataCap on the cap this run maps as `mem` (paused run held
+  // by the checkpoint, try_hold below) -------------------------------------------------
   // Prepare: make sure the paid bitmap can record `page` (allocates at most one frame;
   // OutOfFrames changes nothing visible). A page this run does not map needs nothing.
   Status reserve_paid(std::uint32_t page);
@@ -202,7 +226,19 @@ class Run {
   std::uint64_t gas_;
   std::uint64_t gas_start_;
   Counters counters_{};
-  std::uint32_t executing_ = 0;  // enter() depth
+  // Rule 3.8 across CPUs: enter() depth in the low bits, checkpoint holds (kHold each)
+  // above them. See "Across CPUs" above for who changes it and how.
+  static constexpr std::uint32_t kDepthMask = 0xFFFF;
+  static constexpr std::uint32_t kHold = 0x10000;
+  std::atomic<std::uint32_t> state_{0};
+  // DataCap's checkpoint claim: CAS depth 0 -> +kHold; false (nothing changed) while the
+  // run is executing. release_hold() undoes one successful try_hold().
+  bool try_hold();
+  void release_hold();
+  [[nodiscard]] bool held() const {
+    const std::uint32_t s = state_.load(std::memory_order_relaxed);
+    return s >= kHold && (s & kDepthMask) == 0;
+  }
   // One bit per 2 MiB cluster of the 4 GiB guest space: read-only clusters already charged.
   std::uint64_t charged_[GUEST_LIMIT / CLUSTER_SIZE / 64]{};
   FrameDesc* paid_[tree::kMaxPages / kPaidPagesPerChunk]{};

@@ -1,6 +1,7 @@
 // Many CPUs at once (spec section 7; docs/smp.md): every CPU up with the boot CPU's state,
 // ring-3 runs on every CPU over shared caps with caps handed between CPUs, the TLB shootdown
-// of a shared subtree, and a run migrating between CPUs. With one CPU online (the -smp 1
+// of a shared subtree, a run migrating between CPUs, and a paused run checkpointed from
+// another CPU while its table is still loaded (rule 3.8). With one CPU online (the -smp 1
 // boots) the cases run their work on that CPU and say which cross-CPU parts they skipped;
 // tests/qemu's smp-* boots run them with -smp 4 and check the per-CPU lines they print.
 #include <cstdint>
@@ -8,6 +9,7 @@
 
 #include "apic.h"
 #include "arch.h"
+#include "capmem/datacap.h"
 #include "capmem/env.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
@@ -557,6 +559,108 @@ KTEST(smp_run_migrating_between_cpus_never_sees_an_old_translation) {
   }
   table->teardown();
   for (auto* d : f) frames().unref(d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule 3.8 across CPUs: a paused run checkpointed from another CPU while its table is still
+// loaded on its own. The flush write-protects the run's private copy through pt protect(),
+// whose shootdown (rule 7.2) must reach the run's CPU while the table is loaded there (the
+// answered count; with a local-only invalidation it stays 0: checked by hand); the run's
+// next store there faults and lands in the cap. (Re-entering reloads CR3, which without
+// PCID flushes that CPU's TLB too; with PCID or any access through the loaded table before
+// re-entry, the shootdown is the only thing that drops the writable translation.)
+
+struct CheckpointRun {
+  fault::Run* run;
+  pt::PageTable* table;
+  DataCap* mem;
+  std::uint64_t addr, value;
+  RunResult r;
+  Status flushed;
+};
+
+// On the run's CPU: its table stays loaded after the entry (run_user restores the CR3 it
+// found, which is the run's own), so the translations it used stay cached here.
+void checkpoint_store_work(void* arg) {
+  auto* c = static_cast<CheckpointRun*>(arg);
+  smp::load_cr3(c->table->root().value());
+  UserRegs regs{};
+  regs.rip = fault::JIT_BASE;
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;
+  regs.rdi = c->addr;
+  regs.rsi = c->value;
+  c->r = enter_guest(*c->run, regs);
+}
+
+void checkpoint_flush_work(void* arg) {
+  auto* c = static_cast<CheckpointRun*>(arg);
+  c->flushed = c->mem->flush().status();
+}
+
+void leave_table_work(void*) { smp::load_cr3(boot_cr3()); }
+
+void on_cpu(unsigned cpu, CpuWork fn, void* arg) {
+  if (cpu == env::cpu_id()) {
+    fn(arg);
+    return;
+  }
+  smp::run_on(cpu, fn, arg);
+  smp::wait_done(cpu);
+}
+
+std::uint64_t cap_u64(const DataCap& c, std::uint64_t off) {
+  std::uint64_t v = ~std::uint64_t{0};
+  if (!c.read(off, reinterpret_cast<std::uint8_t*>(&v), 8).ok()) return ~std::uint64_t{0};
+  return v;
+}
+
+KTEST(smp_checkpoint_from_another_cpu_while_the_table_is_loaded) {
+  const unsigned n = smp::online_count();
+  const unsigned run_cpu = 1 % n, ckpt_cpu = n > 2 ? 2u : 0u;
+  if (n == 1) log::str("smp: one CPU online: the checkpoint runs on the run's own CPU\n");
+  auto code = DataCap::create(PAGE_SIZE);
+  auto mem = DataCap::create(16 * PAGE_SIZE);
+  auto table = guest_table(ring3_prog_store, ring3_prog_store_end);
+  KASSERT(code.ok() && mem.ok() && table.ok());
+  const std::uint64_t a = fault::DATA_BASE + 3 * PAGE_SIZE + 40;
+  const std::uint64_t answered0 = smp::shootdowns_answered(run_cpu);
+  {
+    fault::Run run(fault::RunConfig{
+        .table = &table.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    CheckpointRun c{.run = &run,
+                    .table = &table.value(),
+                    .mem = &mem.value(),
+                    .addr = a,
+                    .value = 0x5151515151515151ull,
+                    .r = {},
+                    .flushed = Status::Ok};
+    on_cpu(run_cpu, checkpoint_store_work, &c);  // store (CoW: a writable private copy)
+    KEXPECT(c.r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(c.r.faults_resumed, 1);
+    on_cpu(ckpt_cpu, checkpoint_flush_work, &c);  // checkpoint from another CPU
+    KEXPECT(c.flushed == Status::Ok);
+    KEXPECT_EQ(cap_u64(mem.value(), a - fault::DATA_BASE), 0x5151515151515151ull);
+    if (run_cpu != ckpt_cpu) KEXPECT(smp::shootdowns_answered(run_cpu) > answered0);
+    c.value = 0x6262626262626262ull;
+    on_cpu(run_cpu, checkpoint_store_work, &c);  // store again: faults on the narrowed leaf
+    KEXPECT(c.r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(c.r.faults_resumed, 1);
+    KEXPECT(mem->flush().ok());
+    KEXPECT_EQ(cap_u64(mem.value(), a - fault::DATA_BASE), 0x6262626262626262ull);
+    KEXPECT_EQ(run.counters().cow, 1);
+    KEXPECT_EQ(run.counters().recopies, 1);
+    on_cpu(run_cpu, leave_table_work, nullptr);
+    log::str("smp checkpoint: run on cpu ");
+    log::dec(run_cpu);
+    log::str(", flushed from cpu ");
+    log::dec(ckpt_cpu);
+    log::str(" (");
+    log::dec(smp::shootdowns_answered(run_cpu) - answered0);
+    log::str(" shootdown answered), second store read back 0x");
+    log::hex(cap_u64(mem.value(), a - fault::DATA_BASE));
+    log::nl();
+  }
+  table->teardown();
 }
 
 }  // namespace

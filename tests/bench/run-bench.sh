@@ -155,6 +155,10 @@ TABLE = [
     ("BM_TlbShootdown", None, None),
     ("kernel:cow_write_fault_ns", "peer:linux_cow:cow_write_fault_ns", 0.25),
     ("kernel:read_fault_ns", "peer:linux_cow:read_fault_ns", 1.0),
+    # capmem-kernel-bench on --smp 4 (kbench-smp line): wall-clock ns per CoW fault with 2
+    # and 4 CPUs faulting at once against 1 (lower is better scaling; informative).
+    ("kernel:smp_cow_fault_ns_2cpu", "kernel:smp_cow_fault_ns_1cpu", None),
+    ("kernel:smp_cow_fault_ns_4cpu", "kernel:smp_cow_fault_ns_1cpu", None),
     ("BM_Translate", None, 10.0),
     ("BM_MapLeaf", None, 25.0),
     # For information: the hosted handler's own work against Linux's whole fault (trap,
@@ -168,6 +172,9 @@ NAMES = {
     "peer:linux_cow:read_fault_ns": "linux read_fault_ns",
     "kernel:cow_write_fault_ns": "kernel cow_write_fault_ns",
     "kernel:read_fault_ns": "kernel read_fault_ns",
+    "kernel:smp_cow_fault_ns_1cpu": "kernel smp CoW fault ns (1 CPU)",
+    "kernel:smp_cow_fault_ns_2cpu": "kernel smp CoW fault ns (2 CPUs)",
+    "kernel:smp_cow_fault_ns_4cpu": "kernel smp CoW fault ns (4 CPUs)",
 }
 
 with open(os.path.join(out, "capmem-bench.json")) as f:

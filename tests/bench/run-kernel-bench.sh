@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # In-kernel fault benchmarks (docs/performance.md "In-kernel fault benchmarks"): build
-# capmem-kernel-bench in release mode, boot it under KVM and write OUTDIR/kernel-bench.json
-# from the image's `kbench: {...}` line.
+# capmem-kernel-bench in release mode, boot it under KVM with --smp 4 and write
+# OUTDIR/kernel-bench.json from the image's `kbench: {...}` line and its `kbench-smp: {...}`
+# line (CoW faults per second on 1, 2 and 4 CPUs, docs/smp.md).
 #
 #   tests/bench/run-kernel-bench.sh OUTDIR
 #
@@ -12,7 +13,7 @@
 #
 # Environment: BUILD (default <repo>/build-release, shared with run-bench.sh),
 # KBENCH_APPEND (extra kernel command line, e.g. "kbench.reps=5" or "kbench.pages=32768"),
-# KBENCH_MEM (QEMU memory, default 1G), QEMU (the emulator binary).
+# KBENCH_MEM (QEMU memory, default 1G), KBENCH_SMP (CPUs, default 4), QEMU (the emulator binary).
 # Exit status: 0 (figures written, or skipped), 1 the build or the bench run failed.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ BUILD=${BUILD:-$ROOT/build-release}
 QEMU=${QEMU:-qemu-system-x86_64}
 MEM=${KBENCH_MEM:-1G}
 APPEND=${KBENCH_APPEND:-}
+SMP=${KBENCH_SMP:-4}
 
 kvm_usable() {
   [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
@@ -64,10 +66,10 @@ else
 fi
 rm -f "$json"
 set +e
-"$ROOT/kernel/image/qemu-run.sh" "$image" "${accel[@]}" -m "$MEM" ${APPEND:+-append "$APPEND"} >"$log" 2>&1
+"$ROOT/kernel/image/qemu-run.sh" "$image" "${accel[@]}" --smp "$SMP" -m "$MEM" ${APPEND:+-append "$APPEND"} >"$log" 2>&1
 rc=$?
 set -e
-grep '^kbench: ' "$log" | if [ $mode = tcg ]; then sed 's/^kbench: /kbench (TCG): /'; else cat; fi
+grep -E '^kbench(-smp)?: ' "$log" | if [ $mode = tcg ]; then sed -E 's/^kbench(-smp)?: /kbench\1 (TCG): /'; else cat; fi
 if [ $rc -ne 0 ]; then
   echo "kernel bench: FAILED (qemu-run.sh status $rc; console in $log)" >&2
   tail -n 20 "$log" >&2
@@ -75,15 +77,30 @@ if [ $rc -ne 0 ]; then
 fi
 
 line=$(grep '^kbench: {' "$log" | tail -n 1 | sed 's/^kbench: //')
-python3 - "$json" "$line" "$mode" <<'PY'
+smp_line=$(grep '^kbench-smp: {' "$log" | tail -n 1 | sed 's/^kbench-smp: //')
+python3 - "$json" "$line" "$mode" "$smp_line" <<'PY'
 import json, sys
-path, line, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+path, line, mode, smp_line = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 keys = ["cow_write_fault_ns", "read_fault_ns", "read_fault_2mib_ns", "flush_ns_per_page", "tsc_mhz", "pages"]
+smp_keys = ["cow_faults_per_sec_1cpu", "cow_faults_per_sec_2cpu", "cow_faults_per_sec_4cpu", "pages_per_cpu"]
 d = json.loads(line)
 missing = [k for k in keys if k not in d]
 if missing:
     sys.exit(f"kernel bench: the kbench line lacks {missing}: {line}")
+if not smp_line:
+    sys.exit("kernel bench: no kbench-smp line (the SMP CoW case did not run)")
+ds = json.loads(smp_line)
+missing = [k for k in smp_keys if k not in ds]
+if missing:
+    sys.exit(f"kernel bench: the kbench-smp line lacks {missing}: {smp_line}")
 out = {k: d[k] for k in keys}
+out.update({"smp_" + k: ds[k] for k in smp_keys})
+# The same as wall-clock ns per fault over all CPUs together (run-bench.sh's kernel ratio
+# lines compare ns): 1e9 / faults per second; absent when that many CPUs were not online.
+for n in (1, 2, 4):
+    v = ds[f"cow_faults_per_sec_{n}cpu"]
+    if v:
+        out[f"smp_cow_fault_ns_{n}cpu"] = round(1e9 / v, 1)
 with open(path, "w") as f:
     json.dump(out, f)
     f.write("\n")
@@ -94,4 +111,13 @@ print(f"  read fault       {out['read_fault_ns']:>10} ns/page")
 print(f"  2 MiB cluster    {out['read_fault_2mib_ns']:>10} ns/cluster (one fault, 512 pages mapped and loaded)")
 print(f"  flush            {out['flush_ns_per_page']:>10} ns/page")
 print(f"  TSC {out['tsc_mhz']} MHz, {out['pages']} pages")
+one = ds["cow_faults_per_sec_1cpu"]
+for n in (1, 2, 4):
+    v = ds[f"cow_faults_per_sec_{n}cpu"]
+    if v == 0:
+        print(f"  CoW faults/s {n} CPU{'s' if n > 1 else ' '} {'not run (fewer CPUs online)':>22}")
+        continue
+    ratio = f"  ({v / one:.2f}x 1 CPU)" if one and n > 1 else ""
+    print(f"  CoW faults/s {n} CPU{'s' if n > 1 else ' '} {v:>12}{ratio}")
+print(f"  ({ds['pages_per_cpu']} CoW faults per CPU and round)")
 PY

@@ -7,6 +7,7 @@
 #   - the shootdown reached CPUs 1..3, each of which faulted on the narrowed page;
 #   - every CPU shot down at once (waits with interrupts on: no deadlock), each answered all;
 #   - the migrating run visited CPUs 1, 2, 1;
+#   - a paused run on CPU 1 checkpointed from CPU 2 (its table still loaded) stores again;
 #   - lines every CPU logged at once arrived whole.
 # Usage: smp-boot.sh CAPMEM_TOOL QEMU_RUN KERNEL [--kvm]
 set -uo pipefail
@@ -48,6 +49,7 @@ if [ "$whole" != $((ncpu * 40)) ] || [ "$pieces" != "$whole" ]; then
   fail=1
 fi
 check "every CPU shooting down at once completed" "^smp storm: $ncpu CPUs shot down 300 ranges each at once; every CPU answered $((300 * (ncpu - 1)))$"
+check "paused run on cpu 1 checkpointed from cpu 2, second store in the cap" "^smp checkpoint: run on cpu 1, flushed from cpu 2 \([1-9][0-9]* shootdown answered\), second store read back 0x6262626262626262$"
 check "migrating run on cpus 1, 2, 1" "^smp migrate: step 2 on cpu 1 read 0x3333333333333333$"
 [ $fail = 0 ] && echo "smp-boot: ok"
 exit $fail

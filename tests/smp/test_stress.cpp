@@ -2,7 +2,8 @@
 //
 // kThreads host threads, each bound to its own simulated CPU (hostsim/cpus.h), run guests
 // through the MMU engine over one shared code cap and copies of one shared `mem` cap
-// (copy-on-write faults into their own copies), write pages into their caps, hand a copy
+// (copy-on-write faults into their own copies), checkpoint each paused run from another
+// CPU while its table is still loaded (rule 3.8) and store again, write pages into their caps, hand a copy
 // that shares their unhashed pages to the next thread and flush their own at the same time
 // as the receiver flushes the copy, and drop everything. Every root, gas figure and
 // counter must equal the same work done serially on one CPU, and every frame, tree node,
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "capmem/datacap.h"
+#include "capmem/env.h"
 #include "capmem/frame.h"
 #include "capmem/internal/slab.h"
 #include "capmem/internal/tree.h"
@@ -48,7 +50,7 @@ unsigned rounds() {
 // test's main thread).
 template <typename F>
 void on_cpus(unsigned n, F fn) {
-  hostsim::start_cpus(n + 1);
+  hostsim::start_cpus(2 * kThreads + 1);  // 1..kThreads: the threads; above: checkpoints
   std::vector<std::thread> ts;
   for (unsigned i = 0; i < n; ++i) {
     ts.emplace_back([i, &fn] {
@@ -86,12 +88,13 @@ class Mailbox {
 struct Outcome {
   bool ok = false;
   std::string what;
-  Hash32 root{};           // the thread's own cap after flush
-  Hash32 received_root{};  // the cap it received (from thread t-1), after flush
+  Hash32 root{};             // the thread's own cap after flush
+  Hash32 received_root{};    // the cap it received (from thread t-1), after flush
+  Hash32 checkpoint_root{};  // a copy taken from another CPU while the run was paused
   std::uint64_t gas = 0, cow = 0, page_in = 0, checksum = 0;
   bool operator==(const Outcome& o) const {
-    return ok == o.ok && root == o.root && received_root == o.received_root && gas == o.gas && cow == o.cow &&
-           page_in == o.page_in && checksum == o.checksum;
+    return ok == o.ok && root == o.root && received_root == o.received_root && checkpoint_root == o.checkpoint_root &&
+           gas == o.gas && cow == o.cow && page_in == o.page_in && checksum == o.checksum;
   }
 };
 
@@ -133,11 +136,37 @@ Outcome one_round(const demo::Image& img, unsigned t, unsigned round, Mailbox& o
           return o;
         }
       }
+      // Rule 3.8 across CPUs: checkpoint this paused run from another CPU while this
+      // CPU's MMU still has its table loaded (copy, then flush of `mem`: the writable
+      // leaves are write-protected through a shootdown that reaches this CPU's TLB), then
+      // store again here: the store faults and lands in the cap (the final root says so).
+      std::string err;
+      std::thread other([&] {
+        const hostsim::CpuBinding on(kThreads + 1 + t);
+        auto c = mem.copy();
+        if (!c.ok() || !c->flush().ok()) {
+          err = "checkpoint copy failed";
+          return;
+        }
+        o.checkpoint_root = val(c->root());
+        if (!mem.flush().ok()) err = "checkpoint flush failed";
+      });
+      other.join();
+      if (!err.empty()) {
+        o.what = err;
+        return o;
+      }
+      for (unsigned k = 0; k < 8; ++k) {
+        const std::uint32_t page = (t * 97 + round * 31 + k * 13) % demo::kPinned.first_page;
+        const std::uint32_t addr =
+            static_cast<std::uint32_t>(fault::DATA_BASE) + page * PAGE_SIZE + (k * 8 + 512) % PAGE_SIZE;
+        const auto r = cpu.store(addr, 8, ~((std::uint64_t{t} << 48) | (std::uint64_t{round} << 32) | k));
+        if (r.outcome != fault::Outcome::Retry) {
+          o.what = std::string("store after the checkpoint stopped: ") + fault::outcome_name(r.outcome);
+          return o;
+        }
+      }
     }
-    // TODO(runs14, rule 3.8): checkpoint this paused run here from another CPU (hand the
-    // Run and its table to the next thread, checkpoint it there while this CPU's MMU still
-    // has the table loaded, compare the checkpoint's root with the serial reference) once
-    // the checkpoint API of the trust-boundaries issue is merged.
     o.gas = run.gas_used();
     o.cow = run.counters().cow;
     o.page_in = run.counters().page_in + run.counters().clusters;
@@ -181,6 +210,7 @@ struct Counts {
 
 TEST(Smp, ConcurrentRunsOverSharedCapsMatchASerialReference) {
   const unsigned n_rounds = rounds();
+  hostsim::start_cpus(2 * kThreads + 1);  // the serial reference checkpoints from other CPUs too
   const Counts start = Counts::now();
   {
     const demo::Image img = val(demo::build());
@@ -212,6 +242,7 @@ TEST(Smp, ConcurrentRunsOverSharedCapsMatchASerialReference) {
     }
     // Threads differ: their roots must too (or the comparison above proves little).
     EXPECT_NE(want[0][0].root, want[1][0].root);
+    EXPECT_NE(want[0][0].checkpoint_root, want[1][0].checkpoint_root);
   }
   const Counts end = Counts::now();
   EXPECT_EQ(end.frames.in_use, start.frames.in_use) << "every frame is back";
@@ -260,7 +291,7 @@ TEST(Smp, FrameAllocatorFromEveryCpu) {
   const FrameStats end = frames().stats();
   EXPECT_EQ(end.free, start.free);
   EXPECT_EQ(end.in_use, start.in_use);
-  EXPECT_LE(end.cached, std::uint64_t{FrameAllocator::kCacheHigh} * (kThreads + 1));
+  EXPECT_LE(end.cached, std::uint64_t{FrameAllocator::kCacheHigh} * env::cpu_count());  // per started CPU
 }
 
 // One slab from every CPU at once (Slab::free used to read in_use before taking the lock:

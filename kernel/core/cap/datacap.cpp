@@ -113,10 +113,19 @@ void DataCap::detach_run(fault::Run* r) {
   r->prev_run_ = nullptr;
 }
 
-Result<void> DataCap::runs_paused() const {
-  for (const fault::Run* r = runs_; r != nullptr; r = r->next_run_)
-    if (r->executing()) return Status::Busy;
-  return {};
+DataCap::RunsHold::RunsHold(const DataCap& cap) : cap_(cap) {
+  for (fault::Run* r = cap_.runs_; r != nullptr; r = r->next_run_) {
+    if (r->try_hold()) continue;
+    // Executing somewhere: release the claims taken so far (the runs before r).
+    for (fault::Run* q = cap_.runs_; q != r; q = q->next_run_) q->release_hold();
+    busy_ = true;
+    return;
+  }
+}
+
+DataCap::RunsHold::~RunsHold() {
+  if (busy_) return;
+  for (fault::Run* r = cap_.runs_; r != nullptr; r = r->next_run_) r->release_hold();
 }
 
 // Only overlay pages can be mapped writable (fault.h invariants): prepare every run's
@@ -207,7 +216,8 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
 }
 
 Result<DataCap> DataCap::copy() const {
-  if (auto r = runs_paused(); !r.ok()) return r.status();
+  const RunsHold hold(*this);
+  TRY(hold.claimed());
   // The clone shares the overlay's pages: a page a run maps writable must stop being
   // writable first, or a later guest store would show through in the copy (rule 3.8).
   if (auto r = protect_runs(); !r.ok()) return r.status();
@@ -274,7 +284,8 @@ Result<void> DataCap::write_page(std::uint32_t page, PageRef p) {
 
 Result<void> DataCap::write_slot(std::uint32_t page, Slot s) {
   if (page >= page_count()) return Status::OutOfExtent;
-  TRY(runs_paused());
+  const RunsHold hold(*this);
+  TRY(hold.claimed());
   TRY(reserve_runs(page, 1));
   TRY(overlay_.put(page, static_cast<Slot&&>(s)));
   refresh_runs(page, 1);  // the runs' leaves follow the new effective page (rule 3.8)
@@ -296,7 +307,8 @@ void DataCap::publish(OverlayReservation&& r, PageRef p) {
 Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
   CAPMEM_ASSERT(static_cast<bool>(p));
   if (page >= page_count()) return Status::OutOfExtent;
-  TRY(runs_paused());
+  const RunsHold hold(*this);
+  TRY(hold.claimed());
   TRY(reserve_runs(page, 1));
   Slot s;
   if (p.unhashed()) {
@@ -327,8 +339,10 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
   const std::uint32_t n = b.page_count() < room ? b.page_count() : room;
   // Rule 3.8: this cap's runs and b's (whose pages are read) must be paused; this cap's
   // runs' leaves of the placed pages follow them once placed.
-  TRY(runs_paused());
-  TRY(b.runs_paused());
+  const RunsHold hold(*this);
+  TRY(hold.claimed());
+  const RunsHold hold_b(b);  // b's runs too, if b is not this cap (holds stack)
+  TRY(hold_b.claimed());
   TRY(reserve_runs(at, n));
   tree::Backing* nb = TRY(tree::backing_alloc());
   Status st = Status::Ok;
@@ -353,7 +367,8 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
 }
 
 Result<void> DataCap::flush() {
-  TRY(runs_paused());
+  const RunsHold hold(*this);
+  TRY(hold.claimed());
   if (overlay_.count() == 0) return {};
   Status st = overlay_.for_each([](std::uint32_t, const Slot& s) {
     return s.kind() == SlotKind::Missing ? Status::MissingInOverlay : Status::Ok;

@@ -44,7 +44,7 @@ FrameDesc* source_frame(const DataCap& cap, std::uint32_t page, bool* missing) {
 Run::Run(const RunConfig& cfg) : cfg_(cfg), gas_(cfg.gas), gas_start_(cfg.gas) { cfg_.mem->attach_run(this); }
 
 Run::~Run() {
-  CAPMEM_ASSERT(executing_ == 0);
+  CAPMEM_ASSERT(state_.load(std::memory_order_relaxed) == 0);
   cfg_.mem->detach_run(this);
   for (FrameDesc*& f : paid_) {
     if (f != nullptr) frames().unref(f);
@@ -53,13 +53,35 @@ Run::~Run() {
 }
 
 void Run::enter() {
-  CAPMEM_ASSERT(executing_ != ~std::uint32_t{0});
-  ++executing_;
+  std::uint32_t s = state_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (s >= kHold) {  // a checkpoint holds the run: wait for its release (bounded)
+      __builtin_ia32_pause();
+      s = state_.load(std::memory_order_relaxed);
+      continue;
+    }
+    CAPMEM_ASSERT((s & kDepthMask) != kDepthMask);
+    if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+  }
 }
 
 void Run::leave() {
-  CAPMEM_ASSERT(executing_ != 0);
-  --executing_;
+  const std::uint32_t s = state_.fetch_sub(1, std::memory_order_release);
+  CAPMEM_ASSERT((s & kDepthMask) != 0 && s < kHold);
+}
+
+bool Run::try_hold() {
+  std::uint32_t s = state_.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((s & kDepthMask) != 0) return false;  // executing: the checkpoint is Busy
+    CAPMEM_ASSERT(s <= ~std::uint32_t{0} - kHold);
+    if (state_.compare_exchange_weak(s, s + kHold, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+  }
+}
+
+void Run::release_hold() {
+  const std::uint32_t s = state_.fetch_sub(kHold, std::memory_order_release);
+  CAPMEM_ASSERT(s >= kHold);
 }
 
 // --- Rule 3.8: checkpoints (called by DataCap while this run is paused) -------------------
@@ -85,7 +107,7 @@ bool Run::pinned_page(std::uint32_t page) const {
 }
 
 Status Run::reserve_paid(std::uint32_t page) {
-  CAPMEM_ASSERT(executing_ == 0);
+  CAPMEM_ASSERT(held());  // a checkpoint holds this paused run (rule 3.8)
   FrameDesc*& chunk = paid_[page / kPaidPagesPerChunk];
   if (chunk != nullptr || cfg_.table->root().value() == 0) return Status::Ok;
   if (!cfg_.table->translate(mem_va(page)).ok()) return Status::Ok;  // nothing mapped: nothing to record
@@ -94,7 +116,7 @@ Status Run::reserve_paid(std::uint32_t page) {
 }
 
 void Run::protect_page(std::uint32_t page) {
-  CAPMEM_ASSERT(executing_ == 0);
+  CAPMEM_ASSERT(held());                        // a checkpoint holds this paused run (rule 3.8)
   if (cfg_.table->root().value() == 0) return;  // torn down: nothing mapped
   const VirtAddr va = mem_va(page);
   auto t = cfg_.table->translate(va);
@@ -107,7 +129,7 @@ void Run::protect_page(std::uint32_t page) {
 }
 
 void Run::refresh_page(std::uint32_t page) {
-  CAPMEM_ASSERT(executing_ == 0);
+  CAPMEM_ASSERT(held());  // a checkpoint holds this paused run (rule 3.8)
   if (cfg_.table->root().value() == 0) return;
   const VirtAddr va = mem_va(page);
   auto t = cfg_.table->translate(va);
