@@ -1,6 +1,7 @@
 // Guest runs at ring 3 under the fault handler: see guest_run.h.
 #include "guest_run.h"
 
+#include "arch.h"
 #include "capmem/env.h"
 #include "capmem/log.h"
 #include "trap.h"
@@ -53,9 +54,17 @@ RunResult enter_guest(fault::Run& run, const UserRegs& regs, std::uint64_t* hand
   CpuRun& cur = this_cpu_run();
   CAPMEM_ASSERT(cur.run == nullptr);
   cur = CpuRun{.run = &run, .handler_cycles = handler_cycles};
-  const fault::Run::Executing executing(run);  // rule 3.8: checkpoints of its caps are Busy meanwhile
+  // Rule 3.8: executing from here, so checkpoints of its caps are Busy meanwhile. enter()
+  // waits while a checkpoint on another CPU holds the run, and that checkpoint's shootdown
+  // needs this CPU to answer an IPI: the wait runs with interrupts on (rule 7.2).
+  const bool irq_on = arch::irq_save();
+  arch::sti();
+  run.enter();
+  arch::cli();
   const RunResult r = run_user(RunSpec{.cr3 = run.table().root(), .regs = regs, .page_fault_hook = route_page_fault});
+  run.leave();
   cur = CpuRun{};
+  arch::irq_restore(irq_on);
   return r;
 }
 
