@@ -32,6 +32,8 @@ inline constexpr std::uint64_t CR0_EM = 1u << 2;   // x87 emulation (must be 0 f
 inline constexpr std::uint64_t CR0_TS = 1u << 3;   // task switched (lazy FPU trap)
 inline constexpr std::uint64_t CR0_NE = 1u << 5;   // native x87 error reporting
 inline constexpr std::uint64_t CR0_WP = 1u << 16;  // ring 0 honours R/W=0
+inline constexpr std::uint64_t CR0_NW = 1u << 29;  // not write-through (with CD: no coherency)
+inline constexpr std::uint64_t CR0_CD = 1u << 30;  // cache disable
 inline constexpr std::uint64_t CR4_OSFXSR = 1u << 9;
 inline constexpr std::uint64_t CR4_OSXMMEXCPT = 1u << 10;
 inline constexpr std::uint64_t CR4_OSXSAVE = 1u << 18;

@@ -136,7 +136,9 @@ void idt_init() {
 // FPU, SSE and AVX state (SDM Vol. 3A 13.1.3 "Initialization of the SSE Extensions";
 // Vol. 1 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled Features"):
 //   CR0.MP=1, CR0.EM=0 (no x87 emulation: SSE instructions would #UD), CR0.TS=0 (no lazy
-//   #NM trap), CR0.NE=1 (native x87 errors);
+//   #NM trap), CR0.NE=1 (native x87 errors), CR0.CD=CR0.NW=0 (caching on, write-back: the
+//   reset value has both set, SDM Vol. 3A 10.1.1 Table 10-1, and not every BIOS clears them
+//   on the boot CPU: Bochs 2.7's does not; 11.5.3 Table 11-5 "Cache Operating Modes");
 //   CR4.OSFXSR=1 (SSE instructions and FXSAVE), CR4.OSXMMEXCPT=1 (SIMD FP exceptions as #XM);
 //   if CPUID.1:ECX.XSAVE[26]: CR4.OSXSAVE=1 and XCR0 = x87|SSE, plus AVX (bit 2) when
 //   CPUID.1:ECX.AVX[28], plus opmask|ZMM_Hi256|Hi16_ZMM (bits 7:5) when CPUID.7.0:EBX
@@ -150,7 +152,7 @@ CpuFeatures fpu_init() {
   const Cpuid l7 = max_leaf >= 7 ? cpuid(7, 0) : Cpuid{};
   const Cpuid e1 = cpuid(0x80000001);
 
-  write_cr0((read_cr0() | CR0_MP | CR0_NE) & ~(CR0_EM | CR0_TS));
+  write_cr0((read_cr0() | CR0_MP | CR0_NE) & ~(CR0_EM | CR0_TS | CR0_CD | CR0_NW));
   std::uint64_t cr4 = read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT;
   f.xsave = ((l1.c >> 26) & 1) != 0;
   if (f.xsave) cr4 |= CR4_OSXSAVE;

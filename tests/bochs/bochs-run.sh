@@ -9,6 +9,8 @@
 #     --xcr0 HEX            the XCR0 value the kernel must report (e.g. 0xe7)
 #     --timeout SECS        hang timeout (default 600)
 #     --cmdline "ARGS"      more kernel command line (e.g. crash=ud)
+#     --cpus N              N emulated processors (bochsrc `cpu: count=N`; default 1)
+#     --keep DIR            copy the console, bochs.log and bochsrc to DIR (for smp-check)
 #     --expect-fail REGEX   the run must FAIL: a console line matching REGEX, no clean
 #                           summary, and Bochs ended by the kernel's shutdown-port write
 #                           (not by the timeout): the exit path on a failure
@@ -28,7 +30,7 @@ usage() { echo "usage: $0 MKISO KERNEL MODEL [--ktest F] [--supported LIST] [--a
 [ $# -ge 3 ] || usage
 mkiso=$1 kernel=$2 model=$3
 shift 3
-filter='' supported='' active='' xcr0='' timeout_s=600 extra='' expect_fail=''
+filter='' supported='' active='' xcr0='' timeout_s=600 extra='' expect_fail='' cpus=1 keep=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --ktest) filter=$2; shift ;;
@@ -38,6 +40,8 @@ while [ $# -gt 0 ]; do
     --timeout) timeout_s=$2; shift ;;
     --cmdline) extra=$2; shift ;;
     --expect-fail) expect_fail=$2; shift ;;
+    --cpus) cpus=$2; shift ;;
+    --keep) keep=$2; shift ;;
     *) usage ;;
   esac
   shift
@@ -57,7 +61,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/capmem-bochs.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
+# shellcheck disable=SC2016  # expanded when the trap runs
+trap '[ -n "$keep" ] && mkdir -p "$keep" && cp -f "$dir"/com1.txt "$dir"/bochs.log "$dir"/bochsrc "$keep"/ 2>/dev/null; rm -rf "$dir"' EXIT
 # shellcheck disable=SC2086  # $extra: words of the command line
 "$mkiso" "$kernel" "$dir/capmem.iso" ${filter:+ktest=$filter} $extra >"$dir/mkiso.log" 2>&1
 rc=$?
@@ -72,7 +77,7 @@ fi
 # and as fast as the host allows; ips only scales the BIOS/GRUB timer waits.
 cat > "$dir/bochsrc" <<RC
 memory: guest=256, host=256
-cpu: model=$model, ips=20000000
+cpu: model=$model, count=$cpus, ips=20000000
 romimage: file=$bios
 vgaromimage: file=$vgabios
 display_library: term
