@@ -150,6 +150,16 @@ bool memory_init(std::uint64_t start_info_pa) {
 
 const char* cmdline() { return g_cmdline; }
 
+bool cmdline_has(const char* word) {
+  for (const char* s = g_cmdline; *s != '\0'; ++s) {
+    const char* a = s;
+    const char* b = word;
+    while (*b != '\0' && *a == *b) ++a, ++b;
+    if (*b == '\0') return true;
+  }
+  return false;
+}
+
 std::uint64_t cmdline_u64(const char* key, std::uint64_t dflt) {
   for (const char* p = g_cmdline; *p != '\0'; ++p) {
     if (p != g_cmdline && p[-1] != ' ') continue;

@@ -130,6 +130,8 @@ const char* cmdline();
 // The decimal value of the command-line word `key` (for example "kbench.pages=" in
 // "kbench.pages=512"): `key` must start a word; dflt when it is absent or has no digits.
 std::uint64_t cmdline_u64(const char* key, std::uint64_t dflt);
+// Whether `word` (for example "acpi=off") occurs in the command line.
+bool cmdline_has(const char* word);
 // The CR3 value of the boot address space (kernel half only, slot 0 empty).
 std::uint64_t boot_cr3();
 // End of the direct map: phys_to_virt is valid below it.

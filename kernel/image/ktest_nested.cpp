@@ -26,16 +26,6 @@ constexpr std::uint64_t kUnmappedLow = 0xdead0000ull;
 // Kernel half, PML4 slot 511, PDPT entry 511: boot.S maps only entry 510 (the image).
 constexpr std::uint64_t kUnmappedHigh = 0xfffffffff0000000ull;
 
-bool has(const char* s, const char* word) {
-  for (; *s != '\0'; ++s) {
-    const char* a = s;
-    const char* b = word;
-    while (*b != '\0' && *a == *b) ++a, ++b;
-    if (*b == '\0') return true;
-  }
-  return false;
-}
-
 FaultVerdict faulting_hook(void*, VirtAddr, std::uint64_t, TrapFrame&) {
   log::str("nested: the #PF hook reads 0xdead0000 at ring 0\n");
   (void)*reinterpret_cast<volatile std::uint64_t*>(kUnmappedLow);
@@ -45,8 +35,7 @@ FaultVerdict faulting_hook(void*, VirtAddr, std::uint64_t, TrapFrame&) {
 }  // namespace
 
 KTEST(nested_fault) {
-  const char* cmd = cmdline();
-  if (has(cmd, "nested=hook")) {
+  if (cmdline_has("nested=hook")) {
     auto table = pt::PageTable::create();
     KASSERT(table.ok());
     link_kernel_half(table.value());
@@ -61,7 +50,7 @@ KTEST(nested_fault) {
     table->teardown();
     return;
   }
-  if (has(cmd, "nested=dump")) {
+  if (cmdline_has("nested=dump")) {
     log::str("nested: ud2 with rbp pointing at unmapped kernel space\n");
     asm volatile("mov %0, %%rbp\n\tud2" : : "r"(kUnmappedHigh) : "memory");
     t.fail("ud2 returned");

@@ -170,7 +170,7 @@ extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   frames().set_poison(true);  // catch writes after free, as the hosted tests do
   hash::init();
   print_features();
-  smp::init(cmdline());  // after hash::init: its dispatch table is read-only from here on
+  smp::init();  // after hash::init: its dispatch table is read-only from here on
   maybe_crash(cmdline());
 
   // `ktest=PREFIX[,PREFIX...]`: run only the cases whose names start with one of them.

@@ -70,16 +70,6 @@ unsigned popcount(std::uint64_t m) {  // no libgcc: __builtin_popcountll may cal
   return n;
 }
 
-bool contains(const char* s, const char* word) {
-  for (; *s != '\0'; ++s) {
-    const char* a = s;
-    const char* b = word;
-    while (*b != '\0' && *a == *b) ++a, ++b;
-    if (*b == '\0') return true;
-  }
-  return false;
-}
-
 void invalidate_local(std::uint64_t va, std::uint64_t pages) {
   if (pages > kFlushAllPages) {
     arch::write_cr3(arch::read_cr3());  // every non-global entry (SDM Vol. 3A 4.10.4.1)
@@ -160,7 +150,7 @@ bool start_ap(unsigned id, std::uint32_t apic_id) {
 
 }  // namespace
 
-void init(const char* cmdline) {
+void init() {
   PerCpu& bsp = g_cpus[0];
   bsp.cr3_loaded.store(boot_cr3(), std::memory_order_relaxed);
   bsp.online.store(true, std::memory_order_release);
@@ -169,13 +159,13 @@ void init(const char* cmdline) {
     return;
   }
   bsp.apic_id = apic::id();
-  if (contains(cmdline, "smp=off")) {
+  if (cmdline_has("smp=off")) {
     log::str("smp: smp=off on the command line: running on the boot CPU alone\n");
     return;
   }
   acpi::CpuList cpus;
-  const bool acpi_off = contains(cmdline, "acpi=off");
-  const acpi::Source src = acpi::find_cpus(cpus, !acpi_off && !contains(cmdline, "acpi=scan"), !acpi_off);
+  const bool acpi_off = cmdline_has("acpi=off");
+  const acpi::Source src = acpi::find_cpus(cpus, !acpi_off && !cmdline_has("acpi=scan"), !acpi_off);
   if (src == acpi::Source::None) {
     log::str(
         "smp: no valid ACPI MADT (no RSDP from the boot protocol, none in the BIOS area): "

@@ -18,7 +18,7 @@ namespace capmem::kernel::smp {
 // then read-only): finds the CPUs (acpi.h), programs the local APIC, starts every other CPU
 // and waits until each is online or has failed to start. Prints one line per CPU and the
 // total. Command line: `smp=off` (boot CPU alone), `acpi=scan`, `acpi=off` (see acpi.h).
-void init(const char* cmdline);
+void init();
 
 // CPUs online (running kernel code, able to take work); 1 before init.
 unsigned online_count();
