@@ -265,6 +265,9 @@ void load_cr3(std::uint64_t cr3) {
 }
 
 void shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
+  // Rule 7.2: the wait below turns interrupts on, which a capmem lock (irq_save) forbids;
+  // and a CPU spinning on that lock may be the one we wait for.
+  if (percpu()->capmem_locks != 0) env::panic("TLB shootdown with a capmem lock held (rule 7.2)");
   const unsigned me = percpu_id();
   // Locally: only if this CPU may hold it. Without PCID, a CPU on another table holds
   // nothing of `root` (its CR3 load dropped it), so PageTable::clear() after switching away
