@@ -139,6 +139,10 @@ class FrameAllocator {
 
   [[nodiscard]] FrameDesc* zero_frame() const { return zero_; }
   [[nodiscard]] FrameStats stats() const;
+  // Frames in CPU `cpu`'s cache right now (exact while that CPU is not allocating).
+  [[nodiscard]] std::uint32_t cached_on(unsigned cpu) const {
+    return cpu < env::kMaxCpus ? caches_[cpu].count.load(std::memory_order_relaxed) : 0;
+  }
 
   // --- Testing and fault injection (available in the kernel build too) ---------------
   // Fail the n-th allocation from now (1 = the next one), counted over every CPU; 0

@@ -8,6 +8,7 @@
 #include "apic.h"
 #include "arch.h"
 #include "capmem/env.h"
+#include "capmem/frame.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "kernel.h"
@@ -111,6 +112,9 @@ void wait_hlt(F done) {
     const CpuWork w = c->work.load(std::memory_order_acquire);
     if (w != nullptr) {
       w(c->work_arg);
+      // Going idle: this CPU's cached frames go to its depot list, where every CPU reaches
+      // them (rule 7.4: an idle CPU strands nothing; docs/smp.md "Frame allocator").
+      frames().drain_local();
       const unsigned waiter = c->work_waiter.load(std::memory_order_relaxed);
       c->work.store(nullptr, std::memory_order_relaxed);
       c->work_done.store(true, std::memory_order_release);
