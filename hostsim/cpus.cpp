@@ -13,6 +13,11 @@ namespace {
 // The calling thread's simulated CPU (-1: unbound). initial-exec: a %fs-relative load.
 __attribute__((tls_model("initial-exec"))) thread_local int t_cpu = -1;
 std::atomic<unsigned> g_cpu_count{1};
+// The calling thread's simulated RFLAGS.IF and the capmem locks it holds (env::irq_save
+// depth): threads start with interrupts on, as a CPU runs guests and waits for
+// shootdowns.
+thread_local bool t_if = true;
+thread_local unsigned t_locks = 0;
 std::atomic<bool> g_claimed[env::kMaxCpus];
 std::atomic<std::uint64_t> g_calls{0};
 std::atomic<std::uint64_t> g_pages{0};
@@ -40,6 +45,9 @@ void start_cpus(unsigned n) {
 
 int bound_cpu() { return t_cpu; }
 
+bool interrupts_enabled() { return t_if; }
+unsigned capmem_locks_held() { return t_locks; }
+
 CpuBinding::CpuBinding(unsigned cpu) : prev_(t_cpu), cpu_(cpu), claimed_(false) {
   if (cpu >= g_cpu_count.load()) die("CpuBinding: CPU not started (hostsim::start_cpus)", cpu);
   if (t_cpu == static_cast<int>(cpu)) return;
@@ -61,6 +69,12 @@ ShootdownCounters shootdown_counters() {
 }  // namespace capmem::hostsim
 
 namespace capmem::env {
+namespace {
+[[noreturn]] void die_unbalanced() {
+  std::fprintf(stderr, "hostsim: env::irq_restore without a matching irq_save\n");
+  std::abort();
+}
+}  // namespace
 
 unsigned cpu_id() {
   const int c = hostsim::t_cpu;
@@ -73,7 +87,24 @@ unsigned cpu_id() {
 
 unsigned cpu_count() { return hostsim::g_cpu_count.load(std::memory_order_relaxed); }
 
+IrqState irq_save() {
+  const IrqState s = hostsim::t_if ? 1 : 0;
+  hostsim::t_if = false;
+  ++hostsim::t_locks;
+  return s;
+}
+void irq_restore(IrqState s) {
+  if (hostsim::t_locks == 0) die_unbalanced();
+  --hostsim::t_locks;
+  hostsim::t_if = s != 0;
+}
+
 void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
+  // Rule 7.2, as the kernel's smp::shootdown checks it: never inside a capmem lock.
+  if (hostsim::t_locks != 0) {
+    std::fprintf(stderr, "hostsim: TLB shootdown with a capmem lock held (rule 7.2)\n");
+    std::abort();
+  }
   hostsim::g_calls.fetch_add(1, std::memory_order_relaxed);
   hostsim::g_pages.fetch_add(pages, std::memory_order_relaxed);
   hostsim::g_dropped.fetch_add(hostsim::shootdown_all_cpus(root, va, pages), std::memory_order_relaxed);

@@ -43,6 +43,12 @@ class CpuBinding {
   bool claimed_;
 };
 
+// The calling thread's simulated interrupt flag (env::irq_save clears it, irq_restore puts
+// it back) and how many capmem locks it holds: every capmem lock is held with interrupts
+// off (internal/spinlock.h); env::tlb_shootdown aborts inside one (rule 7.2).
+bool interrupts_enabled();
+unsigned capmem_locks_held();
+
 struct ShootdownCounters {
   std::uint64_t calls = 0;    // env::tlb_shootdown calls
   std::uint64_t pages = 0;    // pages they named

@@ -1,6 +1,7 @@
 // Simulated MMU and TLB: see hostsim/mmu.h. Hosted only (uses the standard library).
 #include "hostsim/mmu.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
@@ -10,12 +11,15 @@
 namespace capmem::hostsim {
 
 namespace {
-// Per simulated CPU: the Mmu current on it. `current` is changed by the thread bound to
-// the CPU and read by shootdowns from any thread, both under `lock` (lock order: a slot's
-// lock, then an Mmu's tlb_lock_).
+// Per simulated CPU: the Mmu current on it. `current` is changed under `lock` by the
+// thread bound to the CPU (and cleared by ~Mmu) and read by shootdowns from any thread
+// under `lock` (lock order: a slot's lock, then an Mmu's tlb_lock_). The owning thread
+// may also read it without the lock (nobody else makes an Mmu current there): invlpg with no Mmu current (the fault
+// benchmarks, most unit tests) then touches no lock another CPU's shootdown takes, as a
+// real invlpg waits for no other CPU.
 struct alignas(64) CpuSlot {  // one cache line per CPU: no false sharing between CPUs
   std::mutex lock;
-  Mmu* current = nullptr;
+  std::atomic<Mmu*> current{nullptr};
 };
 CpuSlot g_slots[env::kMaxCpus];
 
@@ -38,8 +42,9 @@ std::uint32_t access_bits(AccessKind kind, Privilege priv) {
 
 void current_mmu_invlpg(VirtAddr va) {
   CpuSlot& s = g_slots[env::cpu_id()];
+  if (s.current.load(std::memory_order_relaxed) == nullptr) return;  // owner's read: see CpuSlot
   const std::lock_guard<std::mutex> g(s.lock);
-  if (s.current != nullptr) s.current->invlpg(va);
+  if (Mmu* m = s.current.load(std::memory_order_relaxed)) m->invlpg(va);
 }
 
 std::uint64_t shootdown_all_cpus(PhysAddr root, VirtAddr va, std::uint64_t pages) {
@@ -48,10 +53,14 @@ std::uint64_t shootdown_all_cpus(PhysAddr root, VirtAddr va, std::uint64_t pages
   const unsigned self = env::cpu_id();
   for (unsigned cpu = 0; cpu < n; ++cpu) {
     CpuSlot& s = g_slots[cpu];
+    // No Mmu current there: nothing to drop, and no write to that CPU's slot (taking its
+    // lock would bounce the line its own invlpg reads). Re-read under the lock below.
+    if (s.current.load(std::memory_order_relaxed) == nullptr) continue;
     const std::lock_guard<std::mutex> g(s.lock);
     // The calling CPU invalidates locally whatever it has loaded (as invlpg did before);
     // the others only if they may hold the root's translations.
-    if (s.current != nullptr) dropped += s.current->shootdown(cpu == self ? PhysAddr{} : root, va, pages);
+    if (Mmu* m = s.current.load(std::memory_order_relaxed))
+      dropped += m->shootdown(cpu == self ? PhysAddr{} : root, va, pages);
   }
   return dropped;
 }
@@ -59,23 +68,23 @@ std::uint64_t shootdown_all_cpus(PhysAddr root, VirtAddr va, std::uint64_t pages
 Mmu::~Mmu() {
   for (CpuSlot& s : g_slots) {
     const std::lock_guard<std::mutex> g(s.lock);
-    if (s.current == this) s.current = nullptr;
+    if (s.current.load(std::memory_order_relaxed) == this) s.current.store(nullptr, std::memory_order_relaxed);
   }
 }
 void Mmu::make_current() {
   CpuSlot& s = g_slots[env::cpu_id()];
   const std::lock_guard<std::mutex> g(s.lock);
-  s.current = this;
+  s.current.store(this, std::memory_order_relaxed);
 }
 Mmu* Mmu::current() {
   CpuSlot& s = g_slots[env::cpu_id()];
   const std::lock_guard<std::mutex> g(s.lock);
-  return s.current;
+  return s.current.load(std::memory_order_relaxed);
 }
 void Mmu::clear_current() {
   CpuSlot& s = g_slots[env::cpu_id()];
   const std::lock_guard<std::mutex> g(s.lock);
-  s.current = nullptr;
+  s.current.store(nullptr, std::memory_order_relaxed);
 }
 
 std::uint64_t Mmu::shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {

@@ -60,6 +60,15 @@ unsigned cpu_count();
 // handler never calls it (a run's own table is on one CPU, rule 7.1: local invlpg).
 void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages);
 
+// --- Interrupts (Intel SDM Vol. 1 3.4.3.3, RFLAGS.IF) --------------------------------
+// Every capmem lock (internal/spinlock.h) is held with interrupts disabled on its CPU:
+// irq_save() disables them and returns the previous state, irq_restore() puts that state
+// back (nesting safe). Bare metal: pushfq/cli and sti if IF was set. Hosted: a per-thread
+// simulated flag (hostsim::interrupts_enabled()), so tests can see it.
+using IrqState = std::uint64_t;
+[[nodiscard]] IrqState irq_save();
+void irq_restore(IrqState s);
+
 // --- SIMD section ----------------------------------------------------------------
 // Core code may use SSE/AVX registers only between simd_begin() and simd_end(). Bare
 // metal saves nothing (the kernel owns the FPU while capmem hashes; see

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "capmem/env.h"
+#include "capmem/internal/spinlock.h"
 #include "capmem/status.h"
 #include "capmem/types.h"
 
@@ -24,15 +25,18 @@ enum class FrameKind : std::uint8_t {
   Reserved,  // allocator metadata or outside usable RAM: never handed out
 };
 
-// One per physical frame. Layout pinned below: 48 bytes, so the descriptor array costs
-// 1.2% of RAM. Invariants:
+// One per physical frame. Layout pinned below: 64 bytes and 64-byte aligned (the array
+// starts on a page), one cache line per frame like Linux's struct page, so the descriptor
+// array costs 1.6% of RAM and no two frames share a line: `refs` is written with locked
+// instructions by whichever CPU maps or drops the frame, and `link` by whichever CPU's
+// cache holds it. Invariants:
 //   - kind == Free        <=> the frame is on the shared free list or in one CPU's cache,
 //                             refs == 0.
 //   - kind == Page/Table/Slab => refs >= 1 (the last unref() returns the frame).
 //   - `hash` (Page) and `link` (Free/Table/Slab) share storage: a live page never sits
 //     on a list, a listed frame has no page hash.
 //   - `pfn` never changes after init: desc -> PA is a field read.
-struct FrameDesc {
+struct alignas(64) FrameDesc {
   std::atomic<std::uint32_t> refs;  // intrusive reference count (atomic: any CPU may drop)
   FrameKind kind;
   std::uint8_t adopted;  // set once by PageRef::adopt (fbl-style adoption check)
@@ -42,40 +46,51 @@ struct FrameDesc {
     Hash32 hash;                // kind == Page: rule 1.3 hash, or 32 zero bytes (unhashed)
   };
   std::uint64_t pfn;
+  std::uint64_t reserved_[2] = {};  // pads to a cache line (see above)
 
   [[nodiscard]] PhysAddr phys() const { return PhysAddr::from_pfn(pfn); }
   [[nodiscard]] void* virt() const { return env::phys_to_virt(phys()); }
 };
-static_assert(sizeof(FrameDesc) == 48, "frame descriptor layout is pinned");
-static_assert(alignof(FrameDesc) == 8);
+static_assert(sizeof(FrameDesc) == 64, "frame descriptor layout is pinned: one cache line");
+static_assert(alignof(FrameDesc) == 64);
 
 enum class AllocFlags : unsigned { None = 0, Zero = 1 };
 
 struct FrameStats {
   std::uint64_t total;   // frames handed to the allocator for general use
-  std::uint64_t free;    // on the shared list or in a CPU's cache
+  std::uint64_t free;    // on the start-up list, on a CPU's depot list or in a CPU's cache
   std::uint64_t in_use;  // total - free (includes the zero frame)
   std::uint64_t cached;  // of `free`: held in per-CPU caches (each <= kCacheHigh)
+  std::uint64_t depot;   // of `free`: on the per-CPU depot lists (any CPU may take them)
 };
 
 // Frame allocator with per-CPU caches (spec rule 7.4; docs/smp.md "Frame allocator").
 //
-// Structure (Bonwick & Adams 2001 "magazines"; Linux's per-CPU page lists):
-//   - one shared free list (free_head_, free_) under lock_, a test-and-test-and-set spin
-//     lock;
+// Structure (Bonwick & Adams 2001 "magazines" in front of a depot; Linux's per-CPU page
+// lists in front of its zones):
 //   - per CPU (indexed by env::cpu_id()) a cache of at most kCacheHigh free frames, touched
 //     only by its own CPU. alloc() pops from it and free()/unref() push onto it with plain
-//     loads and stores: no lock, no locked instruction. An empty cache takes kCacheBatch
-//     frames from the shared list in one locked step; a cache that grows past kCacheHigh
-//     gives kCacheBatch back in one locked step.
-// Bound (rule 7.4): when alloc() on one CPU returns nullptr (OutOfFrames), its own cache
-// and the shared list are empty, and every other CPU's cache holds at most kCacheHigh
-// frames: at most (cpu_count() - 1) * kCacheHigh free frames are out of its reach. No CPU
-// ever asks another to drain; drain_local() lets a CPU give its own cache back (idle,
-// offline).
+//     loads and stores: no lock, no locked instruction.
+//   - the depot behind the caches: one start-up list (every frame init() found, never used
+//     yet) under lock_, and per CPU a depot list under that depot's own lock. An empty
+//     cache takes kCacheBatch frames in one locked step: from its own CPU's depot list
+//     first (frames this CPU freed, whose lines are still in its caches), then from the
+//     start-up list, then from another CPU's depot list. A cache that grows past kCacheHigh
+//     gives kCacheBatch back to its own CPU's depot list. So frames stay on the CPU that
+//     used them unless another CPU runs short (a 4 KiB copy into a frame another CPU just
+//     wrote moves 64 lines between cores: BM_CowFault/threads:2, docs/performance.md).
+// Locks: SpinLock (interrupts off while held). refill() and drain() hold one lock at a
+// time; stats() and alloc_attempts() take lock_ then the depot locks in CPU order. No lock
+// is held while calling anything outside this class but env::cpu_id/irq_save/irq_restore.
+// Bound (rule 7.4): when alloc() on one CPU returns nullptr (OutOfFrames), its own cache,
+// the start-up list and every depot list were empty when it looked, and every other CPU's
+// cache holds at most kCacheHigh frames: at most (cpu_count() - 1) * kCacheHigh free frames
+// are out of its reach. No CPU ever asks another to drain; drain_local() lets a CPU give
+// its own cache back (idle, offline).
 // Counts: `count` of each cache is written only by its CPU (relaxed atomic stores: plain
-// movs on x86) and read by stats(); stats() takes lock_ and adds them to free_, so it is
-// exact whenever no alloc/free is in flight (a refill or drain moves frames under lock_).
+// movs on x86) and read by stats(); every list count changes under its list's lock, and a
+// cache's count changes together with the list its frames move to or from. So stats() is
+// exact whenever no alloc/free is in flight.
 // Fault injection (inject_failure_at, set_exhausted) arms `hooks_`; while armed every
 // allocation is counted and checked under lock_ (tests only, so the fast path reads one
 // flag).
@@ -84,6 +99,7 @@ class FrameAllocator {
  public:
   static constexpr std::size_t kMaxRanges = 16;
   // Per-CPU cache: refill/drain batch and the most frames one cache holds (128 KiB).
+  // The depot lists behind the caches have no bound: their frames are in reach of every CPU.
   static constexpr std::uint32_t kCacheBatch = 16;
   static constexpr std::uint32_t kCacheHigh = 2 * kCacheBatch;
 
@@ -107,7 +123,8 @@ class FrameAllocator {
   // O(1). `d` must be live with refs == 0 or 1 (the caller's last reference). Any CPU may
   // free any frame: it lands in the freeing CPU's cache.
   void free(FrameDesc* d);
-  // Give this CPU's cached frames back to the shared list (an idle or departing CPU).
+  // Give this CPU's cached frames to its depot list, in reach of every CPU (an idle or
+  // departing CPU).
   void drain_local();
 
   // Reference counting on live frames. ref() traps on a free frame and on overflow;
@@ -122,6 +139,10 @@ class FrameAllocator {
 
   [[nodiscard]] FrameDesc* zero_frame() const { return zero_; }
   [[nodiscard]] FrameStats stats() const;
+  // Frames in CPU `cpu`'s cache right now (exact while that CPU is not allocating).
+  [[nodiscard]] std::uint32_t cached_on(unsigned cpu) const {
+    return cpu < env::kMaxCpus ? caches_[cpu].count.load(std::memory_order_relaxed) : 0;
+  }
 
   // --- Testing and fault injection (available in the kernel build too) ---------------
   // Fail the n-th allocation from now (1 = the next one), counted over every CPU; 0
@@ -155,10 +176,22 @@ class FrameAllocator {
     std::atomic<std::uint32_t> count{0};
     std::atomic<std::uint64_t> attempts{0};  // fast-path allocation attempts on this CPU
   };
-  void lock() const;
-  void unlock() const;
+  // One CPU's depot list: frames its cache gave back. Filled only by its own CPU; emptied
+  // by its own CPU first and by any CPU that finds nothing nearer. head/count under lock.
+  struct alignas(64) DepotList {
+    SpinLock lock;
+    FrameDesc* head = nullptr;
+    std::uint64_t count = 0;
+  };
+  // A chain of frames threaded through FrameDesc::link, `last->link` unspecified.
+  struct Chain {
+    FrameDesc* first = nullptr;
+    FrameDesc* last = nullptr;
+    std::uint32_t n = 0;
+  };
   CpuCache& local_cache() { return caches_[env::cpu_id()]; }
   bool refill(CpuCache& c);
+  static Chain take(FrameDesc*& head, std::uint64_t& count, std::uint32_t max);
   void drain(CpuCache& c, std::uint32_t n);
   bool injected_failure();
   void release(FrameDesc* d);
@@ -170,7 +203,7 @@ class FrameAllocator {
   FrameDesc* zero_ = nullptr;
   std::uint64_t total_ = 0;
   // Under lock_:
-  FrameDesc* free_head_ = nullptr;  // the shared free list
+  FrameDesc* free_head_ = nullptr;  // the start-up list
   std::uint64_t free_ = 0;          // its length
   std::uint64_t allocs_ = 0;        // attempts counted while hooks_ was armed
   std::uint64_t fail_at_ = 0;       // fail when allocs_ reaches this (0: off)
@@ -178,8 +211,9 @@ class FrameAllocator {
   // Written under lock_, read by the fast path: exhausted_ || fail_at_ != 0.
   std::atomic<bool> hooks_{false};
   std::atomic<bool> poison_{false};
-  mutable std::atomic<bool> lock_{false};
+  SpinLock lock_;
   CpuCache caches_[env::kMaxCpus]{};
+  DepotList depots_[env::kMaxCpus]{};
 };
 
 // The one allocator every page, table and slab draws from.

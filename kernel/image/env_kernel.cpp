@@ -234,6 +234,18 @@ PhysAddr virt_to_phys(const void* va) {
 
 void tlb_invalidate_page(VirtAddr va) { arch::invlpg(va.value()); }
 
+// Every capmem lock: interrupts off, and counted so that smp::shootdown can refuse to wait
+// inside one (rule 7.2). The count is per CPU and changes with interrupts off.
+IrqState irq_save() {
+  const IrqState s = arch::irq_save() ? 1 : 0;
+  ++percpu()->capmem_locks;
+  return s;
+}
+void irq_restore(IrqState s) {
+  --percpu()->capmem_locks;
+  arch::irq_restore(s != 0);
+}
+
 unsigned cpu_id() { return percpu_id(); }
 
 unsigned cpu_count() { return smp::online_count(); }

@@ -100,6 +100,32 @@ KTEST(smp_every_cpu_reports_its_id) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rule 7.4: a CPU that goes idle gives its cached frames back (smp::idle_loop drains), so
+// the frames an application processor freed are in every CPU's reach once its work is done.
+
+void cache_some_frames_work(void*) {
+  FrameDesc* d[5];
+  for (FrameDesc*& f : d) f = frames().alloc(FrameKind::Page);
+  for (FrameDesc* f : d)
+    if (f != nullptr) frames().free(f);  // into this CPU's cache
+}
+
+KTEST(smp_idle_cpu_keeps_no_cached_frames) {
+  if (smp::online_count() < 2) {
+    log::str("smp_idle_cpu_keeps_no_cached_frames: one CPU, nothing to check\n");
+    return;
+  }
+  const std::uint64_t free_before = frames().stats().free;
+  smp::run_on(1, cache_some_frames_work, nullptr);
+  smp::wait_done(1);
+  KEXPECT_EQ(frames().stats().free, free_before);
+  KEXPECT_EQ(frames().cached_on(1), 0u);  // drained to CPU 1's depot list when it went idle
+  log::str("smp idle: cpu 1 freed frames and went idle with ");
+  log::dec(frames().cached_on(1));
+  log::str(" cached\n");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Console: every CPU logs at once, each line in many pieces; tests/qemu smp-boot checks that
 // every line arrives whole (one lock, per-CPU line buffers: env_kernel.cpp).
 

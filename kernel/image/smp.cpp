@@ -8,6 +8,7 @@
 #include "apic.h"
 #include "arch.h"
 #include "capmem/env.h"
+#include "capmem/frame.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "kernel.h"
@@ -111,6 +112,9 @@ void wait_hlt(F done) {
     const CpuWork w = c->work.load(std::memory_order_acquire);
     if (w != nullptr) {
       w(c->work_arg);
+      // Going idle: this CPU's cached frames go to its depot list, where every CPU reaches
+      // them (rule 7.4: an idle CPU strands nothing; docs/smp.md "Frame allocator").
+      frames().drain_local();
       const unsigned waiter = c->work_waiter.load(std::memory_order_relaxed);
       c->work.store(nullptr, std::memory_order_relaxed);
       c->work_done.store(true, std::memory_order_release);
@@ -265,6 +269,9 @@ void load_cr3(std::uint64_t cr3) {
 }
 
 void shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
+  // Rule 7.2: the wait below turns interrupts on, which a capmem lock (irq_save) forbids;
+  // and a CPU spinning on that lock may be the one we wait for.
+  if (percpu()->capmem_locks != 0) env::panic("TLB shootdown with a capmem lock held (rule 7.2)");
   const unsigned me = percpu_id();
   // Locally: only if this CPU may hold it. Without PCID, a CPU on another table holds
   // nothing of `root` (its CR3 load dropped it), so PageTable::clear() after switching away

@@ -8,7 +8,8 @@
 #   - every CPU shot down at once (waits with interrupts on: no deadlock), each answered all;
 #   - the migrating run visited CPUs 1, 2, 1;
 #   - a paused run on CPU 1 checkpointed from CPU 2 (its table still loaded) stores again;
-#   - lines every CPU logged at once arrived whole.
+#   - lines every CPU logged at once arrived whole;
+#   - CPU 1, idle again after freeing frames, holds none in its cache (rule 7.4).
 # Usage: smp-boot.sh CAPMEM_TOOL QEMU_RUN KERNEL [--kvm]
 set -uo pipefail
 tool=$1; run=$2; kernel=$3; shift 3
@@ -50,6 +51,7 @@ if [ "$whole" != $((ncpu * 40)) ] || [ "$pieces" != "$whole" ]; then
 fi
 check "every CPU shooting down at once completed" "^smp storm: $ncpu CPUs shot down 300 ranges each at once; every CPU answered $((300 * (ncpu - 1)))$"
 check "paused run on cpu 1 checkpointed from cpu 2, second store in the cap" "^smp checkpoint: run on cpu 1, flushed from cpu 2 \([1-9][0-9]* shootdown answered\), second store read back 0x6262626262626262$"
+check "an idle cpu keeps no cached frames" "^smp idle: cpu 1 freed frames and went idle with 0 cached$"
 check "migrating run on cpus 1, 2, 1" "^smp migrate: step 2 on cpu 1 read 0x3333333333333333$"
 [ $fail = 0 ] && echo "smp-boot: ok"
 exit $fail

@@ -226,6 +226,62 @@ TEST(Frames, CacheRefillsAndDrainsInBatches) {
   EXPECT_EQ(fa.stats().free, s0.free);
 }
 
+// Frames a CPU's cache gives back stay on that CPU's depot list: the same CPU gets them
+// back before any other frame, another CPU takes the start-up list's frames first and
+// reaches them only when nothing else is left. stats() counts them exactly.
+TEST(Frames, FreedFramesComeBackToTheCpuThatFreedThem) {
+  hostsim::start_cpus(2);
+  constexpr std::uint32_t kN = 3 * kHigh;
+  Block blk(300);
+  ASSERT_NE(blk.base().value(), 0u);
+  const env::PhysRange r = blk.range(0, 300);
+  FrameAllocator fa;
+  ASSERT_TRUE(fa.init(&r, 1).ok());
+  const std::uint64_t usable = fa.stats().free;
+  std::set<FrameDesc*> cpu1_frames;
+  {
+    const hostsim::CpuBinding on1(1);
+    std::vector<FrameDesc*> v;
+    for (std::uint32_t i = 0; i < kN; ++i) v.push_back(fa.alloc(FrameKind::Page));
+    ASSERT_EQ(std::count(v.begin(), v.end(), nullptr), 0);
+    cpu1_frames.insert(v.begin(), v.end());
+    for (FrameDesc* d : v) fa.free(d);
+  }
+  const auto s1 = fa.stats();
+  EXPECT_EQ(s1.free, usable);
+  EXPECT_LE(s1.cached, kHigh);
+  EXPECT_EQ(s1.depot, kN - s1.cached) << "what CPU 1's cache gave back is on its depot list";
+  // CPU 0: fresh frames from the start-up list, none of CPU 1's.
+  std::vector<FrameDesc*> cpu0;
+  for (std::uint32_t i = 0; i < 2 * kBatch; ++i) cpu0.push_back(fa.alloc(FrameKind::Page));
+  for (FrameDesc* d : cpu0) {
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(cpu1_frames.count(d), 0u) << "CPU 0 took a frame CPU 1 freed while fresh ones were left";
+  }
+  EXPECT_EQ(fa.stats().depot, s1.depot);
+  {
+    // CPU 1 again: exactly its own frames, from its cache and then its depot list.
+    const hostsim::CpuBinding on1(1);
+    std::vector<FrameDesc*> v;
+    for (std::uint32_t i = 0; i < kN; ++i) v.push_back(fa.alloc(FrameKind::Page));
+    EXPECT_EQ(std::set<FrameDesc*>(v.begin(), v.end()), cpu1_frames);
+    EXPECT_EQ(fa.stats().depot, 0u);
+    for (FrameDesc* d : v) fa.free(d);
+  }
+  // CPU 0 drains the start-up list, then reaches CPU 1's depot list.
+  std::uint64_t taken_from_cpu1 = 0;
+  while (FrameDesc* d = fa.alloc(FrameKind::Page)) {
+    cpu0.push_back(d);
+    taken_from_cpu1 += cpu1_frames.count(d);
+  }
+  const auto s2 = fa.stats();
+  EXPECT_EQ(s2.depot, 0u);
+  EXPECT_EQ(s2.free, s2.cached) << "only CPU 1's cache is out of reach";
+  EXPECT_EQ(taken_from_cpu1, kN - s2.cached);
+  for (FrameDesc* d : cpu0) fa.free(d);
+  EXPECT_EQ(fa.stats().free, usable);
+}
+
 // Rule 7.4: when one CPU runs out, the free frames it cannot reach sit in other CPUs'
 // caches and number at most kCacheHigh per CPU; they come back once that CPU drains.
 TEST(Frames, OutOfFramesLeavesAtMostCacheHighPerOtherCpu) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "capmem/frame.h"
+#include "capmem/internal/spinlock.h"
 
 namespace capmem {
 
@@ -58,20 +59,18 @@ class Slab {
   };
   static_assert(sizeof(FrameHdr) <= kHeader);
 
-  void lock() const;
-  void unlock() const;
   void unlink(FrameHdr* h);
   void push(FrameHdr* h);
 
   // Everything below `size_` (and every FrameHdr field but `owner`/`desc` of a held frame,
-  // which are fixed while the frame is held) is read and written only under lock_, a
-  // test-and-test-and-set spin lock. Lock order: a slab lock is never held while calling
+  // which are fixed while the frame is held) is read and written only under lock_ (a
+  // SpinLock: interrupts off while held). Lock order: a slab lock is never held while calling
   // frames() (alloc and free call it after unlocking), so slab locks nest inside nothing.
   std::size_t size_;
   FrameHdr* partial_ = nullptr;  // frames with at least one free object
   std::uint64_t objects_ = 0;
   std::uint64_t frames_ = 0;
-  mutable std::atomic<bool> lock_{false};
+  SpinLock lock_;
 };
 
 }  // namespace capmem

@@ -4,18 +4,9 @@
 
 namespace capmem {
 
-void Slab::lock() const {
-  while (lock_.exchange(true, std::memory_order_acquire)) {
-    while (lock_.load(std::memory_order_relaxed)) __builtin_ia32_pause();
-  }
-}
-void Slab::unlock() const { lock_.store(false, std::memory_order_release); }
-
 SlabStats Slab::stats() const {
-  lock();
-  const SlabStats s{.objects = objects_, .frames = frames_};
-  unlock();
-  return s;
+  const SpinGuard g(lock_);
+  return SlabStats{.objects = objects_, .frames = frames_};
 }
 
 void Slab::unlink(FrameHdr* h) {
@@ -34,9 +25,9 @@ void Slab::push(FrameHdr* h) {
 
 void* Slab::alloc() {
   CAPMEM_ASSERT(size_ != 0 && size_ <= kMaxObject);
-  lock();
+  env::IrqState irq = lock_.lock();
   if (partial_ == nullptr) {
-    unlock();
+    lock_.unlock(irq);
     FrameDesc* d = frames().alloc(FrameKind::Slab);
     if (d == nullptr) return nullptr;
     auto* base = static_cast<std::uint8_t*>(d->virt());
@@ -53,7 +44,7 @@ void* Slab::alloc() {
       link = static_cast<void**>(obj);
     }
     *link = nullptr;
-    lock();
+    irq = lock_.lock();
     push(h);
     ++frames_;
   }
@@ -63,7 +54,7 @@ void* Slab::alloc() {
   ++h->in_use;
   ++objects_;
   if (h->free_list == nullptr) unlink(h);
-  unlock();
+  lock_.unlock(irq);
   __builtin_memset(obj, 0, size_);
   return obj;
 }
@@ -73,9 +64,9 @@ void Slab::free(void* p) {
   auto* h = reinterpret_cast<FrameHdr*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{PAGE_SIZE - 1});
   // Checked under the lock: in_use changes under it (alloc/free of a neighbour object on
   // another CPU), so reading it before locking was a data race.
-  lock();
+  const env::IrqState irq = lock_.lock();
   if (h->owner != this || h->in_use == 0) {
-    unlock();
+    lock_.unlock(irq);
     env::panic("Slab::free: pointer not from this slab");
   }
   const bool was_full = h->free_list == nullptr;
@@ -91,7 +82,7 @@ void Slab::free(void* p) {
   } else if (was_full) {
     push(h);
   }
-  unlock();
+  lock_.unlock(irq);
   if (release != nullptr) {
     h->owner = nullptr;
     frames().free(release);

@@ -13,13 +13,6 @@ constinit FrameAllocator g_frames;
 
 FrameAllocator& frames() { return g_frames; }
 
-void FrameAllocator::lock() const {
-  while (lock_.exchange(true, std::memory_order_acquire)) {
-    while (lock_.load(std::memory_order_relaxed)) __builtin_ia32_pause();
-  }
-}
-void FrameAllocator::unlock() const { lock_.store(false, std::memory_order_release); }
-
 Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t count) {
   if (descs_ != nullptr || count == 0 || count > kMaxRanges) return Status::InvalidArgument;
   std::uint64_t frames_total = 0;
@@ -66,11 +59,11 @@ Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t coun
   }
   total_ = free_;
 
-  // Straight from the shared list (no CPU cache is involved before the first alloc()).
+  // Straight from the start-up list (no CPU cache is involved before the first alloc()).
   zero_ = free_head_;
   free_head_ = zero_->link;
   --free_;
-  hand_out(zero_, FrameKind::Zero, AllocFlags::Zero);
+  hand_out(zero_, FrameKind::Zero, AllocFlags::Zero);  // refs 1, never counted again
   zero_->hash = Hash32{};
   return {};
 }
@@ -84,73 +77,93 @@ Result<void> FrameAllocator::init_from_env() {
 // --- Fault injection (armed: every attempt counted and checked under the lock) ----------
 
 bool FrameAllocator::injected_failure() {
-  lock();
+  const SpinGuard g(lock_);
   ++allocs_;
   const bool fail = exhausted_ || (fail_at_ != 0 && allocs_ == fail_at_);
   if (fail_at_ != 0 && allocs_ >= fail_at_) fail_at_ = 0;  // one-shot
   hooks_.store(exhausted_ || fail_at_ != 0, std::memory_order_relaxed);
-  unlock();
   return fail;
 }
 
 void FrameAllocator::inject_failure_at(std::uint64_t n) {
-  lock();
+  const SpinGuard g(lock_);
   fail_at_ = n != 0 ? allocs_ + n : 0;
   hooks_.store(exhausted_ || fail_at_ != 0, std::memory_order_relaxed);
-  unlock();
 }
 
 void FrameAllocator::set_exhausted(bool on) {
-  lock();
+  const SpinGuard g(lock_);
   exhausted_ = on;
   hooks_.store(exhausted_ || fail_at_ != 0, std::memory_order_relaxed);
-  unlock();
 }
 
 std::uint64_t FrameAllocator::alloc_attempts() const {
-  lock();
+  const SpinGuard g(lock_);
   std::uint64_t n = allocs_;
   for (const CpuCache& c : caches_) n += c.attempts.load(std::memory_order_relaxed);
-  unlock();
   return n;
 }
 
 // --- Per-CPU caches ------------------------------------------------------------------------
 
-// Moves up to kCacheBatch frames from the shared list into the (empty) cache `c`.
-bool FrameAllocator::refill(CpuCache& c) {
-  lock();
-  FrameDesc* first = free_head_;
-  FrameDesc* last = nullptr;
-  std::uint32_t n = 0;
-  for (FrameDesc* d = first; d != nullptr && n < kCacheBatch; d = d->link) {
-    last = d;
-    ++n;
+// Unlinks up to `max` frames from the front of the list (head, count). Caller holds the
+// list's lock.
+FrameAllocator::Chain FrameAllocator::take(FrameDesc*& head, std::uint64_t& count, std::uint32_t max) {
+  Chain ch{.first = head};
+  for (FrameDesc* d = head; d != nullptr && ch.n < max; d = d->link) {
+    ch.last = d;
+    ++ch.n;
   }
-  if (n != 0) {
-    free_head_ = last->link;
-    free_ -= n;
-    last->link = c.head;
-    c.head = first;
-    c.count.store(c.count.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  if (ch.n != 0) {
+    head = ch.last->link;
+    count -= ch.n;
   }
-  unlock();
-  return n != 0;
+  return ch;
 }
 
-// Moves the first `n` (<= count) frames of cache `c` to the shared list.
+// Fills the empty cache `c` with up to kCacheBatch frames: from this CPU's depot list, else
+// the start-up list, else another CPU's depot list (nearest first in CPU order). One lock at
+// a time; the cache's count changes under the lock of the list the frames came from, so
+// stats() never sees them on both or neither.
+bool FrameAllocator::refill(CpuCache& c) {
+  const unsigned self = env::cpu_id();
+  const unsigned ncpu = env::cpu_count();
+  const auto fill = [&c](FrameDesc*& head, std::uint64_t& count) {
+    const Chain ch = take(head, count, kCacheBatch);
+    if (ch.n == 0) return false;
+    ch.last->link = c.head;
+    c.head = ch.first;
+    c.count.store(c.count.load(std::memory_order_relaxed) + ch.n, std::memory_order_relaxed);
+    return true;
+  };
+  for (unsigned k = 0; k <= ncpu; ++k) {
+    // k == 0: own depot list; k == 1: the start-up list; then the other CPUs' lists.
+    if (k == 1) {
+      const SpinGuard g(lock_);
+      if (fill(free_head_, free_)) return true;
+      continue;
+    }
+    const unsigned cpu = k == 0 ? self : (self + k - 1) % ncpu;
+    DepotList& dl = depots_[cpu];
+    const SpinGuard g(dl.lock);
+    if (fill(dl.head, dl.count)) return true;
+  }
+  return false;
+}
+
+// Moves the first `n` (<= count) frames of cache `c` to this CPU's depot list.
 void FrameAllocator::drain(CpuCache& c, std::uint32_t n) {
   if (n == 0) return;
   FrameDesc* first = c.head;
   FrameDesc* last = first;
   for (std::uint32_t i = 1; i < n; ++i) last = last->link;
+  DepotList& dl = depots_[env::cpu_id()];
+  const SpinGuard g(dl.lock);
   c.head = last->link;
-  lock();
-  last->link = free_head_;
-  free_head_ = first;
-  free_ += n;
+  last->link = dl.head;
+  dl.head = first;
+  dl.count += n;
   c.count.store(c.count.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
-  unlock();
 }
 
 void FrameAllocator::drain_local() {
@@ -203,7 +216,7 @@ FrameDesc* FrameAllocator::hand_out(FrameDesc* d, FrameKind kind, AllocFlags fla
 }
 
 // A frame whose last reference is gone: onto this CPU's cache (no lock), spilling one
-// batch to the shared list when the cache passes kCacheHigh.
+// batch to this CPU's depot list when the cache passes kCacheHigh.
 void FrameAllocator::release(FrameDesc* d) {
   const bool poison = poison_.load(std::memory_order_relaxed);
   if (poison) mem::fill_page(d->virt(), kPoison);
@@ -254,13 +267,20 @@ FrameDesc* FrameAllocator::desc_of(PhysAddr pa) const {
   return nullptr;
 }
 
+// lock_, then every depot list's lock in CPU order (refill and drain hold one lock at a
+// time, so this order cannot deadlock): no frame is in flight between the lists and caches
+// counted here while no alloc/free is.
 FrameStats FrameAllocator::stats() const {
-  lock();
+  const SpinGuard g(lock_);
   std::uint64_t cached = 0;
-  for (const CpuCache& c : caches_) cached += c.count.load(std::memory_order_relaxed);
-  const std::uint64_t free = free_ + cached;
-  unlock();
-  return FrameStats{.total = total_, .free = free, .in_use = total_ - free, .cached = cached};
+  std::uint64_t depot = 0;
+  for (unsigned i = 0; i < env::kMaxCpus; ++i) {
+    const SpinGuard gd(depots_[i].lock);
+    depot += depots_[i].count;
+    cached += caches_[i].count.load(std::memory_order_relaxed);
+  }
+  const std::uint64_t free = free_ + depot + cached;
+  return FrameStats{.total = total_, .free = free, .in_use = total_ - free, .cached = cached, .depot = depot};
 }
 
 }  // namespace capmem
