@@ -196,6 +196,7 @@ class FrameAllocator {
   bool injected_failure();
   void release(FrameDesc* d);
   FrameDesc* hand_out(FrameDesc* d, FrameKind kind, AllocFlags flags);
+  [[gnu::cold]] static void check_poison(const FrameDesc* d);
 
   Range ranges_[kMaxRanges]{};
   std::size_t nranges_ = 0;

@@ -188,7 +188,7 @@ FrameDesc* FrameAllocator::alloc(FrameKind kind, AllocFlags flags) {
   return hand_out(d, kind, flags);
 }
 
-FrameDesc* FrameAllocator::hand_out(FrameDesc* d, FrameKind kind, AllocFlags flags) {
+[[gnu::always_inline]] inline FrameDesc* FrameAllocator::hand_out(FrameDesc* d, FrameKind kind, AllocFlags flags) {
   CAPMEM_ASSERT(d->kind == FrameKind::Free && d->refs.load(std::memory_order_relaxed) == 0);
   d->kind = kind;
   d->refs.store(1, std::memory_order_relaxed);
@@ -197,27 +197,31 @@ FrameDesc* FrameAllocator::hand_out(FrameDesc* d, FrameKind kind, AllocFlags fla
   d->flags = 0;
   d->hash = Hash32{};
 
-  auto* bytes = static_cast<std::uint8_t*>(d->virt());
-  if (poisoned) {
-    // Use-after-free detector: every byte of a free frame must still hold the poison.
-    for (std::size_t i = 0; i < PAGE_SIZE; ++i) {
-      if (bytes[i] != kPoison) {
-        log::str("capmem: frame pfn=0x");
-        log::hex(d->pfn);
-        log::str(" written after free at offset ");
-        log::dec(i);
-        log::nl();
-        env::panic("frame written after free");
-      }
+  // The direct-map address only when the bytes are touched: the fast path stays on the
+  // descriptor.
+  if (poisoned) check_poison(d);
+  if (flags == AllocFlags::Zero) mem::zero_page(d->virt());
+  return d;
+}
+
+// Use-after-free detector: every byte of a free frame must still hold the poison.
+void FrameAllocator::check_poison(const FrameDesc* d) {
+  const auto* bytes = static_cast<const std::uint8_t*>(d->virt());
+  for (std::size_t i = 0; i < PAGE_SIZE; ++i) {
+    if (bytes[i] != kPoison) {
+      log::str("capmem: frame pfn=0x");
+      log::hex(d->pfn);
+      log::str(" written after free at offset ");
+      log::dec(i);
+      log::nl();
+      env::panic("frame written after free");
     }
   }
-  if (flags == AllocFlags::Zero) mem::zero_page(bytes);
-  return d;
 }
 
 // A frame whose last reference is gone: onto this CPU's cache (no lock), spilling one
 // batch to this CPU's depot list when the cache passes kCacheHigh.
-void FrameAllocator::release(FrameDesc* d) {
+[[gnu::always_inline]] inline void FrameAllocator::release(FrameDesc* d) {
   const bool poison = poison_.load(std::memory_order_relaxed);
   if (poison) mem::fill_page(d->virt(), kPoison);
   d->kind = FrameKind::Free;
