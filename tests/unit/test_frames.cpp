@@ -57,6 +57,17 @@ class Block {
   PhysAddr base_{};
 };
 
+// A private FrameAllocator over one Block of `n` frames (`ok` once both worked).
+struct BlockAllocator {
+  explicit BlockAllocator(std::uint64_t n) : blk(n) {
+    const env::PhysRange r = blk.range(0, n);
+    ok = blk.base().value() != 0 && fa.init(&r, 1).ok();
+  }
+  Block blk;
+  FrameAllocator fa;
+  bool ok = false;
+};
+
 // Frames the descriptor array of `frames_total` frames takes (frame.cpp's layout).
 std::uint64_t meta_frames(std::uint64_t frames_total) {
   return (frames_total * sizeof(FrameDesc) + PAGE_SIZE - 1) / PAGE_SIZE;
@@ -162,11 +173,9 @@ TEST(Frames, BadRangesAreRejected) {
 }
 
 TEST(Frames, PoisonFillsFreedFrames) {
-  Block blk(40);
-  ASSERT_NE(blk.base().value(), 0u);
-  const env::PhysRange r = blk.range(0, 40);
-  FrameAllocator fa;
-  ASSERT_TRUE(fa.init(&r, 1).ok());
+  BlockAllocator ba(40);
+  ASSERT_TRUE(ba.ok);
+  FrameAllocator& fa = ba.fa;
   fa.set_poison(true);
   FrameDesc* d = fa.alloc(FrameKind::Page);
   ASSERT_NE(d, nullptr);
@@ -201,11 +210,9 @@ TEST(FramesDeathTest, WriteAfterFreeIsReported) {
 }
 
 TEST(Frames, CacheRefillsAndDrainsInBatches) {
-  Block blk(200);
-  ASSERT_NE(blk.base().value(), 0u);
-  const env::PhysRange r = blk.range(0, 200);
-  FrameAllocator fa;
-  ASSERT_TRUE(fa.init(&r, 1).ok());
+  BlockAllocator ba(200);
+  ASSERT_TRUE(ba.ok);
+  FrameAllocator& fa = ba.fa;
   const auto s0 = fa.stats();
   EXPECT_EQ(s0.cached, 0u);
   FrameDesc* first = fa.alloc(FrameKind::Page);  // refill: one batch, one handed out
@@ -232,11 +239,9 @@ TEST(Frames, CacheRefillsAndDrainsInBatches) {
 TEST(Frames, FreedFramesComeBackToTheCpuThatFreedThem) {
   hostsim::start_cpus(2);
   constexpr std::uint32_t kN = 3 * kHigh;
-  Block blk(300);
-  ASSERT_NE(blk.base().value(), 0u);
-  const env::PhysRange r = blk.range(0, 300);
-  FrameAllocator fa;
-  ASSERT_TRUE(fa.init(&r, 1).ok());
+  BlockAllocator ba(300);
+  ASSERT_TRUE(ba.ok);
+  FrameAllocator& fa = ba.fa;
   const std::uint64_t usable = fa.stats().free;
   std::set<FrameDesc*> cpu1_frames;
   {
@@ -286,11 +291,9 @@ TEST(Frames, FreedFramesComeBackToTheCpuThatFreedThem) {
 // caches and number at most kCacheHigh per CPU; they come back once that CPU drains.
 TEST(Frames, OutOfFramesLeavesAtMostCacheHighPerOtherCpu) {
   hostsim::start_cpus(2);
-  Block blk(120);
-  ASSERT_NE(blk.base().value(), 0u);
-  const env::PhysRange r = blk.range(0, 120);
-  FrameAllocator fa;
-  ASSERT_TRUE(fa.init(&r, 1).ok());
+  BlockAllocator ba(120);
+  ASSERT_TRUE(ba.ok);
+  FrameAllocator& fa = ba.fa;
   const std::uint64_t usable = fa.stats().free;
   {
     // CPU 1 takes frames and frees them again: they stay in its cache.
