@@ -133,7 +133,9 @@ boot32:
 	mov %eax, 16(%edi)
 	add $4096, %eax
 	mov %eax, 24(%edi)
-	/* boot_pdpt_k[510] -> the first PD: 0xffffffff80000000 maps physical [0, 1 GiB). */
+	/* boot_pdpt_k[510] -> the first PD: 0xffffffff80000000 maps physical [0, 1 GiB). cpu_init
+	 * later gives the kernel half a PD of its own, with 4 KiB pages around the stack guard
+	 * pages (cpu.cpp install_stack_guards); the direct map keeps boot_pd. */
 	movl $(PHYS(boot_pd) + PTE_P + PTE_W), PHYS(boot_pdpt_k) + 510 * 8
 	/* PML4: slot 0 = identity (dropped after the jump), 256 = direct map, 511 = kernel. */
 	mov $PHYS(boot_pml4), %edi
@@ -360,8 +362,12 @@ boot_pml4:    .skip 4096
 boot_pdpt_dm: .skip 4096
 boot_pdpt_k:  .skip 4096
 boot_pd:      .skip 4 * 4096
-	.balign 16
-	.globl boot_stack_top
+	/* The boot CPU's stack, directly above a guard page: cpu.cpp (install_stack_guards)
+	 * makes that page not present in the kernel-VMA mapping before any other CPU starts, so
+	 * an overflow faults there instead of running into boot_pd below (docs/boot.md). */
+	.balign 4096
+	.globl boot_stack_guard, boot_stack_top
+boot_stack_guard: .skip 4096
 boot_stack:   .skip 64 * 1024
 boot_stack_top:
 	/* Which entry ran (0 = PVH, 1 = Multiboot2) and, for Multiboot2, the hand-off built by

@@ -10,6 +10,13 @@
 #include "trap.h"
 
 extern "C" const std::uint64_t isr_table[capmem::kernel::kIsrTableSize];
+// NOLINTBEGIN(bugprone-dynamic-static-initializers): clang-tidy 14 false positive on extern
+// declarations; boot.S defines these in .bss.
+extern "C" std::uint64_t boot_pdpt_k[512];   // PML4[511]: the kernel-VMA half
+extern "C" std::uint64_t boot_pd[4 * 512];   // the direct map's 2 MiB pages of [0, 4 GiB)
+extern "C" std::uint8_t boot_stack_guard[];  // the page below the boot stack
+extern "C" std::uint8_t boot_stack_top[];
+// NOLINTEND(bugprone-dynamic-static-initializers)
 
 namespace capmem::kernel {
 namespace {
@@ -44,13 +51,26 @@ struct IdtGate {
 static_assert(sizeof(IdtGate) == 16);
 
 // Stacks, one set per CPU. Traps from ring 3 land on the RSP0 stack; #DF, NMI and #MC
-// always switch to IST1 so a kernel stack overflow still prints a dump instead of
+// always switch to IST1, so a kernel stack overflow still prints a dump instead of
 // triple-faulting. The top 16 bytes of each IST1 stack hold the owning CPU's PerCpu pointer
 // (trap.cpp reads it there: those vectors never trust GS). The boot CPU runs on boot.S's
-// stack; the others on g_kernel_stacks[id].
-alignas(16) std::uint8_t g_rsp0_stacks[kMaxKernelCpus][kRsp0StackSize];
-alignas(16) std::uint8_t g_ist1_stacks[kMaxKernelCpus][kIstStackSize];
-alignas(16) std::uint8_t g_kernel_stacks[kMaxKernelCpus][kKernelStackSize];
+// stack; the others on their `kernel` stack (cpu 0's stays unused).
+//
+// Each stack sits directly above a 4 KiB guard page (stacks grow down) that is not present
+// in the kernel-VMA mapping (install_stack_guards below), so an overflow faults on the guard
+// instead of overwriting the stack below it; trap.cpp names the stack (docs/boot.md "Stack
+// guard pages").
+struct alignas(PAGE_SIZE) CpuStacks {
+  std::uint8_t kernel_guard[PAGE_SIZE];
+  std::uint8_t kernel[kKernelStackSize];
+  std::uint8_t rsp0_guard[PAGE_SIZE];
+  std::uint8_t rsp0[kRsp0StackSize];
+  std::uint8_t ist1_guard[PAGE_SIZE];
+  std::uint8_t ist1[kIstStackSize];
+};
+static_assert(kKernelStackSize % PAGE_SIZE == 0 && kRsp0StackSize % PAGE_SIZE == 0 && kIstStackSize % PAGE_SIZE == 0,
+              "every guard page must be a whole page of its own");
+CpuStacks g_stacks[kMaxKernelCpus];
 
 alignas(16) IdtGate g_idt[256];
 CpuFeatures g_features;
@@ -71,8 +91,8 @@ IdtGate gate(std::uint64_t handler, unsigned dpl, unsigned ist) {
 void gdt_tss_init(PerCpu& c) {
   const unsigned id = c.id;
   c.tss = Tss{};
-  c.tss.rsp[0] = reinterpret_cast<std::uint64_t>(g_rsp0_stacks[id] + kRsp0StackSize);
-  std::uint8_t* ist_top = g_ist1_stacks[id] + kIstStackSize;
+  c.tss.rsp[0] = reinterpret_cast<std::uint64_t>(g_stacks[id].rsp0 + kRsp0StackSize);
+  std::uint8_t* ist_top = g_stacks[id].ist1 + kIstStackSize;
   *reinterpret_cast<PerCpu**>(ist_top - 8) = &c;
   c.tss.ist[0] = reinterpret_cast<std::uint64_t>(ist_top - 16);
   c.tss.iomap_base = sizeof(Tss);
@@ -178,13 +198,114 @@ CpuFeatures fpu_init() {
   return f;
 }
 
+// --- Stack guard pages (SDM Vol. 3A 4.5 "4-Level Paging", 4.10.4 "Invalidation of TLBs and
+// Paging-Structure Caches") ----------------------------------------------------------------
+// boot.S maps the kernel-VMA half through the direct map's first page directory (boot_pd,
+// 2 MiB pages). A guard page needs a 4 KiB mapping, so the kernel half gets a page directory
+// of its own (g_kernel_pd, a copy of boot_pd's first 512 entries) in which each 2 MiB entry
+// holding a guard page is replaced by a page table mapping the same 2 MiB with the same
+// attributes; the guard pages' entries there are then not present. The direct map keeps
+// boot_pd, so each guard page's direct-map alias (kDirectMapBase + its physical address)
+// stays mapped: harmless, since no stack is ever addressed through the direct map.
+//
+// Page tables needed: g_stacks is at most 2 MiB, so its guards lie in at most two 2 MiB
+// regions; boot_stack_guard in at most one more.
+constexpr unsigned kGuardPageTables = 3;
+static_assert(sizeof g_stacks <= (std::size_t{2} << 20), "g_stacks' guards need more than two page tables");
+alignas(PAGE_SIZE) std::uint64_t g_kernel_pd[512];
+alignas(PAGE_SIZE) std::uint64_t g_guard_pts[kGuardPageTables][512];
+unsigned g_guard_pts_used = 0;
+
+// Paging-structure entry bits (SDM Vol. 3A 4.5, Tables 4-17, 4-18 and 4-19).
+constexpr std::uint64_t kPteP = 1ull << 0;
+constexpr std::uint64_t kPteW = 1ull << 1;
+constexpr std::uint64_t kPdePs = 1ull << 7;                    // PDE: maps a 2 MiB page
+constexpr std::uint64_t kPdePat = 1ull << 12;                  // 2 MiB PDE: PAT
+constexpr std::uint64_t kPtePat = 1ull << 7;                   // 4 KiB PTE: PAT
+constexpr std::uint64_t kLeafAttrs = 0x17full | (1ull << 63);  // P R/W U/S PWT PCD A D, G, XD: same bits in both
+constexpr std::uint64_t kPdeFrame2M = 0x000fffffffe00000ull;   // bits 51:21
+constexpr std::uint64_t kEntryAddr = 0x000ffffffffff000ull;    // bits 51:12
+
+std::uint64_t image_pa(const void* p) { return reinterpret_cast<std::uint64_t>(p) - kKernelVma; }
+unsigned kernel_pd_index(std::uint64_t va) { return static_cast<unsigned>((va - kKernelVma) >> 21); }
+
+// g_kernel_pd's 4 KiB entry for `va` (its 2 MiB region is split).
+std::uint64_t& kernel_pte(std::uint64_t va) {
+  const std::uint64_t pde = g_kernel_pd[kernel_pd_index(va)];
+  CAPMEM_ASSERT((pde & kPdePs) == 0);
+  auto* pt = reinterpret_cast<std::uint64_t*>((pde & kEntryAddr) + kKernelVma);  // our tables are in the image
+  return pt[(va >> 12) & 511];
+}
+
+// Replaces the 2 MiB entry g_kernel_pd[i] by a page table of 512 entries mapping the same
+// frames with the same attributes (only PAT moves: bit 12 -> bit 7).
+void split_2m(unsigned i) {
+  const std::uint64_t pde = g_kernel_pd[i];
+  if ((pde & kPdePs) == 0) return;  // split already
+  CAPMEM_ASSERT(g_guard_pts_used < kGuardPageTables);
+  std::uint64_t* pt = g_guard_pts[g_guard_pts_used++];
+  const std::uint64_t attrs = (pde & kLeafAttrs) | ((pde & kPdePat) != 0 ? kPtePat : 0);
+  for (unsigned j = 0; j < 512; ++j) pt[j] = ((pde & kPdeFrame2M) + j * PAGE_SIZE) | attrs;
+  g_kernel_pd[i] = image_pa(pt) | kPteP | kPteW;  // non-leaf: the leaf entries decide
+}
+
+// On the boot CPU before any other CPU starts (so no other TLB holds the old mappings; every
+// AP's first table, smp.cpp g_ap_pml4, and every run's PML4 link the same boot_pdpt_k).
+void install_stack_guards() {
+  for (unsigned i = 0; i < 512; ++i) g_kernel_pd[i] = boot_pd[i];
+  const unsigned n = stack_guard_count();
+  for (unsigned g = 0; g < n; ++g) split_2m(kernel_pd_index(stack_guard(g).guard));
+  // Step 1: the kernel half moves to g_kernel_pd. Every address keeps its frame and
+  // attributes, only the page size of the split regions changes, so whichever translation a
+  // TLB still holds meanwhile is right (SDM Vol. 3A 4.10.2.3); the CR3 load then drops them
+  // all (nothing is global, 4.10.4.1). We run on the boot stack, inside a split region.
+  boot_pdpt_k[kKernelPdptSlot] = image_pa(g_kernel_pd) | kPteP | kPteW;
+  arch::write_cr3(arch::read_cr3());
+  // Step 2: the guard pages become not present; invlpg drops any translation of them
+  // cached since the CR3 load (4.10.4.1).
+  for (unsigned g = 0; g < n; ++g) {
+    const std::uint64_t va = stack_guard(g).guard;
+    kernel_pte(va) &= ~kPteP;
+    arch::invlpg(va);
+  }
+}
+
 }  // namespace
+
+unsigned stack_guard_count() { return 1 + 3 * kMaxKernelCpus; }
+
+StackGuard stack_guard(unsigned i) {
+  CAPMEM_ASSERT(i < stack_guard_count());
+  const auto va = [](const void* p) { return reinterpret_cast<std::uint64_t>(p); };
+  if (i == 0) return {.guard = va(boot_stack_guard), .stack_hi = va(boot_stack_top), .cpu = 0, .name = "boot stack"};
+  const unsigned cpu = (i - 1) / 3;
+  CpuStacks& s = g_stacks[cpu];
+  switch ((i - 1) % 3) {
+    case 0:
+      return {
+          .guard = va(s.kernel_guard), .stack_hi = va(s.kernel + sizeof s.kernel), .cpu = cpu, .name = "kernel stack"};
+    case 1:
+      return {.guard = va(s.rsp0_guard), .stack_hi = va(s.rsp0 + sizeof s.rsp0), .cpu = cpu, .name = "rsp0 stack"};
+    default:
+      return {.guard = va(s.ist1_guard), .stack_hi = va(s.ist1 + sizeof s.ist1), .cpu = cpu, .name = "ist1 stack"};
+  }
+}
+
+StackGuard find_stack_guard(std::uint64_t va) {
+  const unsigned n = stack_guard_count();
+  for (unsigned g = 0; g < n; ++g) {
+    const StackGuard s = stack_guard(g);
+    if (va >= s.guard && va - s.guard < PAGE_SIZE) return s;
+  }
+  return {};
+}
 
 void cpu_init() {
   PerCpu& c = g_cpus[0];
   c.id = 0;
   gdt_tss_init(c);  // GS first: the console's line buffer is per CPU
   idt_init();
+  install_stack_guards();
   g_features = fpu_init();
 }
 
@@ -200,7 +321,7 @@ bool cpu_init_ap(PerCpu& c) {
 const CpuFeatures& cpu_features() { return g_features; }
 
 std::uint64_t kernel_stack_top(unsigned id) {
-  return reinterpret_cast<std::uint64_t>(g_kernel_stacks[id] + kKernelStackSize);
+  return reinterpret_cast<std::uint64_t>(g_stacks[id].kernel + kKernelStackSize);
 }
 
 }  // namespace capmem::kernel

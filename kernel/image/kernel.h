@@ -15,12 +15,14 @@ namespace capmem::kernel {
 //   PML4 slot 1    [512 GiB, 1 TiB)                    kernel-owned per-run pages (4.1)
 //   PML4 slot 256  0xffff800000000000 + pa             direct map of RAM (2 MiB pages;
 //                                                      1 GiB pages above 4 GiB)
-//   PML4 slot 511  0xffffffff80000000 + pa, pa < 1 GiB the kernel image (-mcmodel=kernel)
+//   PML4 slot 511  0xffffffff80000000 + pa, pa < 1 GiB the kernel image (-mcmodel=kernel);
+//                                                      4 KiB pages around the stack guard pages
 // Slots 256..511 are the kernel half: built once by boot.S, linked into every per-run PML4.
 inline constexpr std::uint64_t kDirectMapBase = 0xffff800000000000ull;
 inline constexpr std::uint64_t kDirectMapSpan = 512ull << 30;  // one PML4 slot
 inline constexpr std::uint64_t kKernelVma = 0xffffffff80000000ull;
-inline constexpr std::uint64_t kKernelMapSpan = 1ull << 30;  // PDPT slot 510 -> boot_pd[0]
+inline constexpr std::uint64_t kKernelMapSpan = 1ull << 30;  // PDPT slot 510 -> cpu.cpp's g_kernel_pd
+inline constexpr unsigned kKernelPdptSlot = 510;             // boot_pdpt_k's entry for kKernelVma
 inline constexpr unsigned kKernelHalfFirstSlot = 256;
 
 // --- Boot hand-off (boot.S) ------------------------------------------------------------
@@ -113,6 +115,21 @@ struct CpuFeatures {
   std::uint64_t xcr0;
 };
 const CpuFeatures& cpu_features();
+// Stack guard pages (cpu.cpp; docs/boot.md "Stack guard pages"): every ring-0 stack (the
+// boot CPU's boot.S stack; per CPU its kernel, RSP0 and IST1 stacks) lies directly above a
+// 4 KiB page that is not present in the kernel-VMA mapping (cpu_init installs them on the
+// boot CPU before any other CPU starts). A stack is used only through kernel-VMA addresses;
+// the guard page's direct-map alias stays mapped.
+struct StackGuard {
+  std::uint64_t guard = 0;     // kernel-VMA address of the guard page
+  std::uint64_t stack_hi = 0;  // the stack it guards: [guard + PAGE_SIZE, stack_hi)
+  unsigned cpu = 0;            // the CPU owning that stack
+  const char* name = nullptr;  // "boot stack", "kernel stack", "rsp0 stack", "ist1 stack"; nullptr: none
+};
+unsigned stack_guard_count();
+StackGuard stack_guard(unsigned i);  // i < stack_guard_count()
+// The guard page holding `va` (name == nullptr if it is in none).
+StackGuard find_stack_guard(std::uint64_t va);
 // Segment selectors (GDT layout in cpu.cpp).
 inline constexpr std::uint16_t kKernelCs = 0x08;
 inline constexpr std::uint16_t kKernelDs = 0x10;

@@ -5,11 +5,26 @@
 #include "capmem/env.h"
 #include "kernel.h"
 #include "ktest.h"
+#include "percpu.h"
 #include "trap.h"
 
 namespace {
 using namespace capmem;
 using namespace capmem::kernel;
+
+// Whether `va` has a present translation in the current address space: a walk of the
+// paging structures from CR3 (SDM Vol. 3A 4.5, 4-level paging; PS at PDPTE and PDE level).
+bool mapped(std::uint64_t va) {
+  constexpr std::uint64_t kAddr = 0x000ffffffffff000ull;
+  std::uint64_t table = arch::read_cr3() & kAddr;
+  for (int level = 3;; --level) {
+    const auto* t = static_cast<const std::uint64_t*>(env::phys_to_virt(PhysAddr{table}));
+    const std::uint64_t e = t[(va >> (12 + 9 * level)) & 511];
+    if ((e & 1) == 0) return false;
+    if (level == 0 || ((level == 1 || level == 2) && (e & 0x80) != 0)) return true;
+    table = e & kAddr;
+  }
+}
 }  // namespace
 
 KTEST(boot_memory_ranges_exclude_image_and_low_memory) {
@@ -82,4 +97,27 @@ KTEST(boot_cpu_state) {
   KEXPECT_EQ(idt[14 * 16 + 5], 0x8e);               // #PF: present, DPL 0, interrupt gate
   KEXPECT_EQ(idt[kVectorExitGate * 16 + 5], 0xee);  // exit gate: present, DPL 3
   KEXPECT_EQ(idt[8 * 16 + 4] & 7, 1);               // #DF on IST1
+}
+
+KTEST(boot_stack_guard_pages_not_present) {
+  // The boot stack and every CPU's kernel, RSP0 and IST1 stacks: the page right below each
+  // is not present through the kernel-VMA addresses the stacks are used by, the stack's
+  // lowest and highest bytes and the page below the guard are, and so is the guard's
+  // direct-map alias (it stays mapped on purpose, cpu.cpp).
+  KASSERT_EQ(stack_guard_count(), 1 + 3 * kMaxKernelCpus);
+  std::uint64_t rsp = 0;
+  asm volatile("mov %%rsp, %0" : "=r"(rsp));
+  bool on_a_guarded_stack = false;
+  for (unsigned i = 0; i < stack_guard_count(); ++i) {
+    const StackGuard g = stack_guard(i);
+    KASSERT(g.name != nullptr && g.guard >= kKernelVma && (g.guard & (PAGE_SIZE - 1)) == 0);
+    KEXPECT(!mapped(g.guard) && !mapped(g.guard + PAGE_SIZE - 1));
+    KEXPECT(mapped(g.guard - 1) && mapped(g.guard + PAGE_SIZE) && mapped(g.stack_hi - 1));
+    KEXPECT(mapped(kDirectMapBase + (g.guard - kKernelVma)));
+    const StackGuard hit = find_stack_guard(g.guard + PAGE_SIZE - 8);
+    KEXPECT(hit.guard == g.guard && hit.cpu == g.cpu);
+    KEXPECT(find_stack_guard(g.guard + PAGE_SIZE).name == nullptr);  // the stack itself is no guard
+    if (rsp > g.guard + PAGE_SIZE && rsp <= g.stack_hi) on_a_guarded_stack = true;
+  }
+  KEXPECT(on_a_guarded_stack);  // this case runs on one of them (the boot stack, cpu 0)
 }

@@ -5,7 +5,9 @@
 //   nested=hook  a ring-3 run's #PF hook (the kernel's page-fault path, ring 0, on the
 //                TSS.RSP0 stack) reads an unmapped address: a #PF nested in a #PF;
 //   nested=dump  a ring-0 #UD whose dump follows a frame pointer into unmapped kernel
-//                space: a #PF while the exception is being reported.
+//                space: a #PF while the exception is being reported;
+//   nested=rsp0-overflow  a ring-3 run's #PF hook recurses without bound: the TSS.RSP0
+//                stack overflows into its guard page (docs/boot.md "Stack guard pages").
 // Never part of the normal test image: every variant fails the boot by design.
 #include <cstdint>
 
@@ -32,10 +34,25 @@ FaultVerdict faulting_hook(void*, VirtAddr, std::uint64_t, TrapFrame&) {
   return {.action = FaultAction::EndRun};
 }
 
+// Every level keeps 64 bytes live across the call: neither a tail call nor a loop.
+[[gnu::noinline]] std::uint64_t recurse(std::uint64_t depth) {
+  volatile std::uint64_t frame[8];
+  for (auto& w : frame) w = depth;
+  if (depth == ~std::uint64_t{0}) return 0;  // never reached
+  return recurse(depth + 1) + frame[depth & 7];
+}
+
+FaultVerdict overflowing_hook(void*, VirtAddr, std::uint64_t, TrapFrame&) {
+  log::str("nested: the #PF hook recurses without bound at ring 0\n");
+  (void)recurse(0);
+  return {.action = FaultAction::EndRun};
+}
+
 }  // namespace
 
 KTEST(nested_fault) {
-  if (cmdline_has("nested=hook")) {
+  const bool overflow = cmdline_has("nested=rsp0-overflow");
+  if (cmdline_has("nested=hook") || overflow) {
     auto table = pt::PageTable::create();
     KASSERT(table.ok());
     link_kernel_half(table.value());
@@ -45,7 +62,8 @@ KTEST(nested_fault) {
     regs.rdi = kGuestAddr;
     regs.rsp = kJit + 4096;
     log::str("nested: ring-3 load from 0x10000000 (not mapped)\n");
-    (void)run_user(RunSpec{.cr3 = table->root(), .regs = regs, .page_fault_hook = faulting_hook});
+    (void)run_user(
+        RunSpec{.cr3 = table->root(), .regs = regs, .page_fault_hook = overflow ? overflowing_hook : faulting_hook});
     t.fail("the run returned: the nested fault was not reported");
     table->teardown();
     return;
@@ -56,5 +74,5 @@ KTEST(nested_fault) {
     t.fail("ud2 returned");
     return;
   }
-  t.fail("no nested= variant on the command line (nested=hook or nested=dump)");
+  t.fail("no nested= variant on the command line (nested=hook, nested=dump or nested=rsp0-overflow)");
 }

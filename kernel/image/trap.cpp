@@ -65,6 +65,38 @@ void adopt_gs_from_ist(const TrapFrame* f) {
   arch::wrmsr(arch::MSR_GS_BASE, reinterpret_cast<std::uint64_t>(c));
 }
 
+// A ring-0 #PF or any #DF whose CR2 (or, failing that, interrupted RSP) lies in a stack's
+// guard page (cpu.cpp): that stack overflowed. The #PF on the guard cannot push its own
+// frame on the same stack, so it arrives as #DF on IST1 (SDM Vol. 3A 6.15 "Interrupt 8",
+// Table 6-5: a page fault while delivering a page fault). The saved CS:RIP of a #DF are
+// undefined (6.15), so a #DF is checked whatever its frame says.
+StackGuard overflowed_stack(const TrapFrame& f) {
+  if (f.vector != kVectorDoubleFault && (f.vector != kVectorPageFault || f.from_user())) return {};
+  const StackGuard g = find_stack_guard(arch::read_cr2());
+  return g.name != nullptr ? g : find_stack_guard(f.rsp);
+}
+
+void report_overflow(const StackGuard& g, const char* tail) {
+  log::str("capmem: kernel stack overflow on cpu ");
+  log::dec(g.cpu);
+  log::str(" (");
+  log::str(g.name);
+  log::str(")");
+  if (g.cpu != percpu_id()) {
+    log::str(", touched from cpu ");
+    log::dec(percpu_id());
+  }
+  log::str(": guard page 0x");
+  log::hex(g.guard, 16);
+  log::str(" below [0x");
+  log::hex(g.guard + PAGE_SIZE, 16);
+  log::str(", 0x");
+  log::hex(g.stack_hi, 16);
+  log::str(")");
+  log::str(tail);
+  log::nl();
+}
+
 }  // namespace
 
 void backtrace_from(std::uint64_t rbp) {
@@ -73,6 +105,7 @@ void backtrace_from(std::uint64_t rbp) {
   // address. Only follow frames inside the kernel mapping, at most 16.
   for (int i = 0; i < 16; ++i) {
     if (rbp < kKernelVma || (rbp & 7) != 0 || rbp > ~std::uint64_t{15}) break;
+    if (find_stack_guard(rbp).name != nullptr || find_stack_guard(rbp + 8).name != nullptr) break;  // not mapped
     const auto* fp = reinterpret_cast<const std::uint64_t*>(rbp);
     log::str(" 0x");
     log::hex(fp[1], 16);
@@ -142,6 +175,7 @@ extern "C" void trap_dispatch(TrapFrame* f) {
   // fault in the printing itself cannot recurse until the stack is gone.
   const int depth = ++percpu()->exception_depth;
   if (depth > 2) exit_qemu(kExitFail);
+  const StackGuard overflow = overflowed_stack(*f);
   if (depth == 2) {
     log::str("\n*** nested CPU exception ");
     log::dec(f->vector);
@@ -151,7 +185,12 @@ extern "C" void trap_dispatch(TrapFrame* f) {
     reg("rip", f->rip);
     log::str(" ");
     reg("cr2", arch::read_cr2());
-    log::str("\ncapmem: boot failed: nested CPU exception\n");
+    log::nl();
+    // An overflow of IST1 itself (while reporting): the #PF on its guard cannot be
+    // delivered on IST1, the #DF it turns into switches to the top of IST1 again and lands
+    // here. Not a triple fault: delivering the #DF succeeds (docs/boot.md).
+    if (overflow.name != nullptr) report_overflow(overflow, " while reporting an exception");
+    log::str("capmem: boot failed: nested CPU exception\n");
     console_flush();
     exit_qemu(kExitFail);
   }
@@ -174,6 +213,7 @@ extern "C" void trap_dispatch(TrapFrame* f) {
     reg("cr2", o.cr2);
     log::nl();
   }
+  if (overflow.name != nullptr) report_overflow(overflow, "");
   if (others != 0) {
     log::str("capmem: stopped ");
     log::dec(stopped);
@@ -181,8 +221,10 @@ extern "C" void trap_dispatch(TrapFrame* f) {
     log::dec(others);
     log::str(" other CPUs\n");
   }
-  log::str(nested ? "capmem: boot failed: CPU exception inside a ring-3 trap handler\n"
-                  : "capmem: boot failed: unexpected CPU exception\n");
+  if (overflow.name != nullptr) log::str("capmem: boot failed: kernel stack overflow\n");
+  else
+    log::str(nested ? "capmem: boot failed: CPU exception inside a ring-3 trap handler\n"
+                    : "capmem: boot failed: unexpected CPU exception\n");
   console_flush();
   exit_qemu(kExitFail);
 }

@@ -20,6 +20,7 @@ struct TrapFrame {
 };
 static_assert(sizeof(TrapFrame) == 22 * 8, "isr.S pushes exactly this layout");
 
+inline constexpr unsigned kVectorDoubleFault = 8;  // #DF (SDM Vol. 3A 6.15 "Interrupt 8"), on IST1
 inline constexpr unsigned kVectorPageFault = 14;   // #PF (SDM Vol. 3A 6.15 "Interrupt 14")
 inline constexpr unsigned kVectorExitGate = 0x81;  // ring-3 exit gate (`int 0x81`, DPL 3)
 inline constexpr unsigned kVectorNmi = 2;
