@@ -7,29 +7,10 @@
 # Usage: smp-panic.sh QEMU_RUN KERNEL [--kvm]
 set -uo pipefail
 run=$1; kernel=$2; shift 2
-fail=0
-boot() {  # boot APPEND [qemu-run args]: sets $out and $rc
-  local app=$1
-  shift
-  out=$("$run" "$kernel" "$@" --smp 4 --timeout 120 -append "$app" 2>&1); rc=$?
-  echo "=== -append $app"
-  echo "$out"
-}
-check() {  # check DESCRIPTION REGEX
-  if ! printf '%s\n' "$out" | grep -qE "$2"; then
-    echo "smp-panic: FAIL: $1 (no line matching /$2/)"
-    fail=1
-  fi
-}
-count() {  # count DESCRIPTION REGEX N
-  local c
-  c=$(printf '%s\n' "$out" | grep -cE "$2")
-  [ "$c" = "$3" ] || { echo "smp-panic: FAIL: $1: $c lines matching /$2/, want $3"; fail=1; }
-}
-want_fail() {
-  [ $rc = 77 ] && { echo "SKIP: $(echo "$out" | tail -1)"; exit 77; }
-  [ $rc = 1 ] || { echo "smp-panic: FAIL: qemu-run.sh returned $rc, want 1 (kernel-reported failure)"; fail=1; }
-}
+name=smp-panic
+boot_args=(--smp 4)
+# shellcheck source=tests/qemu/crash-boot-lib.sh
+source "$(dirname "$0")/crash-boot-lib.sh"
 
 boot crash=ap-panic "$@"; want_fail
 check "4 CPUs online" '^smp: 4 CPUs online$'
