@@ -37,7 +37,7 @@ fi
 
 sections=$("$readelf" -S -W "$kernel")
 for s in .eh_frame .eh_frame_hdr .gcc_except_table .interp .dynamic .dynsym .got .got.plt .plt .tbss .tdata; do
-  if printf '%s\n' "$sections" | grep -qE "[[:space:]]\\${s}[[:space:]]"; then
+  if grep -qE "[[:space:]]\\${s}[[:space:]]" <<<"$sections"; then
     echo "FAIL: section $s present in the kernel image"
     fail=1
   fi

@@ -14,7 +14,7 @@ boot() {  # boot APPEND [qemu-run args]: sets $out and $rc
   echo "$out"
 }
 check() {  # check DESCRIPTION REGEX: some line of the last boot matches
-  if ! printf '%s\n' "$out" | grep -qE "$2"; then
+  if ! grep -qE "$2" <<<"$out"; then
     echo "$name: FAIL: $1 (no line matching /$2/)"
     fail=1
   fi

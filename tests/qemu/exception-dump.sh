@@ -10,7 +10,7 @@ out=$("$run" "$kernel" --timeout 60 -append crash=pf 2>&1)
 rc=$?
 echo "$out"
 check() {  # check DESCRIPTION REGEX
-  if ! printf '%s\n' "$out" | grep -qE "$2"; then
+  if ! grep -qE "$2" <<<"$out"; then
     echo "exception-dump: FAIL: $1 (no line matching /$2/)"
     fail=1
   fi

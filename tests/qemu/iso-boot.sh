@@ -18,7 +18,7 @@ echo "$out"
 fail=0
 [ $rc = 0 ] || { echo "iso-boot: FAIL: qemu-run.sh returned $rc, want 0 (pass)"; fail=1; }
 check() {  # check DESCRIPTION REGEX
-  if ! printf '%s\n' "$out" | grep -qE "$2"; then
+  if ! grep -qE "$2" <<<"$out"; then
     echo "iso-boot: FAIL: $1 (no line matching /$2/)"
     fail=1
   fi

@@ -17,14 +17,14 @@ all=$("$nm" "$kernel" | sed -nE 's/.*ktest_case_([A-Za-z0-9_]+)$/\1/p' | LC_ALL=
 want=$(printf '%s\n' "$all" | grep -E '^(hash_sha|pt_)' | tr '\n' ' ')
 [ -n "$want" ] || { echo "ktest-filter: FAIL: the full run has no hash_sha*/pt_* case"; fail=1; }
 [ "$ran" = "$want" ] || { echo "ktest-filter: FAIL: ran '$ran', want '$want'"; fail=1; }
-printf '%s\n' "$out" | grep -qE "^ktest: filter \"hash_sha,pt_\" selects $(wc -w <<<"$want") of $(wc -l <<<"$all") cases$" ||
+grep -qE "^ktest: filter \"hash_sha,pt_\" selects $(wc -w <<<"$want") of $(wc -l <<<"$all") cases$" <<<"$out" ||
   { echo "ktest-filter: FAIL: no 'selects N of M' line"; fail=1; }
 
 out=$("$run" "$kernel" --timeout 60 -append "ktest=no_such_case" 2>&1)
 rc=$?
 echo "$out"
 [ $rc = 1 ] || { echo "ktest-filter: FAIL: a filter matching nothing returned $rc, want 1 (failure)"; fail=1; }
-printf '%s\n' "$out" | grep -q '^0 passed, 1 failed$' || { echo "ktest-filter: FAIL: no '0 passed, 1 failed'"; fail=1; }
+grep -q '^0 passed, 1 failed$' <<<"$out" || { echo "ktest-filter: FAIL: no '0 passed, 1 failed'"; fail=1; }
 
 [ $fail = 0 ] && echo "ktest-filter: ok"
 exit $fail

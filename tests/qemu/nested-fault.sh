@@ -12,7 +12,7 @@ run=$1
 kernel=$2
 fail=0
 check() {  # check VARIANT DESCRIPTION REGEX
-  if ! printf '%s\n' "$out" | grep -qE "$3"; then
+  if ! grep -qE "$3" <<<"$out"; then
     echo "nested-fault: FAIL: $1: $2 (no line matching /$3/)"
     fail=1
   fi

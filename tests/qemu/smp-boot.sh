@@ -32,7 +32,7 @@ echo "$out"
 [ $rc -eq 77 ] && { echo "SKIP: $(echo "$out" | tail -1)"; exit 77; }
 fail=0
 check() {  # check DESCRIPTION REGEX
-  if ! printf '%s\n' "$out" | grep -qE "$2"; then
+  if ! grep -qE "$2" <<<"$out"; then
     echo "smp-boot: FAIL: $1 (no line matching /$2/)"
     fail=1
   fi
