@@ -14,9 +14,9 @@ namespace {
 // Per simulated CPU: the Mmu current on it. `current` is changed under `lock` by the
 // thread bound to the CPU (and cleared by ~Mmu) and read by shootdowns from any thread
 // under `lock` (lock order: a slot's lock, then an Mmu's tlb_lock_). The owning thread
-// may also read it without the lock (nobody else makes an Mmu current there): invlpg with no Mmu current (the fault
-// benchmarks, most unit tests) then touches no lock another CPU's shootdown takes, as a
-// real invlpg waits for no other CPU.
+// may also read it without the lock (nobody else makes an Mmu current there): invlpg
+// with no Mmu current (the fault benchmarks, most unit tests) then touches no lock
+// another CPU's shootdown takes, as a real invlpg waits for no other CPU.
 struct alignas(64) CpuSlot {  // one cache line per CPU: no false sharing between CPUs
   std::mutex lock;
   std::atomic<Mmu*> current{nullptr};

@@ -30,8 +30,8 @@ enum class FrameKind : std::uint8_t {
 // array costs 1.6% of RAM and no two frames share a line: `refs` is written with locked
 // instructions by whichever CPU maps or drops the frame, and `link` by whichever CPU's
 // cache holds it. Invariants:
-//   - kind == Free        <=> the frame is on the shared free list or in one CPU's cache,
-//                             refs == 0.
+//   - kind == Free        <=> the frame is on the start-up list, on one CPU's depot list
+//                             or in one CPU's cache, refs == 0.
 //   - kind == Page/Table/Slab => refs >= 1 (the last unref() returns the frame).
 //   - `hash` (Page) and `link` (Free/Table/Slab) share storage: a live page never sits
 //     on a list, a listed frame has no page hash.
@@ -183,15 +183,8 @@ class FrameAllocator {
     FrameDesc* head = nullptr;
     std::uint64_t count = 0;
   };
-  // A chain of frames threaded through FrameDesc::link, `last->link` unspecified.
-  struct Chain {
-    FrameDesc* first = nullptr;
-    FrameDesc* last = nullptr;
-    std::uint32_t n = 0;
-  };
   CpuCache& local_cache() { return caches_[env::cpu_id()]; }
   bool refill(CpuCache& c);
-  static Chain take(FrameDesc*& head, std::uint64_t& count, std::uint32_t max);
   void drain(CpuCache& c, std::uint32_t n);
   bool injected_failure();
   void release(FrameDesc* d);

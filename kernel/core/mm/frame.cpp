@@ -106,48 +106,35 @@ std::uint64_t FrameAllocator::alloc_attempts() const {
 
 // --- Per-CPU caches ------------------------------------------------------------------------
 
-// Unlinks up to `max` frames from the front of the list (head, count). Caller holds the
-// list's lock.
-FrameAllocator::Chain FrameAllocator::take(FrameDesc*& head, std::uint64_t& count, std::uint32_t max) {
-  Chain ch{.first = head};
-  for (FrameDesc* d = head; d != nullptr && ch.n < max; d = d->link) {
-    ch.last = d;
-    ++ch.n;
-  }
-  if (ch.n != 0) {
-    head = ch.last->link;
-    count -= ch.n;
-  }
-  return ch;
-}
-
 // Fills the empty cache `c` with up to kCacheBatch frames: from this CPU's depot list, else
 // the start-up list, else another CPU's depot list (nearest first in CPU order). One lock at
 // a time; the cache's count changes under the lock of the list the frames came from, so
 // stats() never sees them on both or neither.
 bool FrameAllocator::refill(CpuCache& c) {
-  const unsigned self = env::cpu_id();
-  const unsigned ncpu = env::cpu_count();
-  const auto fill = [&c](FrameDesc*& head, std::uint64_t& count) {
-    const Chain ch = take(head, count, kCacheBatch);
-    if (ch.n == 0) return false;
-    ch.last->link = c.head;
-    c.head = ch.first;
-    c.count.store(c.count.load(std::memory_order_relaxed) + ch.n, std::memory_order_relaxed);
+  // Moves up to kCacheBatch frames from the front of the list (head, count) to the cache.
+  const auto fill = [&c](SpinLock& lock, FrameDesc*& head, std::uint64_t& count) {
+    const SpinGuard g(lock);
+    FrameDesc* const first = head;
+    FrameDesc* last = nullptr;
+    std::uint32_t n = 0;
+    for (FrameDesc* d = first; d != nullptr && n < kCacheBatch; d = d->link) {
+      last = d;
+      ++n;
+    }
+    if (n == 0) return false;
+    head = last->link;
+    count -= n;
+    last->link = c.head;
+    c.head = first;
+    c.count.store(c.count.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     return true;
   };
-  for (unsigned k = 0; k <= ncpu; ++k) {
-    // k == 0: own depot list; k == 1: the start-up list; then the other CPUs' lists.
-    if (k == 1) {
-      const SpinGuard g(lock_);
-      if (fill(free_head_, free_)) return true;
-      continue;
-    }
-    const unsigned cpu = k == 0 ? self : (self + k - 1) % ncpu;
-    DepotList& dl = depots_[cpu];
-    const SpinGuard g(dl.lock);
-    if (fill(dl.head, dl.count)) return true;
-  }
+  const auto fill_from_depot = [&fill](DepotList& dl) { return fill(dl.lock, dl.head, dl.count); };
+  const unsigned self = env::cpu_id();
+  if (fill_from_depot(depots_[self]) || fill(lock_, free_head_, free_)) return true;
+  const unsigned ncpu = env::cpu_count();
+  for (unsigned i = 1; i < ncpu; ++i)
+    if (fill_from_depot(depots_[(self + i) % ncpu])) return true;
   return false;
 }
 
