@@ -111,27 +111,12 @@ void check_accepted(const DataCap& cap, const std::uint8_t* data, std::size_t si
   }
 }
 
-// Rule 5.3: the input through a ByteSource that counts reads per byte and stops the run at
-// the second read of any byte (a decoder that reads each byte once cannot be told two
-// stories by changing input). The outcome must be the plain decode's (same status and
-// offset, or a cap with the same root).
-struct ReadOnceSource {
-  const std::uint8_t* data;
-  std::vector<std::uint8_t> reads;
-  static void copy_in(const void* ctx, std::uint64_t off, std::uint8_t* out, std::size_t n) {
-    auto* s = const_cast<ReadOnceSource*>(static_cast<const ReadOnceSource*>(ctx));
-    FUZZ_CHECK(off <= s->reads.size() && n <= s->reads.size() - off);
-    for (std::size_t i = 0; i < n; ++i) {
-      FUZZ_CHECK(s->reads[off + i]++ == 0);  // read once
-      out[i] = s->data[off + i];
-    }
-  }
-};
-
+// Rule 5.3: the input through a ReadOnceSource (fuzz_common.h); the outcome must be the
+// plain decode's (same status and offset, or a cap with the same root).
 void check_source(const std::uint8_t* data, std::size_t size, Status want, std::uint64_t want_at, const Hash32* root) {
-  ReadOnceSource src{.data = data, .reads = std::vector<std::uint8_t>(size, 0)};
+  ReadOnceSource src(data, size);  // not const: copy_in counts reads in it
   DecodeError err{Status::Ok, 0};
-  auto r = DataCap::decode(ByteSource{.copy_in = ReadOnceSource::copy_in, .ctx = &src, .len = size}, &err);
+  auto r = DataCap::decode(src.source(), &err);
   FUZZ_CHECK(r.status() == want);
   if (r.ok()) FUZZ_CHECK(root_of(r.value()) == *root);
   else FUZZ_CHECK(err.offset == want_at);

@@ -1,9 +1,13 @@
 // Helpers shared by the fuzz targets.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
+#include "capmem/codec.h"
 #include "capmem/frame.h"
 #include "capmem/status.h"
 
@@ -34,6 +38,26 @@ struct FrameLeakGuard {
       std::fprintf(stderr, "fuzz: frame leak: %lld frames\n",
                    static_cast<long long>(before) - static_cast<long long>(after));
       std::abort();
+    }
+  }
+};
+
+// Rule 5.3: the input [data, data + size) through a codec::ByteSource that counts reads per
+// byte and stops the run at the second read of any byte: a decoder that reads each byte
+// once cannot be told two stories by input that changes while it reads.
+struct ReadOnceSource {
+  const std::uint8_t* data;
+  std::vector<std::uint8_t> reads;
+  ReadOnceSource(const std::uint8_t* d, std::size_t size) : data(d), reads(size, 0) {}
+  [[nodiscard]] capmem::ByteSource source() const {
+    return capmem::ByteSource{.copy_in = copy_in, .ctx = this, .len = reads.size()};
+  }
+  static void copy_in(const void* ctx, std::uint64_t off, std::uint8_t* out, std::size_t n) {
+    auto* s = const_cast<ReadOnceSource*>(static_cast<const ReadOnceSource*>(ctx));
+    FUZZ_CHECK(off <= s->reads.size() && n <= s->reads.size() - off);
+    for (std::size_t i = 0; i < n; ++i) {
+      FUZZ_CHECK(s->reads[off + i]++ == 0);  // read once
+      out[i] = s->data[off + i];
     }
   }
 };

@@ -58,25 +58,12 @@ void check_accepted(const Slot& s, const std::uint8_t* data, std::size_t size) {
   FUZZ_CHECK(again->root() == s.root());
 }
 
-// Rule 5.3: the input through a ByteSource that stops the run at the second read of any
-// byte; the outcome must be the plain decode's (status and offset, or kind and root).
-struct ReadOnceSource {
-  const std::uint8_t* data;
-  std::vector<std::uint8_t> reads;
-  static void copy_in(const void* ctx, std::uint64_t off, std::uint8_t* out, std::size_t n) {
-    auto* s = const_cast<ReadOnceSource*>(static_cast<const ReadOnceSource*>(ctx));
-    FUZZ_CHECK(off <= s->reads.size() && n <= s->reads.size() - off);
-    for (std::size_t i = 0; i < n; ++i) {
-      FUZZ_CHECK(s->reads[off + i]++ == 0);
-      out[i] = s->data[off + i];
-    }
-  }
-};
-
+// Rule 5.3: the input through a ReadOnceSource (fuzz_common.h); the outcome must be the
+// plain decode's (status and offset, or kind and root).
 void check_source(const std::uint8_t* data, std::size_t size, const Result<Slot>& plain, const DecodeError& perr) {
-  ReadOnceSource src{.data = data, .reads = std::vector<std::uint8_t>(size, 0)};
+  ReadOnceSource src(data, size);  // not const: copy_in counts reads in it
   DecodeError err{Status::Ok, 0};
-  auto r = codec::slot_decode(ByteSource{.copy_in = ReadOnceSource::copy_in, .ctx = &src, .len = size}, &err);
+  auto r = codec::slot_decode(src.source(), &err);
   FUZZ_CHECK(r.status() == plain.status());
   if (r.ok()) FUZZ_CHECK(r->kind() == plain->kind() && r->root() == plain->root());
   else FUZZ_CHECK(err.offset == perr.offset);
