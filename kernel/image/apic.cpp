@@ -4,6 +4,7 @@
 #include "arch.h"
 #include "capmem/env.h"
 #include "capmem/log.h"
+#include "capmem/pt.h"
 #include "kernel.h"
 #include "trap.h"
 
@@ -113,7 +114,7 @@ bool init_bsp() {
     }
     // MMIO must not be cached: PCD|PWT on the direct map's 2 MiB page holding it (SDM Vol. 3A
     // 11.4.1: "strong uncacheable"; 4.9.1 PAT index 3 = UC with PAT at its reset value).
-    boot_pd[pa >> 21] |= (1u << 4) | (1u << 3);
+    boot_pd[pa >> 21] |= pt::bit(pt::Bit::CacheDisable) | pt::bit(pt::Bit::WriteThrough);
     arch::invlpg(kDirectMapBase + (pa & ~((2ull << 20) - 1)));
     arch::wrmsr(arch::MSR_APIC_BASE, base | kBaseEnable);
     g_mmio = static_cast<volatile std::uint32_t*>(env::phys_to_virt(PhysAddr{pa}));

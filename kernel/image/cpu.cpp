@@ -5,6 +5,7 @@
 
 #include "arch.h"
 #include "capmem/log.h"
+#include "capmem/pt.h"
 #include "kernel.h"
 #include "percpu.h"
 #include "trap.h"
@@ -216,15 +217,20 @@ alignas(PAGE_SIZE) std::uint64_t g_kernel_pd[512];
 alignas(PAGE_SIZE) std::uint64_t g_guard_pts[kGuardPageTables][512];
 unsigned g_guard_pts_used = 0;
 
-// Paging-structure entry bits (SDM Vol. 3A 4.5, Tables 4-17, 4-18 and 4-19).
-constexpr std::uint64_t kPteP = 1ull << 0;
-constexpr std::uint64_t kPteW = 1ull << 1;
-constexpr std::uint64_t kPdePs = 1ull << 7;                    // PDE: maps a 2 MiB page
-constexpr std::uint64_t kPdePat = 1ull << 12;                  // 2 MiB PDE: PAT
-constexpr std::uint64_t kPtePat = 1ull << 7;                   // 4 KiB PTE: PAT
-constexpr std::uint64_t kLeafAttrs = 0x17full | (1ull << 63);  // P R/W U/S PWT PCD A D, G, XD: same bits in both
-constexpr std::uint64_t kPdeFrame2M = 0x000fffffffe00000ull;   // bits 51:21
-constexpr std::uint64_t kEntryAddr = 0x000ffffffffff000ull;    // bits 51:12
+// Paging-structure entry bits: pt.h's typed bits (SDM Vol. 3A 4.5, Tables 4-17 to 4-20),
+// plus the one pt.h does not need, the PAT bit of a 2 MiB PDE (Table 4-18).
+constexpr std::uint64_t kPteP = pt::bit(pt::Bit::Present);
+constexpr std::uint64_t kPteW = pt::bit(pt::Bit::Writable);
+constexpr std::uint64_t kPdePs = pt::bit(pt::Bit::PageSize);  // PDE: maps a 2 MiB page
+constexpr std::uint64_t kPdePat = 1ull << 12;                 // 2 MiB PDE: PAT
+constexpr std::uint64_t kPtePat = pt::bit(pt::Bit::Pat);      // 4 KiB PTE: PAT (PS's position)
+// The leaf attributes at the same position in a 2 MiB PDE and a 4 KiB PTE.
+constexpr std::uint64_t kLeafAttrs = kPteP | kPteW | pt::bit(pt::Bit::User) | pt::bit(pt::Bit::WriteThrough) |
+                                     pt::bit(pt::Bit::CacheDisable) | pt::bit(pt::Bit::Accessed) |
+                                     pt::bit(pt::Bit::Dirty) | pt::bit(pt::Bit::Global) | pt::bit(pt::Bit::NoExecute);
+static_assert(kLeafAttrs == (0x17full | (1ull << 63)));
+constexpr std::uint64_t kPdeFrame2M = pt::kAddrMask & ~(pt::entry_span(pt::Level::Pd) - 1);  // bits 51:21
+constexpr std::uint64_t kEntryAddr = pt::kAddrMask;                                          // bits 51:12
 
 std::uint64_t image_pa(const void* p) { return reinterpret_cast<std::uint64_t>(p) - kKernelVma; }
 unsigned kernel_pd_index(std::uint64_t va) { return static_cast<unsigned>((va - kKernelVma) >> 21); }
