@@ -467,6 +467,7 @@ struct Storm {
   unsigned cpus;
   std::atomic<unsigned> loaded;
   std::atomic<unsigned> issued;
+  std::atomic<unsigned> left;
   bool ok[kMaxKernelCpus];
 };
 
@@ -486,6 +487,7 @@ void storm_work(void* arg) {
   if (!table.ok()) {
     s->loaded.fetch_add(1);
     s->issued.fetch_add(1);
+    s->left.fetch_add(1);
     return;
   }
   link_kernel_half(table.value());
@@ -498,13 +500,18 @@ void storm_work(void* arg) {
   }
   barrier_irq_on(s->issued, s->cpus);  // nobody leaves its table while others may target it
   smp::load_cr3(boot_cr3());
+  // teardown() shoots its kernel-half range down on every CPU that may hold this root, and a
+  // CPU caught between CR3 loads counts as one that may (shootdown() is conservative). Wait
+  // until every CPU is back on the boot table, so that none is asked: the count below stays
+  // exactly the storm's requests.
+  barrier_irq_on(s->left, s->cpus);
   table->teardown();
   s->ok[me] = true;
 }
 
 KTEST(smp_every_cpu_shooting_down_at_once_completes) {
   const unsigned n = smp::online_count();
-  Storm s{.cpus = n, .loaded = {0}, .issued = {0}, .ok = {}};
+  Storm s{.cpus = n, .loaded = {0}, .issued = {0}, .left = {0}, .ok = {}};
   std::uint64_t answered0[kMaxKernelCpus];
   void* args[kMaxKernelCpus];
   for (unsigned i = 0; i < n; ++i) {
