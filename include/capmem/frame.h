@@ -80,7 +80,7 @@ struct FrameStats {
 //     used them unless another CPU runs short (a 4 KiB copy into a frame another CPU just
 //     wrote moves 64 lines between cores: BM_CowFault/threads:2, docs/performance.md).
 // Locks: SpinLock (interrupts off while held). refill() and drain() hold one lock at a
-// time; stats() and alloc_attempts() take lock_ then the depot locks in CPU order. No lock
+// time; stats() holds lock_ and takes each depot lock in turn under it. No lock
 // is held while calling anything outside this class but env::cpu_id/irq_save/irq_restore.
 // Bound (rule 7.4): when alloc() on one CPU returns nullptr (OutOfFrames), its own cache,
 // the start-up list and every depot list were empty when it looked, and every other CPU's

@@ -306,6 +306,15 @@ StackGuard find_stack_guard(std::uint64_t va) {
   return {};
 }
 
+// Every level keeps 64 bytes live across the call, so the compiler can turn it neither into
+// a tail call nor into a loop.
+[[gnu::noinline]] std::uint64_t overflow_stack(std::uint64_t depth) {
+  volatile std::uint64_t frame[8];
+  for (auto& w : frame) w = depth;
+  if (depth == ~std::uint64_t{0}) return 0;  // never reached
+  return overflow_stack(depth + 1) + frame[depth & 7];
+}
+
 void cpu_init() {
   PerCpu& c = g_cpus[0];
   c.id = 0;

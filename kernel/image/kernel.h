@@ -130,6 +130,9 @@ unsigned stack_guard_count();
 StackGuard stack_guard(unsigned i);  // i < stack_guard_count()
 // The guard page holding `va` (name == nullptr if it is in none).
 StackGuard find_stack_guard(std::uint64_t va);
+// Recurses at ring 0 until the stack runs into its guard page; never returns (the
+// stack-overflow tests: crash=stack-overflow, crash=ap-stack-overflow, nested=rsp0-overflow).
+std::uint64_t overflow_stack(std::uint64_t depth);
 // Segment selectors (GDT layout in cpu.cpp).
 inline constexpr std::uint16_t kKernelCs = 0x08;
 inline constexpr std::uint16_t kKernelDs = 0x10;

@@ -3,6 +3,7 @@
 
 #include "arch.h"
 #include "capmem/env.h"
+#include "capmem/pt.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "percpu.h"
@@ -15,14 +16,13 @@ using namespace capmem::kernel;
 // Whether `va` has a present translation in the current address space: a walk of the
 // paging structures from CR3 (SDM Vol. 3A 4.5, 4-level paging; PS at PDPTE and PDE level).
 bool mapped(std::uint64_t va) {
-  constexpr std::uint64_t kAddr = 0x000ffffffffff000ull;
-  std::uint64_t table = arch::read_cr3() & kAddr;
+  std::uint64_t table = arch::read_cr3() & pt::kAddrMask;
   for (int level = 3;; --level) {
     const auto* t = static_cast<const std::uint64_t*>(env::phys_to_virt(PhysAddr{table}));
     const std::uint64_t e = t[(va >> (12 + 9 * level)) & 511];
-    if ((e & 1) == 0) return false;
-    if (level == 0 || ((level == 1 || level == 2) && (e & 0x80) != 0)) return true;
-    table = e & kAddr;
+    if ((e & pt::bit(pt::Bit::Present)) == 0) return false;
+    if (level == 0 || ((level == 1 || level == 2) && (e & pt::bit(pt::Bit::PageSize)) != 0)) return true;
+    table = e & pt::kAddrMask;
   }
 }
 }  // namespace

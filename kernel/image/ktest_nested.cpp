@@ -34,17 +34,9 @@ FaultVerdict faulting_hook(void*, VirtAddr, std::uint64_t, TrapFrame&) {
   return {.action = FaultAction::EndRun};
 }
 
-// Every level keeps 64 bytes live across the call: neither a tail call nor a loop.
-[[gnu::noinline]] std::uint64_t recurse(std::uint64_t depth) {
-  volatile std::uint64_t frame[8];
-  for (auto& w : frame) w = depth;
-  if (depth == ~std::uint64_t{0}) return 0;  // never reached
-  return recurse(depth + 1) + frame[depth & 7];
-}
-
 FaultVerdict overflowing_hook(void*, VirtAddr, std::uint64_t, TrapFrame&) {
   log::str("nested: the #PF hook recurses without bound at ring 0\n");
-  (void)recurse(0);
+  (void)overflow_stack(0);
   return {.action = FaultAction::EndRun};
 }
 

@@ -25,15 +25,6 @@ bool starts_with(const char* s, const char* prefix) {
   return true;
 }
 
-// Unbounded recursion at ring 0 (crash=stack-overflow): every level keeps 64 bytes live
-// across the call, so the compiler can turn it neither into a tail call nor into a loop.
-[[gnu::noinline]] std::uint64_t recurse(std::uint64_t depth) {
-  volatile std::uint64_t frame[8];
-  for (auto& w : frame) w = depth;
-  if (depth == ~std::uint64_t{0}) return 0;  // never reached
-  return recurse(depth + 1) + frame[depth & 7];
-}
-
 // `-append crash=<kind>`: deliberately fault at ring 0 to prove the exception path prints
 // and fails the boot (tests/qemu exception-dump). Addresses are chosen to be recognizable.
 void maybe_crash(const char* cmd) {
@@ -52,7 +43,7 @@ void maybe_crash(const char* cmd) {
       env::panic("requested on the command line");
     } else if (starts_with(p, "stack-overflow")) {
       // Overflows the boot CPU's stack into its guard page (tests/qemu stack-overflow).
-      (void)recurse(0);
+      (void)overflow_stack(0);
     } else if (starts_with(p, "ap-panic") || starts_with(p, "ap-pf") || starts_with(p, "ap-stack-overflow")) {
       // A panic, a ring-0 #PF or a kernel stack overflow on the last application processor
       // while this CPU waits for it: every CPU must stop and exactly one report must appear
@@ -71,7 +62,7 @@ void maybe_crash(const char* cmd) {
             last, [](void*) { (void)*reinterpret_cast<volatile std::uint64_t*>(0xdead0000ull); }, nullptr);
       else
         smp::run_on(
-            last, [](void*) { (void)recurse(0); }, nullptr);
+            last, [](void*) { (void)overflow_stack(0); }, nullptr);
       smp::wait_done(last);
     } else if (starts_with(p, "triple")) {
       // An empty IDT: #UD cannot be delivered -> #GP -> #DF -> shutdown (SDM Vol. 3A 6.15

@@ -221,10 +221,9 @@ extern "C" void trap_dispatch(TrapFrame* f) {
     log::dec(others);
     log::str(" other CPUs\n");
   }
-  if (overflow.name != nullptr) log::str("capmem: boot failed: kernel stack overflow\n");
-  else
-    log::str(nested ? "capmem: boot failed: CPU exception inside a ring-3 trap handler\n"
-                    : "capmem: boot failed: unexpected CPU exception\n");
+  log::str(overflow.name != nullptr ? "capmem: boot failed: kernel stack overflow\n"
+           : nested                 ? "capmem: boot failed: CPU exception inside a ring-3 trap handler\n"
+                                    : "capmem: boot failed: unexpected CPU exception\n");
   console_flush();
   exit_qemu(kExitFail);
 }
