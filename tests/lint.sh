@@ -6,15 +6,15 @@
 #
 #   -B DIR      meson build directory with compile_commands.json (default: $CAPMEM_LINT_BUILD,
 #               else 'build'). Configure it with -Dkernel=true: the core is then linted with
-#               the kernel's freestanding flags, and kernel/image is covered.
+#               the kernel's freestanding flags, and kernel/image and the in-kernel tests are covered.
 #   -j N        clang-tidy processes in parallel (default 2: the machine is shared).
 #   --no-cache  lint every file. By default a file is skipped when its preprocessed text,
 #               flags, .clang-tidy and clang-tidy version are those of its last clean run
 #               (cache: DIR/lint-cache).
 #   FILE...     lint only these files (repo-relative). Default: every tracked .cpp/.h for
 #               clang-format; for clang-tidy every .cpp under kernel/core, kernel/image,
-#               hostsim and tests/demo that compile_commands.json compiles (the rest of
-#               tests/ is not linted).
+#               hostsim, tests/demo and tests/kernel that
+#               compile_commands.json compiles (the rest of tests/ is not linted).
 #
 # Output: one line per finding, 'path:line:col: check: message' (clang-tidy) or
 # 'path: N lines differ from clang-format', then one summary line, 'lint: clean (Ns)' or

@@ -104,7 +104,7 @@ Progress run_ops(const Engine& e) {
     f[3] = e.load(e.ctx, base + kOffValue, 8);
     for (int k = 1; k < 4; ++k)
       if (f[k].outcome != fault::Outcome::Retry) return {f[k].outcome, f[k].addr, p.ops_done, p.checksum};
-    // Width as the ring-3 program (kernel/image/demo_ring3.S) reads it: 1, 2 or 4 bytes,
+    // Width as the ring-3 program (tests/kernel/demo_ring3.S) reads it: 1, 2 or 4 bytes,
     // anything else 8. The table is guest memory: no byte of it may reach an assertion.
     const auto w = static_cast<unsigned>(f[1].value);
     const unsigned width = w == 1 || w == 2 || w == 4 ? w : 8;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nested-fault: a fault inside exception handling at ring 0 must end in a clear report and
 # a failed boot through isa-debug-exit (qemu-run.sh status 1): never a hang (3), never a
-# reset (2). Boots capmem-kernel-nested (kernel/image/ktest_nested.cpp) twice:
+# reset (2). Boots capmem-kernel-nested (tests/kernel/ktest_nested.cpp) twice:
 #   nested=hook  #PF at ring 0 inside a ring-3 run's #PF hook (the kernel's fault path);
 #   nested=dump  #PF while the dump of a ring-0 #UD follows a bad frame pointer;
 #   nested=rsp0-overflow  a ring-3 run's #PF hook recurses until the TSS.RSP0 stack runs

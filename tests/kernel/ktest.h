@@ -1,4 +1,4 @@
-// In-kernel test cases. To add one, write in any kernel/image/ktest_<area>.cpp:
+// In-kernel test cases. To add one, write in any tests/kernel/ktest_<area>.cpp:
 //
 //   #include "ktest.h"
 //   KTEST(area_what_it_checks) {
