@@ -13,7 +13,7 @@
 #               (cache: DIR/lint-cache).
 #   FILE...     lint only these files (repo-relative). Default: every tracked .cpp/.h for
 #               clang-format; for clang-tidy every .cpp under kernel/core, kernel/image,
-#               hostsim, tests/demo and tests/kernel that
+#               hostsim, tests/demo, tests/kernel and tests/bench/kernel that
 #               compile_commands.json compiles (the rest of tests/ is not linted).
 #
 # Output: one line per finding, 'path:line:col: check: message' (clang-tidy) or

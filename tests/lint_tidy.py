@@ -4,8 +4,8 @@
   lint_tidy.py db ROOT COMPILE_COMMANDS OUT_DB ONLY_LIST JOBS USE_CACHE VERSION
       Writes the filtered compile database OUT_DB and prints the files to lint, one
       'path key' line each (path repo-relative). Kept: .cpp files under kernel/core,
-      kernel/image, hostsim, tests/demo and the in-kernel tests
-      (tests/kernel); a file compiled twice (hosted and kernel) is
+      kernel/image, hostsim, tests/demo and the in-kernel tests and benchmarks
+      (tests/kernel, tests/bench/kernel); a file compiled twice (hosted and kernel) is
       linted once, with the kernel's freestanding flags; GCC-only flags clang rejects are
       dropped. key (empty: do not cache) is a sha256 of the file's preprocessed text with
       comments (so NOLINT edits count), its flags, .clang-tidy and the clang-tidy version.
@@ -23,7 +23,7 @@ import shlex
 import subprocess
 import sys
 
-LINTED = ('kernel/core/', 'kernel/image/', 'hostsim/', 'tests/demo/', 'tests/kernel/')
+LINTED = ('kernel/core/', 'kernel/image/', 'hostsim/', 'tests/demo/', 'tests/kernel/', 'tests/bench/kernel/')
 GCC_ONLY = {'-fno-tree-reassoc'}  # GCC flags clang rejects as unknown arguments
 DROP = {'-fdiagnostics-color=always'}
 
