@@ -17,7 +17,7 @@
 
 namespace capmem::testutil {
 
-// ../shared/vectors, passed by tests/unit/meson.build as CAPMEM_VECTORS.
+// tests/vectors, passed by tests/unit/meson.build as CAPMEM_VECTORS.
 inline std::string vectors_dir() {
   const char* d = std::getenv("CAPMEM_VECTORS");
   return d != nullptr ? d : "";

@@ -18,7 +18,7 @@
 //     input): OutOfFrames named in DecodeError or the same cap, nothing leaked.
 // A custom mutator rewrites the claimed hash of each Loaded slot to its true hash half of
 // the time, so mutated inputs keep reaching the accepting path.
-// Seeds: tests/fuzz/corpus/cap_decode/ (the ../shared/vectors encodings plus encodings made
+// Seeds: tests/fuzz/corpus/cap_decode/ (the tests/vectors encodings plus encodings made
 // by tests/fuzz/gen_seeds.py). libFuzzer takes -max_len from the largest seed.
 #include <cstddef>
 #include <cstdint>

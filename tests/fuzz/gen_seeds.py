@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the DataCap fuzz targets (tests/fuzz/corpus/{slot_decode,
 cap_decode,cap_ops}/). Independent of the C++ code: page hashes (rule 1.2) and encodings
-(rules 2.4, 5.1) are computed here from the spec with hashlib. The cap_decode corpus also
-takes the reference encodings from ../shared/vectors/*.ssz when that directory exists.
+(rules 2.4, 5.1) are computed here from the rules (docs/rules.md) with hashlib. The
+cap_decode corpus also takes the reference encodings tests/vectors/*.ssz (all of them: a
+missing or empty tests/vectors is an error, never a smaller corpus).
 
 Usage: tests/fuzz/gen_seeds.py   (from anywhere; rewrites the three corpus directories)
 """
+import argparse
 import hashlib
 import os
 import shutil
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VECTORS = os.path.join(HERE, "..", "..", "..", "shared", "vectors")
+VECTORS = os.path.join(HERE, "..", "vectors")
 PAGE = 4096
 
 
@@ -62,7 +65,21 @@ def write(corpus: str, name: str, data: bytes) -> None:
         f.write(data)
 
 
+def vector_encodings():
+    """The names of the reference encodings in tests/vectors (docs/rules.md section 6)."""
+    try:
+        names = sorted(f for f in os.listdir(VECTORS) if f.endswith(".ssz"))
+    except OSError as e:
+        sys.exit("gen_seeds.py: cannot read the reference vectors %s: %s" % (os.path.normpath(VECTORS), e.strerror))
+    if not names:
+        sys.exit("gen_seeds.py: no .ssz encodings in %s" % os.path.normpath(VECTORS))
+    return names
+
+
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            epilog="Takes no arguments; rewrites tests/fuzz/corpus/{slot_decode,cap_decode,cap_ops}/.").parse_args()
+    vector_encodings()  # before anything is removed: a missing vectors directory loses no seed
     for c in ("slot_decode", "cap_decode", "cap_ops"):
         d = os.path.join(HERE, "corpus", c)
         shutil.rmtree(d, ignore_errors=True)
@@ -91,11 +108,9 @@ def main() -> None:
     write("slot_decode", "bad-missing-short", slot_missing(page_hash(ff))[:20])
 
     # --- cap_decode: the reference vectors plus a few shapes.
-    if os.path.isdir(VECTORS):
-        for f in sorted(os.listdir(VECTORS)):
-            if f.endswith(".ssz"):
-                with open(os.path.join(VECTORS, f), "rb") as src:
-                    write("cap_decode", "vector-" + f[:-4], src.read())
+    for f in vector_encodings():
+        with open(os.path.join(VECTORS, f), "rb") as src:
+            write("cap_decode", "vector-" + f[:-4], src.read())
     write("cap_decode", "one-page-zero", cap(PAGE, []))
     write("cap_decode", "bad-size-zero", cap(0, []))  # rule 5.2: 3.6 makes at least one page
     write("cap_decode", "max-size-empty", cap(1 << 32, []))

@@ -26,11 +26,11 @@ constexpr Hash32 kShaAbc = from_hex("ba7816bf8f01cfea414140de5dae2223b00361a3961
 constexpr Hash32 kShaEmpty = from_hex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 constexpr Hash32 kSha448 = from_hex("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 constexpr Hash32 kSha896 = from_hex("cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
-// ../shared/vectors/FIRST_PAGE_ROOTS (page_content_hash of a file's first page, zero-padded).
+// tests/vectors/FIRST_PAGE_ROOTS (page_content_hash of a file's first page, zero-padded).
 constexpr Hash32 kRootAbcPage = from_hex("fc207efee96698a784ce22d1e488b5621ffea4b11d6c953b18606925dff0d21a");
 constexpr Hash32 kRootEmptyPage = from_hex("87eb0ddba57e35f6d286673802a4af5975e22506c7cf4c64bb6be5ee11527f2c");
 constexpr Hash32 kRootFfPage = from_hex("8f711e9197bcd96314b8d20425eac7dce4aee7c9a0579e901d636d3256db3672");
-// ../shared/vectors/ROOTS (DataCap root of the whole file, rule 3.6), for the files whose
+// tests/vectors/ROOTS (DataCap root of the whole file, rule 3.6), for the files whose
 // content is easy to rebuild here: "abc", nothing, 4096 x 0xff, 12288 x 0x00.
 constexpr Hash32 kCapAbc = from_hex("e71fa5ec23d07837d85487a24d4fb2159399853d875fb4c3ba93bedb2ada2f61");
 constexpr Hash32 kCapEmpty = from_hex("ed5f4ed0d6617d50abd49d4c84281e175b48a7e1edf550a89bf2c9b5c4ce01f0");
@@ -208,9 +208,9 @@ Hash32 cap_root(const std::uint8_t* p, std::size_t len, capmem::ktest::Ctx& t) {
 }  // namespace
 
 // Every back end the CPU supports, forced in turn, reproduces the published values on its
-// own: the FIPS 180-4 examples, the page roots of ../shared/vectors/FIRST_PAGE_ROOTS (one
+// own: the FIPS 180-4 examples, the page roots of tests/vectors/FIRST_PAGE_ROOTS (one
 // page at a time and as a batch, the lane-parallel path) and the DataCap roots of
-// ../shared/vectors/ROOTS.
+// tests/vectors/ROOTS.
 KTEST(hash_each_supported_impl_gives_vector_roots) {
   const hash::Impl saved = hash::active();
   unsigned checked = 0;

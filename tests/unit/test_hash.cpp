@@ -234,7 +234,7 @@ TEST(Rule1_2, ManyPagesAtOnceMatchOneAtATime) {
   }
 }
 
-// ../shared/vectors/FIRST_PAGE_ROOTS: "<root>  <file>" = page_content_hash of the file's
+// tests/vectors/FIRST_PAGE_ROOTS: "<root>  <file>" = page_content_hash of the file's
 // first 4096 bytes, zero-padded (computed by an SSZ implementation outside this project).
 TEST(Rule1_2, FirstPageRootsFromSharedVectors) {
   ForceGuard guard;
