@@ -8,10 +8,13 @@
 # BENCH_REPS (repetitions per benchmark, default 5; ratios use the best repetition in
 # wall-clock time per item, as the hashtree harness reports its best run in wall-clock time).
 #
-# Peers: hashtree (npm, page roots) and linux_cow (../shared/peers/linux_cow.c, gcc -O2:
-# Linux's CoW write fault and read fault from user space). If tests/bench/run-kernel-bench.sh
-# exists and is executable it is run too (boots the kernel under KVM; writes
-# $OUT/kernel-bench.json or prints why it skipped); "kernel:<key>" ratio lines read it.
+# Peers (tests/bench/peers/, the project's own harnesses; see their headers): hashtree
+# (hashtree_pages.js on the npm package that peers/package.json pins: page roots) and
+# linux_cow (linux_cow.c, gcc -O2: Linux's CoW write fault and read fault from user space).
+# Their npm install goes to $BUILD/peers, never into the source tree.
+# If tests/bench/run-kernel-bench.sh exists and is executable it is run too (boots the
+# kernel under KVM; writes $OUT/kernel-bench.json or prints why it skipped); "kernel:<key>"
+# ratio lines read it.
 #
 # The `capmem` tool: tests/bench/run-tool-bench.sh times `capmem root` against `sha256sum`
 # on one 1 GiB file and on 1000 small files, with peak memory (printed last).
@@ -25,7 +28,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build-release}
 OUT=${OUT:-$BUILD/bench-results}
 REPS=${BENCH_REPS:-5}
-PEERS_SRC=$ROOT/../shared/peers
+PEERS_SRC=$ROOT/tests/bench/peers
 
 mkdir -p "$OUT"
 # Absolute paths: the peers run from their own directories.
@@ -55,25 +58,24 @@ echo "== capmem-bench ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), 
 rm -f "$OUT"/peer-*.json "$OUT"/kernel-bench.json
 
 run_hashtree() {
-  local dir=$PEERS_SRC
-  if [ ! -d "$PEERS_SRC" ]; then
-    echo "hashtree: skipped ($PEERS_SRC not found)"
-    return
-  fi
+  local dir=$BUILD/peers
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "hashtree: skipped (node/npm not installed)"
     return
   fi
-  if [ ! -d "$PEERS_SRC/node_modules/@chainsafe/hashtree" ]; then
-    # The shared directory may be read-only: install into a private copy, kept for reuse.
-    dir=$BUILD/peers
-    mkdir -p "$dir"
-    cp "$PEERS_SRC/package.json" "$PEERS_SRC/hashtree_pages.js" "$dir/"
-    if [ ! -d "$dir/node_modules/@chainsafe/hashtree" ]; then
-      if ! (cd "$dir" && npm install --no-audit --no-fund >"$OUT/npm-install.log" 2>&1); then
-        echo "hashtree: skipped (npm install failed; see $OUT/npm-install.log)"
-        return
-      fi
+  # The install lives in the build directory; it is redone when package.json or
+  # package-lock.json changed since (npm ci: exactly the locked versions).
+  mkdir -p "$dir"
+  cp "$PEERS_SRC/hashtree_pages.js" "$dir/"
+  if ! cmp -s "$PEERS_SRC/package.json" "$dir/package.json" ||
+    ! cmp -s "$PEERS_SRC/package-lock.json" "$dir/package-lock.json" ||
+    [ ! -d "$dir/node_modules/@chainsafe/hashtree" ]; then
+    rm -rf "$dir/node_modules" "$dir/package.json" "$dir/package-lock.json"
+    cp "$PEERS_SRC/package.json" "$PEERS_SRC/package-lock.json" "$dir/"
+    if ! (cd "$dir" && npm ci --no-audit --no-fund >"$OUT/npm-install.log" 2>&1); then
+      rm -f "$dir/package.json"  # so that the next run tries again
+      echo "hashtree: skipped (npm ci failed; see $OUT/npm-install.log)"
+      return
     fi
   fi
   echo "== hashtree (node $(node --version)): node hashtree_pages.js 4096 20"
@@ -98,8 +100,8 @@ run_linux_cow() {
     echo "linux_cow: skipped (gcc -O2 failed; see $OUT/linux_cow-build.log)"
     return
   fi
-  echo "== linux_cow (Linux $(uname -r)): ./linux_cow (16384 pages, best of 10 reps)"
-  if (cd "$BUILD/peers" && ./linux_cow) >"$OUT/peer-linux_cow.json.tmp"; then
+  echo "== linux_cow (Linux $(uname -r)): ./linux_cow 16384 10 (pages, best of reps)"
+  if (cd "$BUILD/peers" && ./linux_cow 16384 10) >"$OUT/peer-linux_cow.json.tmp"; then
     mv "$OUT/peer-linux_cow.json.tmp" "$OUT/peer-linux_cow.json"
     cat "$OUT/peer-linux_cow.json"
   else
@@ -137,8 +139,8 @@ out = sys.argv[1]
 # Against a peer or the kernel (which measure wall-clock time), a benchmark counts with its
 # best repetition in wall-clock time per item. Between two capmem-bench benchmarks the
 # ratio is judged on CPU time per item (best repetition of each; the wall-clock ratio is
-# printed beside it): same process, same harness, and CPU time leaves out the time other
-# jobs on this shared machine hold the core.
+# printed beside it): same process, same harness, and CPU time leaves out the time the core
+# spends running other processes.
 # reference None: an absolute target in ns, judged on the median over the repetitions of
 # CPU time per item (wall-clock median printed beside it).
 # target None: printed for information. Add a line here for every new target.
