@@ -1,4 +1,4 @@
-// Simulated CPUs for hosted builds (spec section 7; docs/smp.md "hostsim").
+// Simulated CPUs for hosted builds (docs/rules.md section 7; docs/smp.md "hostsim").
 //
 // hostsim models up to env::kMaxCpus CPUs. Each simulated CPU has its own MMU, TLB and
 // CR3: the hostsim::Mmu made current on it (Mmu::make_current() on a host thread bound to

@@ -40,7 +40,7 @@ PhysAddr virt_to_phys(const void* va);
 // (`invlpg`). Page-table code calls this after changing or removing a present leaf.
 void tlb_invalidate_page(VirtAddr va);
 
-// --- Many CPUs (spec section 7; docs/smp.md) -------------------------------------------
+// --- Many CPUs (docs/rules.md section 7; docs/smp.md) ----------------------------------
 // The most CPUs the core keeps per-CPU state for (per-CPU arrays are indexed by cpu_id()).
 inline constexpr unsigned kMaxCpus = 64;
 

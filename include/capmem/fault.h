@@ -1,4 +1,4 @@
-// The recompiler's guest address space and its copy-on-write #PF handler (spec section 4).
+// The recompiler's guest address space and its copy-on-write #PF handler (docs/rules.md section 4).
 //
 // One entry point, Run::handle_page_fault(), decides every outcome of a guest page
 // fault. The bare-metal #PF vector and hostsim's simulated MMU both call it; the software

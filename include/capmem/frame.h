@@ -64,7 +64,7 @@ struct FrameStats {
   std::uint64_t depot;   // of `free`: on the per-CPU depot lists (any CPU may take them)
 };
 
-// Frame allocator with per-CPU caches (spec rule 7.4; docs/smp.md "Frame allocator").
+// Frame allocator with per-CPU caches (docs/rules.md rule 7.4; docs/smp.md "Frame allocator").
 //
 // Structure (Bonwick & Adams 2001 "magazines" in front of a depot; Linux's per-CPU page
 // lists in front of its zones):

@@ -2,8 +2,8 @@
 // with table access and table allocation injected through a policy (after Zircon
 // lib/arch/paging.h and managarm's page-table cursor), and the per-run PageTable.
 //
-// Spec: datacap.md 4.1-4.2 (guest in PML4 slot 0, zero-setup demand paging, owned list),
-// edge-cases.md "Page tables and the TLB" and "Counts and lifetimes".
+// Rules: docs/rules.md 4.1-4.2 (guest in PML4 slot 0, zero-setup demand paging, owned list),
+// docs/edge-cases.md "Page tables and the TLB" and "Counts and lifetimes".
 //
 // Public API used by the fault path (all on `pt::PageTable`):
 //   PageTable::create()                     -> Result<PageTable>      allocates the PML4
@@ -586,7 +586,7 @@ class BasicPageTable {
     return policy_.table_at(e.addr());
   }
 
-  // --- TLB shootdown (spec rule 7.2; docs/smp.md "Shootdown rules") ---------------------
+  // --- TLB shootdown (docs/rules.md rule 7.2; docs/smp.md "Shootdown rules") ------------
   // Called after an entry of this table was removed or narrowed at `va`, before the frame
   // it mapped loses a reference. A leaf under a table that is also linked into other
   // tables (link_shared holds a reference on the table frame, so its count is above 1)

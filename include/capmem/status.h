@@ -46,7 +46,7 @@ enum class Status : unsigned {
   Cancelled,  // a build (from_bytes, decode) stopped because its BuildProgress asked to
 };
 
-// Short human-readable description ("unknown slot selector") and the spec rule it
+// Short human-readable description ("unknown slot selector") and the rule (docs/rules.md) it
 // enforces ("2.5"), or "" when the status is not tied to a numbered rule.
 const char* status_name(Status s);
 const char* status_rule(Status s);

@@ -1,4 +1,4 @@
-// libFuzzer target: the cap wire decoder (spec section 5, DataCap::decode).
+// libFuzzer target: the cap wire decoder (docs/rules.md section 5, DataCap::decode).
 //
 // Properties checked on every input:
 //   - never a crash, never a leaked frame (FrameLeakGuard) or Missing box;

@@ -1,4 +1,4 @@
-// libFuzzer target: the page-slot decoder (spec rules 2.4, 2.5; include/capmem/codec.h).
+// libFuzzer target: the page-slot decoder (rules 2.4, 2.5 of docs/rules.md; include/capmem/codec.h).
 //
 // Properties checked on every input:
 //   - never a crash, never a leaked frame (FrameLeakGuard) or Missing box;

@@ -1,4 +1,4 @@
-// Many CPUs at once (spec section 7; docs/smp.md): every CPU up with the boot CPU's state,
+// Many CPUs at once (docs/rules.md section 7; docs/smp.md): every CPU up with the boot CPU's state,
 // ring-3 runs on every CPU over shared caps with caps handed between CPUs, the TLB shootdown
 // of a shared subtree, a run migrating between CPUs, and a paused run checkpointed from
 // another CPU while its table is still loaded (rule 3.8). With one CPU online (the -smp 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# smp-boot: the kernel image on 4 CPUs (spec section 7; docs/smp.md). Every in-kernel case
+# smp-boot: the kernel image on 4 CPUs (docs/rules.md section 7; docs/smp.md). Every in-kernel case
 # must pass, and the SMP cases must show that every CPU took part:
 #   - 4 CPUs online, each reporting its own id;
 #   - every CPU's demo run prints the line `capmem demo` prints (hostsim, both engines);

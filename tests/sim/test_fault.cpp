@@ -1,4 +1,4 @@
-// Section 4 of the spec, in the hosted simulation: the #PF handler through the simulated
+// Section 4 of docs/rules.md, in the hosted simulation: the #PF handler through the simulated
 // MMU and through the interpreter engine.
 #include <gtest/gtest.h>
 

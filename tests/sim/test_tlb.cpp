@@ -1,4 +1,4 @@
-// Simulated TLB staleness (hostsim/mmu.h): edge-cases.md "Page tables and the TLB".
+// Simulated TLB staleness (hostsim/mmu.h): docs/edge-cases.md "Page tables and the TLB".
 // A translation stays cached until invlpg of its page or a CR3 load, so a missing
 // invalidation reads stale memory here exactly as it would on hardware.
 #include <gtest/gtest.h>

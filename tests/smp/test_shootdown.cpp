@@ -1,4 +1,4 @@
-// TLB shootdown across simulated CPUs (spec rule 7.2; hostsim/cpus.h, docs/smp.md).
+// TLB shootdown across simulated CPUs (docs/rules.md rule 7.2; hostsim/cpus.h, docs/smp.md).
 //
 // Each simulated CPU has its own TLB (the hostsim::Mmu current on it). These tests run on
 // one host thread and move between simulated CPUs with CpuBinding, so every interleaving

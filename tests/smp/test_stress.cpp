@@ -1,4 +1,4 @@
-// Many CPUs at once over shared caps (spec section 7, rule 7.5; docs/smp.md).
+// Many CPUs at once over shared caps (docs/rules.md section 7, rule 7.5; docs/smp.md).
 //
 // kThreads host threads, each bound to its own simulated CPU (hostsim/cpus.h), run guests
 // through the MMU engine over one shared code cap and copies of one shared `mem` cap

@@ -34,7 +34,7 @@ std::uint64_t next_pow2(std::uint64_t x) {
   return p;
 }
 
-// SSZ merkleize as the spec states it: pad with zero chunks to the next power of two of
+// SSZ merkleize as docs/rules.md 3.4 states it: pad with zero chunks to the next power of two of
 // max(limit, 1) and hash pairwise up to one root. Only for small widths.
 Hash32 ref_merkleize_padded(const std::vector<Hash32>& leaves, std::uint64_t limit) {
   const std::uint64_t width = next_pow2(limit < 1 ? 1 : limit);

@@ -1,4 +1,4 @@
-// Page-table walker (include/capmem/pt.h): rules 4.1-4.2 and edge-cases.md "Page tables and
+// Page-table walker (include/capmem/pt.h): rules 4.1-4.2 and docs/edge-cases.md "Page tables and
 // the TLB" / "Counts and lifetimes". Expected values come from the Intel SDM bit positions
 // written out literally here, or from a std::map reference model.
 #include <gtest/gtest.h>
@@ -441,7 +441,7 @@ TEST(EdgePageTables, MoveTransfersOwnership) {
   EXPECT_EQ(in_use(), base);
 }
 
-// --- Table allocation failure at every depth (edge-cases.md) --------------------------------
+// --- Table allocation failure at every depth (docs/edge-cases.md) ---------------------------
 namespace {
 // Map `va` into `t` with the n-th table allocation from now failing; the table must be
 // exactly as before and no frame may leak.
@@ -538,7 +538,7 @@ TEST(EdgePageTables, EveryAllocationFailurePointOfAScenarioIsClean) {
   }
 }
 
-// --- Leaf references (edge-cases.md "A frame stays alive as long as any page table maps it") -
+// --- Leaf references (docs/edge-cases.md "A frame stays alive as long as any page table maps it") -
 TEST(EdgeSharing, HoldsRefKeepsFrameAliveUntilUnmap) {
   const auto base = in_use();
   PageTable t = make_table();
@@ -614,7 +614,7 @@ TEST(EdgeSharing, HoldsRefOnUnmanagedPhysicalAddressRefused) {
   EXPECT_EQ(in_use(), base);
 }
 
-// --- Shared subtrees (edge-cases.md: survive the teardown of every table that links them) ----
+// --- Shared subtrees (docs/edge-cases.md: survive the teardown of every table that links them) ----
 TEST(EdgePageTables, SharedPdptSurvivesTeardownOfEveryLinkingTable) {
   const auto base = in_use();
   FrameDesc* page = frames().alloc(FrameKind::Page, AllocFlags::Zero);

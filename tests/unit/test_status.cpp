@@ -1,5 +1,5 @@
 // Typed errors (status.h): every Status has a distinct human-readable name, each wire
-// decoding status names the spec rule it enforces (2.5, 3.8 or 5.2), Result<T> / TRY carry
+// decoding status names the rule (docs/rules.md) it enforces (2.5, 3.8 or 5.2), Result<T> / TRY carry
 // values and statuses through exactly as documented, and a failed Result holds no value, so
 // reading one traps instead of handing out uninitialized memory.
 #include <gtest/gtest.h>

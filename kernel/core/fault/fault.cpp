@@ -1,4 +1,4 @@
-// The copy-on-write #PF handler (spec section 4). See include/capmem/fault.h and
+// The copy-on-write #PF handler (docs/rules.md section 4). See include/capmem/fault.h and
 // docs/fault-path.md for the step-by-step account and the invariants.
 #include "capmem/fault.h"
 
@@ -295,7 +295,7 @@ Answer Run::copy_on_write(const Where& w, VirtAddr va) {
     ++counters_.out_of_frames;
     return {Outcome::OutOfFrames, va};
   }
-  // An Empty source needs a zeroed frame, not a copy of the zero frame (edge-cases.md).
+  // An Empty source needs a zeroed frame, not a copy of the zero frame (docs/edge-cases.md).
   const std::uint8_t* from = src == frames().zero_frame() ? nullptr : static_cast<const std::uint8_t*>(src->virt());
   auto copy = PageRef::unhashed_copy(from);  // rule 1.3: sentinel hash, no SHA-256
   if (!copy.ok()) {

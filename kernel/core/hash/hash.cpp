@@ -100,7 +100,7 @@ constexpr Backend kPortable{.impl = Impl::Portable,
                             .narrow = hash64_portable,
                             .compress = compress_portable};
 
-// Many CPUs (spec section 7; docs/smp.md "hash dispatch"): init() detects the features
+// Many CPUs (docs/rules.md section 7; docs/smp.md "hash dispatch"): init() detects the features
 // and fills g_backends once, on the boot CPU before any other CPU starts (asserted); from
 // then on both are read-only. The only thing that ever changes afterwards is g_active, one
 // atomic pointer to a read-only back end, and only through force() (tests, benchmarks) or
