@@ -7,7 +7,7 @@
 #   -B DIR      meson build directory with compile_commands.json (default: $CAPMEM_LINT_BUILD,
 #               else 'build'). Configure it with -Dkernel=true: the core is then linted with
 #               the kernel's freestanding flags, and kernel/image and the in-kernel tests are covered.
-#   -j N        clang-tidy processes in parallel (default 2: the machine is shared).
+#   -j N        clang-tidy processes in parallel (default 2: ./dev test's budget is 2 cores).
 #   --no-cache  lint every file. By default a file is skipped when its preprocessed text,
 #               flags, .clang-tidy and clang-tidy version are those of its last clean run
 #               (cache: DIR/lint-cache).

@@ -103,7 +103,7 @@ start=$(date +%s)
   </dev/null >"$dir/stdout.txt" 2>"$dir/stderr.txt")
 bochs_rc=$?
 secs=$(( $(date +%s) - start ))
-# CPU time of the children (mkiso, Bochs): on a loaded machine the wall time says little.
+# CPU time of the children (mkiso, Bochs): with the CPUs oversubscribed the wall time says little.
 # `times` must run in this shell (a pipeline or $(...) would fork and see no children).
 times >"$dir/times.txt"
 cpu=$(tail -n 1 "$dir/times.txt" | awk '{ gsub(/[ms]/, " "); printf "%.0f", $1 * 60 + $2 + $3 * 60 + $4 }')
