@@ -100,7 +100,15 @@ cmp planted abc.ssz || fail "planted: OUT does not hold the encoding"
 [ "$(leftovers .)" = 0 ] || fail "temp files left behind: $(ls -A)"
 
 # SIGINT, SIGTERM and SIGHUP remove the temp file (and OUT is not created). The input is a
-# FIFO whose writer sends nothing, so the tool waits in read() with its temp file open.
+# FIFO whose writer sends nothing, so the tool waits in read() with its temp file open (an
+# O_TMPFILE has no name: the tool is seen holding a file in the directory; every other
+# catchable signal, named temps and SIGKILL: the "OUT: output path" block at the end).
+holds_file_in() { # pid dir: the process has a file in dir open
+  local f d
+  d=$(realpath "$2")
+  for f in /proc/"$1"/fd/*; do [[ $(readlink "$f" 2>/dev/null) == "$d"/* ]] && return 0; done
+  return 1
+}
 mkfifo slow
 for sig in INT TERM HUP; do
   mkdir "sig$sig"
@@ -108,8 +116,8 @@ for sig in INT TERM HUP; do
   writer=$!; bg+=("$writer")
   env --default-signal="$sig" "$tool" encode slow "sig$sig/out" &
   pid=$!; bg+=("$pid")
-  for _ in $(seq 200); do [ "$(leftovers "sig$sig")" = 1 ] && break; sleep 0.05; done
-  [ "$(leftovers "sig$sig")" = 1 ] || fail "SIG$sig: no temp file appeared while the tool waited for input"
+  for _ in $(seq 200); do holds_file_in "$pid" "$tmp/sig$sig" && break; sleep 0.05; done
+  holds_file_in "$pid" "$tmp/sig$sig" || fail "SIG$sig: the tool made no temp file while it waited for input"
   kill -"$sig" "$pid"
   wait "$pid" 2>/dev/null; rc=$?
   kill "$writer" 2>/dev/null; wait "$writer" 2>/dev/null
@@ -227,6 +235,248 @@ printf '\x00\x00\x01\x00\x00\x00\x00\x00\x0c\x00\x00\x00' > claim64k.ssz
 if "$tool" decode long.ssz long.out 2> err; then fail "decode of an over-long encoding exited 0"; fi
 grep -q 'byte offset' err || fail "over-long encoding: no offset named: $(cat err)"
 [ ! -e long.out ] && [ "$(leftovers .)" = 0 ] || fail "over-long encoding: output left behind"
+
+# --- OUT: output path (issue 20) ------------------------------------------------------
+# Who may write OUT, what a replaced OUT keeps, what is written in place, our own
+# descriptors as OUT, closed standard descriptors, and signals. Cases that need root or a
+# filesystem feature say what is missing and are skipped.
+skip() { echo "SKIP: $*"; }
+head -c 100 mixed.ssz > trunc.ssz
+head -c $((2 << 20)) /dev/urandom > rnd2m
+"$tool" encode rnd2m rnd2m.ssz || fail "encode rnd2m"
+ulimit -c 0  # signals whose default dumps core (QUIT, XFSZ, XCPU) leave no core file here
+inode() { stat -c %i "$1"; }
+
+# A plain file is still replaced by rename (new inode), keeping owner and mode; a new OUT
+# is made with O_TMPFILE and linked in when complete. Concurrent writers to one OUT: the
+# result is one writer's complete output, and no temp file stays.
+echo old > plain; chown 1:1 plain; chmod 640 plain; ino=$(inode plain)
+"$tool" encode abc.bin plain || fail "encode over a plain file"
+cmp plain abc.ssz && [ "$(inode plain)" != "$ino" ] || fail "a plain OUT was not replaced by rename"
+[ "$(stat -c %u:%g:%a plain)" = 1:1:640 ] || fail "replaced OUT lost owner or mode: $(stat -c %u:%g:%a plain)"
+mkdir conc
+for _ in 1 2 3 4 5; do
+  "$tool" encode rnd2m conc/out & p1=$!
+  "$tool" encode abc.bin conc/out & p2=$!
+  wait "$p1" || fail "concurrent writer 1 failed"
+  wait "$p2" || fail "concurrent writer 2 failed"
+  cmp -s conc/out rnd2m.ssz || cmp -s conc/out abc.ssz || fail "concurrent writers: OUT is neither writer's output"
+done
+[ "$(ls -A conc)" = out ] || fail "concurrent writers left files behind: $(ls -A conc)"
+
+# Set-id bits and file capabilities do not survive new content, replaced or in place.
+for m in 4755 2755 6755; do
+  echo old > "setid$m"; chmod "$m" "setid$m"
+  "$tool" encode abc.bin "setid$m" || fail "encode over a mode-$m file"
+  [ "$(stat -c %a "setid$m")" = 755 ] || fail "set-id bits survived new content: mode $(stat -c %a "setid$m") from $m"
+  echo old > "setidl$m"; ln "setidl$m" "setidl$m.link"; chmod "$m" "setidl$m"
+  "$tool" encode abc.bin "setidl$m" || fail "encode over a hard-linked mode-$m file"
+  [ "$(stat -c %a "setidl$m")" = 755 ] || fail "set-id bits survived in-place content: $(stat -c %a "setidl$m") from $m"
+done
+if [ "$(id -u)" = 0 ] && command -v setcap > /dev/null && command -v getcap > /dev/null; then
+  echo old > capf; echo old > capl; ln capl capl.link
+  if setcap cap_net_raw+ep capf 2> /dev/null && setcap cap_net_raw+ep capl; then
+    "$tool" encode abc.bin capf && "$tool" encode abc.bin capl || fail "encode over a file with capabilities"
+    [ -z "$(getcap capf capl)" ] || fail "file capabilities survived new content: $(getcap capf capl)"
+  else
+    skip "file capabilities: this filesystem refuses setcap"
+  fi
+else
+  skip "file capabilities: need root and setcap/getcap (Debian package libcap2-bin)"
+fi
+
+# What a new file would not have keeps OUT in place (same inode, the attribute kept):
+# an ACL, a user.* attribute, an SELinux label.
+if command -v setfacl > /dev/null && command -v getfacl > /dev/null; then
+  echo old > acl
+  if setfacl -m u:65534:rw acl 2> /dev/null; then
+    ino=$(inode acl)
+    "$tool" encode abc.bin acl || fail "encode over a file with an ACL"
+    cmp acl abc.ssz || fail "OUT with an ACL does not hold the encoding"
+    getfacl -n acl 2> /dev/null | grep -q '^user:65534:rw-' || fail "OUT lost its ACL: $(getfacl -n acl 2>&1)"
+    [ "$(inode acl)" = "$ino" ] || fail "OUT with an ACL was replaced instead of written in place"
+  else
+    skip "ACL case: this filesystem refuses setfacl"
+  fi
+else
+  skip "ACL case: needs setfacl/getfacl (Debian package acl)"
+fi
+if command -v setfattr > /dev/null && command -v getfattr > /dev/null; then
+  echo old > xat
+  if setfattr -n user.capmem -v kept xat 2> /dev/null; then
+    "$tool" encode abc.bin xat || fail "encode over a file with a user.* attribute"
+    cmp xat abc.ssz || fail "OUT with a user.* attribute does not hold the encoding"
+    [ "$(getfattr --only-values -n user.capmem xat 2> /dev/null)" = kept ] || fail "OUT lost its user.* attribute"
+    # A rejected input leaves it byte-identical.
+    if "$tool" decode trunc.ssz xat 2> /dev/null; then fail "decode of a truncated encoding into xat exited 0"; fi
+    cmp xat abc.ssz || fail "a rejected input changed an in-place OUT (user.* attribute)"
+  else
+    skip "user.* case: this filesystem refuses user.* attributes"
+  fi
+  echo old > label
+  if [ "$(id -u)" = 0 ] && setfattr -n security.selinux -v system_u:object_r:capmem_test_t:s0 label 2> /dev/null; then
+    "$tool" encode abc.bin label || fail "encode over a file with an SELinux label"
+    [ "$(getfattr --only-values -n security.selinux label 2> /dev/null | tr -d '\0')" = \
+      system_u:object_r:capmem_test_t:s0 ] || fail "OUT lost its SELinux label"
+    cmp label abc.ssz || fail "OUT with an SELinux label does not hold the encoding"
+  else
+    skip "SELinux label case: needs root and a filesystem/LSM that takes this security.selinux value"
+  fi
+else
+  skip "user.* and SELinux label cases: need setfattr/getfattr (Debian package attr)"
+fi
+
+# A bind-mounted OUT (rename gives EBUSY) is written in place, in a private mount
+# namespace so nothing outlives the case.
+echo old > bsrc; echo old > bout
+if [ "$(id -u)" = 0 ] && unshare -m --propagation private mount --bind bsrc bout 2> /dev/null; then
+  unshare -m --propagation private bash -c 'mount --bind "$1" "$2" || exit 9
+    "$3" encode abc.bin "$2" || exit 1
+    "$3" decode trunc.ssz "$2" 2> /dev/null && exit 2
+    mountpoint -q "$2" || exit 3' _ bsrc bout "$tool"
+  case $? in
+    0) cmp bsrc abc.ssz || fail "bind-mounted OUT: the mounted file does not hold the encoding" ;;
+    1) fail "encode to a bind-mounted OUT failed" ;;
+    2) fail "decode of a truncated encoding into a bind-mounted OUT exited 0" ;;
+    3) fail "bind-mounted OUT is no longer a mount point" ;;
+    *) fail "bind-mounted OUT: the mount failed in the namespace" ;;
+  esac
+  cmp bsrc abc.ssz || fail "a rejected input changed a bind-mounted OUT"
+else
+  skip "bind-mounted OUT: needs root and mount namespaces (unshare -m)"
+fi
+
+# Wherever OUT is written in place, nothing reaches it until the whole result is known
+# good. Under `ulimit -f` the tool dies of SIGXFSZ while making a 2 MiB encoding: a
+# hard-linked OUT (and a FIFO's reader) still has exactly the old bytes, and the spool
+# in TMPDIR is gone.
+mkdir spool
+echo old > inpl; ln inpl inpl.link; cp inpl inpl.before
+(ulimit -f 256 && TMPDIR=$tmp/spool exec "$tool" encode rnd2m inpl) 2> /dev/null; rc=$?
+[ "$rc" = $((128 + $(kill -l XFSZ))) ] || fail "encode under ulimit -f: exit status $rc, expected SIGXFSZ"
+cmp inpl inpl.before || fail "a failed in-place write changed OUT (it was written before the result was complete)"
+[ -z "$(ls -A spool)" ] || fail "spool file left in TMPDIR: $(ls -A spool)"
+TMPDIR=$tmp/spool "$tool" encode rnd2m inpl || fail "encode of 2 MiB into a hard-linked OUT"
+cmp inpl.link rnd2m.ssz && [ -z "$(ls -A spool)" ] || fail "2 MiB in place through the spool differs (or the spool stayed)"
+printf '\x00\x00\x00\x00\x01\x00\x00\x00\x0c\x00\x00\x00' > claim4g.ssz
+TMPDIR=$tmp/spool "$tool" decode claim4g.ssz inpl || fail "decode of a 4 GiB Empty cap into a hard-linked OUT"
+[ "$(stat -c %s inpl.link)" = 4294967296 ] && [ "$(stat -c %b inpl.link)" -lt 2048 ] ||
+  fail "4 GiB Empty cap in place: size $(stat -c %s inpl.link), $(stat -c %b inpl.link) blocks (not a hole)"
+rm -f inpl inpl.link
+mkfifo badfifo
+timeout 20 cat badfifo > frombad &
+reader=$!; bg+=("$reader")
+if timeout 20 "$tool" decode trunc.ssz badfifo 2> /dev/null; then fail "decode of a truncated encoding into a FIFO exited 0"; fi
+wait "$reader"
+[ ! -s frombad ] || fail "a rejected input wrote $(stat -c %s frombad) bytes into a FIFO OUT"
+
+# As an unprivileged user (setpriv): a root-owned 0444 OUT in a world-writable directory is
+# refused, as cp refuses it; a root-owned 0666 OUT keeps its owner (written in place, since
+# the owner cannot be given to a new file); a writable OUT in an unwritable directory is
+# written in place.
+if [ "$(id -u)" = 0 ] && command -v setpriv > /dev/null && setpriv --reuid=65534 --regid=65534 --clear-groups true; then
+  as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+  chmod 711 "$tmp"; mkdir pub; chmod 777 pub
+  cp "$tool" pub/capmem; cp abc.bin trunc.ssz pub/; chmod 755 pub/capmem; chmod 644 pub/abc.bin pub/trunc.ssz
+  echo old > pub/ro; chmod 444 pub/ro
+  if as_nobody pub/capmem encode pub/abc.bin pub/ro 2> err; then fail "nobody replaced a root-owned 0444 OUT"; fi
+  grep -q 'Permission denied' err || fail "0444 OUT: error does not say why: $(cat err)"
+  [ "$(cat pub/ro)" = old ] && [ "$(stat -c %u pub/ro)" = 0 ] || fail "0444 OUT was changed"
+  [ "$(leftovers pub)" = 0 ] || fail "0444 OUT: temp file left behind"
+  echo old > pub/shared; chmod 666 pub/shared
+  as_nobody pub/capmem encode pub/abc.bin pub/shared || fail "nobody could not write a 0666 OUT"
+  cmp pub/shared abc.ssz || fail "0666 OUT does not hold the encoding"
+  [ "$(stat -c %u:%g pub/shared)" = 0:0 ] || fail "OUT's owner silently changed to $(stat -c %u:%g pub/shared)"
+  mkdir pub/rodir; echo old > pub/rodir/mine; chown 65534:65534 pub/rodir/mine; chmod 555 pub/rodir
+  as_nobody pub/capmem encode pub/abc.bin pub/rodir/mine || fail "writable OUT in an unwritable directory failed"
+  cmp pub/rodir/mine abc.ssz || fail "writable OUT in an unwritable directory does not hold the encoding"
+  if as_nobody pub/capmem decode pub/trunc.ssz pub/rodir/mine 2> /dev/null; then fail "truncated input accepted"; fi
+  cmp pub/rodir/mine abc.ssz || fail "a rejected input changed an OUT in an unwritable directory"
+  chmod 755 pub/rodir
+else
+  skip "unprivileged-user cases: need root and setpriv (util-linux)"
+fi
+
+# /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N (and a symlink to one) are that
+# descriptor: a pipe gets the bytes, a file opened to append is appended to, not replaced.
+"$tool" encode abc.bin /dev/stdout | cat > viaout || fail "encode to /dev/stdout (a pipe) failed"
+cmp viaout abc.ssz || fail "encode to /dev/stdout (a pipe) differs"
+{ "$tool" encode abc.bin /dev/stderr 2>&1 > /dev/null | cat > viaerr; } || fail "encode to /dev/stderr failed"
+cmp viaerr abc.ssz || fail "encode to /dev/stderr (a pipe) differs"
+"$tool" encode abc.bin /proc/self/fd/3 3>&1 | cat > via3 || fail "encode to /proc/self/fd/3 failed"
+cmp via3 abc.ssz || fail "encode to /proc/self/fd/3 (a pipe) differs"
+"$tool" encode abc.bin /dev/fd/3 3> viafd || fail "encode to /dev/fd/3 failed"
+cmp viafd abc.ssz || fail "encode to /dev/fd/3 (a file) differs"
+ln -s /dev/stdout tostdout
+"$tool" encode abc.bin tostdout | cat > viasym || fail "encode to a symlink to /dev/stdout failed"
+cmp viasym abc.ssz && [ -L tostdout ] || fail "encode to a symlink to /dev/stdout differs"
+echo head > app; ino=$(inode app)
+"$tool" encode abc.bin /dev/stdout >> app || fail "encode to /dev/stdout appending to a file failed"
+{ echo head; cat abc.ssz; } | cmp - app || fail "/dev/stdout opened to append: the file was not appended to"
+[ "$(inode app)" = "$ino" ] || fail "/dev/stdout: the shell's open file was renamed over"
+"$tool" decode mixed.ssz /dev/stdout > viadec || fail "decode to /dev/stdout (a file)"
+cmp -n "$(stat -c %s mixed.bin)" viadec mixed.bin || fail "decode to /dev/stdout differs"
+if "$tool" encode abc.bin /proc/self/fd/9 2> err; then fail "encode to a closed /proc/self/fd/9 exited 0"; fi
+grep -q 'Bad file descriptor' err || fail "closed /proc/self/fd/9: error not named: $(cat err)"
+
+# A closed descriptor 0, 1 or 2 at start: nothing the tool writes lands in OUT, and a
+# rejected input leaves an in-place (hard-linked) OUT byte-identical.
+cp abc.ssz keep; ln keep keep.link
+for fd in 0 1 2; do
+  case $fd in
+    0) ( exec <&- "$tool" decode trunc.ssz keep ) 2> /dev/null; rc=$? ;;
+    1) ( exec >&- "$tool" decode trunc.ssz keep ) 2> /dev/null; rc=$? ;;
+    2) ( exec 2>&- "$tool" decode trunc.ssz keep ); rc=$? ;;
+  esac
+  [ "$rc" = 1 ] || fail "fd $fd closed: a truncated encoding gave exit status $rc"
+  cmp keep abc.ssz || fail "fd $fd closed: the in-place OUT changed (an error message landed in it?)"
+  case $fd in
+    0) ( exec <&- "$tool" encode mixed.bin keep ); rc=$? ;;
+    1) ( exec >&- "$tool" encode mixed.bin keep ); rc=$? ;;
+    2) ( exec 2>&- "$tool" encode mixed.bin keep ); rc=$? ;;
+  esac
+  [ "$rc" = 0 ] && cmp keep mixed.ssz || fail "fd $fd closed: encode into an in-place OUT (rc $rc)"
+  cp abc.ssz keep
+done
+if (exec >&- "$tool" root abc.bin) 2> err; then fail "root with standard output closed exited 0"; fi
+grep -q 'Bad file descriptor' err || fail "root with standard output closed: error not named: $(cat err)"
+
+# Every catchable terminating signal removes the temp file, with O_TMPFILE (never named)
+# and with a named temp (CAPMEM_NO_TMPFILE=1); OUT is not created.
+mkfifo slow2
+for named in "" 1; do
+  for sig in INT TERM HUP QUIT PIPE ALRM USR1 USR2 XCPU VTALRM PROF; do
+    d=$tmp/s$sig$named; mkdir "$d"
+    sleep 60 > slow2 &
+    writer=$!; bg+=("$writer")
+    env --default-signal="$sig" ${named:+CAPMEM_NO_TMPFILE=1} "$tool" encode slow2 "$d/out" &
+    pid=$!; bg+=("$pid")
+    for _ in $(seq 200); do holds_file_in "$pid" "$d" && break; sleep 0.05; done
+    holds_file_in "$pid" "$d" || fail "SIG$sig${named:+ (named temp)}: no temp file while the tool waited"
+    [ -z "$named" ] || [ "$(leftovers "$d")" = 1 ] || fail "CAPMEM_NO_TMPFILE=1 made no named temp"
+    [ -n "$named" ] || [ -z "$(ls -A "$d")" ] || fail "O_TMPFILE: a named temp is visible: $(ls -A "$d")"
+    kill -"$sig" "$pid"
+    wait "$pid" 2> /dev/null; rc=$?
+    kill "$writer" 2> /dev/null; wait "$writer" 2> /dev/null
+    [ "$rc" = $((128 + $(kill -l "$sig"))) ] || fail "SIG$sig${named:+ (named)}: exit status $rc, expected the signal"
+    [ -z "$(ls -A "$d")" ] || fail "SIG$sig${named:+ (named temp)} left files behind: $(ls -A "$d")"
+  done
+  # SIGXFSZ from `ulimit -f` while the temp file is written.
+  d=$tmp/sXFSZ$named; mkdir "$d"
+  (ulimit -f 256 && exec env ${named:+CAPMEM_NO_TMPFILE=1} "$tool" encode rnd2m "$d/out") 2> /dev/null; rc=$?
+  [ "$rc" = $((128 + $(kill -l XFSZ))) ] || fail "SIGXFSZ${named:+ (named)}: exit status $rc"
+  [ -z "$(ls -A "$d")" ] || fail "SIGXFSZ${named:+ (named temp)} left files behind: $(ls -A "$d")"
+done
+# SIGKILL cannot be caught: with O_TMPFILE there is still nothing to leave behind.
+mkdir sKILL
+sleep 60 > slow2 &
+writer=$!; bg+=("$writer")
+"$tool" encode slow2 sKILL/out &
+pid=$!; bg+=("$pid")
+for _ in $(seq 200); do holds_file_in "$pid" sKILL && break; sleep 0.05; done
+kill -KILL "$pid"; wait "$pid" 2> /dev/null
+kill "$writer" 2> /dev/null; wait "$writer" 2> /dev/null
+[ -z "$(ls -A sKILL)" ] || fail "SIGKILL left files behind: $(ls -A sKILL)"
 
 [ "$failures" = 0 ] || { echo "tool-files: $failures checks failed"; exit 1; }
 echo "tool-files: all checks passed"

@@ -68,8 +68,11 @@ constexpr const char* kUsage =
     "  demo [--gas N] [--quiet]   run the deterministic demo in hostsim with both engines\n"
     "\n"
     "FILE and IN are read as streams (`-` is standard input; a FIFO, device or /proc file\n"
-    "works). OUT `-` is standard output; a device or FIFO is written in place; a symlink is\n"
-    "followed; a regular OUT is replaced atomically (mode kept), never left half-written.\n"
+    "works). OUT `-` (or /dev/stdout, /dev/fd/N) is that descriptor; a symlink is followed;\n"
+    "a new or plain file is replaced atomically (owner and mode kept); a file that cannot be\n"
+    "replaced without losing something (hard links, ACLs, attributes, a bind mount, an\n"
+    "unwritable directory), a device or a FIFO is written in place, like cp. Nothing reaches\n"
+    "OUT unless the whole result is good.\n"
     "`capmem COMMAND --help` describes one command.\n";
 
 struct Command {
@@ -122,6 +125,9 @@ int close_stdout(int rc) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First of all: a descriptor 0, 1 or 2 closed by whoever started us must not become a
+  // file we open (an error message would land in OUT, or OUT be read as input).
+  if (!ensure_std_fds()) return 2;
   if (argc < 2 || std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h" ||
       std::string_view(argv[1]) == "help") {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

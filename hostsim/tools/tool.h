@@ -9,6 +9,9 @@
 //   - OUT is written the way `cp` does (see OutFile).
 #pragma once
 
+#include <sys/stat.h>
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -42,23 +45,38 @@ class InFile {
   std::uint64_t size_hint_ = 0;
 };
 
-// Where the tool's output goes, decided when it is opened:
-//   - `-`: standard output, written in place;
+// Where the tool's output goes, decided when it is opened (before any input is read):
+//   - `-`, and any path that reaches one of our own descriptors (`/dev/stdout`, `/dev/stderr`,
+//     `/dev/fd/N`, `/proc/self/fd/N`, a symlink to one of them): that descriptor, written at
+//     its offset (appending if it was opened to append), never reopened or replaced;
 //   - a symlink: followed to its target, as `cp` does (a dangling one is an error), and the
 //     target is then treated as below;
 //   - a device, FIFO or other non-regular file: written in place (opened without O_CREAT or
-//     O_TRUNC), every write error reported;
-//   - a regular file with more than one hard link: written in place (truncated on the first
-//     write, after the input was read and checked), so every link sees the new content, as
-//     `cp` does;
-//   - otherwise (a regular file or a new one): replaced atomically. The bytes go to a temp
-//     file `.<name>.capmem-<16 random hex>` in OUT's directory, created with
-//     O_CREAT|O_EXCL|O_NOFOLLOW (a symlink planted at any name is never followed), given an
-//     existing OUT's mode (and owner, where allowed; a new OUT gets 0666 & ~umask), fsync'd,
-//     then renamed over OUT and the directory fsync'd. SIGINT, SIGTERM and SIGHUP remove the
-//     temp file; a failure removes it too, so OUT is either the old file or the new one.
-// skip(n) leaves n zero bytes: a hole (lseek) where the output is a regular file, real
-// zeros in a stream.
+//     O_TRUNC);
+//   - an existing regular file: opened for writing first, so a file the user may not write
+//     is refused as `cp` refuses it (nothing is changed). It is then replaced (below) only
+//     when the replacement loses nothing: a single link, not a mount point, a temp file
+//     could be made in its directory and given the file's owner and group, and then has
+//     the same extended attributes (ACLs, SELinux label, user.*, ...) and inode flags.
+//     Otherwise (several hard links, a bind mount, an unwritable directory, an owner we
+//     cannot give, attributes a new file would not have) it is written in place, as `cp`
+//     writes it: truncated, then written. Set-id bits and file capabilities never survive
+//     new content (the kernel drops them for `cp` too);
+//   - a new file, or a regular file that can be replaced: the bytes go to a temp file in
+//     OUT's directory, made with O_TMPFILE where the filesystem has it (no name until
+//     complete, so even SIGKILL leaves nothing behind), else named
+//     `.<name>.capmem-<16 random hex>` and created O_CREAT|O_EXCL|O_NOFOLLOW (a symlink
+//     planted at any name is never followed). It gets an existing OUT's owner, group and
+//     mode (set-id bits dropped), or 0666 less the umask / default ACL for a new OUT; it is
+//     fsync'd, then linked in (a new OUT) or renamed over OUT, and the directory fsync'd.
+//     A failure removes it, so OUT is either the old file or the new one.
+// Whatever is written in place (a descriptor, device, FIFO or in-place file) is first
+// collected (in memory up to 1 MiB, then in an unlinked spool file in $TMPDIR, default
+// /tmp) and only copied to OUT by commit(), once the whole result is known good: output
+// abandoned before commit() (a rejected input, a signal, a write error) leaves OUT as it
+// was. Every catchable terminating signal (install_signal_cleanup) removes a named temp.
+// skip(n) leaves n zero bytes: a hole where the output is a regular file, real zeros in a
+// stream.
 class OutFile {
  public:
   explicit OutFile(const char* path);
@@ -71,29 +89,55 @@ class OutFile {
   bool commit(std::string* err);
 
  private:
-  enum class Mode : std::uint8_t { Stdout, InPlace, Replace };
+  // Fd: a descriptor we were given. InPlace: a file we opened, written in place. Both are
+  // spooled. Replace: a temp file in OUT's directory.
+  enum class Mode : std::uint8_t { Fd, InPlace, Replace };
+  bool open_fd(int fd, std::string* err);
+  bool open_regular(std::string* err);
+  bool make_temp(mode_t mode, std::string* err);
+  bool replace_loses_nothing(const struct stat& st);
+  void drop_temp();
+  bool make_spool(std::string* err);
+  bool sink_write(const void* p, std::size_t n, std::string* err);
   bool flush(std::string* err);
-  bool raw_write(const void* p, std::size_t n, std::string* err);
-  bool prepare_first_write(std::string* err);
+  bool link_in(bool* busy, std::string* err);
+  bool deliver(std::string* err);
+  bool put(const std::uint8_t* p, std::size_t n, std::string* err);
+  bool put_data(const std::uint8_t* p, std::size_t n, std::string* err);
+  bool put_hole(std::uint64_t n, std::string* err);
+  bool spooled() const { return mode_ != Mode::Replace; }
   std::string errmsg(const char* what) const;
 
   std::string path_;    // as given
   std::string target_;  // after following a symlink
-  std::string tmp_name_;
+  std::string dir_, base_;
+  std::string tmp_name_;  // a named temp in dir_ (Replace), while it exists
   Mode mode_ = Mode::Replace;
-  int fd_ = -1;
+  int out_fd_ = -1;  // OUT itself (Fd, InPlace; an existing OUT when Replace)
+  bool own_out_ = false;
+  bool out_regular_ = false;  // InPlace into a regular file: truncated, then written
+  bool out_holes_ = false;    // deliver() may lseek over zero pages
+  int sink_fd_ = -1;          // the temp file (Replace) or the spool (-1 until needed)
+  bool tmpfile_ = false;      // sink_fd_ is an O_TMPFILE in dir_ (Replace)
+  bool existed_ = false;      // OUT existed when opened
   int dir_fd_ = -1;
-  bool holes_ = false;           // skip() may lseek
-  bool truncate_first_ = false;  // in-place regular file: truncate before the first write
-  bool started_ = false;
   bool committed_ = false;
-  std::uint64_t pending_hole_ = 0;
-  std::uint64_t written_ = 0;  // bytes of output so far, holes included
+  std::uint64_t pending_hole_ = 0;  // in the sink
+  std::uint64_t out_hole_ = 0;      // in OUT, while delivering
+  std::uint64_t written_ = 0;       // bytes of output so far, holes included
   std::string buf_;
 };
 
-// Installs the SIGINT/SIGTERM/SIGHUP handlers that remove an open OutFile's temp file.
+// Installs the handlers that remove an open OutFile's named temp file on every catchable
+// signal whose default action ends the process (HUP, INT, QUIT, TERM, PIPE, ALRM, USR1,
+// USR2, XFSZ, XCPU, VTALRM, PROF, POLL, PWR, STKFLT and the real-time signals); a signal
+// ignored by whoever started us stays ignored. The process then dies of the signal.
 void install_signal_cleanup();
+
+// Makes sure descriptors 0, 1 and 2 are open (as coreutils' stdopen does): a closed one is
+// reopened on /dev/null (/dev/full for 0) with a mode that fails if used, so no file the
+// tool opens later becomes standard input, output or error. false if that is impossible.
+bool ensure_std_fds();
 
 class Progress {
  public:
