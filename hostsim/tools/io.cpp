@@ -49,7 +49,9 @@ sigset_t cleanup_signals() {
 }
 
 void on_fatal_signal(int sig) {
+  const int saved = errno;  // (the process dies below; kept for tools that check handlers)
   if (g_tmp_dir_fd >= 0) ::unlinkat(g_tmp_dir_fd, g_tmp_name, 0);
+  errno = saved;
   ::signal(sig, SIG_DFL);
   ::raise(sig);  // delivered when the handler returns: the exit status says "killed by sig"
 }
