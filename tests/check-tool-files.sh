@@ -387,6 +387,14 @@ if [ "$(id -u)" = 0 ] && command -v setpriv > /dev/null && setpriv --reuid=65534
   as_nobody pub/capmem encode pub/abc.bin pub/shared || fail "nobody could not write a 0666 OUT"
   cmp pub/shared abc.ssz || fail "0666 OUT does not hold the encoding"
   [ "$(stat -c %u:%g pub/shared)" = 0:0 ] || fail "OUT's owner silently changed to $(stat -c %u:%g pub/shared)"
+  # Its own new OUT, then replacing it (O_TMPFILE linked in through /proc/self/fd, as an
+  # unprivileged linkat(AT_EMPTY_PATH) is refused): by rename, a new inode.
+  as_nobody pub/capmem encode pub/abc.bin pub/newf || fail "nobody could not make a new OUT"
+  ino=$(inode pub/newf)
+  as_nobody pub/capmem encode pub/abc.bin pub/newf || fail "nobody could not replace its own OUT"
+  cmp pub/newf abc.ssz && [ "$(stat -c %u pub/newf)" = 65534 ] && [ "$(inode pub/newf)" != "$ino" ] ||
+    fail "nobody's own OUT was not replaced by rename"
+  [ "$(leftovers pub)" = 0 ] || fail "nobody: temp file left behind"
   mkdir pub/rodir; echo old > pub/rodir/mine; chown 65534:65534 pub/rodir/mine; chmod 555 pub/rodir
   as_nobody pub/capmem encode pub/abc.bin pub/rodir/mine || fail "writable OUT in an unwritable directory failed"
   cmp pub/rodir/mine abc.ssz || fail "writable OUT in an unwritable directory does not hold the encoding"

@@ -460,11 +460,11 @@ bool OutFile::make_temp(mode_t mode, std::string* err) {
     const int fd = ::openat(dir_fd_, ".", O_RDWR | O_TMPFILE | O_CLOEXEC, mode);
     if (fd >= 0) {
       // It gets its name by linkat(AT_EMPTY_PATH), which needs CAP_DAC_READ_SEARCH, or
-      // through /proc/self/fd: without /proc an unprivileged tool uses a named temp.
+      // else through /proc/self/fd: without /proc, a named temp from the start.
       char proc[64];
       std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
       char target[8];
-      if (::geteuid() == 0 || ::readlink(proc, target, sizeof target) >= 0) {
+      if (::readlink(proc, target, sizeof target) >= 0) {
         sink_fd_ = fd;
         tmpfile_ = true;
         return true;
