@@ -598,8 +598,9 @@ bool OutFile::commit(std::string* err) {
   bool busy = false;
   if (!link_in(&busy, err)) return false;
   if (!busy) return true;
-  // OUT became a mount point (a bind-mounted file) after it was opened: rename cannot
-  // replace it, so the complete temp file is copied into it in place.
+  // OUT is a mount point (a bind-mounted file) that statx did not report (a kernel before
+  // 5.8) or that was mounted after it was opened: rename cannot replace it, so the complete
+  // temp file is copied into it in place.
   sink_fd_ = ::openat(dir_fd_, tmp_name_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   drop_temp();
   out_fd_ = ::open(target_.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
