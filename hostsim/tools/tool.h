@@ -64,7 +64,8 @@ class InFile {
 //     new content (the kernel drops them for `cp` too);
 //   - a new file, or a regular file that can be replaced: the bytes go to a temp file in
 //     OUT's directory, made with O_TMPFILE where the filesystem has it (no name until
-//     complete, so even SIGKILL leaves nothing behind), else named
+//     complete, so even SIGKILL leaves nothing behind; CAPMEM_NO_TMPFILE=1 in the
+//     environment turns it off, for filesystems that mishandle it and for tests), else named
 //     `.<name>.capmem-<16 random hex>` and created O_CREAT|O_EXCL|O_NOFOLLOW (a symlink
 //     planted at any name is never followed). It gets an existing OUT's owner, group and
 //     mode (set-id bits dropped), or 0666 less the umask / default ACL for a new OUT; it is
