@@ -354,7 +354,7 @@ fi
 # in TMPDIR is gone.
 mkdir spool
 echo old > inpl; ln inpl inpl.link; cp inpl inpl.before
-(ulimit -f 256 && TMPDIR=$tmp/spool exec "$tool" encode rnd2m inpl) 2> /dev/null; rc=$?
+{ (ulimit -f 256 && TMPDIR=$tmp/spool exec "$tool" encode rnd2m inpl); } 2> /dev/null; rc=$?
 [ "$rc" = $((128 + $(kill -l XFSZ))) ] || fail "encode under ulimit -f: exit status $rc, expected SIGXFSZ"
 cmp inpl inpl.before || fail "a failed in-place write changed OUT (it was written before the result was complete)"
 [ -z "$(ls -A spool)" ] || fail "spool file left in TMPDIR: $(ls -A spool)"
@@ -473,7 +473,7 @@ done
 for named in "" 1; do
   # SIGXFSZ from `ulimit -f` while the temp file is written.
   d=$tmp/sXFSZ$named; mkdir "$d"
-  (ulimit -f 256 && exec env ${named:+CAPMEM_NO_TMPFILE=1} "$tool" encode rnd2m "$d/out") 2> /dev/null; rc=$?
+  { (ulimit -f 256 && exec env ${named:+CAPMEM_NO_TMPFILE=1} "$tool" encode rnd2m "$d/out"); } 2> /dev/null; rc=$?
   [ "$rc" = $((128 + $(kill -l XFSZ))) ] || fail "SIGXFSZ${named:+ (named)}: exit status $rc"
   [ -z "$(ls -A "$d")" ] || fail "SIGXFSZ${named:+ (named temp)} left files behind: $(ls -A "$d")"
 done
