@@ -261,7 +261,7 @@ unsigned run_all(const char* filter, Output out) {
     log::str(" cases on ");
     log::dec(env::cpu_count());
     log::str(env::cpu_count() == 1 ? " CPU" : " CPUs");
-    log::str("; each case's verdict: ktest.out=list, its output too: ktest.out=full (docs/boot.md)\n");
+    log::str("; each verdict: ktest.out=list (./dev run --list), every output: ktest.out=full (--full)\n");
   }
   log::dec(passed);
   log::str(" passed, ");
