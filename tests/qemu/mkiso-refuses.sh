@@ -24,7 +24,9 @@ refused() {  # refused DESCRIPTION BYTES-SHOWN ARG...
 refused "single quote" "'" "ktest=a'b"
 refused "newline + grub.cfg commands" '\n } \n' "$(printf 'ktest=a\n}\nmenuentry x {')"
 refused "double quote" '"' 'ktest="a"'
+# shellcheck disable=SC2016,SC1003  # literal $ and \ on purpose
 refused "dollar" '$' 'ktest=$root'
+# shellcheck disable=SC1003
 refused "backslash" '\' 'ktest=a\b'
 refused "semicolon" ';' 'ktest=a;reboot'
 refused "hash" '#' 'ktest=a#b'
