@@ -121,6 +121,12 @@ unsigned check_prefixes(const char* filter, const Case* const* begin, const Case
 
 }  // namespace
 
+Output output_from_cmdline() {
+  if (kernel::cmdline_is("ktest.out", "summary")) return Output::Summary;
+  if (kernel::cmdline_is("ktest.out", "list")) return Output::List;
+  return Output::Full;
+}
+
 void note(const char* line) {
   if (g_out == Output::Full) {
     log::str(line);

@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "kernel.h"
+
 namespace capmem::ktest {
 
 class Ctx {
@@ -59,6 +61,15 @@ enum class Output : std::uint8_t {
 unsigned run_all(const char* filter, Output out = Output::Full);
 // Whether `name` is selected by `filter` (as run_all uses it; nullptr selects every name).
 bool selected(const char* name, const char* filter);
+
+// The `ktest.out=` key every image that runs cases takes (kernel.h CmdlineKey; put it in the
+// image's image_cmdline_keys()), and the Output it asks for (Full when absent).
+inline constexpr kernel::CmdlineKey kOutputKey{
+    .key = "ktest.out",
+    .kind = kernel::CmdlineKind::Choice,
+    .choices = "full|summary|list",
+    .help = "every case's output (default) / the cases' notes and a summary / and each verdict"};
+Output output_from_cmdline();
 
 // A line of a case's account worth showing in every output (the demo's, per CPU): printed at
 // once with Output::Full, right after the case (before the summary) otherwise. Boot CPU.

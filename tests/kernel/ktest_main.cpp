@@ -17,10 +17,7 @@ constexpr CmdlineKey kKeys[] = {
      .kind = CmdlineKind::Text,
      .choices = "PREFIX[,PREFIX...]",
      .help = "only the cases whose names start with a prefix; each prefix must select one"},
-    {.key = "ktest.out",
-     .kind = CmdlineKind::Choice,
-     .choices = "full|summary|list",
-     .help = "every case's output (default) / the demo's account and a summary / and each verdict"},
+    ktest::kOutputKey,
     {.key = "crash",
      .kind = CmdlineKind::Choice,
      .choices = "pf|ud|panic|stack-overflow|triple|ap-panic|ap-pf|ap-stack-overflow",
@@ -88,10 +85,7 @@ std::span<const CmdlineKey> image_cmdline_keys() { return kKeys; }
 
 std::uint32_t image_main() {
   maybe_crash();
-  ktest::Output out = ktest::Output::Full;
-  if (cmdline_is("ktest.out", "summary")) out = ktest::Output::Summary;
-  if (cmdline_is("ktest.out", "list")) out = ktest::Output::List;
-  return ktest::run_all(cmdline_value("ktest"), out) == 0 ? kExitPass : kExitFail;
+  return ktest::run_all(cmdline_value("ktest"), ktest::output_from_cmdline()) == 0 ? kExitPass : kExitFail;
 }
 
 }  // namespace capmem::kernel

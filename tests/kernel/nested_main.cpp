@@ -10,6 +10,7 @@ namespace capmem::kernel {
 namespace {
 
 constexpr CmdlineKey kKeys[] = {
+    ktest::kOutputKey,
     {.key = "nested",
      .kind = CmdlineKind::Choice,
      .choices = "hook|dump|rsp0-overflow",
@@ -20,6 +21,8 @@ constexpr CmdlineKey kKeys[] = {
 
 std::span<const CmdlineKey> image_cmdline_keys() { return kKeys; }
 
-std::uint32_t image_main() { return ktest::run_all(nullptr) == 0 ? kExitPass : kExitFail; }
+std::uint32_t image_main() {
+  return ktest::run_all(nullptr, ktest::output_from_cmdline()) == 0 ? kExitPass : kExitFail;
+}
 
 }  // namespace capmem::kernel

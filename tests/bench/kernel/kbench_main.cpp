@@ -11,6 +11,7 @@ namespace capmem::kernel {
 namespace {
 
 constexpr CmdlineKey kKeys[] = {
+    ktest::kOutputKey,
     {.key = "kbench.pages",
      .kind = CmdlineKind::U64,
      .help = "pages of the single-CPU fault-path benchmark (default 16384)"},
@@ -24,6 +25,8 @@ constexpr CmdlineKey kKeys[] = {
 
 std::span<const CmdlineKey> image_cmdline_keys() { return kKeys; }
 
-std::uint32_t image_main() { return ktest::run_all(nullptr) == 0 ? kExitPass : kExitFail; }
+std::uint32_t image_main() {
+  return ktest::run_all(nullptr, ktest::output_from_cmdline()) == 0 ? kExitPass : kExitFail;
+}
 
 }  // namespace capmem::kernel
