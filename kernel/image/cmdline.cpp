@@ -11,7 +11,7 @@
 namespace capmem::kernel {
 namespace {
 
-// The platform's own keys (smp.cpp, acpi.cpp read them).
+// The platform's own keys (smp.cpp reads both).
 constexpr CmdlineKey kPlatformKeys[] = {
     {.key = "smp", .kind = CmdlineKind::Choice, .choices = "off", .help = "the boot CPU alone"},
     {.key = "acpi",
@@ -28,10 +28,10 @@ char g_parsed[kCmdlineMax];
 bool g_too_long = false;
 struct Token {
   const char* key;
-  const char* value;  // nullptr: a bare word
+  const char* value;  // never empty: cmdline_check refuses an empty value
   const CmdlineKey* spec;
 };
-constexpr std::size_t kMaxTokens = kCmdlineMax / 2;  // "a b c ...": at most one per two bytes
+constexpr std::size_t kMaxTokens = kCmdlineMax / 2;  // "k=v k=v ...": at most one per 4 bytes
 Token g_tokens[kMaxTokens];
 std::size_t g_ntokens = 0;
 bool g_checked = false;
