@@ -26,7 +26,7 @@
 #define HVM_START_MAGIC   0x336ec578
 #define MB2_HEADER_MAGIC  0xe85250d6   /* Multiboot2 spec 3.1.1 */
 #define MB2_BOOT_MAGIC    0x36d76289   /* in EAX at entry (spec 3.3) */
-#define MB2_CMDLINE_MAX   256          /* env_kernel.cpp's kCmdlineMax */
+#define MB2_CMDLINE_MAX   4097         /* kernel.h kCmdlineMax + 1: see mb2_to_pvh */
 #define MB2_MEMMAP_MAX    64           /* E820 entries kept; more are dropped */
 #define MB2_RSDP_MAX      36           /* ACPI 2.0+ RSDP (ACPI 6.5 5.2.5.3) */
 
@@ -192,7 +192,10 @@ boot_fail:
  * copies in .bss too. Everything capmem uses is copied here, before anything else runs, so
  * the memory GRUB left its information in needs no protection afterwards (the frame
  * allocator only ever sees the RAM ranges of the memory map minus the image).
- *   tag 1  command line (NUL-terminated)      -> mb2_cmdline, truncated to 255 bytes
+ *   tag 1  command line (NUL-terminated)      -> mb2_cmdline: at most 4096 bytes, NUL-
+ *          terminated (the buffer's last byte is never written); a line of 4096 bytes or
+ *          more thus reaches cmdline_capture without a NUL in its first kCmdlineMax bytes,
+ *          and the boot fails saying the line is too long (never cut silently)
  *   tag 6  memory map (entry_size >= 24; base, length, type as E820) -> mb2_memmap
  *   tag 14 ACPI old RSDP (a copy of the 20-byte ACPI 1.0 RSDP)        -> mb2_rsdp_v1
  *   tag 15 ACPI new RSDP (a copy of the 36-byte ACPI 2.0+ RSDP)       -> mb2_rsdp_v2

@@ -1,8 +1,11 @@
 // Console and exit. Every line goes to the QEMU/Bochs debug console (port 0xe9) and to COM1
 // (a 16550 UART at 0x3f8) when one answers; the exit leaves through isa-debug-exit (QEMU),
 // then the Bochs shutdown port, then halts. See docs/boot.md "Consoles and exit ports".
+#include <atomic>
+
 #include "arch.h"
 #include "kernel.h"
+#include "smp.h"
 
 namespace capmem::kernel {
 
@@ -47,9 +50,15 @@ void uart_wait(std::uint8_t bit) {
   }
 }
 
-}  // namespace
+// Held output (console_hold_begin): the last kHoldMax bytes, oldest first from g_hold_start.
+constexpr std::size_t kHoldMax = 16 * 1024;
+std::atomic<bool> g_holding{false};
+char g_hold[kHoldMax];
+std::size_t g_hold_len = 0;    // bytes held, at most kHoldMax
+std::size_t g_hold_start = 0;  // index of the oldest byte
+std::uint64_t g_hold_dropped = 0;
 
-void console_write(const char* s, std::size_t n) {
+void write_out(const char* s, std::size_t n) {
   if (uart_present())
     for (std::size_t i = 0; i < n; ++i) {
       uart_wait(kLsrThre);
@@ -59,8 +68,65 @@ void console_write(const char* s, std::size_t n) {
   asm volatile("rep outsb" : "+S"(s), "+c"(n) : "d"(kDebugConPort) : "memory");
 }
 
+void hold(const char* s, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (g_hold_len == kHoldMax) {
+      g_hold_start = (g_hold_start + 1) % kHoldMax;
+      --g_hold_len;
+      ++g_hold_dropped;
+    }
+    g_hold[(g_hold_start + g_hold_len++) % kHoldMax] = s[i];
+  }
+}
+
+void write_held() {
+  if (g_hold_dropped != 0) {
+    static constexpr char kNote[] = "[console: the start of the held output was dropped]\n";
+    write_out(kNote, sizeof kNote - 1);
+  }
+  const std::size_t first = kHoldMax - g_hold_start < g_hold_len ? kHoldMax - g_hold_start : g_hold_len;
+  write_out(g_hold + g_hold_start, first);
+  write_out(g_hold, g_hold_len - first);
+}
+
+void reset_held() {
+  g_hold_len = 0;
+  g_hold_start = 0;
+  g_hold_dropped = 0;
+}
+
+}  // namespace
+
+void console_write(const char* s, std::size_t n) {
+  if (g_holding.load(std::memory_order_acquire)) {
+    if (!smp::panic_owner_here()) {
+      hold(s, n);  // callers hold the console lock (env_kernel.cpp flush_line)
+      return;
+    }
+    // The panic report: everything held first, so nothing before the crash is lost.
+    g_holding.store(false, std::memory_order_release);
+    write_held();
+    reset_held();
+  }
+  write_out(s, n);
+}
+
+void console_hold_begin() {
+  console_flush();
+  reset_held();
+  g_holding.store(true, std::memory_order_release);
+}
+
+void console_hold_end(bool replay) {
+  console_flush();
+  if (!g_holding.exchange(false, std::memory_order_acq_rel)) return;  // a panic wrote it out
+  if (replay) write_held();
+  reset_held();
+}
+
 void exit_qemu(std::uint32_t code) {
-  if (g_uart == Uart::Present) uart_wait(kLsrTemt);  // the last line leaves the UART first
+  if (g_holding.exchange(false, std::memory_order_acq_rel)) write_held();  // nothing held is lost
+  if (g_uart == Uart::Present) uart_wait(kLsrTemt);                        // the last line leaves the UART first
   arch::outl(kDebugExitPort, code);
   // Not QEMU with isa-debug-exit: Bochs ends the emulation on "Shutdown" written byte by
   // byte to port 0x8900 (its exit status says nothing; the summary line is the verdict).

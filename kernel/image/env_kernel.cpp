@@ -18,12 +18,10 @@ namespace {
 
 constexpr std::size_t kMaxRanges = 32;
 constexpr std::uint64_t kLowMemoryEnd = 1ull << 20;  // below 1 MiB: BIOS, option ROMs, PVH hand-off
-constexpr std::size_t kCmdlineMax = 256;
 
 env::PhysRange g_ranges[kMaxRanges];
 std::size_t g_nranges = 0;
 std::uint64_t g_direct_map_end = 4ull << 30;  // boot.S maps [0, 4 GiB)
-char g_cmdline[kCmdlineMax];
 // The firmware's RAM entries (E820 type 1) as handed over, for firmware_ram().
 struct RamEntry {
   std::uint64_t base, end;
@@ -115,12 +113,7 @@ bool memory_init(std::uint64_t start_info_pa) {
     log::str(")\n");
     return false;
   }
-  if (si->cmdline_paddr != 0) {
-    const auto* c = static_cast<const char*>(env::phys_to_virt(PhysAddr{si->cmdline_paddr}));
-    std::size_t i = 0;
-    for (; i + 1 < kCmdlineMax && c[i] != '\0'; ++i) g_cmdline[i] = c[i];
-    g_cmdline[i] = '\0';
-  }
+  if (si->cmdline_paddr != 0) cmdline_capture(static_cast<const char*>(env::phys_to_virt(PhysAddr{si->cmdline_paddr})));
   const auto* mm = static_cast<const HvmMemmapEntry*>(env::phys_to_virt(PhysAddr{si->memmap_paddr}));
   std::uint64_t ram_end = 0;
   for (std::uint32_t i = 0; i < si->memmap_entries; ++i) {
@@ -146,33 +139,6 @@ bool memory_init(std::uint64_t start_info_pa) {
   remove_range(si->memmap_paddr, si->memmap_paddr + si->memmap_entries * sizeof(HvmMemmapEntry));
   if (si->cmdline_paddr != 0) remove_range(si->cmdline_paddr, si->cmdline_paddr + kCmdlineMax);
   return g_nranges > 0;
-}
-
-const char* cmdline() { return g_cmdline; }
-
-bool cmdline_has(const char* word) {
-  for (const char* s = g_cmdline; *s != '\0'; ++s) {
-    const char* a = s;
-    const char* b = word;
-    while (*b != '\0' && *a == *b) ++a, ++b;
-    if (*b == '\0') return true;
-  }
-  return false;
-}
-
-std::uint64_t cmdline_u64(const char* key, std::uint64_t dflt) {
-  for (const char* p = g_cmdline; *p != '\0'; ++p) {
-    if (p != g_cmdline && p[-1] != ' ') continue;
-    const char* k = key;
-    const char* q = p;
-    while (*k != '\0' && *q == *k) ++q, ++k;
-    if (*k != '\0') continue;
-    std::uint64_t v = 0;
-    bool any = false;
-    for (; *q >= '0' && *q <= '9'; ++q, any = true) v = v * 10 + static_cast<std::uint64_t>(*q - '0');
-    return any ? v : dflt;
-  }
-  return dflt;
 }
 
 std::uint64_t direct_map_end() { return g_direct_map_end; }

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "capmem/types.h"
 
@@ -33,7 +34,6 @@ extern "C" std::uint64_t boot_pml4[512];
 extern "C" std::uint64_t boot_pdpt_dm[512];  // PML4[256]: direct map, 1 GiB per entry
 // Linker-script symbols (linker/kernel.ld): the image's physical extent.
 extern "C" char __kernel_phys_start[], __kernel_phys_end[];
-extern "C" char __ktests_start[], __ktests_end[];
 // NOLINTEND(bugprone-dynamic-static-initializers)
 
 // PVH start of day (xen/include/public/arch-x86/hvm/start_info.h, version >= 1).
@@ -89,6 +89,13 @@ extern "C" HvmStartInfo mb2_start_info;  // boot.S: the converted Multiboot2 han
 // Every byte goes to the debug console (port 0xe9: QEMU `-debugcon`, Bochs `port_e9_hack`)
 // and to COM1 (16550 at 0x3f8, 115200 8N1, polled) when a UART answers there.
 void console_write(const char* s, std::size_t n);
+// Held output (the test image's summary output, tests/kernel/ktest.cpp): between
+// console_hold_begin() and console_hold_end(replay), what reaches console_write is kept (the
+// last 16 KiB) instead of written; end(true) writes it out, end(false) drops it. A panic or
+// exception report, and exit_qemu, write what is held first: nothing before a crash is lost.
+// Boot CPU, with no other CPU logging at the time of either call.
+void console_hold_begin();
+void console_hold_end(bool replay);
 // Leaves through isa-debug-exit at 0xf4 (QEMU exits with (code << 1) | 1; 0 = pass,
 // 1 = fail), then Bochs's shutdown port 0x8900 ("Shutdown"), then halts with interrupts off.
 // Every exit path (the summary, a panic, an unexpected exception) ends here.
@@ -145,13 +152,6 @@ inline constexpr std::uint16_t kTss = 0x28;
 // reports, minus the image, the boot structures and everything below 1 MiB; extends the
 // direct map above 4 GiB when 1 GiB pages exist. Returns false if the hand-off is unusable.
 bool memory_init(std::uint64_t start_info_pa);
-// The boot command line (`-append`), "" if none. Copied out of the hand-off at memory_init.
-const char* cmdline();
-// The decimal value of the command-line word `key` (for example "kbench.pages=" in
-// "kbench.pages=512"): `key` must start a word; dflt when it is absent or has no digits.
-std::uint64_t cmdline_u64(const char* key, std::uint64_t dflt);
-// Whether `word` (for example "acpi=off") occurs in the command line.
-bool cmdline_has(const char* word);
 // The CR3 value of the boot address space (kernel half only, slot 0 empty).
 std::uint64_t boot_cr3();
 // End of the direct map: phys_to_virt is valid below it.
@@ -160,5 +160,47 @@ std::uint64_t direct_map_end();
 bool firmware_ram(std::uint64_t base, std::uint64_t end);
 // Write out this CPU's unfinished console line (env_kernel.cpp buffers lines per CPU).
 void console_flush();
+
+// --- The command line (cmdline.cpp; docs/boot.md "The kernel command line") ---------------
+// Tokens separated by spaces, each KEY=VALUE; printable ASCII only; at most kCmdlineMax - 1
+// bytes (QEMU's PVH option ROM passes up to 4096 with the NUL; boot.S copies as much from
+// Multiboot2). One table of known keys, the platform's (cmdline.cpp) plus the image's
+// (image_cmdline_keys), is checked against the whole line once, by kmain before anything
+// reads it: a line too long, a bare word, an unknown key, a value its key does not take or a
+// key given twice fails the boot with a line naming it and the list of keys. Readers then
+// look keys up whole (`nosmp=off` is not `smp=off`).
+inline constexpr std::size_t kCmdlineMax = 4096;  // bytes, the terminating NUL included
+enum class CmdlineKind : std::uint8_t {
+  Choice,  // one of `choices`, separated by '|' ("off|scan")
+  U64,     // decimal digits, below 2^64
+  Text,    // any non-empty text (its reader checks it further: ktest=)
+};
+struct CmdlineKey {
+  const char* key;  // without the '='
+  CmdlineKind kind;
+  const char* choices = nullptr;  // Choice; Text: how its value reads in the list of keys
+  const char* help = nullptr;     // one line for the list of keys
+};
+// memory_init: copies the loader's NUL-terminated line (too long: refused by cmdline_check).
+void cmdline_capture(const char* src);
+// The line as the loader gave it, "" if none (the boot log prints it).
+const char* cmdline();
+// kmain, once: false (after printing why) when the line is refused.
+bool cmdline_check();
+// After cmdline_check, for a key in the table (asserted): the value of KEY=VALUE, nullptr
+// when absent; whether KEY=value was given (value one of the key's choices, asserted); the
+// number given to a U64 key, dflt when absent.
+const char* cmdline_value(const char* key);
+bool cmdline_is(const char* key, const char* value);
+std::uint64_t cmdline_u64(const char* key, std::uint64_t dflt);
+
+// --- The image's entry (each image links one: tests/kernel/ktest_main.cpp,
+// tests/kernel/nested_main.cpp, tests/bench/kernel/kbench_main.cpp) ------------------------
+// The keys the image reads besides the platform's (smp=, acpi=).
+std::span<const CmdlineKey> image_cmdline_keys();
+// Called by kmain on the boot CPU once the platform is up: memory, the frame allocator,
+// hash::init, every CPU online, the command line checked. Returns the exit code
+// (kExitPass / kExitFail) kmain leaves with.
+std::uint32_t image_main();
 
 }  // namespace capmem::kernel

@@ -40,6 +40,15 @@ while [ $# -gt 0 ]; do
 done
 
 [ -f "$kernel" ] || { echo "qemu-run: no kernel image at $kernel (build first)" >&2; exit 4; }
+# QEMU's PVH option ROM copies -append into a 4096-byte buffer without a bound: a longer line
+# overruns the start_info after it, and the kernel then finds no hand-off at all. The kernel
+# takes 4095 bytes and refuses a 4096-byte line itself (docs/boot.md "The kernel command line").
+for ((i = 0; i + 1 < ${#extra[@]}; i++)); do
+  if [ "${extra[i]}" = -append ] && [ ${#extra[i + 1]} -gt 4096 ]; then
+    echo "qemu-run: -append is ${#extra[i + 1]} bytes; the kernel takes at most 4095 (and QEMU's PVH ROM overruns its buffer past 4096)" >&2
+    exit 4
+  fi
+done
 qemu=${QEMU:-qemu-system-x86_64}
 if ! command -v "$qemu" >/dev/null 2>&1; then
   echo "qemu-run: $qemu not found" >&2

@@ -163,13 +163,13 @@ void init() {
     return;
   }
   bsp.apic_id = apic::id();
-  if (cmdline_has("smp=off")) {
+  if (cmdline_is("smp", "off")) {
     log::str("smp: smp=off on the command line: running on the boot CPU alone\n");
     return;
   }
   acpi::CpuList cpus;
-  const bool acpi_off = cmdline_has("acpi=off");
-  const acpi::Source src = acpi::find_cpus(cpus, !acpi_off && !cmdline_has("acpi=scan"), !acpi_off);
+  const bool acpi_off = cmdline_is("acpi", "off");
+  const acpi::Source src = acpi::find_cpus(cpus, !acpi_off && !cmdline_is("acpi", "scan"), !acpi_off);
   if (src == acpi::Source::None) {
     log::str(
         "smp: no valid ACPI MADT (no RSDP from the boot protocol, none in the BIOS area): "

@@ -8,7 +8,7 @@
 //     if (...) return t.fail("reason");  // explicit failure with a reason
 //   }
 //
-// and add the file to `kernel_test_srcs` in kernel/image/meson.build. Cases register
+// and add the file to `kernel_test_srcs` in tests/kernel/meson.build. Cases register
 // themselves in the `.ktests` section (an array of `const Case*` that linker/kernel.ld
 // collects between __ktests_start and __ktests_end); the runner sorts them by name and
 // prints `[ RUN ] name`, `[ OK ] name` or `[ FAIL ] name: reason`, then `N passed, N failed`.
@@ -18,6 +18,8 @@
 #pragma once
 
 #include <cstdint>
+
+#include "kernel.h"
 
 namespace capmem::ktest {
 
@@ -42,14 +44,36 @@ struct Case {
   void (*fn)(Ctx&);
 };
 
+// What the runner prints (the test image's `ktest.out=`, docs/boot.md).
+enum class Output : std::uint8_t {
+  Full,     // every case's `[ RUN ]` line, its output and verdict as it runs (the lanes parse it)
+  Summary,  // the cases' notes (ktest::note), then the summary; a failing case's whole output
+  List,     // Summary, then every case's verdict, one line each
+};
+
 // Runs the registered cases whose names start with one of the comma-separated prefixes in
-// `filter` (every case if `filter` is empty); returns the number that failed. A filter that
-// selects no case is a failure (a typo must not pass as "0 passed, 0 failed").
+// `filter` (every case if `filter` is nullptr); returns the number that failed. Every prefix
+// must select at least one case: an empty prefix or one that selects none fails the run
+// before any case runs, each named (a renamed case must never leave a lane green). The
+// summary line `N passed, N failed` comes last in every output.
 // The kernel takes the filter from the command line, `ktest=PREFIX[,PREFIX...]` (QEMU
 // `-append`, GRUB `multiboot2 /boot/capmem-kernel ktest=...`; docs/boot.md).
-unsigned run_all(const char* filter);
-// Whether `name` is selected by `filter` (as run_all uses it).
+unsigned run_all(const char* filter, Output out = Output::Full);
+// Whether `name` is selected by `filter` (as run_all uses it; nullptr selects every name).
 bool selected(const char* name, const char* filter);
+
+// The `ktest.out=` key every image that runs cases takes (kernel.h CmdlineKey; put it in the
+// image's image_cmdline_keys()), and the Output it asks for (Full when absent).
+inline constexpr kernel::CmdlineKey kOutputKey{
+    .key = "ktest.out",
+    .kind = kernel::CmdlineKind::Choice,
+    .choices = "full|summary|list",
+    .help = "every case's output (default) / the cases' notes and a summary / and each verdict"};
+Output output_from_cmdline();
+
+// A line of a case's account worth showing in every output (the demo's, per CPU): printed at
+// once with Output::Full, right after the case (before the summary) otherwise. Boot CPU.
+void note(const char* line);
 
 }  // namespace capmem::ktest
 

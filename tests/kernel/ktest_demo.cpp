@@ -1,8 +1,11 @@
 // The demo scenario and the fault handler's outcomes at real ring 3: every page-in and
 // copy-on-write below is a hardware #PF that the IDT's vector 14 hands to
 // fault::Run::handle_page_fault (guest_run.h routes it).
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
+#include "capmem/env.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
@@ -14,6 +17,8 @@
 #include "kernel.h"
 #include "ktest.h"
 #include "ktest_ring3_progs.h"
+#include "percpu.h"
+#include "smp.h"
 #include "user.h"
 
 namespace {
@@ -268,4 +273,162 @@ KTEST(fault_ring3_run_writes_thousands_of_pages) {
   }
   KEXPECT_EQ(frames().stats().free, free0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The demo on every CPU at once: the account `./dev run` shows first (ktest::note).
+
+// A line built piece by piece (ktest::note takes whole lines).
+struct NoteLine {
+  char b[192] = {};
+  std::size_t n = 0;
+  NoteLine& s(const char* p) {
+    while (*p != '\0' && n + 1 < sizeof b) b[n++] = *p++;
+    b[n] = '\0';
+    return *this;
+  }
+  NoteLine& d(std::uint64_t v) {
+    char tmp[24];
+    std::size_t k = 0;
+    do {
+      tmp[k++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    while (k > 0 && n + 1 < sizeof b) b[n++] = tmp[--k];
+    b[n] = '\0';
+    return *this;
+  }
+};
+
+// One CPU's demo: the ring-3 program over its own copy of the image's mem cap (the code cap
+// is shared by every CPU), then that copy flushed and its root taken, all on this CPU.
+struct DemoJob {
+  const demo::Image* image = nullptr;
+  DataCap mem;
+  const char* error = nullptr;
+  unsigned cpu = 0;
+  RunResult r;
+  fault::Counters counters;
+  std::uint64_t gas = 0;
+  Hash32 root{};
+};
+
+void demo_job(void* arg) {
+  auto* j = static_cast<DemoJob*>(arg);
+  j->cpu = env::cpu_id();
+  UserRegs regs{};
+  regs.rip = fault::JIT_BASE;
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;
+  auto g = run_guest(GuestSpec{.code = &j->image->code,
+                               .mem = &j->mem,
+                               .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
+                               .gas = demo::kDefaultGas,
+                               .program = ring3_demo_prog,
+                               .program_end = ring3_demo_prog_end},
+                     regs);
+  if (!g.ok()) {
+    j->error = "setting up the guest run (page table, ring-3 program)";
+    return;
+  }
+  j->r = g->result;
+  j->counters = g->counters;
+  j->gas = g->gas_used;
+  if (!j->mem.flush().ok()) {
+    j->error = "flush of the CPU's mem cap";
+    return;
+  }
+  auto root = j->mem.root();
+  if (!root.ok()) {
+    j->error = "root of the CPU's mem cap";
+    return;
+  }
+  j->root = root.value();
+}
+
+// Every online CPU runs the demo at once, each over its own copy of one image's mem cap;
+// each CPU's account (ops, faults by kind, gas, root) must equal the boot CPU's run of the
+// same copy alone (demo_ring3_same_line_as_interpreter ties that run to the interpreter
+// engine, tests/qemu demo-parity to `capmem demo`). With one CPU online it is that run twice.
+KTEST(demo_ring3_on_every_cpu_at_once) {
+  const unsigned n = smp::online_count();
+  const auto free0 = frames().stats().free;
+  {
+    auto image = demo::build();
+    KASSERT(image.ok());
+    DemoJob ref;
+    ref.image = &image.value();
+    auto ref_mem = image->mem.copy();
+    KASSERT(ref_mem.ok());
+    ref.mem = ref_mem.release_value();
+    demo_job(&ref);
+    if (ref.error != nullptr) return t.fail(ref.error);
+    KASSERT(ref.r.exit == RunExit::ExitGate);
+    KASSERT_EQ(ref.r.regs.r9, std::uint64_t{demo::kOps - 1});
+
+    DemoJob jobs[kMaxKernelCpus];
+    void* args[kMaxKernelCpus] = {};
+    for (unsigned i = 0; i < n; ++i) {
+      jobs[i].image = &image.value();
+      auto mem = image->mem.copy();
+      KASSERT(mem.ok());
+      jobs[i].mem = mem.release_value();
+      args[i] = &jobs[i];
+    }
+    smp::run_on_all(n, demo_job, args);
+
+    ktest::note(NoteLine{}
+                    .s("demo: one guest on ")
+                    .d(n)
+                    .s(n == 1 ? " CPU" : " CPUs at once")
+                    .s(", each over its own copy of a ")
+                    .d(demo::kMemPages)
+                    .s("-page mem cap (pinned pages ")
+                    .d(demo::kPinned.first_page)
+                    .s("..")
+                    .d(demo::kPinned.first_page + demo::kPinned.pages - 1)
+                    .s("), real ring-3 #PFs")
+                    .b);
+    for (unsigned i = 0; i < n; ++i) {
+      const DemoJob& j = jobs[i];
+      if (j.error != nullptr) {
+        t.fail(j.error);
+        continue;
+      }
+      KEXPECT_EQ(j.cpu, i);
+      KEXPECT(j.r.exit == RunExit::ExitGate);
+      KEXPECT_EQ(j.r.regs.r9, ref.r.regs.r9);
+      KEXPECT_EQ(j.r.regs.r8, ref.r.regs.r8);  // the checksum of every value loaded
+      KEXPECT(j.root == ref.root);
+      KEXPECT_EQ(j.gas, ref.gas);
+      KEXPECT_EQ(j.counters.page_in, ref.counters.page_in);
+      KEXPECT_EQ(j.counters.clusters, ref.counters.clusters);
+      KEXPECT_EQ(j.counters.cluster_pages, ref.counters.cluster_pages);
+      KEXPECT_EQ(j.counters.cow, ref.counters.cow);
+      KEXPECT_EQ(j.r.faults_resumed, ref.r.faults_resumed);
+      ktest::note(NoteLine{}
+                      .s("demo cpu ")
+                      .d(i)
+                      .s(": ")
+                      .d(j.r.regs.r9)
+                      .s(" ops; #PFs resumed ")
+                      .d(j.r.faults_resumed)
+                      .s(": ")
+                      .d(j.counters.page_in)
+                      .s(" CoW page-ins, ")
+                      .d(j.counters.clusters)
+                      .s(" read-only clusters (")
+                      .d(j.counters.cluster_pages)
+                      .s(" pages), ")
+                      .d(j.counters.cow)
+                      .s(" copies, ")
+                      .d(j.counters.spurious)
+                      .s(" spurious")
+                      .b);
+      char line[160];
+      demo::format_line(line, sizeof line, j.root, j.gas, j.counters);
+      ktest::note(NoteLine{}.s("demo cpu ").d(i).s(": ").s(line).b);
+    }
+  }
+  KEXPECT_EQ(frames().stats().free, free0);  // every copy and table gone
+}
+
 }  // namespace

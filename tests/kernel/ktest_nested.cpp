@@ -43,8 +43,8 @@ FaultVerdict overflowing_hook(void*, VirtAddr, std::uint64_t, TrapFrame&) {
 }  // namespace
 
 KTEST(nested_fault) {
-  const bool overflow = cmdline_has("nested=rsp0-overflow");
-  if (cmdline_has("nested=hook") || overflow) {
+  const bool overflow = cmdline_is("nested", "rsp0-overflow");
+  if (cmdline_is("nested", "hook") || overflow) {
     auto table = pt::PageTable::create();
     KASSERT(table.ok());
     link_kernel_half(table.value());
@@ -60,7 +60,7 @@ KTEST(nested_fault) {
     table->teardown();
     return;
   }
-  if (cmdline_has("nested=dump")) {
+  if (cmdline_is("nested", "dump")) {
     log::str("nested: ud2 with rbp pointing at unmapped kernel space\n");
     asm volatile("mov %0, %%rbp\n\tud2" : : "r"(kUnmappedHigh) : "memory");
     t.fail("ud2 returned");

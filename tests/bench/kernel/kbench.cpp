@@ -204,13 +204,13 @@ KTEST(kbench_fault_path) {
   const tsc::Calibration clock = tsc::calibrate();
   tsc::log_calibration(clock, "kbench: ");
   KASSERT(clock.khz != 0);
-  std::uint64_t pages = cmdline_u64("kbench.pages=", 16384);
+  std::uint64_t pages = cmdline_u64("kbench.pages", 16384);
   pages -= pages % fault::PAGES_PER_CLUSTER;
   const std::uint64_t max_pages = (fault::DATA_BASE - fault::CODE_BASE) / PAGE_SIZE;  // code range fits
   if (pages == 0) pages = fault::PAGES_PER_CLUSTER;
   if (pages > max_pages) pages = max_pages;
   const auto n = static_cast<std::uint32_t>(pages);
-  std::uint64_t reps = cmdline_u64("kbench.reps=", 3);
+  std::uint64_t reps = cmdline_u64("kbench.reps", 3);
   if (reps == 0) reps = 1;
 
   // Poisoning (on for the tests) fills every freed frame and checks it on reuse: not part

@@ -88,7 +88,7 @@ Result<DataCap> make_base(std::uint32_t n) {
 }
 
 KTEST(kbench_smp_cow_scaling) {
-  const auto pages = static_cast<std::uint32_t>(cmdline_u64("kbench.smp_pages=", 8192));
+  const auto pages = static_cast<std::uint32_t>(cmdline_u64("kbench.smp_pages", 8192));
   KASSERT(pages != 0 && std::uint64_t{pages} * PAGE_SIZE <= 1ull << 32);
   const unsigned online = smp::online_count();
   if (frames().stats().free < 4ull * pages + 1024)
