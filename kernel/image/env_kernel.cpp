@@ -12,10 +12,9 @@
 #include "percpu.h"
 #include "ram_ranges.h"
 #include "smp.h"
+#include "trap.h"
 
 namespace capmem::kernel {
-void backtrace_from(std::uint64_t rbp);
-
 namespace {
 
 constexpr std::uint64_t kLowMemoryEnd = 1ull << 20;  // below 1 MiB: BIOS, option ROMs, PVH hand-off
