@@ -104,6 +104,7 @@ Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t coun
     if (first == sp.first_pfn && k > 0) --k;
   }
   total_ = free_;
+  CAPMEM_ASSERT(free_head_ != nullptr);  // the size check above left at least two frames
 
   // Straight from the start-up list (no CPU cache is involved before the first alloc()).
   zero_ = free_head_;
