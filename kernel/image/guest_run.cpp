@@ -38,7 +38,7 @@ FaultVerdict route_page_fault(void* ctx, VirtAddr cr2, std::uint64_t error_code,
 }  // namespace
 
 Result<pt::PageTable> guest_table(const char* program, const char* program_end) {
-  pt::PageTable table = TRY(pt::PageTable::create());
+  pt::PageTable table = CAPMEM_TRY(pt::PageTable::create());
   link_kernel_half(table);
   const Status s = map_ring3_program(table, VirtAddr{fault::JIT_BASE}, program, program_end);
   if (s != Status::Ok) return s;  // `table` is torn down on the way out
@@ -63,7 +63,7 @@ RunResult enter_guest(fault::Run& run, const UserRegs& regs, std::uint64_t* hand
 }
 
 Result<GuestResult> run_guest(const GuestSpec& spec, const UserRegs& regs) {
-  pt::PageTable table = TRY(guest_table(spec.program, spec.program_end));
+  pt::PageTable table = CAPMEM_TRY(guest_table(spec.program, spec.program_end));
   GuestResult out;
   {
     fault::Run run(
