@@ -14,6 +14,13 @@
 
 #include "capmem/status.h"
 
+// capmem exports only CAPMEM_TRY: a consumer's own TRY (below, a different one) must not
+// collide with a definition of ours (issue 21).
+#ifdef TRY
+#error "capmem/status.h defines a bare TRY macro"
+#endif
+#define TRY(expr) ((expr) + 1)
+
 using namespace capmem;
 
 namespace {
@@ -47,6 +54,10 @@ Result<void> check_even(int x) {
 }
 
 }  // namespace
+
+TEST(Status, ConsumersOwnTryMacroIsUntouched) {
+  EXPECT_EQ(TRY(41), 42);  // the consumer's TRY, not a Result propagation
+}
 
 TEST(Status, EveryStatusHasADistinctName) {
   const auto all = all_statuses();
