@@ -1,6 +1,6 @@
 // Physical frame allocator: carves 4 KiB frames out of the RAM ranges the seam reports,
 // one descriptor per frame, O(1) alloc/free and descriptor -> PA -> direct-map pointer; PA ->
-// descriptor scans the managed ranges (at most kMaxRanges = 16, usually 1-3).
+// descriptor is a binary search over the managed ranges (at most kMaxRanges = 64, usually 1-3).
 #pragma once
 
 #include <atomic>
@@ -97,7 +97,13 @@ struct FrameStats {
 
 class FrameAllocator {
  public:
-  static constexpr std::size_t kMaxRanges = 16;
+  // Ranges the allocator indexes. init() takes any number: past kMaxRanges it bridges the
+  // smallest gaps between neighbours (the gap's frames get Reserved descriptors, 64 bytes
+  // per 4 KiB of gap, and are never handed out) until at most kMaxRanges remain.
+  static constexpr std::size_t kMaxRanges = 64;
+  // The most ranges init_from_env() reads from env::memory_ranges(); an environment keeps at
+  // most this many (Linux keeps 128 E820 entries; a PVH or Multiboot2 map from QEMU has 2-3).
+  static constexpr std::size_t kMaxEnvRanges = 256;
   // Per-CPU cache: refill/drain batch and the most frames one cache holds (128 KiB).
   // The depot lists behind the caches have no bound: their frames are in reach of every CPU.
   static constexpr std::uint32_t kCacheBatch = 16;
@@ -107,10 +113,11 @@ class FrameAllocator {
   FrameAllocator(const FrameAllocator&) = delete;
   FrameAllocator& operator=(const FrameAllocator&) = delete;
 
-  // Takes ownership of the given ranges: places the descriptor array in the first frames
-  // of the largest range (those frames are Reserved), threads every other frame onto
-  // the free list and sets up the zero frame. Ranges are page-aligned and disjoint.
-  // Returns InvalidArgument for unusable input (none, too many, too small).
+  // Takes ownership of the given ranges, however many (see kMaxRanges): places the
+  // descriptor array in the first frames of the largest range (those frames are Reserved),
+  // threads every other frame onto the free list and sets up the zero frame. Ranges are
+  // page-aligned, ascending and disjoint. Returns InvalidArgument for unusable input (none,
+  // misaligned, overlapping, or the largest range too small for the descriptors).
   Result<void> init(const env::PhysRange* ranges, std::size_t count);
   // Convenience: init from env::memory_ranges().
   Result<void> init_from_env();
@@ -133,7 +140,8 @@ class FrameAllocator {
   // Returns true if this dropped the last reference (the frame is now free).
   bool unref(FrameDesc* d);
 
-  // O(#ranges) <= 16: descriptor for a physical address inside a managed range.
+  // O(log #ranges): descriptor for a physical address inside a managed range (a Reserved
+  // one inside a bridged gap), nullptr outside every range.
   [[nodiscard]] FrameDesc* desc_of(PhysAddr pa) const;
   [[nodiscard]] FrameDesc* desc_of_virt(const void* p) const { return desc_of(env::virt_to_phys(p)); }
 

@@ -417,7 +417,7 @@ class BasicPageTable {
     }
     const PathRights need{.writable = flags.writable, .user = flags.user};
     EntryWord* pt = fast_path(va, need);
-    if (pt == nullptr) pt = TRY(build_path(va, Level::Pt, need));
+    if (pt == nullptr) pt = CAPMEM_TRY(build_path(va, Level::Pt, need));
     return commit_leaf(word_at<Level::Pt>(pt, va), va, Pte::leaf(pa, flags), ref);
   }
 
@@ -452,7 +452,7 @@ class BasicPageTable {
   // may hold it (shoot_down), then drops its reference if it holds one. NotMapped if none.
   // Tables stay (freed at teardown). Not for the #PF path (it may wait for other CPUs).
   Result<void> unmap(VirtAddr va) {
-    const LeafRef leaf = TRY(present_leaf(va));
+    const LeafRef leaf = CAPMEM_TRY(present_leaf(va));
     const Pte old{policy_.exchange(leaf.word, 0)};
     shoot_down(va);
     drop_leaf_ref(old);
@@ -464,12 +464,12 @@ class BasicPageTable {
   // flags need U/S or R/W. holds_ref cannot change (a mismatch is InvalidArgument).
   // Shoots the old translation down (shoot_down). NotMapped if none. Not for the #PF path.
   Result<void> protect(VirtAddr va, LeafFlags flags) {
-    const LeafRef leaf = TRY(present_leaf(va));
+    const LeafRef leaf = CAPMEM_TRY(present_leaf(va));
     if (leaf.entry.holds_ref() != flags.holds_ref) return Status::InvalidArgument;
     // The path exists, so build_path only widens rights (it cannot allocate or fail).
     const PathRights need{.writable = flags.writable, .user = flags.user};
     EntryWord* pt = fast_path(va, need);
-    if (pt == nullptr) pt = TRY(build_path(va, Level::Pt, need));
+    if (pt == nullptr) pt = CAPMEM_TRY(build_path(va, Level::Pt, need));
     CAPMEM_ASSERT(word_at<Level::Pt>(pt, va) == leaf.word);
     // One compare-exchange against the value last seen; when the CPU set A or D since, it
     // fails, reloads, and the next attempt carries those bits over (rule 7.3).
@@ -500,7 +500,7 @@ class BasicPageTable {
       return Status::InvalidArgument;
     CAPMEM_ASSERT(root_ != nullptr);
     PathPlan plan{.va = va, .stop = above(level), .need = {.writable = perms.writable, .user = perms.user}};
-    TRY(prepare_from<Level::Pml4>(root_words_, plan));
+    CAPMEM_TRY(prepare_from<Level::Pml4>(root_words_, plan));
     // The entry to link is in a fresh, empty table, or in an existing one: check it now,
     // before anything is written (nothing was allocated when the whole path exists).
     if (plan.nfresh == 0 && with_table_level(plan.stop, [&]<Level L>() { return read<L>(plan.table, va).present(); }))
@@ -524,7 +524,7 @@ class BasicPageTable {
   // Share `donor`'s table of level `level` covering `va` (see link_shared).
   template <TablePolicy Q>
   Result<void> link_from(const BasicPageTable<Q>& donor, VirtAddr va, Level level, LinkFlags perms = {}) {
-    const PhysAddr t = TRY(donor.subtree(va, level));
+    const PhysAddr t = CAPMEM_TRY(donor.subtree(va, level));
     return link_shared(va, level, t, perms);
   }
 
@@ -651,7 +651,7 @@ class BasicPageTable {
   // walk and every allocation happen before any entry is written.
   Result<EntryWord*> build_path(VirtAddr va, Level stop, PathRights need) {
     PathPlan plan{.va = va, .stop = stop, .need = need};
-    TRY(prepare_from<Level::Pml4>(root_words_, plan));
+    CAPMEM_TRY(prepare_from<Level::Pml4>(root_words_, plan));
     return commit_path(plan);
   }
 

@@ -1,5 +1,5 @@
 // Typed errors: one enum class for every failure the core reports, an expected-like
-// Result<T>, and TRY for propagation (after SerenityOS ErrorOr / managarm error.hpp).
+// Result<T>, and CAPMEM_TRY for propagation (after SerenityOS ErrorOr / managarm error.hpp).
 // No exceptions exist in the kernel build; every fallible core call returns one of these.
 #pragma once
 
@@ -125,7 +125,7 @@ class [[nodiscard]] Result<void> {
 
 }  // namespace capmem
 
-// TRY(expr): evaluate a Result; on failure return its status from the enclosing function,
+// CAPMEM_TRY(expr): evaluate a Result; on failure return its status from the enclosing function,
 // otherwise yield the value (GNU statement expression, supported by g++ and clang).
 #define CAPMEM_TRY(expr)                                    \
   ({                                                        \
@@ -133,6 +133,3 @@ class [[nodiscard]] Result<void> {
     if (!_capmem_try_r.ok()) return _capmem_try_r.status(); \
     _capmem_try_r.release_value();                          \
   })
-#ifndef TRY
-#define TRY(expr) CAPMEM_TRY(expr)
-#endif

@@ -27,7 +27,7 @@
 #define MB2_HEADER_MAGIC  0xe85250d6   /* Multiboot2 spec 3.1.1 */
 #define MB2_BOOT_MAGIC    0x36d76289   /* in EAX at entry (spec 3.3) */
 #define MB2_CMDLINE_MAX   4097         /* kernel.h kCmdlineMax + 1: see mb2_to_pvh */
-#define MB2_MEMMAP_MAX    64           /* E820 entries kept; more are dropped */
+#define MB2_MEMMAP_MAX    256          /* E820 entries kept; more are counted in mb2_memmap_dropped */
 #define MB2_RSDP_MAX      36           /* ACPI 2.0+ RSDP (ACPI 6.5 5.2.5.3) */
 
 /* ---- The Multiboot2 header (spec 3.1): in the first 32 KiB of the file, 8-byte aligned;
@@ -257,7 +257,7 @@ mb2_to_pvh:
 	cmp %edx, %eax
 	ja 4f                                      /* no whole entry left */
 	cmpl $MB2_MEMMAP_MAX, PHYS(mb2_start_info) + 48
-	jae 4f
+	jae .Lmemmap_full
 	mov 0(%esi), %eax                          /* base */
 	mov %eax, 0(%edi)
 	mov 4(%esi), %eax
@@ -271,6 +271,10 @@ mb2_to_pvh:
 	add $24, %edi
 	add %ecx, %esi
 	incl PHYS(mb2_start_info) + 48             /* memmap_entries */
+	jmp 3b
+.Lmemmap_full:                                 /* counted, reported by memory_init */
+	incl PHYS(mb2_memmap_dropped)
+	add %ecx, %esi
 	jmp 3b
 4:	pop %edx
 	movl $PHYS(mb2_memmap), PHYS(mb2_start_info) + 40    /* memmap_paddr */
@@ -376,8 +380,9 @@ boot_stack_top:
 	/* Which entry ran (0 = PVH, 1 = Multiboot2) and, for Multiboot2, the hand-off built by
 	 * mb2_to_pvh (inside the image: never given to the frame allocator). */
 	.balign 8
-	.globl boot_protocol, mb2_start_info
+	.globl boot_protocol, mb2_start_info, mb2_memmap_dropped
 boot_protocol:  .skip 4
+mb2_memmap_dropped: .skip 4    /* Multiboot2 memory-map entries past MB2_MEMMAP_MAX */
 	.balign 8
 mb2_start_info: .skip 56       /* struct hvm_start_info, kernel.h HvmStartInfo */
 mb2_memmap:     .skip MB2_MEMMAP_MAX * 24

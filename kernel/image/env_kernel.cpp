@@ -6,81 +6,27 @@
 
 #include "arch.h"
 #include "capmem/env.h"
+#include "capmem/frame.h"
 #include "capmem/log.h"
 #include "kernel.h"
 #include "percpu.h"
+#include "ram_ranges.h"
 #include "smp.h"
+#include "trap.h"
 
 namespace capmem::kernel {
-void backtrace_from(std::uint64_t rbp);
-
 namespace {
 
-constexpr std::size_t kMaxRanges = 32;
 constexpr std::uint64_t kLowMemoryEnd = 1ull << 20;  // below 1 MiB: BIOS, option ROMs, PVH hand-off
 
-env::PhysRange g_ranges[kMaxRanges];
-std::size_t g_nranges = 0;
+// Every usable range, as many as the frame allocator reads (FrameAllocator::kMaxEnvRanges):
+// env::memory_ranges() hands all of them over, and the boot log prints exactly these.
+RamRanges<FrameAllocator::kMaxEnvRanges> g_ram;
 std::uint64_t g_direct_map_end = 4ull << 30;  // boot.S maps [0, 4 GiB)
-// The firmware's RAM entries (E820 type 1) as handed over, for firmware_ram().
-struct RamEntry {
-  std::uint64_t base, end;
-};
-RamEntry g_fw_ram[kMaxRanges];
-std::size_t g_fw_ram_count = 0;
-
-std::uint64_t align_up(std::uint64_t v) { return (v + PAGE_SIZE - 1) & ~std::uint64_t{PAGE_SIZE - 1}; }
-std::uint64_t align_down(std::uint64_t v) { return v & ~std::uint64_t{PAGE_SIZE - 1}; }
-
-// Insert [base, end) (page-aligned inward) keeping g_ranges sorted; overlapping input from
-// a sloppy firmware map is merged.
-void add_range(std::uint64_t base, std::uint64_t end) {
-  base = align_up(base);
-  end = align_down(end);
-  if (end <= base) return;
-  if (g_nranges == kMaxRanges) {
-    log::str("capmem: memory map has too many ranges, ignoring some\n");
-    return;
-  }
-  std::size_t i = g_nranges;
-  while (i > 0 && g_ranges[i - 1].base.value() > base) {
-    g_ranges[i] = g_ranges[i - 1];
-    --i;
-  }
-  g_ranges[i] = env::PhysRange{.base = PhysAddr{base}, .size = end - base};
-  ++g_nranges;
-  // Merge overlaps/adjacency.
-  std::size_t out = 0;
-  for (std::size_t k = 1; k < g_nranges; ++k) {
-    const std::uint64_t cur_end = g_ranges[out].base.value() + g_ranges[out].size;
-    const std::uint64_t kb = g_ranges[k].base.value(), ke = kb + g_ranges[k].size;
-    if (kb <= cur_end) {
-      if (ke > cur_end) g_ranges[out].size = ke - g_ranges[out].base.value();
-    } else {
-      g_ranges[++out] = g_ranges[k];
-    }
-  }
-  g_nranges = g_nranges ? out + 1 : 0;
-}
-
-// Remove [base, end) from every range (splitting one if needed).
-void remove_range(std::uint64_t base, std::uint64_t end) {
-  base = align_down(base);
-  end = align_up(end);
-  env::PhysRange keep[kMaxRanges];
-  std::size_t n = 0;
-  for (std::size_t i = 0; i < g_nranges; ++i) {
-    const std::uint64_t rb = g_ranges[i].base.value(), re = rb + g_ranges[i].size;
-    if (re <= base || rb >= end) {
-      if (n < kMaxRanges) keep[n++] = g_ranges[i];
-      continue;
-    }
-    if (rb < base && n < kMaxRanges) keep[n++] = env::PhysRange{.base = PhysAddr{rb}, .size = base - rb};
-    if (re > end && n < kMaxRanges) keep[n++] = env::PhysRange{.base = PhysAddr{end}, .size = re - end};
-  }
-  for (std::size_t i = 0; i < n; ++i) g_ranges[i] = keep[i];
-  g_nranges = n;
-}
+// The firmware's memory map as handed over (outside every usable range: never overwritten),
+// for firmware_ram().
+const HvmMemmapEntry* g_memmap = nullptr;
+std::uint32_t g_memmap_entries = 0;
 
 // RAM above 4 GiB: boot.S mapped [0, 4 GiB) with 2 MiB pages; with 1 GiB pages
 // (CPUID.80000001H:EDX.Page1GB[26], SDM Vol. 3A 4.5 Table 4-16) the rest of the direct map
@@ -115,37 +61,88 @@ bool memory_init(std::uint64_t start_info_pa) {
   }
   if (si->cmdline_paddr != 0) cmdline_capture(static_cast<const char*>(env::phys_to_virt(PhysAddr{si->cmdline_paddr})));
   const auto* mm = static_cast<const HvmMemmapEntry*>(env::phys_to_virt(PhysAddr{si->memmap_paddr}));
+  g_memmap = mm;
+  g_memmap_entries = si->memmap_entries;
   std::uint64_t ram_end = 0;
   for (std::uint32_t i = 0; i < si->memmap_entries; ++i) {
     if (mm[i].type != kE820Ram) continue;
-    if (g_fw_ram_count < kMaxRanges) g_fw_ram[g_fw_ram_count++] = RamEntry{mm[i].addr, mm[i].addr + mm[i].size};
     const std::uint64_t end = mm[i].addr + mm[i].size;
     if (end > ram_end) ram_end = end;
   }
   extend_direct_map(ram_end);
+  std::uint64_t beyond_map = 0;  // RAM past the direct map (no 1 GiB pages): left out
   for (std::uint32_t i = 0; i < si->memmap_entries; ++i) {
     if (mm[i].type != kE820Ram) continue;
     std::uint64_t base = mm[i].addr, end = mm[i].addr + mm[i].size;
     if (base < kLowMemoryEnd) base = kLowMemoryEnd;
-    if (end > g_direct_map_end) end = g_direct_map_end;
-    add_range(base, end);
+    if (end > g_direct_map_end) {
+      beyond_map += end - (base > g_direct_map_end ? base : g_direct_map_end);
+      end = g_direct_map_end;
+    }
+    g_ram.add(base, end);
   }
   // What the boot path uses: the image (code, data, boot page tables, stacks: all in
   // [__kernel_phys_start, __kernel_phys_end)) and the hand-off structures wherever the
   // loader put them (QEMU puts them below 1 MiB, which is already excluded).
-  remove_range(reinterpret_cast<std::uint64_t>(__kernel_phys_start),
+  g_ram.remove(reinterpret_cast<std::uint64_t>(__kernel_phys_start),
                reinterpret_cast<std::uint64_t>(__kernel_phys_end));
-  remove_range(start_info_pa, start_info_pa + sizeof(HvmStartInfo));
-  remove_range(si->memmap_paddr, si->memmap_paddr + si->memmap_entries * sizeof(HvmMemmapEntry));
-  if (si->cmdline_paddr != 0) remove_range(si->cmdline_paddr, si->cmdline_paddr + kCmdlineMax);
-  return g_nranges > 0;
+  g_ram.remove(start_info_pa, start_info_pa + sizeof(HvmStartInfo));
+  g_ram.remove(si->memmap_paddr, si->memmap_paddr + si->memmap_entries * sizeof(HvmMemmapEntry));
+  if (si->cmdline_paddr != 0) g_ram.remove(si->cmdline_paddr, si->cmdline_paddr + kCmdlineMax);
+
+  // What the frame allocator gets, exactly (FrameAllocator::init_from_env takes every range
+  // env::memory_ranges() reports), and whatever RAM is left out, by name.
+  if (boot_protocol == static_cast<std::uint32_t>(BootProtocol::Multiboot2) && mb2_memmap_dropped != 0) {
+    log::str("capmem: the Multiboot2 memory map has ");
+    log::dec(mb2_memmap_dropped);
+    log::str(" entries past the ones boot.S keeps: any RAM they list is left out\n");
+  }
+  if (beyond_map != 0) {
+    log::str("capmem: ");
+    log::dec(beyond_map >> 20);
+    log::str(" MiB of RAM above 0x");
+    log::hex(g_direct_map_end);
+    log::str(" left out (the direct map needs 1 GiB pages past 4 GiB)\n");
+  }
+  if (g_ram.dropped != 0) {
+    log::str("capmem: the memory map has more than ");
+    log::dec(FrameAllocator::kMaxEnvRanges);
+    log::str(" separate RAM ranges: the ");
+    log::dec(g_ram.dropped);
+    log::str(" smallest left out, ");
+    log::dec(g_ram.dropped_bytes >> 10);
+    log::str(" KiB in all (the largest [0x");
+    log::hex(g_ram.dropped_largest_base);
+    log::str(", 0x");
+    log::hex(g_ram.dropped_largest_base + g_ram.dropped_largest_size);
+    log::str("))\n");
+  }
+  for (std::size_t i = 0; i < g_ram.n; ++i) {
+    log::str("mem: [0x");
+    log::hex(g_ram.r[i].base.value());
+    log::str(", 0x");
+    log::hex(g_ram.r[i].base.value() + g_ram.r[i].size);
+    log::str(")\n");
+  }
+  log::str("mem: ");
+  log::dec(g_ram.bytes() >> 20);
+  log::str(" MiB usable in ");
+  log::dec(g_ram.n);
+  log::str(g_ram.n == 1 ? " range" : " ranges");
+  log::str(" for the frame allocator, image [0x");
+  log::hex(reinterpret_cast<std::uint64_t>(__kernel_phys_start));
+  log::str(", 0x");
+  log::hex(reinterpret_cast<std::uint64_t>(__kernel_phys_end));
+  log::str(")\n");
+  return g_ram.n > 0;
 }
 
 std::uint64_t direct_map_end() { return g_direct_map_end; }
 
 bool firmware_ram(std::uint64_t base, std::uint64_t end) {
-  for (std::size_t i = 0; i < g_fw_ram_count; ++i)
-    if (g_fw_ram[i].base <= base && end <= g_fw_ram[i].end) return true;
+  for (std::uint32_t i = 0; i < g_memmap_entries; ++i)
+    if (g_memmap[i].type == kE820Ram && g_memmap[i].addr <= base && end <= g_memmap[i].addr + g_memmap[i].size)
+      return true;
   return false;
 }
 
@@ -182,7 +179,7 @@ using namespace capmem::kernel;
 
 std::size_t memory_ranges(PhysRange* out, std::size_t max) {
   std::size_t n = 0;
-  for (; n < g_nranges && n < max; ++n) out[n] = g_ranges[n];
+  for (; n < g_ram.n && n < max; ++n) out[n] = g_ram.r[n];
   return n;
 }
 

@@ -43,18 +43,15 @@ namespace capmem::kernel {
 // is left allocated.
 Result<pt::PageTable> guest_table(const char* program, const char* program_end);
 
-// Step 3: runs the guest at ring 3 from `regs` on `run`'s page table, with `run` current:
+// Step 3: runs the guest at ring 3 from `regs` on `run`'s page table, with `run` as the #PF
+// hook's context (RunSpec::hook_ctx; the CPU's run in progress is PerCpu::run, user.cpp):
 // each #PF at CPL 3 calls run.handle_page_fault(cr2, error_code); Retry resumes the guest
 // (iretq re-executes the access), any other outcome ends the run with RunExit::PageFault and
 // the fault::Outcome in RunResult::code. The same run may be entered again afterwards (its
 // mappings, counters and gas carry over). When `handler_cycles` is not null, the TSC cycles
 // spent inside handle_page_fault are added to it (unordered RDTSC, for benchmarks).
-// Not reentrant: one run is current at a time.
+// Not reentrant: one run at a time per CPU.
 RunResult enter_guest(fault::Run& run, const UserRegs& regs, std::uint64_t* handler_cycles = nullptr);
-
-// The run whose #PFs the ring-3 trap path routes to Run::handle_page_fault: set by
-// enter_guest() for the duration of the guest, nullptr otherwise.
-fault::Run* current_run();
 
 // run_guest(): steps 1 to 4 for one entry into the guest.
 struct GuestSpec {

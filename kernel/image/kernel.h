@@ -81,8 +81,9 @@ struct BootInfo {
 };
 const BootInfo& boot_info();
 // NOLINTBEGIN(bugprone-dynamic-static-initializers): see above.
-extern "C" std::uint32_t boot_protocol;  // boot.S: 0 = PVH, 1 = Multiboot2
-extern "C" HvmStartInfo mb2_start_info;  // boot.S: the converted Multiboot2 hand-off
+extern "C" std::uint32_t boot_protocol;       // boot.S: 0 = PVH, 1 = Multiboot2
+extern "C" HvmStartInfo mb2_start_info;       // boot.S: the converted Multiboot2 hand-off
+extern "C" std::uint32_t mb2_memmap_dropped;  // boot.S: Multiboot2 map entries it had no room for
 // NOLINTEND(bugprone-dynamic-static-initializers)
 
 // --- Console and exit (console.cpp) ------------------------------------------------------

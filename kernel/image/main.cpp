@@ -75,25 +75,6 @@ extern "C" [[noreturn]] void kmain(std::uint64_t start_info_pa) {
   log::str(", cmdline \"");
   log::str(cmdline());
   log::str("\"\n");
-  env::PhysRange ranges[32];
-  const std::size_t n = env::memory_ranges(ranges, 32);
-  std::uint64_t total = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    log::str("mem: [0x");
-    log::hex(ranges[i].base.value());
-    log::str(", 0x");
-    log::hex(ranges[i].base.value() + ranges[i].size);
-    log::str(")\n");
-    total += ranges[i].size;
-  }
-  log::str("mem: ");
-  log::dec(total >> 20);
-  log::str(" MiB usable, image [0x");
-  log::hex(reinterpret_cast<std::uint64_t>(__kernel_phys_start));
-  log::str(", 0x");
-  log::hex(reinterpret_cast<std::uint64_t>(__kernel_phys_end));
-  log::str(")\n");
-
   if (!frames().init_from_env().ok()) {
     log::str("capmem: boot failed: frame allocator rejected the memory map\n");
     exit_qemu(kExitFail);

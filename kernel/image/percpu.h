@@ -59,7 +59,6 @@ struct alignas(64) PerCpu {
   ActiveRun* run = {};              // the run in progress here (user.cpp), nullptr otherwise
   int exception_depth = {};         // nested unexpected exceptions (trap.cpp)
   std::uint32_t capmem_locks = {};  // capmem locks held here (env::irq_save depth; smp::shootdown refuses > 0)
-  void* core_slot = {};             // reserved for the core's per-CPU state, should it want a pointer
   std::uint64_t online_ticks = {};  // rdtsc when this CPU finished its start-up
 
   // --- Cross-CPU mailboxes ------------------------------------------------------------------

@@ -44,4 +44,9 @@ extern "C" void trap_dispatch(TrapFrame* f);
 // Print vector, error code, RIP, CR2, CR3 and every general register.
 void dump_trap(const TrapFrame& f);
 
+// Print the return addresses of the frame-pointer chain starting at `rbp` (at most 16,
+// only frames inside the kernel mapping): one `    backtrace: ...` line. dump_trap and
+// env::panic (env_kernel.cpp) use it.
+void backtrace_from(std::uint64_t rbp);
+
 }  // namespace capmem::kernel

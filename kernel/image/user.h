@@ -3,7 +3,7 @@
 //
 // Typical use (the fault path connects its handler as the hook):
 //
-//   auto table = TRY(pt::PageTable::create());      // per-run PML4, slot 0 empty (4.2)
+//   auto table = CAPMEM_TRY(pt::PageTable::create());      // per-run PML4, slot 0 empty (4.2)
 //   link_kernel_half(table);                         // slots 256..511: the kernel half
 //   ... map the guest program ...
 //   const RunResult r = run_user({.cr3 = table.root(),

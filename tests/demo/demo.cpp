@@ -62,12 +62,12 @@ void fill_ops(std::uint8_t* page, std::uint32_t page_index) {
 }
 
 Result<DataCap> build_cap(std::uint32_t pages, bool code) {
-  DataCap cap = TRY(DataCap::create(std::uint64_t{pages} * PAGE_SIZE));
+  DataCap cap = CAPMEM_TRY(DataCap::create(std::uint64_t{pages} * PAGE_SIZE));
   Rng rng{code ? 0x5eedc0deull : 0x5eedda7aull};
   for (std::uint32_t i = 0; i < pages; ++i) {
     const std::uint64_t salt = rng.next();
     if (!code && i % 7 == 3) continue;  // Empty pages
-    PageRef p = TRY(PageRef::unhashed_copy(nullptr));
+    PageRef p = CAPMEM_TRY(PageRef::unhashed_copy(nullptr));
     std::uint8_t* b = p.mutable_bytes();
     if (code && i * (PAGE_SIZE / sizeof(Op)) < kOps) {
       fill_ops(b, i);
@@ -79,7 +79,7 @@ Result<DataCap> build_cap(std::uint32_t pages, bool code) {
       }
     }
     p.seal();
-    TRY(cap.put_page(i, static_cast<PageRef&&>(p)));
+    CAPMEM_TRY(cap.put_page(i, static_cast<PageRef&&>(p)));
   }
   return cap;
 }
@@ -87,8 +87,8 @@ Result<DataCap> build_cap(std::uint32_t pages, bool code) {
 }  // namespace
 
 Result<Image> build() {
-  DataCap code = TRY(build_cap(kCodePages, true));
-  DataCap mem = TRY(build_cap(kMemPages, false));
+  DataCap code = CAPMEM_TRY(build_cap(kCodePages, true));
+  DataCap mem = CAPMEM_TRY(build_cap(kMemPages, false));
   return Image{.code = static_cast<DataCap&&>(code), .mem = static_cast<DataCap&&>(mem)};
 }
 

@@ -3,6 +3,7 @@
 
 #include "arch.h"
 #include "capmem/env.h"
+#include "capmem/frame.h"
 #include "capmem/pt.h"
 #include "kernel.h"
 #include "ktest.h"
@@ -27,9 +28,29 @@ bool mapped(std::uint64_t va) {
 }
 }  // namespace
 
+// The frame allocator took every usable range the seam reports (the boot log's "MiB usable"
+// is their sum): its frames are theirs less its descriptor array (64 bytes a frame, in the
+// first frames of the largest range), and every frame of every range has a descriptor.
+KTEST(boot_frame_allocator_took_every_usable_range) {
+  static env::PhysRange r[FrameAllocator::kMaxEnvRanges];
+  const std::size_t n = env::memory_ranges(r, FrameAllocator::kMaxEnvRanges);
+  KASSERT(n >= 1 && n <= FrameAllocator::kMaxRanges);  // more would bridge gaps (frame.h)
+  std::uint64_t frames_in_ranges = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    frames_in_ranges += r[i].size / PAGE_SIZE;
+    for (const std::uint64_t pa : {r[i].base.value(), r[i].base.value() + r[i].size - PAGE_SIZE}) {
+      const FrameDesc* d = frames().desc_of(PhysAddr{pa});
+      KASSERT(d != nullptr);
+      KEXPECT_EQ(d->pfn, pa / PAGE_SIZE);
+    }
+  }
+  const std::uint64_t descriptor_frames = (frames_in_ranges * sizeof(FrameDesc) + PAGE_SIZE - 1) / PAGE_SIZE;
+  KEXPECT_EQ(frames().stats().total, frames_in_ranges - descriptor_frames);
+}
+
 KTEST(boot_memory_ranges_exclude_image_and_low_memory) {
-  env::PhysRange r[32];
-  const std::size_t n = env::memory_ranges(r, 32);
+  static env::PhysRange r[FrameAllocator::kMaxEnvRanges];
+  const std::size_t n = env::memory_ranges(r, FrameAllocator::kMaxEnvRanges);
   KASSERT(n >= 1);
   const auto img_lo = reinterpret_cast<std::uint64_t>(__kernel_phys_start);
   const auto img_hi = reinterpret_cast<std::uint64_t>(__kernel_phys_end);

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "capmem/env.h"
+#include "capmem/frame.h"
 #include "kernel.h"
 #include "ktest.h"
 
@@ -37,8 +38,8 @@ KTEST(boot_rsdp_is_intact_and_reserved) {
     KEXPECT_EQ(byte_sum(r, 36), 0);
   }
   // Never RAM the frame allocator can hand out.
-  env::PhysRange ranges[32];
-  const std::size_t n = env::memory_ranges(ranges, 32);
+  static env::PhysRange ranges[FrameAllocator::kMaxEnvRanges];
+  const std::size_t n = env::memory_ranges(ranges, FrameAllocator::kMaxEnvRanges);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint64_t b = ranges[i].base.value(), e = b + ranges[i].size;
     KEXPECT(pa + 36 <= b || pa >= e);

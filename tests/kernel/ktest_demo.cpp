@@ -85,7 +85,7 @@ KTEST(guest_run_setup_out_of_frames_leaves_nothing_allocated) {
     frames().inject_failure_at(n);
     auto g = run_guest(spec, regs);
     frames().inject_failure_at(0);
-    KEXPECT(current_run() == nullptr);
+    KEXPECT(active_user_run() == nullptr);  // no run left in progress on this CPU
     KEXPECT_EQ(frames().stats().free, free0);
     if (g.ok()) {
       KEXPECT(g->result.exit == RunExit::PageFault);

@@ -11,6 +11,7 @@
 // Never part of the normal test image: every variant fails the boot by design.
 #include <cstdint>
 
+#include "capmem/fault.h"
 #include "capmem/log.h"
 #include "capmem/pt.h"
 #include "kernel.h"
@@ -22,8 +23,7 @@ namespace {
 using namespace capmem;
 using namespace capmem::kernel;
 
-constexpr std::uint64_t kJit = 1ull << 39;          // PML4 slot 1 (rule 4.1)
-constexpr std::uint64_t kGuestAddr = 256ull << 20;  // DATA_BASE: nothing mapped there
+constexpr std::uint64_t kGuestAddr = fault::DATA_BASE;  // nothing mapped there
 constexpr std::uint64_t kUnmappedLow = 0xdead0000ull;
 // Kernel half, PML4 slot 511, PDPT entry 511: boot.S maps only entry 510 (the image).
 constexpr std::uint64_t kUnmappedHigh = 0xfffffffff0000000ull;
@@ -48,11 +48,12 @@ KTEST(nested_fault) {
     auto table = pt::PageTable::create();
     KASSERT(table.ok());
     link_kernel_half(table.value());
-    KASSERT(map_ring3_program(table.value(), VirtAddr{kJit}, ring3_prog_load, ring3_prog_load_end) == Status::Ok);
+    KASSERT(map_ring3_program(table.value(), VirtAddr{fault::JIT_BASE}, ring3_prog_load, ring3_prog_load_end) ==
+            Status::Ok);
     UserRegs regs{};
-    regs.rip = kJit;
+    regs.rip = fault::JIT_BASE;
     regs.rdi = kGuestAddr;
-    regs.rsp = kJit + 4096;
+    regs.rsp = fault::JIT_BASE + 4096;
     log::str("nested: ring-3 load from 0x10000000 (not mapped)\n");
     (void)run_user(
         RunSpec{.cr3 = table->root(), .regs = regs, .page_fault_hook = overflow ? overflowing_hook : faulting_hook});

@@ -1,5 +1,5 @@
 // Typed errors (status.h): every Status has a distinct human-readable name, each wire
-// decoding status names the rule (docs/rules.md) it enforces (2.5, 3.8 or 5.2), Result<T> / TRY carry
+// decoding status names the rule (docs/rules.md) it enforces (2.5, 3.8 or 5.2), Result<T> / CAPMEM_TRY carry
 // values and statuses through exactly as documented, and a failed Result holds no value, so
 // reading one traps instead of handing out uninitialized memory.
 #include <gtest/gtest.h>
@@ -13,6 +13,13 @@
 #include <vector>
 
 #include "capmem/status.h"
+
+// capmem exports only CAPMEM_TRY: a consumer's own TRY (below, a different one) must not
+// collide with a definition of ours (issue 21).
+#ifdef TRY
+#error "capmem/status.h defines a bare TRY macro"
+#endif
+#define TRY(expr) ((expr) + 1)
 
 using namespace capmem;
 
@@ -35,18 +42,22 @@ Result<int> half(int x) {
   return x / 2;
 }
 
-// TRY propagates the first failure's status and yields the value otherwise.
+// CAPMEM_TRY propagates the first failure's status and yields the value otherwise.
 Result<int> quarter(int x) {
-  const int h = TRY(half(x));
-  return TRY(half(h));
+  const int h = CAPMEM_TRY(half(x));
+  return CAPMEM_TRY(half(h));
 }
 
 Result<void> check_even(int x) {
-  TRY(half(x));
+  CAPMEM_TRY(half(x));
   return {};
 }
 
 }  // namespace
+
+TEST(Status, ConsumersOwnTryMacroIsUntouched) {
+  EXPECT_EQ(TRY(41), 42);  // the consumer's TRY, not a Result propagation
+}
 
 TEST(Status, EveryStatusHasADistinctName) {
   const auto all = all_statuses();
@@ -112,7 +123,7 @@ Result<std::uint64_t> fails() { return Status::OutOfFrames; }
 Result<std::uint64_t> succeeds() { return std::uint64_t{42}; }
 
 Result<std::uint64_t> via_try(bool ok) {
-  const std::uint64_t v = TRY(ok ? succeeds() : fails());
+  const std::uint64_t v = CAPMEM_TRY(ok ? succeeds() : fails());
   return v + 1;
 }
 

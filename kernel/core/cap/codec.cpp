@@ -94,7 +94,7 @@ Status read_slot_head(const ByteSource& src, std::uint64_t at, std::uint64_t n, 
 // (rule 1.1) that nobody else sees yet; its hash is still the sentinel (the caller hashes
 // the copy).
 Result<PageRef> read_page(const ByteSource& src, std::uint64_t at) {
-  PageRef p = TRY(PageRef::unhashed_copy(nullptr));
+  PageRef p = CAPMEM_TRY(PageRef::unhashed_copy(nullptr));
   src.copy_in(src.ctx, at, p.mutable_bytes(), PAGE_SIZE);
   return p;
 }
@@ -214,7 +214,7 @@ Result<std::uint64_t> DataCap::encoded_size() const {
 }
 
 Result<void> DataCap::encode(ByteSink sink, void* ctx) const {
-  TRY(encoded_size());  // checks overlay, Missing slots and offset range
+  CAPMEM_TRY(encoded_size());  // checks overlay, Missing slots and offset range
   const std::uint32_t n = backing_->extent;
   Writer w(sink, ctx);
   std::uint8_t hdr[12];
@@ -244,7 +244,7 @@ Result<void> DataCap::encode(ByteSink sink, void* ctx) const {
 }
 
 Result<void> DataCap::encode(std::uint8_t* out, std::size_t cap) const {
-  const std::uint64_t need = TRY(encoded_size());
+  const std::uint64_t need = CAPMEM_TRY(encoded_size());
   if (cap < need) return Status::InvalidArgument;
   MemSink m{.out = out, .cap = cap, .n = 0};
   return encode(mem_sink, &m);

@@ -162,7 +162,7 @@ void DataCap::refresh_runs(std::uint32_t first, std::uint32_t n) const {
 Result<DataCap> DataCap::create(std::uint64_t size) {
   if (size % PAGE_SIZE != 0) return Status::InvalidArgument;
   if (size > kMaxCapSize) return Status::TooLarge;
-  tree::Backing* b = TRY(tree::backing_alloc());
+  tree::Backing* b = CAPMEM_TRY(tree::backing_alloc());
   tree::backing_init(b, nullptr, size);
   return DataCap(b, Overlay{});
 }
@@ -173,7 +173,7 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
   std::uint64_t size = target > len ? target : len;
   size = (size + PAGE_SIZE - 1) & ~std::uint64_t{PAGE_SIZE - 1};
   if (size == 0) size = PAGE_SIZE;
-  tree::Backing* nb = TRY(tree::backing_alloc());
+  tree::Backing* nb = CAPMEM_TRY(tree::backing_alloc());
   tree::Txn txn(nullptr);
   PageBatch batch(txn);
   Status st = Status::Ok;
@@ -217,11 +217,11 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
 
 Result<DataCap> DataCap::copy() const {
   const RunsHold hold(*this);
-  TRY(hold.claimed());
+  CAPMEM_TRY(hold.claimed());
   // The clone shares the overlay's pages: a page a run maps writable must stop being
   // writable first, or a later guest store would show through in the copy (rule 3.8).
   if (auto r = protect_runs(); !r.ok()) return r.status();
-  Overlay ov = TRY(overlay_.clone());
+  Overlay ov = CAPMEM_TRY(overlay_.clone());
   tree::backing_ref(backing_);
   return DataCap(backing_, static_cast<Overlay&&>(ov));
 }
@@ -285,9 +285,9 @@ Result<void> DataCap::write_page(std::uint32_t page, PageRef p) {
 Result<void> DataCap::write_slot(std::uint32_t page, Slot s) {
   if (page >= page_count()) return Status::OutOfExtent;
   const RunsHold hold(*this);
-  TRY(hold.claimed());
-  TRY(reserve_runs(page, 1));
-  TRY(overlay_.put(page, static_cast<Slot&&>(s)));
+  CAPMEM_TRY(hold.claimed());
+  CAPMEM_TRY(reserve_runs(page, 1));
+  CAPMEM_TRY(overlay_.put(page, static_cast<Slot&&>(s)));
   refresh_runs(page, 1);  // the runs' leaves follow the new effective page (rule 3.8)
   return {};
 }
@@ -308,8 +308,8 @@ Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
   CAPMEM_ASSERT(static_cast<bool>(p));
   if (page >= page_count()) return Status::OutOfExtent;
   const RunsHold hold(*this);
-  TRY(hold.claimed());
-  TRY(reserve_runs(page, 1));
+  CAPMEM_TRY(hold.claimed());
+  CAPMEM_TRY(reserve_runs(page, 1));
   Slot s;
   if (p.unhashed()) {
     if (!mem::page_is_zero(p.bytes())) {
@@ -320,7 +320,7 @@ Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
   } else if (!zero_page_hash(p.hash())) {
     s = Slot::loaded(static_cast<PageRef&&>(p));
   }
-  tree::Backing* nb = TRY(tree::backing_alloc());
+  tree::Backing* nb = CAPMEM_TRY(tree::backing_alloc());
   tree::Txn txn(backing_->root);
   if (auto r = txn.set(page, static_cast<Slot&&>(s)); !r.ok()) {
     tree::backing_free_unused(nb);
@@ -340,11 +340,11 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
   // Rule 3.8: this cap's runs and b's (whose pages are read) must be paused; this cap's
   // runs' leaves of the placed pages follow them once placed.
   const RunsHold hold(*this);
-  TRY(hold.claimed());
+  CAPMEM_TRY(hold.claimed());
   const RunsHold hold_b(b);  // b's runs too, if b is not this cap (holds stack)
-  TRY(hold_b.claimed());
-  TRY(reserve_runs(at, n));
-  tree::Backing* nb = TRY(tree::backing_alloc());
+  CAPMEM_TRY(hold_b.claimed());
+  CAPMEM_TRY(reserve_runs(at, n));
+  tree::Backing* nb = CAPMEM_TRY(tree::backing_alloc());
   Status st = Status::Ok;
   {
     tree::Txn txn(backing_->root);
@@ -368,7 +368,7 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
 
 Result<void> DataCap::flush() {
   const RunsHold hold(*this);
-  TRY(hold.claimed());
+  CAPMEM_TRY(hold.claimed());
   if (overlay_.count() == 0) return {};
   Status st = overlay_.for_each([](std::uint32_t, const Slot& s) {
     return s.kind() == SlotKind::Missing ? Status::MissingInOverlay : Status::Ok;
@@ -376,8 +376,8 @@ Result<void> DataCap::flush() {
   if (st != Status::Ok) return st;
   // Rule 3.8: no run may keep writing a page this flush settles. A write-protected private
   // copy is referenced by its leaf too, so settle() copies it rather than hashing in place.
-  TRY(protect_runs());
-  tree::Backing* nb = TRY(tree::backing_alloc());
+  CAPMEM_TRY(protect_runs());
+  tree::Backing* nb = CAPMEM_TRY(tree::backing_alloc());
   {
     tree::Txn txn(backing_->root);
     PageBatch batch(txn);

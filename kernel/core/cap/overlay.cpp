@@ -104,7 +104,7 @@ void Overlay::publish(OverlayReservation&& r, Slot s) {
 }
 
 Result<void> Overlay::put(std::uint32_t page, Slot s) {
-  OverlayReservation r = TRY(reserve(page));
+  OverlayReservation r = CAPMEM_TRY(reserve(page));
   publish(static_cast<OverlayReservation&&>(r), static_cast<Slot&&>(s));
   return {};
 }

@@ -13,41 +13,86 @@ constinit FrameAllocator g_frames;
 
 FrameAllocator& frames() { return g_frames; }
 
+namespace {
+std::uint64_t end_of(const env::PhysRange& r) { return r.base.value() + r.size; }
+
+// How many ranges `in` becomes when every gap of at most `gap` bytes is bridged.
+std::size_t spans_bridging(const env::PhysRange* in, std::size_t count, std::uint64_t gap) {
+  std::size_t spans = 1;
+  for (std::size_t i = 1; i < count; ++i)
+    if (in[i].base.value() - end_of(in[i - 1]) > gap) ++spans;
+  return spans;
+}
+
+// The smallest gap such that bridging every gap up to it leaves at most `max` ranges: 0 when
+// `count` <= `max` (nothing bridged). O(count^2) at start-up, no scratch memory.
+std::uint64_t bridge_gap(const env::PhysRange* in, std::size_t count, std::size_t max) {
+  if (count <= max) return 0;
+  std::uint64_t best = ~std::uint64_t{0};
+  for (std::size_t i = 1; i < count; ++i) {
+    const std::uint64_t g = in[i].base.value() - end_of(in[i - 1]);
+    if (g < best && spans_bridging(in, count, g) <= max) best = g;
+  }
+  return best;
+}
+}  // namespace
+
 Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t count) {
-  if (descs_ != nullptr || count == 0 || count > kMaxRanges) return Status::InvalidArgument;
-  std::uint64_t frames_total = 0;
+  if (descs_ != nullptr || ranges == nullptr || count == 0) return Status::InvalidArgument;
   std::size_t largest = 0;
   for (std::size_t i = 0; i < count; ++i) {
     if (!ranges[i].base.page_aligned() || (ranges[i].size & (PAGE_SIZE - 1)) != 0 || ranges[i].size == 0)
       return Status::InvalidArgument;
-    if (i > 0 && ranges[i].base.value() < ranges[i - 1].base.value() + ranges[i - 1].size)
+    if (i > 0 && ranges[i].base.value() < end_of(ranges[i - 1]))
       return Status::InvalidArgument;  // must be ascending and disjoint
-    frames_total += ranges[i].size / PAGE_SIZE;
     if (ranges[i].size > ranges[largest].size) largest = i;
   }
-  const std::uint64_t meta_bytes = frames_total * sizeof(FrameDesc);
+  // Spans: the ranges with every gap of at most `gap` bridged (more than kMaxRanges ranges
+  // only). A bridged gap's frames get descriptors too, Reserved: never handed out.
+  const std::uint64_t gap = bridge_gap(ranges, count, kMaxRanges);
+  std::size_t nspans = 0;
+  std::uint64_t span_frames = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (i == 0 || ranges[i].base.value() - end_of(ranges[i - 1]) > gap) {
+      ranges_[nspans++] = Range{.first_pfn = ranges[i].base.pfn(), .frames = 0, .descs = nullptr};
+    }
+    Range& sp = ranges_[nspans - 1];
+    sp.frames = ranges[i].base.pfn() + ranges[i].size / PAGE_SIZE - sp.first_pfn;
+  }
+  for (std::size_t k = 0; k < nspans; ++k) span_frames += ranges_[k].frames;
+  const std::uint64_t meta_bytes = span_frames * sizeof(FrameDesc);
   const std::uint64_t meta_frames = (meta_bytes + PAGE_SIZE - 1) / PAGE_SIZE;
   // Need the metadata plus the zero frame plus at least one usable frame.
-  if (ranges[largest].size / PAGE_SIZE < meta_frames + 2) return Status::InvalidArgument;
+  if (ranges[largest].size / PAGE_SIZE < meta_frames + 2) {
+    for (std::size_t k = 0; k < nspans; ++k) ranges_[k] = Range{};
+    return Status::InvalidArgument;
+  }
 
   descs_ = static_cast<FrameDesc*>(env::phys_to_virt(ranges[largest].base));
   std::uint64_t next = 0;
-  for (std::size_t i = 0; i < count; ++i) {
-    ranges_[i] = Range{.first_pfn = ranges[i].base.pfn(), .frames = ranges[i].size / PAGE_SIZE, .descs = descs_ + next};
-    next += ranges_[i].frames;
+  for (std::size_t k = 0; k < nspans; ++k) {
+    ranges_[k].descs = descs_ + next;
+    next += ranges_[k].frames;
   }
-  nranges_ = count;
+  nranges_ = nspans;
 
-  // Thread the free list so that low addresses come out first (push in reverse).
+  // One pass, in reverse so that low addresses come out first: every frame of every range
+  // (Free, or Reserved for the descriptors themselves) and of every bridged gap (Reserved).
   free_head_ = nullptr;
   free_ = 0;
+  std::size_t k = nspans - 1;
   for (std::size_t ri = count; ri-- > 0;) {
-    const Range& r = ranges_[ri];
-    for (std::uint64_t f = r.frames; f-- > 0;) {
-      FrameDesc* d = new (&r.descs[f]) FrameDesc{};
-      d->pfn = r.first_pfn + f;
-      const bool meta = (ri == largest) && f < meta_frames;
-      if (meta) {
+    const Range& sp = ranges_[k];
+    const std::uint64_t first = ranges[ri].base.pfn();
+    const std::uint64_t usable_end = first + ranges[ri].size / PAGE_SIZE;
+    // Up to the next range when it is in the same span (the gap between them is bridged).
+    const std::uint64_t stop =
+        ri + 1 < count && ranges[ri + 1].base.pfn() < sp.first_pfn + sp.frames ? ranges[ri + 1].base.pfn() : usable_end;
+    for (std::uint64_t pfn = stop; pfn-- > first;) {
+      FrameDesc* d = new (&sp.descs[pfn - sp.first_pfn]) FrameDesc{};
+      d->pfn = pfn;
+      const bool meta = ri == largest && pfn - first < meta_frames;
+      if (pfn >= usable_end || meta) {
         d->kind = FrameKind::Reserved;
         continue;
       }
@@ -56,8 +101,10 @@ Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t coun
       free_head_ = d;
       ++free_;
     }
+    if (first == sp.first_pfn && k > 0) --k;
   }
   total_ = free_;
+  CAPMEM_ASSERT(free_head_ != nullptr);  // the size check above left at least two frames
 
   // Straight from the start-up list (no CPU cache is involved before the first alloc()).
   zero_ = free_head_;
@@ -69,8 +116,9 @@ Result<void> FrameAllocator::init(const env::PhysRange* ranges, std::size_t coun
 }
 
 Result<void> FrameAllocator::init_from_env() {
-  env::PhysRange r[kMaxRanges];
-  const std::size_t n = env::memory_ranges(r, kMaxRanges);
+  // Start-up only (one CPU, once): a static buffer rather than 4 KiB of stack.
+  static env::PhysRange r[kMaxEnvRanges];
+  const std::size_t n = env::memory_ranges(r, kMaxEnvRanges);
   return init(r, n);
 }
 
@@ -249,12 +297,21 @@ bool FrameAllocator::unref(FrameDesc* d) {
   return true;
 }
 
+// Binary search: the ranges are ascending and disjoint.
 FrameDesc* FrameAllocator::desc_of(PhysAddr pa) const {
   const std::uint64_t pfn = pa.pfn();
-  for (std::size_t i = 0; i < nranges_; ++i) {
-    const Range& r = ranges_[i];
-    if (pfn >= r.first_pfn && pfn - r.first_pfn < r.frames) return &r.descs[pfn - r.first_pfn];
+  std::size_t lo = 0, hi = nranges_;  // the range holding pfn, if any, is in [lo, hi)
+  while (hi - lo > 1) {
+    const std::size_t mid = lo + (hi - lo) / 2;
+    if (ranges_[mid].first_pfn <= pfn) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
   }
+  if (lo == hi) return nullptr;
+  const Range& r = ranges_[lo];
+  if (pfn >= r.first_pfn && pfn - r.first_pfn < r.frames) return &r.descs[pfn - r.first_pfn];
   return nullptr;
 }
 

@@ -23,7 +23,7 @@ Result<PageRef> fresh_page() {
 }  // namespace
 
 Result<PageRef> PageRef::from_content(const std::uint8_t* content, std::size_t len) {
-  PageRef p = TRY(fresh_page());
+  PageRef p = CAPMEM_TRY(fresh_page());
   std::uint8_t* dst = p.mutable_bytes();
   const std::size_t n = len < PAGE_SIZE ? len : PAGE_SIZE;
   if (n == PAGE_SIZE) {
@@ -37,7 +37,7 @@ Result<PageRef> PageRef::from_content(const std::uint8_t* content, std::size_t l
 }
 
 Result<PageRef> PageRef::unhashed_copy(const std::uint8_t* src) {
-  PageRef p = TRY(fresh_page());
+  PageRef p = CAPMEM_TRY(fresh_page());
   if (src != nullptr) mem::copy_page(p.mutable_bytes(), src);
   else mem::zero_page(p.mutable_bytes());
   // Sentinel hash (rule 1.3): fresh_page() left it as 32 zero bytes; no SHA-256 here.
@@ -45,7 +45,7 @@ Result<PageRef> PageRef::unhashed_copy(const std::uint8_t* src) {
 }
 
 Result<PageRef> PageRef::from_verified(const std::uint8_t* bytes4096, const Hash32& h) {
-  PageRef p = TRY(fresh_page());
+  PageRef p = CAPMEM_TRY(fresh_page());
   mem::copy_page(p.mutable_bytes(), bytes4096);
   p.d_->hash = h;
   return p;

@@ -168,14 +168,14 @@ bool run_rep(ktest::Ctx& t, const DataCap& base, std::uint32_t n, bool timed, Re
 
 // Base cap: n distinct, non-zero Loaded pages (word k of page i = (i << 32) | k), flushed.
 Result<DataCap> make_base(std::uint32_t n) {
-  auto cap = TRY(DataCap::create(std::uint64_t{n} * PAGE_SIZE));
+  auto cap = CAPMEM_TRY(DataCap::create(std::uint64_t{n} * PAGE_SIZE));
   for (std::uint32_t i = 0; i < n; ++i) {
-    auto p = TRY(PageRef::unhashed_copy(nullptr));
+    auto p = CAPMEM_TRY(PageRef::unhashed_copy(nullptr));
     auto* w = reinterpret_cast<std::uint64_t*>(p.mutable_bytes());
     for (std::uint64_t k = 0; k < PAGE_SIZE / 8; ++k) w[k] = (std::uint64_t{i} << 32) | k;
-    TRY(cap.write_page(i, std::move(p)));
+    CAPMEM_TRY(cap.write_page(i, std::move(p)));
   }
-  TRY(cap.flush());
+  CAPMEM_TRY(cap.flush());
   return cap;
 }
 
