@@ -161,69 +161,48 @@ void print_summary(const char* path, const char* kind, std::uint64_t size, std::
   std::printf("root:    %s\n", hex(root).c_str());
 }
 
+// The name as sha256sum prints it (coreutils' digest.c): a name holding `\`, newline or
+// carriage return gets a leading `\` on its line and those characters escaped, so no
+// name can forge a second line or a line of another file.
+std::string escaped_name(std::string_view name, bool* escaped) {
+  *escaped = name.find_first_of("\\\n\r") != std::string_view::npos;
+  if (!*escaped) return std::string(name);
+  std::string s;
+  for (const char ch : name) {
+    if (ch == '\\') s += "\\\\";
+    else if (ch == '\n') s += "\\n";
+    else if (ch == '\r') s += "\\r";
+    else s += ch;
+  }
+  return s;
+}
+
 }  // namespace
 
-int cmd_root(int argc, char** argv) {
-  if (argc < 1) return fail("root: no FILE given (usage: capmem root FILE...)");
+int cmd_root(const Args& a) {
+  if (a.operands.empty()) return fail("root: no FILE given (usage: capmem root FILE...)");
   hash::init();
   int rc = 0;
-  for (int i = 0; i < argc; ++i) {
+  for (const char* path : a.operands) {
     InFile f;
     std::string err;
     RawSummary s;
-    if (!f.open(argv[i], &err) || !stream_raw(f, nullptr, 0, &s, &err)) {
+    if (!f.open(path, &err) || !stream_raw(f, nullptr, 0, &s, &err)) {
       std::fflush(stdout);  // keep stdout and stderr in file order
       fail(err);
       rc = 1;
       continue;
     }
-    std::printf("%s  %s\n", hex(s.root).c_str(), argv[i]);
+    bool escaped = false;
+    const std::string name = escaped_name(path, &escaped);
+    std::printf("%s%s  %s\n", escaped ? "\\" : "", hex(s.root).c_str(), name.c_str());
   }
   return rc;
 }
 
-int cmd_encode(int argc, char** argv) {
-  if (argc != 2) return fail("encode: expected FILE OUT (usage: capmem encode FILE OUT)");
-  std::string err;
-  OutFile out(argv[1]);
-  if (!out.open(&err)) return fail(err);
-  InFile f;
-  if (!f.open(argv[0], &err)) return fail(err);
-  auto cap = [&]() -> Result<DataCap> {
-    if (f.size_hint() > kMaxCapSize) {  // a regular file over 4 GiB: no need to read it
-      err = std::string(argv[0]) + ": larger than 4 GiB (rule 5.1)";
-      return Status::TooLarge;
-    }
-    ByteBuf buf;  // the content, read once; freed once the cap holds it
-    if (!buf.fill(f, kMaxCapSize + 1, &err)) return Status::InvalidArgument;
-    if (buf.size() > kMaxCapSize) {
-      err = std::string(argv[0]) + ": larger than 4 GiB (rule 5.1)";
-      return Status::TooLarge;
-    }
-    if (!boot_for(buf.size(), &err)) return Status::OutOfFrames;
-    Progress bar("hashing", buf.size());
-    auto c = DataCap::from_bytes(buf.data(), static_cast<std::size_t>(buf.size()), 0, bar.sink());
-    if (!c.ok()) err = std::string(argv[0]) + ": " + status_name(c.status());
-    return c;
-  }();
-  if (!cap.ok()) return fail(err);
-  struct Ctx {
-    OutFile* out;
-    std::string* err;
-  } ctx{&out, &err};
-  auto r = cap->encode(
-      [](void* c, const std::uint8_t* d, std::size_t n) {
-        auto* x = static_cast<Ctx*>(c);
-        return x->out->write(d, n, x->err) ? Status::Ok : Status::InvalidArgument;
-      },
-      &ctx);
-  if (!r.ok()) return fail(err.empty() ? std::string("encode: ") + status_name(r.status()) : err);
-  if (!out.commit(&err)) return fail(err);
-  return 0;
-}
-
-int cmd_decode(int argc, char** argv) {
-  if (argc != 2) return fail("decode: expected IN OUT (usage: capmem decode IN OUT)");
+int cmd_decode(const Args& a) {
+  if (a.operands.size() != 2) return fail("decode: expected IN OUT (usage: capmem decode IN OUT)");
+  const char* const* argv = a.operands.data();
   std::string err;
   OutFile out(argv[1]);
   if (!out.open(&err)) return fail(err);
@@ -251,16 +230,15 @@ int cmd_decode(int argc, char** argv) {
   return 0;
 }
 
-int cmd_inspect(int argc, char** argv) {
+int cmd_inspect(const Args& a) {
   bool force_raw = false, force_enc = false;
-  const char* path = nullptr;
-  for (int i = 0; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--raw") force_raw = true;
-    else if (std::string_view(argv[i]) == "--encoded") force_enc = true;
-    else if (path == nullptr) path = argv[i];
-    else return fail("inspect: more than one input (usage: capmem inspect [--raw|--encoded] IN)");
+  for (const Args::Opt& o : a.opts) {
+    if (o.name == "--raw") force_raw = true;
+    else if (o.name == "--encoded") force_enc = true;
   }
-  if (path == nullptr) return fail("inspect: no input given (usage: capmem inspect [--raw|--encoded] IN)");
+  if (a.operands.size() > 1) return fail("inspect: more than one input (usage: capmem inspect [--raw|--encoded] IN)");
+  if (a.operands.empty()) return fail("inspect: no input given (usage: capmem inspect [--raw|--encoded] IN)");
+  const char* path = a.operands[0];
   if (force_raw && force_enc) return fail("inspect: --raw and --encoded exclude each other");
   InFile f;
   std::string err;
@@ -288,22 +266,19 @@ int cmd_inspect(int argc, char** argv) {
   return 0;
 }
 
-int cmd_demo(int argc, char** argv) {
+int cmd_demo(const Args& a) {
   std::uint64_t gas = demo::kDefaultGas;
   bool quiet = false;
-  for (int i = 0; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--gas" && i + 1 < argc) {
-      if (!parse_u64(argv[++i], &gas))
-        return fail(std::string("demo: --gas takes a plain decimal number from 0 to 18446744073709551615, not '") +
-                    argv[i] + "'");
-    } else if (std::string_view(argv[i]) == "--gas") {
-      return fail("demo: --gas needs a number (usage: capmem demo [--gas N])");
-    } else if (std::string_view(argv[i]) == "--quiet") {
+  for (const Args::Opt& o : a.opts) {
+    if (o.name == "--quiet") {
       quiet = true;
-    } else {
-      return fail(std::string("demo: unknown argument '") + argv[i] + "' (usage: capmem demo [--gas N])");
+    } else if (o.name == "--gas" && !parse_u64(o.value, &gas)) {
+      return fail(std::string("demo: --gas takes a plain decimal number from 0 to 18446744073709551615, not '") +
+                  o.value + "'");
     }
   }
+  if (!a.operands.empty())
+    return fail(std::string("demo: unknown argument '") + a.operands[0] + "' (usage: capmem demo [--gas N] [--quiet])");
   hostsim::boot(256ull << 20);
   if (!quiet) {
     const std::uint64_t code_end = fault::CODE_BASE + std::uint64_t{demo::kCodePages} * PAGE_SIZE;

@@ -101,9 +101,10 @@ bool InFile::open(const char* path, std::string* err) {
     fd_ = 0;
     owned_ = false;
   } else {
-    // O_NONBLOCK: a FIFO without a writer must not hang in open(); cleared below so the
-    // reads block like any stream's (a FIFO whose writer is gone reads as at its end).
-    fd_ = ::open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    // A plain blocking open, as sha256sum and cat do: a FIFO waits here for its writer
+    // (opened non-blocking it would read as empty, the root of nothing, whenever the tool
+    // won the race with a writer started at the same time).
+    fd_ = ::open(path, O_RDONLY | O_NOCTTY | O_CLOEXEC);
     if (fd_ < 0) {
       *err = path_ + ": " + std::strerror(errno);
       return false;
@@ -119,15 +120,21 @@ bool InFile::open(const char* path, std::string* err) {
     *err = path_ + ": " + std::strerror(EISDIR);
     return false;
   }
-  if (owned_) {
-    const int fl = ::fcntl(fd_, F_GETFL);
-    if (fl >= 0) ::fcntl(fd_, F_SETFL, fl & ~O_NONBLOCK);
-  }
   if (S_ISREG(st.st_mode)) {
     size_hint_ = static_cast<std::uint64_t>(st.st_size);
     ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
   }
+  if ((S_ISREG(st.st_mode) && st.st_size > 0) || S_ISBLK(st.st_mode)) {
+    start_ = ::lseek(fd_, 0, SEEK_CUR);
+    seekable_ = start_ >= 0;
+  }
   return true;
+}
+
+bool InFile::rewind(std::string* err) {
+  if (::lseek(fd_, start_, SEEK_SET) == start_) return true;
+  *err = path_ + ": cannot read it a second time: " + std::strerror(errno);
+  return false;
 }
 
 std::int64_t InFile::read_full(void* dst, std::size_t n, std::string* err) {

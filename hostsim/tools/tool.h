@@ -4,14 +4,16 @@
 // handles them (tools/io.cpp):
 //   - input is read with read(2), never mapped: a file truncated while it is read just
 //     ends early (no SIGBUS), /proc files give their real content, and a non-regular input
-//     (FIFO, device, pipe, `-` for standard input) is opened non-blocking (a FIFO with no
-//     writer never hangs in open) and then read as a stream;
+//     (FIFO, device, pipe, `-` for standard input) is read as a stream; a FIFO is opened
+//     as sha256sum opens it (blocking: the tool waits for its writer);
 //   - OUT is written the way `cp` does (see OutFile).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "capmem/datacap.h"
 #include "capmem/types.h"
@@ -34,11 +36,18 @@ class InFile {
   // st_size for a regular file (progress bars only; never trusted for sizing), else 0.
   [[nodiscard]] std::uint64_t size_hint() const { return size_hint_; }
   [[nodiscard]] const std::string& path() const { return path_; }
+  // A regular file with content (st_size > 0: a /proc file, size 0, is a stream) or a
+  // block device, at a position lseek reports: it can be read twice (rewind()).
+  [[nodiscard]] bool seekable() const { return seekable_; }
+  // Back to where reading started (the position standard input had, for `-`).
+  bool rewind(std::string* err);
 
  private:
   std::string path_;
   int fd_ = -1;
   bool owned_ = false;
+  bool seekable_ = false;
+  std::int64_t start_ = 0;
   std::uint64_t size_hint_ = 0;
 };
 
@@ -144,10 +153,25 @@ std::string hex(const Hash32& h);
 // no space, not empty, no overflow).
 bool parse_u64(const char* s, std::uint64_t* out);
 
-int cmd_root(int argc, char** argv);
-int cmd_encode(int argc, char** argv);
-int cmd_decode(int argc, char** argv);
-int cmd_inspect(int argc, char** argv);
-int cmd_demo(int argc, char** argv);
+// A command's arguments, split by main() as POSIX getopt splits them (no permutation):
+// options are the arguments before the first operand that start with `-` (but are not
+// `-` alone, standard input); `--` ends them and is dropped. Everything after is an
+// operand, even `-h` or `--help`, so `capmem root -- *` and `capmem root a -h` hash a
+// file named `-h`. Only the options a command declares reach it (others are an error).
+struct Args {
+  struct Opt {
+    std::string_view name;
+    const char* value;  // the option's argument (`--gas N` or `--gas=N`); nullptr for a flag
+  };
+  std::vector<Opt> opts;
+  std::vector<const char*> operands;
+};
+
+// The streamed root of a file's bytes; `encode` (tools/encode.cpp) streams the same way.
+int cmd_root(const Args& a);
+int cmd_encode(const Args& a);
+int cmd_decode(const Args& a);
+int cmd_inspect(const Args& a);
+int cmd_demo(const Args& a);
 
 }  // namespace capmem::tool
