@@ -101,7 +101,9 @@ const Command kCommands[] = {
      cmd_root, kNoOpts},
     {"encode",
      "usage: capmem encode FILE OUT\n  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT\n"
-     "  (`-`: standard output).\n",
+     "  (`-`: standard output). Memory: a 1 MiB buffer plus 32 bytes per non-zero page. A\n"
+     "  regular file is read twice (a page that changed in between is an error); a pipe's\n"
+     "  non-zero pages are kept in an unlinked temporary file in $TMPDIR (default /tmp).\n",
      cmd_encode, kNoOpts},
     {"decode",
      "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n"
