@@ -322,8 +322,23 @@ peak_ok "encode of 64 MiB from a pipe"
 cmp data64m.ssz data64m.pipe.ssz || fail "encode of 64 MiB: a pipe and a file give different bytes"
 [ "$("$tool" inspect --encoded data64m.ssz | sed -n 's/^root:    //p')" = "$("$tool" root data64m | cut -c1-64)" ] ||
   fail "encode of 64 MiB: the encoding's root is not the file's root"
-"$tool" decode data64m.ssz data64m.out && cmp -n "$(stat -c %s data64m)" data64m.out data64m ||
-  fail "encode of 64 MiB: the encoding does not decode to the input"
+# decode and inspect stream too (codec::decode_pages: DataCap::decode's checks, each
+# verified page handed out; a pipe's encoding is spooled): bounded from a file and a pipe.
+timed "$tool" decode data64m.ssz data64m.out 2> err && cmp -n "$(stat -c %s data64m)" data64m.out data64m ||
+  fail "encode of 64 MiB: the encoding does not decode to the input: $(cat err)"
+peak_ok "decode of a 64 MiB encoding from a file"
+cat data64m.ssz | timed "$tool" decode - data64m.out 2> err && cmp -n "$(stat -c %s data64m)" data64m.out data64m ||
+  fail "decode of a 64 MiB encoding from a pipe: $(cat err)"
+peak_ok "decode of a 64 MiB encoding from a pipe"
+for src in file pipe; do
+  if [ "$src" = file ]; then timed "$tool" inspect data64m.ssz > out 2> err; else
+    cat data64m.ssz | timed "$tool" inspect - > out 2> err; fi
+  grep -q "root:    $("$tool" root data64m | cut -c1-64)" out && grep -q '(encoding)' out ||
+    fail "inspect of a 64 MiB encoding from a $src: $(cat out err)"
+  peak_ok "inspect of a 64 MiB encoding from a $src"
+done
+head -c 100 abc.ssz | TMPDIR=/nonexistent "$tool" decode - nospool.out 2> err && fail "decode of a pipe with TMPDIR=/nonexistent exited 0"
+grep -q '/nonexistent.*No such file' err || fail "decode's spool in a missing TMPDIR: not named: $(cat err)"
 rm -f data64m.out data64m.pipe.ssz
 # The spool's errors name the directory and the reason; OUT is not created.
 head -c 100000 rnd | TMPDIR=/nonexistent "$tool" encode - nospool.ssz 2> err && fail "encode with TMPDIR=/nonexistent exited 0"
@@ -361,6 +376,16 @@ kill "$flipper" 2> /dev/null; wait "$flipper" 2> /dev/null
 [ ! -e moving.ssz ] || [ "$changed" = 0 ] || "$tool" decode moving.ssz /dev/null ||
   fail "the OUT of an earlier run was damaged by a failed one"
 rm -f moving moving.ssz moving.out
+# IN and OUT the same file (by a second name or a hard link, so OUT would be written in
+# place while IN is read): refused as cp refuses it, and the file is untouched.
+cp abc.bin self.bin && ln self.bin self.link && ln -s self.bin self.sym
+for o in self.bin self.link self.sym; do
+  for cmd in encode decode; do
+    if "$tool" "$cmd" self.bin "$o" 2> err; then fail "$cmd self.bin $o exited 0"; fi
+    grep -q 'are the same file' err || fail "$cmd self.bin $o: not refused as the same file: $(cat err)"
+    cmp self.bin abc.bin || fail "$cmd self.bin $o changed the input"
+  done
+done
 
 [ "$failures" = 0 ] || { echo "tool-files: $failures checks failed"; exit 1; }
 echo "tool-files: all checks passed"

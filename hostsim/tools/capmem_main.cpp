@@ -1,7 +1,8 @@
 // `capmem`: the host tool. Roots, encodings and inspection of DataCaps built from files,
 // and the deterministic demo in the hosted simulation. Every command runs the same core
-// code as the kernel image (`root` streams the file through the core's hash API; the
-// others build caps on hostsim's simulated physical memory).
+// code as the kernel image: `root` and `encode` stream the file through the core's hash
+// API; `decode` and `inspect` stream an encoding through the core's decoder
+// (codec::decode_pages) on a small hostsim machine; `demo` runs on hostsim.
 #include <unistd.h>
 
 #include <cerrno>
@@ -108,7 +109,8 @@ const Command kCommands[] = {
     {"decode",
      "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n"
      "  whole size) to OUT (`-`: standard output). Empty pages become holes in a regular OUT,\n"
-     "  zeros in a stream. On bad input names the rule and byte offset; OUT is not created.\n",
+     "  zeros in a stream. On bad input names the rule and byte offset; OUT is not created.\n"
+     "  Streams (a batch of 16 pages in memory); a pipe's encoding is first copied to $TMPDIR.\n",
      cmd_decode, kNoOpts},
     {"inspect",
      "usage: capmem inspect [--raw|--encoded] IN\n  Prints size, page counts by slot kind and the root. IN is decoded when its header\n"

@@ -1,4 +1,7 @@
 // The `capmem` tool's commands (see capmem_main.cpp for the entry point and help).
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -101,54 +104,142 @@ bool stream_raw(InFile& in, const std::uint8_t* prefix, std::size_t prefix_len, 
   return true;
 }
 
-// Reads what could be an encoding into `buf`, never more than its checked header allows:
-// 12 bytes first; if size and first offset pass the decoder's header checks, the first
-// list offset bounds the slot count, and the input may be at most
-// 12 + 4 * count + 4133 * count bytes (each slot at most one Loaded page; count at most
-// size / 4096). A longer input is rejected here without reading it (a 256 GiB sparse
-// file costs 12 bytes). Memory grows with the bytes read, never with a claim.
-enum class EncRead : std::uint8_t { Read, TooLong, Error };
-EncRead read_encoding(InFile& in, ByteBuf* buf, bool* header_ok, std::string* err) {
+// An encoding as a ByteSource of known length, in bounded memory. A seekable input is read
+// where it is (pread, each byte once: rule 5.3 holds for a file that changes meanwhile, and
+// a file that shrinks is reported); any other is first copied to a Spool (tool.h). Either
+// way no more is read than its checked header allows: 12 bytes first; if size and first
+// offset pass the decoder's header checks, the first list offset bounds the slot count,
+// and the input may be at most 12 + 4 * count + 4133 * count bytes (each slot at most one
+// Loaded page; count at most size / 4096). A longer input is rejected without reading it
+// (a 256 GiB sparse file costs 12 bytes).
+class EncInput {
+ public:
+  explicit EncInput(InFile& in) : in_(in), spool_(in.path()) {}
+  enum class Open : std::uint8_t { Read, TooLong, Error };
+  // *header_ok: the header is an encoding's. Not an encoding's, a stream's first bytes
+  // (at most 12) are in prefix() for a raw read.
+  Open open(bool* header_ok, std::string* err);
+  [[nodiscard]] ByteSource source() const { return ByteSource{.copy_in = copy_in, .ctx = this, .len = len_}; }
+  [[nodiscard]] const std::uint8_t* prefix() const { return head_; }
+  [[nodiscard]] std::size_t prefix_len() const { return in_.seekable() ? 0 : head_len_; }
+  // After a decode: the input ended early or failed while it was read (*err set).
+  bool failed(std::string* err) const {
+    if (short_at_ == UINT64_MAX) return false;
+    *err = in_.path() + (read_errno_ != 0 ? ": " + std::string(std::strerror(read_errno_))
+                                          : ": changed while it was read: it ends at byte " +
+                                                std::to_string(short_at_) + " now, not " + std::to_string(len_));
+    return true;
+  }
+
+ private:
+  static void copy_in(const void* ctx, std::uint64_t offset, std::uint8_t* out, std::size_t n) {
+    const auto* self = static_cast<const EncInput*>(ctx);
+    const int fd = self->in_.seekable() ? self->in_.fd() : self->spool_.fd();
+    const std::uint64_t base = self->in_.seekable() ? self->in_.start() : 0;
+    std::size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::pread(fd, out + got, n - got, static_cast<off_t>(base + offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {  // ended early or failed: zeros, and the decode's result is not used
+        if (self->short_at_ == UINT64_MAX) {
+          self->short_at_ = offset + got;
+          self->read_errno_ = r < 0 ? errno : 0;
+        }
+        std::memset(out + got, 0, n - got);
+        return;
+      }
+      got += static_cast<std::size_t>(r);
+    }
+  }
+  // Up to n more bytes of a stream into the spool (and the first 16 into head_).
+  bool take(std::uint64_t n, std::string* err);
+
+  InFile& in_;
+  Spool spool_;
+  std::uint64_t len_ = 0;
+  std::uint8_t head_[16] = {};
+  std::size_t head_len_ = 0;
+  bool ended_ = false;
+  mutable std::uint64_t short_at_ = UINT64_MAX;
+  mutable int read_errno_ = 0;
+};
+
+bool EncInput::take(std::uint64_t n, std::string* err) {
+  alignas(64) static std::uint8_t buf[1u << 20];
+  while (n != 0 && !ended_) {
+    const std::size_t ask = n < sizeof buf ? static_cast<std::size_t>(n) : sizeof buf;
+    const std::int64_t got = in_.read_full(buf, ask, err);
+    if (got < 0) return false;
+    const auto g = static_cast<std::size_t>(got);
+    for (std::size_t i = 0; i < g && head_len_ < sizeof head_; ++i) head_[head_len_++] = buf[i];
+    if (!spool_.write(buf, g, err)) return false;
+    len_ += g;
+    n -= g;
+    if (g < ask) ended_ = true;
+  }
+  return true;
+}
+
+EncInput::Open EncInput::open(bool* header_ok, std::string* err) {
   *header_ok = false;
-  if (!buf->fill(in, 12, err)) return EncRead::Error;
-  if (buf->size() < 12) return EncRead::Read;  // the decoder reports empty / missing bytes
-  const std::uint64_t size = get_le(buf->data(), 8);
-  if (size % PAGE_SIZE != 0 || size > kMaxCapSize || get_le(buf->data() + 8, 4) != 12) return EncRead::Read;
+  const bool seekable = in_.seekable();
+  if (seekable) {
+    len_ = in_.size_hint() - in_.start();
+    head_len_ = len_ < 16 ? static_cast<std::size_t>(len_) : 16;
+    copy_in(this, 0, head_, head_len_);
+    if (failed(err)) return Open::Error;
+  } else if (!take(12, err)) {
+    return Open::Error;
+  }
+  if (head_len_ < 12) return Open::Read;  // the decoder reports empty / missing bytes
+  // Where the header alone decides, the decoder sees the bytes read so far, from a file as
+  // from a stream (the same error for both).
+  const auto cut = [this](std::uint64_t n) {
+    if (len_ > n) len_ = n;
+    return Open::Read;
+  };
+  const std::uint64_t size = codec::get_u64(head_);
+  if (size % PAGE_SIZE != 0 || size > kMaxCapSize || codec::get_u32(head_ + 8) != 12) return cut(12);
   *header_ok = true;
   const std::uint64_t n = size / PAGE_SIZE;
   std::uint64_t bound = 12 + n * (4 + codec::kLoadedLen);
   if (n != 0) {
-    if (!buf->fill(in, 16, err)) return EncRead::Error;
-    if (buf->size() >= 16) {
-      const std::uint64_t o0 = get_le(buf->data() + 12, 4);
+    if (!seekable && !take(4, err)) return Open::Error;
+    if (head_len_ >= 16) {
+      const std::uint64_t o0 = codec::get_u32(head_ + 12);
       // A bad first slot offset is reported by the decoder from these 16 bytes.
-      if (o0 == 0 || o0 % 4 != 0 || o0 / 4 > n) return EncRead::Read;
+      if (o0 == 0 || o0 % 4 != 0 || o0 / 4 > n) return cut(16);
       bound = 12 + o0 + (o0 / 4) * codec::kLoadedLen;
     }
   }
-  if (!buf->fill(in, bound + 1, err)) return EncRead::Error;
-  if (buf->size() > bound) {
-    *err = in.path() + ": invalid encoding at byte offset " + std::to_string(bound) + ": " +
+  if (!seekable && !take(bound + 1 - len_, err)) return Open::Error;
+  if (len_ > bound) {
+    *err = in_.path() + ": invalid encoding at byte offset " + std::to_string(bound) + ": " +
            status_name(Status::DecodeTrailingBytes) + " (rule 5.2: longer than the " + std::to_string(bound) +
            " bytes an encoding of this size and slot count can have)";
-    return EncRead::TooLong;
+    return Open::TooLong;
   }
-  return EncRead::Read;
+  return Open::Read;
 }
 
-// Decodes `buf` (read by read_encoding) on a machine sized from its length.
-Result<DataCap> decode_buf(const ByteBuf& buf, const std::string& path, std::string* err) {
-  if (!boot_for(buf.size(), err)) return Status::OutOfFrames;
+// Checks the encoding (codec::decode_pages: every check of DataCap::decode) with a small
+// simulated machine (a batch of frames at a time), handing each verified page to `fn`.
+bool decode_stream(EncInput& e, const std::string& path, codec::VerifiedPage fn, void* ctx, std::uint64_t* size,
+                   std::string* err) {
+  if (!boot_for(0, err)) return false;
   DecodeError de{Status::Ok, 0};
-  auto cap = [&] {
-    Progress bar("verifying", buf.size());  // cleared before any message below
-    return DataCap::decode(buf.data(), static_cast<std::size_t>(buf.size()), &de, bar.sink());
+  const std::uint64_t len = e.source().len;
+  const Status st = [&] {
+    Progress bar("verifying", len);  // cleared before any message below
+    return codec::decode_pages(e.source(), fn, ctx, size, &de, bar.sink());
   }();
-  if (!cap.ok()) {
-    if (de.status == Status::Ok) de.status = cap.status();
+  if (e.failed(err)) return false;
+  if (st == Status::Ok) return true;
+  if (err->empty()) {  // not the callback's own error
+    if (de.status == Status::Ok) de.status = st;
     *err = decode_error(path, de);
   }
-  return cap;
+  return false;
 }
 
 void print_summary(const char* path, const char* kind, std::uint64_t size, std::uint64_t empty, std::uint64_t loaded,
@@ -208,24 +299,28 @@ int cmd_decode(const Args& a) {
   if (!out.open(&err)) return fail(err);
   InFile f;
   if (!f.open(argv[0], &err)) return fail(err);
-  auto cap = [&]() -> Result<DataCap> {
-    ByteBuf buf;  // the encoding, read once; freed once the cap holds its pages
-    bool header_ok = false;
-    if (read_encoding(f, &buf, &header_ok, &err) != EncRead::Read) return Status::InvalidArgument;
-    return decode_buf(buf, f.path(), &err);
-  }();
-  if (!cap.ok()) return fail(err);
-  // Empty pages: holes in a regular OUT, zeros in a stream (OutFile::skip).
-  alignas(64) static std::uint8_t page[PAGE_SIZE];
-  for (std::uint32_t i = 0; i < cap->page_count(); ++i) {
-    if (cap->effective(i).kind == SlotKind::Empty) {
-      if (!out.skip(PAGE_SIZE, &err)) return fail(err);
-      continue;
-    }
-    if (auto r = cap->read(std::uint64_t{i} * PAGE_SIZE, page, PAGE_SIZE); !r.ok())
-      return fail(std::string("decode: ") + status_name(r.status()));
-    if (!out.write(page, PAGE_SIZE, &err)) return fail(err);
-  }
+  if (f.same_file(argv[1]))
+    return fail(std::string("decode: '") + argv[0] + "' and '" + argv[1] + "' are the same file");
+  hash::init();
+  EncInput e(f);
+  bool header_ok = false;
+  if (e.open(&header_ok, &err) != EncInput::Open::Read) return fail(err);
+  // Each verified page goes to OUT as it comes (Empty pages between them: holes in a
+  // regular OUT, zeros in a stream); OUT is committed only once the whole input passed.
+  struct Ctx {
+    OutFile* out;
+    std::string* err;
+    std::uint64_t next = 0;  // the page after the last one written
+  } ctx{.out = &out, .err = &err};
+  auto put = [](void* c, std::uint32_t page, const std::uint8_t* bytes, const Hash32&) {
+    auto* x = static_cast<Ctx*>(c);
+    const bool ok = x->out->skip((page - x->next) * PAGE_SIZE, x->err) && x->out->write(bytes, PAGE_SIZE, x->err);
+    x->next = std::uint64_t{page} + 1;
+    return ok ? Status::Ok : Status::InvalidArgument;
+  };
+  std::uint64_t size = 0;
+  if (!decode_stream(e, f.path(), put, &ctx, &size, &err)) return fail(err);
+  if (!out.skip(size - ctx.next * PAGE_SIZE, &err)) return fail(err);
   if (!out.commit(&err)) return fail(err);
   return 0;
 }
@@ -244,24 +339,37 @@ int cmd_inspect(const Args& a) {
   std::string err;
   if (!f.open(path, &err)) return fail(err);
   hash::init();
-  ByteBuf buf;
-  bool header_ok = false;
+  EncInput e(f);
   if (!force_raw) {
-    const EncRead r = read_encoding(f, &buf, &header_ok, &err);
-    if (r == EncRead::Error) return fail(err);
+    bool header_ok = false;
+    const EncInput::Open r = e.open(&header_ok, &err);
+    if (r == EncInput::Open::Error) return fail(err);
     if (header_ok || force_enc) {
       // Structurally an encoding: a failed check is an error, not a reason to call it raw.
-      if (r == EncRead::TooLong) return fail(err + " (--raw reads it as bytes)");
-      auto cap = decode_buf(buf, f.path(), &err);
-      if (!cap.ok()) return fail(err + (force_enc ? "" : " (--raw reads it as bytes)"));
-      std::uint64_t counts[3] = {0, 0, 0};
-      for (std::uint32_t i = 0; i < cap->page_count(); ++i) ++counts[static_cast<int>(cap->effective(i).kind)];
-      print_summary(path, "encoding", cap->size(), counts[0], counts[1], counts[2], cap->root().value());
+      if (r == EncInput::Open::TooLong) return fail(err + " (--raw reads it as bytes)");
+      // The leaf of every page up to the last Loaded one (32 bytes each: grows with the
+      // slots the input holds, never with the size it claims); the rest are zero leaves.
+      std::vector<Hash32> leaves;
+      auto put = [](void* c, std::uint32_t page, const std::uint8_t*, const Hash32& h) {
+        auto* l = static_cast<std::vector<Hash32>*>(c);
+        l->resize(std::size_t{page} + 1);
+        (*l)[page] = h;
+        return Status::Ok;
+      };
+      std::uint64_t size = 0;
+      if (!decode_stream(e, f.path(), put, &leaves, &size, &err))
+        return fail(err + (force_enc ? "" : " (--raw reads it as bytes)"));
+      std::uint64_t loaded = 0;
+      for (const Hash32& h : leaves) loaded += h.is_zero() ? 0 : 1;
+      const std::uint64_t pages = size / PAGE_SIZE;
+      const Hash32 root =
+          hash::node(hash::uint64_root(size), hash::merkleize(leaves.data(), leaves.size(), pages));  // rule 3.4
+      print_summary(path, "encoding", size, pages - loaded, loaded, 0, root);
       return 0;
     }
   }
   RawSummary s;
-  if (!stream_raw(f, buf.data(), static_cast<std::size_t>(buf.size()), &s, &err)) return fail(err);
+  if (!stream_raw(f, e.prefix(), e.prefix_len(), &s, &err)) return fail(err);
   print_summary(path, "raw bytes", s.size, s.empty, s.loaded, 0, s.root);
   return 0;
 }

@@ -66,73 +66,6 @@ class HashList {
   std::uint64_t n_ = 0;
 };
 
-// The non-zero pages of an input that cannot be read twice: an unlinked temporary file.
-class Spool {
- public:
-  explicit Spool(const std::string& input) : input_(input) {
-    const char* t = std::getenv("TMPDIR");
-    dir_ = t != nullptr && *t != '\0' ? t : "/tmp";
-  }
-  Spool(const Spool&) = delete;
-  Spool& operator=(const Spool&) = delete;
-  ~Spool() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool write(const std::uint8_t* p, std::size_t n, std::string* err) {
-    if (fd_ < 0 && !create(err)) return false;
-    while (n != 0) {
-      const ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        if (w == 0) errno = EIO;
-        return error("writing", err);
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-    }
-    return true;
-  }
-  bool rewind(std::string* err) {
-    if (fd_ < 0 || ::lseek(fd_, 0, SEEK_SET) == 0) return true;
-    return error("rewinding", err);
-  }
-  // Exactly n bytes back, else an error.
-  bool read(std::uint8_t* p, std::size_t n, std::string* err) {
-    while (n != 0) {
-      const ssize_t r = ::read(fd_, p, n);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        if (r == 0) errno = EIO;
-        return error("reading back", err);
-      }
-      p += r;
-      n -= static_cast<std::size_t>(r);
-    }
-    return true;
-  }
-
- private:
-  bool create(std::string* err) {
-    fd_ = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
-    if (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-      // No O_TMPFILE here: a named file, unlinked at once.
-      std::string name = dir_ + "/capmem-spool-XXXXXX";
-      fd_ = ::mkostemp(name.data(), O_CLOEXEC);
-      if (fd_ >= 0) ::unlink(name.c_str());
-    }
-    if (fd_ < 0) return error("creating", err);
-    return true;
-  }
-  bool error(const char* what, std::string* err) const {
-    *err = input_ + ": not seekable, so its non-zero pages are spooled to a temporary file in " + dir_ +
-           " (TMPDIR): " + what + " it: " + std::strerror(errno);
-    return false;
-  }
-  std::string input_;
-  std::string dir_;
-  int fd_ = -1;
-};
-
 // What pass 1 learns.
 struct Layout {
   std::uint64_t len = 0;            // input bytes
@@ -311,6 +244,71 @@ bool rescan_spool(Spool& spool, const std::string& path, const Layout& lay, OutF
 
 }  // namespace
 
+// --- Spool (tool.h) ------------------------------------------------------------------------
+
+Spool::Spool(const std::string& input) : input_(input) {
+  const char* t = std::getenv("TMPDIR");
+  dir_ = t != nullptr && *t != '\0' ? t : "/tmp";
+}
+
+Spool::~Spool() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool Spool::write(const std::uint8_t* p, std::size_t n, std::string* err) {
+  if (n == 0) return true;
+  if (fd_ < 0 && !create(err)) return false;
+  while (n != 0) {
+    const ssize_t w = ::write(fd_, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (w == 0) errno = EIO;
+      return error("writing", err);
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+    size_ += static_cast<std::uint64_t>(w);
+  }
+  return true;
+}
+
+bool Spool::rewind(std::string* err) {
+  if (fd_ < 0 || ::lseek(fd_, 0, SEEK_SET) == 0) return true;
+  return error("rewinding", err);
+}
+
+bool Spool::read(std::uint8_t* p, std::size_t n, std::string* err) {
+  while (n != 0) {
+    const ssize_t r = ::read(fd_, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (r == 0) errno = EIO;
+      return error("reading back", err);
+    }
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+bool Spool::create(std::string* err) {
+  fd_ = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+  if (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    // No O_TMPFILE here: a named file, unlinked at once.
+    std::string name = dir_ + "/capmem-spool-XXXXXX";
+    fd_ = ::mkostemp(name.data(), O_CLOEXEC);
+    if (fd_ >= 0) ::unlink(name.c_str());
+  }
+  if (fd_ < 0) return error("creating", err);
+  return true;
+}
+
+bool Spool::error(const char* what, std::string* err) const {
+  *err = input_ + ": not seekable, so it is spooled to a temporary file in " + dir_ + " (TMPDIR): " + what +
+         " it: " + std::strerror(errno);
+  return false;
+}
+
 int cmd_encode(const Args& a) {
   if (a.operands.size() != 2) return fail("encode: expected FILE OUT (usage: capmem encode FILE OUT)");
   const std::string path = a.operands[0];
@@ -319,6 +317,8 @@ int cmd_encode(const Args& a) {
   if (!out.open(&err)) return fail(err);
   InFile in;
   if (!in.open(a.operands[0], &err)) return fail(err);
+  if (in.same_file(a.operands[1]))
+    return fail(std::string("encode: '") + a.operands[0] + "' and '" + a.operands[1] + "' are the same file");
   if (in.size_hint() > kMaxCapSize) return fail(too_large(path));  // a regular file: no need to read it
   hash::init();
   Layout lay;

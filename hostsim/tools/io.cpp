@@ -131,6 +131,13 @@ bool InFile::open(const char* path, std::string* err) {
   return true;
 }
 
+bool InFile::same_file(const char* path) const {
+  struct stat in {
+  }, out{};
+  return ::fstat(fd_, &in) == 0 && S_ISREG(in.st_mode) && ::stat(path, &out) == 0 && in.st_dev == out.st_dev &&
+         in.st_ino == out.st_ino;
+}
+
 bool InFile::rewind(std::string* err) {
   if (::lseek(fd_, start_, SEEK_SET) == start_) return true;
   *err = path_ + ": cannot read it a second time: " + std::strerror(errno);
@@ -156,30 +163,6 @@ std::int64_t InFile::read_full(void* dst, std::size_t n, std::string* err) {
     got += static_cast<std::size_t>(r);
   }
   return static_cast<std::int64_t>(got);
-}
-
-ByteBuf::~ByteBuf() { std::free(data_); }
-
-bool ByteBuf::fill(InFile& in, std::uint64_t want, std::string* err) {
-  while (size_ < want) {
-    if (size_ == cap_) {
-      std::uint64_t nc = cap_ < (1u << 20) ? (1u << 20) : cap_ * 2;
-      if (nc > want) nc = want;
-      void* p = std::realloc(data_, static_cast<std::size_t>(nc));
-      if (p == nullptr) {
-        *err = in.path() + ": out of memory reading it";
-        return false;
-      }
-      data_ = static_cast<std::uint8_t*>(p);
-      cap_ = nc;
-    }
-    const std::size_t ask = static_cast<std::size_t>(cap_ - size_);
-    const std::int64_t got = in.read_full(data_ + size_, ask, err);
-    if (got < 0) return false;
-    size_ += static_cast<std::uint64_t>(got);
-    if (static_cast<std::size_t>(got) < ask) break;  // end of input
-  }
-  return true;
 }
 
 // --- Output -----------------------------------------------------------------------------

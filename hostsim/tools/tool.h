@@ -41,6 +41,12 @@ class InFile {
   [[nodiscard]] bool seekable() const { return seekable_; }
   // Back to where reading started (the position standard input had, for `-`).
   bool rewind(std::string* err);
+  // The descriptor and where reading started (for pread of a seekable input).
+  [[nodiscard]] int fd() const { return fd_; }
+  [[nodiscard]] std::uint64_t start() const { return static_cast<std::uint64_t>(start_); }
+  // `path` (symlinks followed) is this input's regular file: writing it as OUT would
+  // destroy the input while it is read, so commands refuse, as `cp` does.
+  [[nodiscard]] bool same_file(const char* path) const;
 
  private:
   std::string path_;
@@ -49,6 +55,32 @@ class InFile {
   bool seekable_ = false;
   std::int64_t start_ = 0;
   std::uint64_t size_hint_ = 0;
+};
+
+// What the tool keeps of an input it cannot read twice (a pipe, FIFO, terminal): an
+// unlinked temporary file in $TMPDIR (default /tmp), created at the first write (O_TMPFILE,
+// else a named file unlinked at once), so even SIGKILL leaves nothing. Errors name the
+// input, the directory and the reason (ENOSPC included). tools/encode.cpp.
+class Spool {
+ public:
+  explicit Spool(const std::string& input);
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+  ~Spool();
+  bool write(const std::uint8_t* p, std::size_t n, std::string* err);
+  bool rewind(std::string* err);
+  // Exactly n bytes at the current position, else an error.
+  bool read(std::uint8_t* p, std::size_t n, std::string* err);
+  [[nodiscard]] int fd() const { return fd_; }  // -1 before the first write
+  [[nodiscard]] std::uint64_t size() const { return size_; }
+
+ private:
+  bool create(std::string* err);
+  bool error(const char* what, std::string* err) const;
+  std::string input_;
+  std::string dir_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
 };
 
 // Where the tool's output goes, decided when it is opened:
@@ -123,25 +155,6 @@ class Progress {
   bool on_;
   bool shown_ = false;
   int last_ = -1;
-};
-
-// A heap buffer that grows with the bytes actually read (never with a claim).
-class ByteBuf {
- public:
-  ByteBuf() = default;
-  ByteBuf(const ByteBuf&) = delete;
-  ByteBuf& operator=(const ByteBuf&) = delete;
-  ~ByteBuf();
-  // Reads from `in` until size() == want or end of input. false on a read error or
-  // out of memory (*err set).
-  bool fill(InFile& in, std::uint64_t want, std::string* err);
-  [[nodiscard]] const std::uint8_t* data() const { return data_; }
-  [[nodiscard]] std::uint64_t size() const { return size_; }
-
- private:
-  std::uint8_t* data_ = nullptr;
-  std::uint64_t size_ = 0;
-  std::uint64_t cap_ = 0;
 };
 
 // Boots hostsim with enough simulated RAM for a cap of `bytes` of content (sparse: only
