@@ -184,7 +184,7 @@ EncInput::Open EncInput::open(bool* header_ok, std::string* err) {
   *header_ok = false;
   const bool seekable = in_.seekable();
   if (seekable) {
-    len_ = in_.size_hint() - in_.start();
+    len_ = in_.size_hint() > in_.start() ? in_.size_hint() - in_.start() : 0;
     head_len_ = len_ < 16 ? static_cast<std::size_t>(len_) : 16;
     copy_in(this, 0, head_, head_len_);
     if (failed(err)) return Open::Error;
