@@ -21,12 +21,6 @@ namespace capmem::tool {
 
 namespace {
 
-std::uint64_t get_le(const std::uint8_t* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
 std::string decode_error(const std::string& path, const DecodeError& e) {
   std::string rule = status_rule(e.status);
   return path + ": invalid encoding at byte offset " + std::to_string(e.offset) + ": " + status_name(e.status) +
