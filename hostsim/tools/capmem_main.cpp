@@ -1,7 +1,8 @@
 // `capmem`: the host tool. Roots, encodings and inspection of DataCaps built from files,
 // and the deterministic demo in the hosted simulation. Every command runs the same core
-// code as the kernel image (`root` streams the file through the core's hash API; the
-// others build caps on hostsim's simulated physical memory).
+// code as the kernel image: `root` and `encode` stream the file through the core's hash
+// API; `decode` and `inspect` stream an encoding through the core's decoder
+// (codec::decode_pages) on a small hostsim machine; `demo` runs on hostsim.
 #include <unistd.h>
 
 #include <cerrno>
@@ -73,41 +74,59 @@ constexpr const char* kUsage =
     "replaced without losing something (hard links, ACLs, attributes, a bind mount, an\n"
     "unwritable directory), a device or a FIFO is written in place, like cp. Nothing reaches\n"
     "OUT unless the whole result is good.\n"
+    "Options come before the operands; `--` ends them (`capmem root -- -h` hashes a file\n"
+    "named -h, as does `capmem root a -h`).\n"
     "`capmem COMMAND --help` describes one command.\n";
+
+// An option a command takes (long form; `value`: takes an argument, `--gas N` or `--gas=N`).
+struct OptSpec {
+  const char* name;
+  bool value;
+};
 
 struct Command {
   const char* name;
   const char* help;
-  int (*run)(int argc, char** argv);
+  int (*run)(const Args& a);
+  const OptSpec* opts = nullptr;  // terminated by {nullptr, false}
 };
+
+constexpr OptSpec kNoOpts[] = {{nullptr, false}};
+constexpr OptSpec kInspectOpts[] = {{"--raw", false}, {"--encoded", false}, {nullptr, false}};
+constexpr OptSpec kDemoOpts[] = {{"--gas", true}, {"--quiet", false}, {nullptr, false}};
 
 const Command kCommands[] = {
     {"root",
      "usage: capmem root FILE...\n  Prints `<64 hex digits>  FILE` per file: the root of the DataCap built from the\n"
      "  file's bytes (size rounded up to a page, at least one page; zero pages are Empty).\n"
-     "  Streams each file (memory: a fixed buffer plus 32 bytes per page). `-` is standard input.\n",
-     cmd_root},
+     "  Streams each file (memory: a fixed buffer plus 32 bytes per page). `-` is standard input.\n"
+     "  A name holding a backslash, newline or carriage return is printed as sha256sum prints\n"
+     "  it: the line starts with `\\` and those characters are written `\\\\`, `\\n`, `\\r`.\n",
+     cmd_root, kNoOpts},
     {"encode",
      "usage: capmem encode FILE OUT\n  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT\n"
-     "  (`-`: standard output).\n",
-     cmd_encode},
+     "  (`-`: standard output). Memory: a 1 MiB buffer plus 32 bytes per non-zero page. A\n"
+     "  regular file is read twice (a page that changed in between is an error); a pipe's\n"
+     "  non-zero pages are kept in an unlinked temporary file in $TMPDIR (default /tmp).\n",
+     cmd_encode, kNoOpts},
     {"decode",
      "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n"
      "  whole size) to OUT (`-`: standard output). Empty pages become holes in a regular OUT,\n"
-     "  zeros in a stream. On bad input names the rule and byte offset; OUT is not created.\n",
-     cmd_decode},
+     "  zeros in a stream. On bad input names the rule and byte offset; OUT is not created.\n"
+     "  Streams (a batch of 16 pages in memory); a pipe's encoding is first copied to $TMPDIR.\n",
+     cmd_decode, kNoOpts},
     {"inspect",
      "usage: capmem inspect [--raw|--encoded] IN\n  Prints size, page counts by slot kind and the root. IN is decoded when its header\n"
      "  is an encoding's (a valid size and first offset 12): if it then fails a check, the\n"
      "  rule and byte offset are reported and the exit status is 1. Any other input is read\n"
      "  as raw bytes. --raw reads any input as raw bytes; --encoded decodes any input.\n",
-     cmd_inspect},
+     cmd_inspect, kInspectOpts},
     {"demo",
      "usage: capmem demo [--gas N] [--quiet]\n  Runs the deterministic demo scenario in the hosted simulation twice: through the\n"
      "  simulated MMU and the fault handler, and through the interpreter path. Prints what\n"
      "  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n"
      "  N is a plain decimal from 0 to 18446744073709551615.\n",
-     cmd_demo},
+     cmd_demo, kDemoOpts},
 };
 
 // Like coreutils' close_stdout: output that did not reach standard output (a full disk,
@@ -120,6 +139,50 @@ int close_stdout(int rc) {
     return rc != 0 ? rc : 1;
   }
   return rc;
+}
+
+enum class Parse : std::uint8_t { Run, Help, Error };
+
+// Splits argv (after the command name) into Args (tool.h): options only before the first
+// operand, `--` ends them, `-h`/`--help` among them asks for the command's help.
+Parse parse_args(const Command& c, int argc, char** argv, Args* out) {
+  int i = 0;
+  for (; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") {
+      ++i;
+      break;
+    }
+    if (arg.size() < 2 || arg[0] != '-') break;  // the first operand (`-` is standard input)
+    if (arg == "-h" || arg == "--help") return Parse::Help;
+    const std::size_t eq = arg.find('=');
+    const std::string_view name = arg.substr(0, eq);
+    const OptSpec* spec = nullptr;
+    for (const OptSpec* o = c.opts; o->name != nullptr; ++o)
+      if (name == o->name) spec = o;
+    if (spec == nullptr) {
+      std::fprintf(stderr, "capmem: %s: unknown option '%s' (a file whose name starts with '-': `capmem %s -- %s`)\n",
+                   c.name, argv[i], c.name, argv[i]);
+      return Parse::Error;
+    }
+    const char* value = nullptr;
+    if (spec->value) {
+      if (eq != std::string_view::npos) {
+        value = argv[i] + eq + 1;
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        std::fprintf(stderr, "capmem: %s: %s needs a value (`capmem %s --help`)\n", c.name, spec->name, c.name);
+        return Parse::Error;
+      }
+    } else if (eq != std::string_view::npos) {
+      std::fprintf(stderr, "capmem: %s: %s takes no value, not '%s'\n", c.name, spec->name, argv[i]);
+      return Parse::Error;
+    }
+    out->opts.push_back(Args::Opt{.name = spec->name, .value = value});
+  }
+  for (; i < argc; ++i) out->operands.push_back(argv[i]);
+  return Parse::Run;
 }
 
 }  // namespace
@@ -136,13 +199,13 @@ int main(int argc, char** argv) {
   install_signal_cleanup();
   for (const Command& c : kCommands) {
     if (std::string_view(argv[1]) != c.name) continue;
-    for (int i = 2; i < argc; ++i) {
-      if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
-        std::fputs(c.help, stdout);
-        return close_stdout(0);
-      }
+    Args a;
+    switch (parse_args(c, argc - 2, argv + 2, &a)) {
+      case Parse::Help: std::fputs(c.help, stdout); return close_stdout(0);
+      case Parse::Error: return 1;
+      case Parse::Run: break;
     }
-    return close_stdout(c.run(argc - 2, argv + 2));
+    return close_stdout(c.run(a));
   }
   std::fprintf(stderr, "capmem: unknown command '%s' (try `capmem --help`)\n", argv[1]);
   return 2;

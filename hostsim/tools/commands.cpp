@@ -1,4 +1,7 @@
 // The `capmem` tool's commands (see capmem_main.cpp for the entry point and help).
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -17,12 +20,6 @@
 namespace capmem::tool {
 
 namespace {
-
-std::uint64_t get_le(const std::uint8_t* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 std::string decode_error(const std::string& path, const DecodeError& e) {
   std::string rule = status_rule(e.status);
@@ -101,54 +98,142 @@ bool stream_raw(InFile& in, const std::uint8_t* prefix, std::size_t prefix_len, 
   return true;
 }
 
-// Reads what could be an encoding into `buf`, never more than its checked header allows:
-// 12 bytes first; if size and first offset pass the decoder's header checks, the first
-// list offset bounds the slot count, and the input may be at most
-// 12 + 4 * count + 4133 * count bytes (each slot at most one Loaded page; count at most
-// size / 4096). A longer input is rejected here without reading it (a 256 GiB sparse
-// file costs 12 bytes). Memory grows with the bytes read, never with a claim.
-enum class EncRead : std::uint8_t { Read, TooLong, Error };
-EncRead read_encoding(InFile& in, ByteBuf* buf, bool* header_ok, std::string* err) {
+// An encoding as a ByteSource of known length, in bounded memory. A seekable input is read
+// where it is (pread, each byte once: rule 5.3 holds for a file that changes meanwhile, and
+// a file that shrinks is reported); any other is first copied to a Spool (tool.h). Either
+// way no more is read than its checked header allows: 12 bytes first; if size and first
+// offset pass the decoder's header checks, the first list offset bounds the slot count,
+// and the input may be at most 12 + 4 * count + 4133 * count bytes (each slot at most one
+// Loaded page; count at most size / 4096). A longer input is rejected without reading it
+// (a 256 GiB sparse file costs 12 bytes).
+class EncInput {
+ public:
+  explicit EncInput(InFile& in) : in_(in), spool_(in.path()) {}
+  enum class Open : std::uint8_t { Read, TooLong, Error };
+  // *header_ok: the header is an encoding's. Not an encoding's, a stream's first bytes
+  // (at most 12) are in prefix() for a raw read.
+  Open open(bool* header_ok, std::string* err);
+  [[nodiscard]] ByteSource source() const { return ByteSource{.copy_in = copy_in, .ctx = this, .len = len_}; }
+  [[nodiscard]] const std::uint8_t* prefix() const { return head_; }
+  [[nodiscard]] std::size_t prefix_len() const { return in_.seekable() ? 0 : head_len_; }
+  // After a decode: the input ended early or failed while it was read (*err set).
+  bool failed(std::string* err) const {
+    if (short_at_ == UINT64_MAX) return false;
+    *err = in_.path() + (read_errno_ != 0 ? ": " + std::string(std::strerror(read_errno_))
+                                          : ": changed while it was read: it ends at byte " +
+                                                std::to_string(short_at_) + " now, not " + std::to_string(len_));
+    return true;
+  }
+
+ private:
+  static void copy_in(const void* ctx, std::uint64_t offset, std::uint8_t* out, std::size_t n) {
+    const auto* self = static_cast<const EncInput*>(ctx);
+    const int fd = self->in_.seekable() ? self->in_.fd() : self->spool_.fd();
+    const std::uint64_t base = self->in_.seekable() ? self->in_.start() : 0;
+    std::size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::pread(fd, out + got, n - got, static_cast<off_t>(base + offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {  // ended early or failed: zeros, and the decode's result is not used
+        if (self->short_at_ == UINT64_MAX) {
+          self->short_at_ = offset + got;
+          self->read_errno_ = r < 0 ? errno : 0;
+        }
+        std::memset(out + got, 0, n - got);
+        return;
+      }
+      got += static_cast<std::size_t>(r);
+    }
+  }
+  // Up to n more bytes of a stream into the spool (and the first 16 into head_).
+  bool take(std::uint64_t n, std::string* err);
+
+  InFile& in_;
+  Spool spool_;
+  std::uint64_t len_ = 0;
+  std::uint8_t head_[16] = {};
+  std::size_t head_len_ = 0;
+  bool ended_ = false;
+  mutable std::uint64_t short_at_ = UINT64_MAX;
+  mutable int read_errno_ = 0;
+};
+
+bool EncInput::take(std::uint64_t n, std::string* err) {
+  alignas(64) static std::uint8_t buf[1u << 20];
+  while (n != 0 && !ended_) {
+    const std::size_t ask = n < sizeof buf ? static_cast<std::size_t>(n) : sizeof buf;
+    const std::int64_t got = in_.read_full(buf, ask, err);
+    if (got < 0) return false;
+    const auto g = static_cast<std::size_t>(got);
+    for (std::size_t i = 0; i < g && head_len_ < sizeof head_; ++i) head_[head_len_++] = buf[i];
+    if (!spool_.write(buf, g, err)) return false;
+    len_ += g;
+    n -= g;
+    if (g < ask) ended_ = true;
+  }
+  return true;
+}
+
+EncInput::Open EncInput::open(bool* header_ok, std::string* err) {
   *header_ok = false;
-  if (!buf->fill(in, 12, err)) return EncRead::Error;
-  if (buf->size() < 12) return EncRead::Read;  // the decoder reports empty / missing bytes
-  const std::uint64_t size = get_le(buf->data(), 8);
-  if (size % PAGE_SIZE != 0 || size > kMaxCapSize || get_le(buf->data() + 8, 4) != 12) return EncRead::Read;
+  const bool seekable = in_.seekable();
+  if (seekable) {
+    len_ = in_.size_hint() > in_.start() ? in_.size_hint() - in_.start() : 0;
+    head_len_ = len_ < 16 ? static_cast<std::size_t>(len_) : 16;
+    copy_in(this, 0, head_, head_len_);
+    if (failed(err)) return Open::Error;
+  } else if (!take(12, err)) {
+    return Open::Error;
+  }
+  if (head_len_ < 12) return Open::Read;  // the decoder reports empty / missing bytes
+  // Where the header alone decides, the decoder sees the bytes read so far, from a file as
+  // from a stream (the same error for both).
+  const auto cut = [this](std::uint64_t n) {
+    if (len_ > n) len_ = n;
+    return Open::Read;
+  };
+  const std::uint64_t size = codec::get_u64(head_);
+  if (size % PAGE_SIZE != 0 || size > kMaxCapSize || codec::get_u32(head_ + 8) != 12) return cut(12);
   *header_ok = true;
   const std::uint64_t n = size / PAGE_SIZE;
   std::uint64_t bound = 12 + n * (4 + codec::kLoadedLen);
   if (n != 0) {
-    if (!buf->fill(in, 16, err)) return EncRead::Error;
-    if (buf->size() >= 16) {
-      const std::uint64_t o0 = get_le(buf->data() + 12, 4);
+    if (!seekable && !take(4, err)) return Open::Error;
+    if (head_len_ >= 16) {
+      const std::uint64_t o0 = codec::get_u32(head_ + 12);
       // A bad first slot offset is reported by the decoder from these 16 bytes.
-      if (o0 == 0 || o0 % 4 != 0 || o0 / 4 > n) return EncRead::Read;
+      if (o0 == 0 || o0 % 4 != 0 || o0 / 4 > n) return cut(16);
       bound = 12 + o0 + (o0 / 4) * codec::kLoadedLen;
     }
   }
-  if (!buf->fill(in, bound + 1, err)) return EncRead::Error;
-  if (buf->size() > bound) {
-    *err = in.path() + ": invalid encoding at byte offset " + std::to_string(bound) + ": " +
+  if (!seekable && !take(bound + 1 - len_, err)) return Open::Error;
+  if (len_ > bound) {
+    *err = in_.path() + ": invalid encoding at byte offset " + std::to_string(bound) + ": " +
            status_name(Status::DecodeTrailingBytes) + " (rule 5.2: longer than the " + std::to_string(bound) +
            " bytes an encoding of this size and slot count can have)";
-    return EncRead::TooLong;
+    return Open::TooLong;
   }
-  return EncRead::Read;
+  return Open::Read;
 }
 
-// Decodes `buf` (read by read_encoding) on a machine sized from its length.
-Result<DataCap> decode_buf(const ByteBuf& buf, const std::string& path, std::string* err) {
-  if (!boot_for(buf.size(), err)) return Status::OutOfFrames;
+// Checks the encoding (codec::decode_pages: every check of DataCap::decode) with a small
+// simulated machine (a batch of frames at a time), handing each verified page to `fn`.
+bool decode_stream(EncInput& e, const std::string& path, codec::VerifiedPage fn, void* ctx, std::uint64_t* size,
+                   std::string* err) {
+  if (!boot_for(0, err)) return false;
   DecodeError de{Status::Ok, 0};
-  auto cap = [&] {
-    Progress bar("verifying", buf.size());  // cleared before any message below
-    return DataCap::decode(buf.data(), static_cast<std::size_t>(buf.size()), &de, bar.sink());
+  const std::uint64_t len = e.source().len;
+  const Status st = [&] {
+    Progress bar("verifying", len);  // cleared before any message below
+    return codec::decode_pages(e.source(), fn, ctx, size, &de, bar.sink());
   }();
-  if (!cap.ok()) {
-    if (de.status == Status::Ok) de.status = cap.status();
+  if (e.failed(err)) return false;
+  if (st == Status::Ok) return true;
+  if (err->empty()) {  // not the callback's own error
+    if (de.status == Status::Ok) de.status = st;
     *err = decode_error(path, de);
   }
-  return cap;
+  return false;
 }
 
 void print_summary(const char* path, const char* kind, std::uint64_t size, std::uint64_t empty, std::uint64_t loaded,
@@ -161,149 +246,141 @@ void print_summary(const char* path, const char* kind, std::uint64_t size, std::
   std::printf("root:    %s\n", hex(root).c_str());
 }
 
+// The name as sha256sum prints it (coreutils' digest.c): a name holding `\`, newline or
+// carriage return gets a leading `\` on its line and those characters escaped, so no
+// name can forge a second line or a line of another file.
+std::string escaped_name(std::string_view name, bool* escaped) {
+  *escaped = name.find_first_of("\\\n\r") != std::string_view::npos;
+  if (!*escaped) return std::string(name);
+  std::string s;
+  for (const char ch : name) {
+    if (ch == '\\') s += "\\\\";
+    else if (ch == '\n') s += "\\n";
+    else if (ch == '\r') s += "\\r";
+    else s += ch;
+  }
+  return s;
+}
+
 }  // namespace
 
-int cmd_root(int argc, char** argv) {
-  if (argc < 1) return fail("root: no FILE given (usage: capmem root FILE...)");
+int cmd_root(const Args& a) {
+  if (a.operands.empty()) return fail("root: no FILE given (usage: capmem root FILE...)");
   hash::init();
   int rc = 0;
-  for (int i = 0; i < argc; ++i) {
+  for (const char* path : a.operands) {
     InFile f;
     std::string err;
     RawSummary s;
-    if (!f.open(argv[i], &err) || !stream_raw(f, nullptr, 0, &s, &err)) {
+    if (!f.open(path, &err) || !stream_raw(f, nullptr, 0, &s, &err)) {
       std::fflush(stdout);  // keep stdout and stderr in file order
       fail(err);
       rc = 1;
       continue;
     }
-    std::printf("%s  %s\n", hex(s.root).c_str(), argv[i]);
+    bool escaped = false;
+    const std::string name = escaped_name(path, &escaped);
+    std::printf("%s%s  %s\n", escaped ? "\\" : "", hex(s.root).c_str(), name.c_str());
   }
   return rc;
 }
 
-int cmd_encode(int argc, char** argv) {
-  if (argc != 2) return fail("encode: expected FILE OUT (usage: capmem encode FILE OUT)");
+int cmd_decode(const Args& a) {
+  if (a.operands.size() != 2) return fail("decode: expected IN OUT (usage: capmem decode IN OUT)");
+  const char* const* argv = a.operands.data();
   std::string err;
   OutFile out(argv[1]);
   if (!out.open(&err)) return fail(err);
   InFile f;
   if (!f.open(argv[0], &err)) return fail(err);
-  auto cap = [&]() -> Result<DataCap> {
-    if (f.size_hint() > kMaxCapSize) {  // a regular file over 4 GiB: no need to read it
-      err = std::string(argv[0]) + ": larger than 4 GiB (rule 5.1)";
-      return Status::TooLarge;
-    }
-    ByteBuf buf;  // the content, read once; freed once the cap holds it
-    if (!buf.fill(f, kMaxCapSize + 1, &err)) return Status::InvalidArgument;
-    if (buf.size() > kMaxCapSize) {
-      err = std::string(argv[0]) + ": larger than 4 GiB (rule 5.1)";
-      return Status::TooLarge;
-    }
-    if (!boot_for(buf.size(), &err)) return Status::OutOfFrames;
-    Progress bar("hashing", buf.size());
-    auto c = DataCap::from_bytes(buf.data(), static_cast<std::size_t>(buf.size()), 0, bar.sink());
-    if (!c.ok()) err = std::string(argv[0]) + ": " + status_name(c.status());
-    return c;
-  }();
-  if (!cap.ok()) return fail(err);
+  if (f.same_file(argv[1]))
+    return fail(std::string("decode: '") + argv[0] + "' and '" + argv[1] + "' are the same file");
+  hash::init();
+  EncInput e(f);
+  bool header_ok = false;
+  if (e.open(&header_ok, &err) != EncInput::Open::Read) return fail(err);
+  // Each verified page goes to OUT as it comes (Empty pages between them: holes in a
+  // regular OUT, zeros in a stream); OUT is committed only once the whole input passed.
   struct Ctx {
     OutFile* out;
     std::string* err;
-  } ctx{&out, &err};
-  auto r = cap->encode(
-      [](void* c, const std::uint8_t* d, std::size_t n) {
-        auto* x = static_cast<Ctx*>(c);
-        return x->out->write(d, n, x->err) ? Status::Ok : Status::InvalidArgument;
-      },
-      &ctx);
-  if (!r.ok()) return fail(err.empty() ? std::string("encode: ") + status_name(r.status()) : err);
+    std::uint64_t next = 0;  // the page after the last one written
+  } ctx{.out = &out, .err = &err};
+  auto put = [](void* c, std::uint32_t page, const std::uint8_t* bytes, const Hash32&) {
+    auto* x = static_cast<Ctx*>(c);
+    const bool ok = x->out->skip((page - x->next) * PAGE_SIZE, x->err) && x->out->write(bytes, PAGE_SIZE, x->err);
+    x->next = std::uint64_t{page} + 1;
+    return ok ? Status::Ok : Status::InvalidArgument;
+  };
+  std::uint64_t size = 0;
+  if (!decode_stream(e, f.path(), put, &ctx, &size, &err)) return fail(err);
+  if (!out.skip(size - ctx.next * PAGE_SIZE, &err)) return fail(err);
   if (!out.commit(&err)) return fail(err);
   return 0;
 }
 
-int cmd_decode(int argc, char** argv) {
-  if (argc != 2) return fail("decode: expected IN OUT (usage: capmem decode IN OUT)");
-  std::string err;
-  OutFile out(argv[1]);
-  if (!out.open(&err)) return fail(err);
-  InFile f;
-  if (!f.open(argv[0], &err)) return fail(err);
-  auto cap = [&]() -> Result<DataCap> {
-    ByteBuf buf;  // the encoding, read once; freed once the cap holds its pages
-    bool header_ok = false;
-    if (read_encoding(f, &buf, &header_ok, &err) != EncRead::Read) return Status::InvalidArgument;
-    return decode_buf(buf, f.path(), &err);
-  }();
-  if (!cap.ok()) return fail(err);
-  // Empty pages: holes in a regular OUT, zeros in a stream (OutFile::skip).
-  alignas(64) static std::uint8_t page[PAGE_SIZE];
-  for (std::uint32_t i = 0; i < cap->page_count(); ++i) {
-    if (cap->effective(i).kind == SlotKind::Empty) {
-      if (!out.skip(PAGE_SIZE, &err)) return fail(err);
-      continue;
-    }
-    if (auto r = cap->read(std::uint64_t{i} * PAGE_SIZE, page, PAGE_SIZE); !r.ok())
-      return fail(std::string("decode: ") + status_name(r.status()));
-    if (!out.write(page, PAGE_SIZE, &err)) return fail(err);
-  }
-  if (!out.commit(&err)) return fail(err);
-  return 0;
-}
-
-int cmd_inspect(int argc, char** argv) {
+int cmd_inspect(const Args& a) {
   bool force_raw = false, force_enc = false;
-  const char* path = nullptr;
-  for (int i = 0; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--raw") force_raw = true;
-    else if (std::string_view(argv[i]) == "--encoded") force_enc = true;
-    else if (path == nullptr) path = argv[i];
-    else return fail("inspect: more than one input (usage: capmem inspect [--raw|--encoded] IN)");
+  for (const Args::Opt& o : a.opts) {
+    if (o.name == "--raw") force_raw = true;
+    else if (o.name == "--encoded") force_enc = true;
   }
-  if (path == nullptr) return fail("inspect: no input given (usage: capmem inspect [--raw|--encoded] IN)");
+  if (a.operands.size() > 1) return fail("inspect: more than one input (usage: capmem inspect [--raw|--encoded] IN)");
+  if (a.operands.empty()) return fail("inspect: no input given (usage: capmem inspect [--raw|--encoded] IN)");
+  const char* path = a.operands[0];
   if (force_raw && force_enc) return fail("inspect: --raw and --encoded exclude each other");
   InFile f;
   std::string err;
   if (!f.open(path, &err)) return fail(err);
   hash::init();
-  ByteBuf buf;
-  bool header_ok = false;
+  EncInput e(f);
   if (!force_raw) {
-    const EncRead r = read_encoding(f, &buf, &header_ok, &err);
-    if (r == EncRead::Error) return fail(err);
+    bool header_ok = false;
+    const EncInput::Open r = e.open(&header_ok, &err);
+    if (r == EncInput::Open::Error) return fail(err);
     if (header_ok || force_enc) {
       // Structurally an encoding: a failed check is an error, not a reason to call it raw.
-      if (r == EncRead::TooLong) return fail(err + " (--raw reads it as bytes)");
-      auto cap = decode_buf(buf, f.path(), &err);
-      if (!cap.ok()) return fail(err + (force_enc ? "" : " (--raw reads it as bytes)"));
-      std::uint64_t counts[3] = {0, 0, 0};
-      for (std::uint32_t i = 0; i < cap->page_count(); ++i) ++counts[static_cast<int>(cap->effective(i).kind)];
-      print_summary(path, "encoding", cap->size(), counts[0], counts[1], counts[2], cap->root().value());
+      if (r == EncInput::Open::TooLong) return fail(err + " (--raw reads it as bytes)");
+      // The leaf of every page up to the last Loaded one (32 bytes each: grows with the
+      // slots the input holds, never with the size it claims); the rest are zero leaves.
+      std::vector<Hash32> leaves;
+      auto put = [](void* c, std::uint32_t page, const std::uint8_t*, const Hash32& h) {
+        auto* l = static_cast<std::vector<Hash32>*>(c);
+        l->resize(std::size_t{page} + 1);
+        (*l)[page] = h;
+        return Status::Ok;
+      };
+      std::uint64_t size = 0;
+      if (!decode_stream(e, f.path(), put, &leaves, &size, &err))
+        return fail(err + (force_enc ? "" : " (--raw reads it as bytes)"));
+      std::uint64_t loaded = 0;
+      for (const Hash32& h : leaves) loaded += h.is_zero() ? 0 : 1;
+      const std::uint64_t pages = size / PAGE_SIZE;
+      const Hash32 root =
+          hash::node(hash::uint64_root(size), hash::merkleize(leaves.data(), leaves.size(), pages));  // rule 3.4
+      print_summary(path, "encoding", size, pages - loaded, loaded, 0, root);
       return 0;
     }
   }
   RawSummary s;
-  if (!stream_raw(f, buf.data(), static_cast<std::size_t>(buf.size()), &s, &err)) return fail(err);
+  if (!stream_raw(f, e.prefix(), e.prefix_len(), &s, &err)) return fail(err);
   print_summary(path, "raw bytes", s.size, s.empty, s.loaded, 0, s.root);
   return 0;
 }
 
-int cmd_demo(int argc, char** argv) {
+int cmd_demo(const Args& a) {
   std::uint64_t gas = demo::kDefaultGas;
   bool quiet = false;
-  for (int i = 0; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--gas" && i + 1 < argc) {
-      if (!parse_u64(argv[++i], &gas))
-        return fail(std::string("demo: --gas takes a plain decimal number from 0 to 18446744073709551615, not '") +
-                    argv[i] + "'");
-    } else if (std::string_view(argv[i]) == "--gas") {
-      return fail("demo: --gas needs a number (usage: capmem demo [--gas N])");
-    } else if (std::string_view(argv[i]) == "--quiet") {
+  for (const Args::Opt& o : a.opts) {
+    if (o.name == "--quiet") {
       quiet = true;
-    } else {
-      return fail(std::string("demo: unknown argument '") + argv[i] + "' (usage: capmem demo [--gas N])");
+    } else if (o.name == "--gas" && !parse_u64(o.value, &gas)) {
+      return fail(std::string("demo: --gas takes a plain decimal number from 0 to 18446744073709551615, not '") +
+                  o.value + "'");
     }
   }
+  if (!a.operands.empty())
+    return fail(std::string("demo: unknown argument '") + a.operands[0] + "' (usage: capmem demo [--gas N] [--quiet])");
   hostsim::boot(256ull << 20);
   if (!quiet) {
     const std::uint64_t code_end = fault::CODE_BASE + std::uint64_t{demo::kCodePages} * PAGE_SIZE;

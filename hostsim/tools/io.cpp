@@ -132,9 +132,10 @@ bool InFile::open(const char* path, std::string* err) {
     fd_ = 0;
     owned_ = false;
   } else {
-    // O_NONBLOCK: a FIFO without a writer must not hang in open(); cleared below so the
-    // reads block like any stream's (a FIFO whose writer is gone reads as at its end).
-    fd_ = ::open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    // A plain blocking open, as sha256sum and cat do: a FIFO waits here for its writer
+    // (opened non-blocking it would read as empty, the root of nothing, whenever the tool
+    // won the race with a writer started at the same time).
+    fd_ = ::open(path, O_RDONLY | O_NOCTTY | O_CLOEXEC);
     if (fd_ < 0) {
       *err = path_ + ": " + std::strerror(errno);
       return false;
@@ -150,15 +151,28 @@ bool InFile::open(const char* path, std::string* err) {
     *err = path_ + ": " + std::strerror(EISDIR);
     return false;
   }
-  if (owned_) {
-    const int fl = ::fcntl(fd_, F_GETFL);
-    if (fl >= 0) ::fcntl(fd_, F_SETFL, fl & ~O_NONBLOCK);
-  }
   if (S_ISREG(st.st_mode)) {
     size_hint_ = static_cast<std::uint64_t>(st.st_size);
     ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
   }
+  if ((S_ISREG(st.st_mode) && st.st_size > 0) || S_ISBLK(st.st_mode)) {
+    start_ = ::lseek(fd_, 0, SEEK_CUR);
+    seekable_ = start_ >= 0;
+  }
   return true;
+}
+
+bool InFile::same_file(const char* path) const {
+  struct stat in {
+  }, out{};
+  return ::fstat(fd_, &in) == 0 && S_ISREG(in.st_mode) && ::stat(path, &out) == 0 && in.st_dev == out.st_dev &&
+         in.st_ino == out.st_ino;
+}
+
+bool InFile::rewind(std::string* err) {
+  if (::lseek(fd_, start_, SEEK_SET) == start_) return true;
+  *err = path_ + ": cannot read it a second time: " + std::strerror(errno);
+  return false;
 }
 
 std::int64_t InFile::read_full(void* dst, std::size_t n, std::string* err) {
@@ -180,30 +194,6 @@ std::int64_t InFile::read_full(void* dst, std::size_t n, std::string* err) {
     got += static_cast<std::size_t>(r);
   }
   return static_cast<std::int64_t>(got);
-}
-
-ByteBuf::~ByteBuf() { std::free(data_); }
-
-bool ByteBuf::fill(InFile& in, std::uint64_t want, std::string* err) {
-  while (size_ < want) {
-    if (size_ == cap_) {
-      std::uint64_t nc = cap_ < (1u << 20) ? (1u << 20) : cap_ * 2;
-      if (nc > want) nc = want;
-      void* p = std::realloc(data_, static_cast<std::size_t>(nc));
-      if (p == nullptr) {
-        *err = in.path() + ": out of memory reading it";
-        return false;
-      }
-      data_ = static_cast<std::uint8_t*>(p);
-      cap_ = nc;
-    }
-    const std::size_t ask = static_cast<std::size_t>(cap_ - size_);
-    const std::int64_t got = in.read_full(data_ + size_, ask, err);
-    if (got < 0) return false;
-    size_ += static_cast<std::uint64_t>(got);
-    if (static_cast<std::size_t>(got) < ask) break;  // end of input
-  }
-  return true;
 }
 
 // --- Output -----------------------------------------------------------------------------

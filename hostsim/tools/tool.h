@@ -4,8 +4,8 @@
 // handles them (tools/io.cpp):
 //   - input is read with read(2), never mapped: a file truncated while it is read just
 //     ends early (no SIGBUS), /proc files give their real content, and a non-regular input
-//     (FIFO, device, pipe, `-` for standard input) is opened non-blocking (a FIFO with no
-//     writer never hangs in open) and then read as a stream;
+//     (FIFO, device, pipe, `-` for standard input) is read as a stream; a FIFO is opened
+//     as sha256sum opens it (blocking: the tool waits for its writer);
 //   - OUT is written the way `cp` does (see OutFile).
 #pragma once
 
@@ -15,6 +15,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "capmem/datacap.h"
 #include "capmem/types.h"
@@ -37,12 +39,51 @@ class InFile {
   // st_size for a regular file (progress bars only; never trusted for sizing), else 0.
   [[nodiscard]] std::uint64_t size_hint() const { return size_hint_; }
   [[nodiscard]] const std::string& path() const { return path_; }
+  // A regular file with content (st_size > 0: a /proc file, size 0, is a stream) or a
+  // block device, at a position lseek reports: it can be read twice (rewind()).
+  [[nodiscard]] bool seekable() const { return seekable_; }
+  // Back to where reading started (the position standard input had, for `-`).
+  bool rewind(std::string* err);
+  // The descriptor and where reading started (for pread of a seekable input).
+  [[nodiscard]] int fd() const { return fd_; }
+  [[nodiscard]] std::uint64_t start() const { return static_cast<std::uint64_t>(start_); }
+  // `path` (symlinks followed) is this input's regular file: writing it as OUT would
+  // destroy the input while it is read, so commands refuse, as `cp` does.
+  [[nodiscard]] bool same_file(const char* path) const;
 
  private:
   std::string path_;
   int fd_ = -1;
   bool owned_ = false;
+  bool seekable_ = false;
+  std::int64_t start_ = 0;
   std::uint64_t size_hint_ = 0;
+};
+
+// What the tool keeps of an input it cannot read twice (a pipe, FIFO, terminal): an
+// unlinked temporary file in $TMPDIR (default /tmp), created at the first write (O_TMPFILE,
+// else a named file unlinked at once), so even SIGKILL leaves nothing. Errors name the
+// input, the directory and the reason (ENOSPC included). tools/encode.cpp.
+class Spool {
+ public:
+  explicit Spool(const std::string& input);
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+  ~Spool();
+  bool write(const std::uint8_t* p, std::size_t n, std::string* err);
+  bool rewind(std::string* err);
+  // Exactly n bytes at the current position, else an error.
+  bool read(std::uint8_t* p, std::size_t n, std::string* err);
+  [[nodiscard]] int fd() const { return fd_; }  // -1 before the first write
+  [[nodiscard]] std::uint64_t size() const { return size_; }
+
+ private:
+  bool create(std::string* err);
+  bool error(const char* what, std::string* err) const;
+  std::string input_;
+  std::string dir_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
 };
 
 // Where the tool's output goes, decided when it is opened (before any input is read):
@@ -161,25 +202,6 @@ class Progress {
   int last_ = -1;
 };
 
-// A heap buffer that grows with the bytes actually read (never with a claim).
-class ByteBuf {
- public:
-  ByteBuf() = default;
-  ByteBuf(const ByteBuf&) = delete;
-  ByteBuf& operator=(const ByteBuf&) = delete;
-  ~ByteBuf();
-  // Reads from `in` until size() == want or end of input. false on a read error or
-  // out of memory (*err set).
-  bool fill(InFile& in, std::uint64_t want, std::string* err);
-  [[nodiscard]] const std::uint8_t* data() const { return data_; }
-  [[nodiscard]] std::uint64_t size() const { return size_; }
-
- private:
-  std::uint8_t* data_ = nullptr;
-  std::uint64_t size_ = 0;
-  std::uint64_t cap_ = 0;
-};
-
 // Boots hostsim with enough simulated RAM for a cap of `bytes` of content (sparse: only
 // touched pages cost). false if the machine cannot be made (out of memory).
 bool boot_for(std::uint64_t bytes, std::string* err);
@@ -189,10 +211,25 @@ std::string hex(const Hash32& h);
 // no space, not empty, no overflow).
 bool parse_u64(const char* s, std::uint64_t* out);
 
-int cmd_root(int argc, char** argv);
-int cmd_encode(int argc, char** argv);
-int cmd_decode(int argc, char** argv);
-int cmd_inspect(int argc, char** argv);
-int cmd_demo(int argc, char** argv);
+// A command's arguments, split by main() as POSIX getopt splits them (no permutation):
+// options are the arguments before the first operand that start with `-` (but are not
+// `-` alone, standard input); `--` ends them and is dropped. Everything after is an
+// operand, even `-h` or `--help`, so `capmem root -- *` and `capmem root a -h` hash a
+// file named `-h`. Only the options a command declares reach it (others are an error).
+struct Args {
+  struct Opt {
+    std::string_view name;
+    const char* value;  // the option's argument (`--gas N` or `--gas=N`); nullptr for a flag
+  };
+  std::vector<Opt> opts;
+  std::vector<const char*> operands;
+};
+
+// The streamed root of a file's bytes; `encode` (tools/encode.cpp) streams the same way.
+int cmd_root(const Args& a);
+int cmd_encode(const Args& a);
+int cmd_decode(const Args& a);
+int cmd_inspect(const Args& a);
+int cmd_demo(const Args& a);
 
 }  // namespace capmem::tool

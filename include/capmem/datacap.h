@@ -191,4 +191,22 @@ class DataCap {
   fault::Run* runs_ = nullptr;  // intrusive list through Run::next_run_ / prev_run_
 };
 
+namespace codec {
+
+// A page of a cap being decoded by decode_pages, verified: `bytes` (4096, not all zero)
+// hash to `hash` (rule 1.2), which the input claimed. Valid only during the call. Return
+// anything but Status::Ok to stop the decode with that status.
+using VerifiedPage = Status (*)(void* ctx, std::uint32_t page, const std::uint8_t* bytes, const Hash32& hash);
+
+// DataCap::decode without the cap, for a caller that streams the content (the host tool
+// writes it to a file in bounded memory): the same checks (rules 2.5, 5.2, 5.3), in the
+// same order, with the same statuses and offsets; each Loaded page, once verified, is
+// handed to `fn` in page order (Empty pages are not), and at most a batch of 16 frames is
+// held at a time (no tree, nothing sized from a claim). *size is set once the header
+// checks pass. A rejected input may already have handed pages to `fn`: a caller must not
+// act on them before the Ok.
+Status decode_pages(const ByteSource& src, VerifiedPage fn, void* ctx, std::uint64_t* size, DecodeError* err = nullptr,
+                    BuildProgress progress = {});
+
+}  // namespace codec
 }  // namespace capmem

@@ -17,7 +17,8 @@
 # ratio lines read it.
 #
 # The `capmem` tool: tests/bench/run-tool-bench.sh times `capmem root` against `sha256sum`
-# on one 1 GiB file and on 1000 small files, with peak memory (printed last).
+# on one 1 GiB file and on 1000 small files, with peak memory, then `capmem encode`'s peak
+# memory and spooled bytes for 1 GiB from a pipe and a file against sha256sum's (printed last).
 #
 # Benchmarks are never pass/fail tests: this script prints figures and ratios (a missed
 # target prints MISSED, a missing input prints "skipped (reason)"); it exits non-zero only

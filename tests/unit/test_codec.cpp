@@ -499,3 +499,102 @@ TEST(Rule5_3RacyInput, FromBytesOfAChangingBufferBuildsAConsistentCap) {
   stop.store(true);
   writer.join();
 }
+
+// --- codec::decode_pages: DataCap::decode's checks, the pages streamed out -------------------
+
+namespace {
+
+struct Seen {
+  std::vector<std::uint32_t> pages;
+  std::vector<std::vector<std::uint8_t>> bytes;
+  std::vector<Hash32> hashes;
+  std::uint32_t stop_at = UINT32_MAX;  // answer InvalidArgument for this page
+};
+
+Status collect(void* ctx, std::uint32_t page, const std::uint8_t* bytes, const Hash32& hash) {
+  auto* s = static_cast<Seen*>(ctx);
+  if (page == s->stop_at) return Status::InvalidArgument;
+  s->pages.push_back(page);
+  s->bytes.emplace_back(bytes, bytes + PAGE_SIZE);
+  s->hashes.push_back(hash);
+  return Status::Ok;
+}
+
+}  // namespace
+
+TEST(DecodePages, HandsEveryLoadedPageOfRandomCapsInOrderWithItsHash) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20; ++round) {
+    const std::uint32_t pages = 1 + rng() % 100;
+    std::vector<std::uint8_t> bytes(std::size_t{pages} * PAGE_SIZE, 0);
+    for (std::uint32_t p = 0; p < pages; ++p)
+      if (rng() % 3 != 0)
+        bytes[std::size_t{p} * PAGE_SIZE + rng() % PAGE_SIZE] = static_cast<std::uint8_t>(1 + rng() % 255);
+    auto c =
+        DataCap::from_bytes(bytes.data(), bytes.size(), std::uint64_t{pages + rng() % 5} * PAGE_SIZE).release_value();
+    const auto w = encode(c);
+    const auto before = frames().stats().in_use;
+    Seen s;
+    std::uint64_t size = 0;
+    ASSERT_EQ(codec::decode_pages(ByteSource::memory(w.data(), w.size()), collect, &s, &size), Status::Ok);
+    EXPECT_EQ(frames().stats().in_use, before) << "no frame outlives its call";
+    EXPECT_EQ(size, c.size());
+    std::size_t k = 0;
+    for (std::uint32_t p = 0; p < c.page_count(); ++p) {
+      const SlotView v = c.effective(p);
+      if (v.kind != SlotKind::Loaded) continue;
+      ASSERT_LT(k, s.pages.size());
+      EXPECT_EQ(s.pages[k], p);
+      EXPECT_EQ(0, std::memcmp(s.bytes[k].data(), bytes.data() + std::size_t{p} * PAGE_SIZE, PAGE_SIZE));
+      EXPECT_EQ(s.hashes[k], *v.hash);
+      EXPECT_EQ(s.hashes[k], hash::page_content_hash(s.bytes[k].data()));
+      ++k;
+    }
+    EXPECT_EQ(k, s.pages.size()) << "only Loaded pages are handed out";
+  }
+}
+
+// Every one-byte change and every truncation of an encoding: decode_pages answers exactly
+// what DataCap::decode answers (status and offset), and leaks nothing.
+TEST(DecodePages, SameStatusAndOffsetAsDecodeForEveryDamagedInput) {
+  std::vector<std::uint8_t> bytes(4 * PAGE_SIZE, 0);
+  bytes[5] = 1;
+  bytes[2 * PAGE_SIZE + 99] = 2;
+  bytes[3 * PAGE_SIZE + 4095] = 3;
+  const auto w = encode(DataCap::from_bytes(bytes.data(), bytes.size(), 6 * PAGE_SIZE).release_value());
+  auto same = [](const std::vector<std::uint8_t>& in, const char* what, std::size_t at) {
+    const auto before = frames().stats().in_use;
+    DecodeError want{Status::Ok, 0}, got{Status::Ok, 0};
+    const Status ws = DataCap::decode(in.data(), in.size(), &want).status();
+    Seen s;
+    std::uint64_t size = 0;
+    const Status gs = codec::decode_pages(ByteSource::memory(in.data(), in.size()), collect, &s, &size, &got);
+    EXPECT_EQ(gs, ws) << what << " at " << at << ": " << status_name(gs) << " vs " << status_name(ws);
+    if (ws != Status::Ok) {
+      EXPECT_EQ(got.status, want.status) << what << " at " << at;
+      EXPECT_EQ(got.offset, want.offset) << what << " at " << at;
+    }
+    EXPECT_EQ(frames().stats().in_use, before) << what << " at " << at;
+  };
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    auto v = w;
+    v[i] ^= 0xff;
+    same(v, "flip", i);
+  }
+  for (std::size_t n = 0; n <= w.size(); ++n) same(std::vector<std::uint8_t>(w.begin(), w.begin() + n), "truncate", n);
+}
+
+TEST(DecodePages, TheCallersStatusStopsTheDecodeAtThatSlot) {
+  const auto w = cap_wire(3 * PAGE_SIZE, {loaded_slot(1), empty_slot(), loaded_slot(2)});
+  const auto before = frames().stats().in_use;
+  Seen s;
+  s.stop_at = 2;
+  std::uint64_t size = 0;
+  DecodeError err{};
+  EXPECT_EQ(codec::decode_pages(ByteSource::memory(w.data(), w.size()), collect, &s, &size, &err),
+            Status::InvalidArgument);
+  EXPECT_EQ(err.status, Status::InvalidArgument);
+  EXPECT_EQ(err.offset, 12u + 12 + 4133 + 1) << "the slot of page 2";
+  EXPECT_EQ(s.pages, std::vector<std::uint32_t>{0});
+  EXPECT_EQ(frames().stats().in_use, before);
+}

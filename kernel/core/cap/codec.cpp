@@ -279,13 +279,21 @@ class OffsetStream {
   std::uint8_t buf_[4 * kChunk];
 };
 
+// Where a decode's verified Loaded pages go: DataCap::decode puts them into its tree::Txn,
+// codec::decode_pages hands them to its caller. The page's hash is set; a status other
+// than Ok stops the decode (named at the page's slot).
+struct PageSink {
+  Status (*put)(void* ctx, std::uint32_t page, PageRef&& p);
+  void* ctx;
+};
+
 // Loaded pages copied in but not yet verified: hashed in batches of kBatch through
 // hash::page_content_hashes (multi-buffer), each compared with the hash its slot claimed
-// (both copies, rule 5.3), then put into the Txn.
+// (both copies, rule 5.3), then handed to the sink.
 class VerifyBatch {
  public:
   static constexpr std::size_t kBatch = 16;
-  explicit VerifyBatch(tree::Txn& t) : txn_(t) {}
+  explicit VerifyBatch(PageSink sink) : sink_(sink) {}
   // `at`: input offset of the slot (errors name its hash at at + 1, or the slot).
   Status add(std::uint32_t page, PageRef p, const Hash32& claimed, std::uint64_t at, std::uint64_t* bad_at) {
     pages_[n_] = static_cast<PageRef&&>(p);
@@ -308,7 +316,7 @@ class VerifyBatch {
       }
       if (st == Status::Ok) {
         pages_[i].desc()->hash = got[i];
-        st = txn_.set(index_[i], Slot::loaded(static_cast<PageRef&&>(pages_[i]))).status();
+        st = sink_.put(sink_.ctx, index_[i], static_cast<PageRef&&>(pages_[i]));
         if (st != Status::Ok) *bad_at = at_[i];
       }
       pages_[i].reset();
@@ -318,7 +326,7 @@ class VerifyBatch {
   }
 
  private:
-  tree::Txn& txn_;
+  PageSink sink_;
   PageRef pages_[kBatch];
   Hash32 claimed_[kBatch];
   std::uint32_t index_[kBatch] = {};
@@ -326,98 +334,142 @@ class VerifyBatch {
   std::size_t n_ = 0;
 };
 
-}  // namespace
+Status fail_at(DecodeError* err, Status s, std::uint64_t at) {
+  if (err != nullptr) *err = DecodeError{.status = s, .offset = at};
+  return s;
+}
 
-// One pass, front to back, every input byte read once through `src` (rule 5.3): the
-// header and each offset into locals (checked there and kept), each slot's head into a
-// local, each Loaded page's bytes into the fresh frame it lands in, where they are checked
-// for zero and hashed. Allocation follows the input actually read (one frame per Loaded
-// page whose 4133 bytes the input holds, plus tree nodes), never the size or count claims.
-Result<DataCap> DataCap::decode(const ByteSource& src, DecodeError* err, BuildProgress progress) {
-  std::uint64_t bad_at = 0;
-  auto fail = [err](Status s, std::uint64_t at) {
-    if (err != nullptr) *err = DecodeError{.status = s, .offset = at};
-    return s;
-  };
+// A cap encoding's header and the start of its list (section 5.2), read and checked.
+struct CapHeader {
+  std::uint64_t len = 0;    // input bytes
+  std::uint64_t size = 0;   // the cap's size
+  std::uint64_t count = 0;  // slots
+  std::uint64_t start = 0;  // slot 0's offset in the list
+};
+
+Status decode_header(const ByteSource& src, CapHeader* h, DecodeError* err) {
   const std::uint64_t len = src.len;
-  if (len == 0) return fail(Status::DecodeEmptyBuffer, 0);
-  if (len < 12) return fail(Status::DecodeMissingBytes, len);
+  if (len == 0) return fail_at(err, Status::DecodeEmptyBuffer, 0);
+  if (len < 12) return fail_at(err, Status::DecodeMissingBytes, len);
   std::uint8_t b[12];
   src.copy_in(src.ctx, 0, b, 12);
   const std::uint64_t size = get_u64(b);
-  if (size == 0 || size % PAGE_SIZE != 0 || size > kMaxCapSize) return fail(Status::DecodeBadSize, 0);
-  if (get_u32(b + 8) != 12) return fail(Status::DecodeBadFirstOffset, 8);
+  if (size == 0 || size % PAGE_SIZE != 0 || size > kMaxCapSize) return fail_at(err, Status::DecodeBadSize, 0);
+  if (get_u32(b + 8) != 12) return fail_at(err, Status::DecodeBadFirstOffset, 8);
   const std::uint64_t L = len - 12;  // the list: offsets, then slots
   std::uint64_t count = 0;
-  std::uint64_t start = 0;  // slot i spans [start, end) of the list
+  std::uint64_t start = 0;
   if (L != 0) {
-    if (L < 4) return fail(Status::DecodeBadListLength, 12);
+    if (L < 4) return fail_at(err, Status::DecodeBadListLength, 12);
     src.copy_in(src.ctx, 12, b, 4);
     start = get_u32(b);
-    if (start == 0 || start % 4 != 0 || start > L) return fail(Status::DecodeBadOffsetTable, 12);
+    if (start == 0 || start % 4 != 0 || start > L) return fail_at(err, Status::DecodeBadOffsetTable, 12);
     count = start / 4;
   }
-  if (count > size / PAGE_SIZE) return fail(Status::DecodeTooManySlots, 12);
+  if (count > size / PAGE_SIZE) return fail_at(err, Status::DecodeTooManySlots, 12);
+  *h = CapHeader{.len = len, .size = size, .count = count, .start = start};
+  return Status::Ok;
+}
 
+// The slots, front to back, every input byte read once through `src` (rule 5.3): each
+// offset into a local (checked there and kept), each slot's head into a local, each Loaded
+// page's bytes into the fresh frame it lands in, where they are checked for zero and
+// hashed, then handed to `sink` (in page order). Allocation follows the input actually
+// read (a batch of frames), never the size or count claims.
+Status decode_slots(const ByteSource& src, const CapHeader& h, PageSink sink, BuildProgress progress,
+                    DecodeError* err) {
+  const std::uint64_t L = h.len - 12;
+  std::uint64_t start = h.start;  // slot i spans [start, end) of the list
+  std::uint64_t bad_at = 0;
+  Status st = Status::Ok;
+  VerifyBatch batch(sink);
+  OffsetStream offsets(src, h.count);
+  std::uint64_t next_report = BuildProgress::kProgressStep;
+  for (std::uint64_t i = 0; i < h.count && st == Status::Ok; ++i) {
+    std::uint64_t end = L;
+    if (i + 1 < h.count) {
+      end = offsets.next();
+      if (end < start || end > L) return fail_at(err, Status::DecodeBadOffsetTable, 12 + 4 * (i + 1));
+    }
+    SlotHead head;
+    std::uint64_t rel = 0;
+    st = read_slot_head(src, 12 + start, end - start, &head, &rel);
+    if (st != Status::Ok) {
+      fail_at(err, st, 12 + start + rel);
+    } else if (head.kind == SlotKind::Missing) {
+      st = fail_at(err, Status::DecodeMissingSlot, 12 + start);
+    } else if (head.kind == SlotKind::Empty) {
+      if (i + 1 == h.count) st = fail_at(err, Status::DecodeTrailingEmpty, 12 + start);
+    } else {
+      auto p = read_page(src, 12 + start + kSlotHeadMax);
+      if (!p.ok()) {
+        st = fail_at(err, p.status(), 12 + start);
+      } else if (mem::page_is_zero(p->bytes())) {
+        st = fail_at(err, Status::DecodeZeroLoaded, 12 + start + kSlotHeadMax);
+      } else {
+        st = batch.add(static_cast<std::uint32_t>(i), p.release_value(), head.claimed, 12 + start, &bad_at);
+        if (st != Status::Ok) fail_at(err, st, bad_at);
+      }
+    }
+    start = end;
+    if (st == Status::Ok && 12 + start >= next_report && i + 1 < h.count) {
+      if (progress.cancelled()) st = fail_at(err, Status::Cancelled, 12 + start);
+      else progress(12 + start);
+      next_report = 12 + start + BuildProgress::kProgressStep;
+    }
+  }
+  if (st == Status::Ok) {
+    st = batch.drain(&bad_at);
+    if (st != Status::Ok) fail_at(err, st, bad_at);
+  }
+  if (st == Status::Ok) progress(h.len);
+  return st;
+}
+
+Status txn_put(void* ctx, std::uint32_t page, PageRef&& p) {
+  return static_cast<tree::Txn*>(ctx)->set(page, Slot::loaded(static_cast<PageRef&&>(p))).status();
+}
+
+struct PagesCtx {
+  codec::VerifiedPage fn;
+  void* ctx;
+};
+Status pages_put(void* ctx, std::uint32_t page, PageRef&& p) {
+  auto* c = static_cast<PagesCtx*>(ctx);
+  const PageRef held = static_cast<PageRef&&>(p);  // released when the caller is done with it
+  return c->fn(c->ctx, page, held.bytes(), held.hash());
+}
+
+}  // namespace
+
+// One pass, front to back (decode_header, decode_slots); the verified pages go into a new
+// backing's tree.
+Result<DataCap> DataCap::decode(const ByteSource& src, DecodeError* err, BuildProgress progress) {
+  CapHeader h;
+  if (const Status st = decode_header(src, &h, err); st != Status::Ok) return st;
   auto nb_r = tree::backing_alloc();
-  if (!nb_r.ok()) return fail(nb_r.status(), 0);
+  if (!nb_r.ok()) return fail_at(err, nb_r.status(), 0);
   tree::Backing* nb = nb_r.value();
   Status st = Status::Ok;
   {
     tree::Txn txn(nullptr);
-    VerifyBatch batch(txn);
-    OffsetStream offsets(src, count);
-    std::uint64_t next_report = BuildProgress::kProgressStep;
-    for (std::uint64_t i = 0; i < count && st == Status::Ok; ++i) {
-      std::uint64_t end = L;
-      if (i + 1 < count) {
-        end = offsets.next();
-        if (end < start || end > L) {
-          st = fail(Status::DecodeBadOffsetTable, 12 + 4 * (i + 1));
-          break;
-        }
-      }
-      SlotHead head;
-      std::uint64_t rel = 0;
-      st = read_slot_head(src, 12 + start, end - start, &head, &rel);
-      if (st != Status::Ok) {
-        fail(st, 12 + start + rel);
-      } else if (head.kind == SlotKind::Missing) {
-        st = fail(Status::DecodeMissingSlot, 12 + start);
-      } else if (head.kind == SlotKind::Empty) {
-        if (i + 1 == count) st = fail(Status::DecodeTrailingEmpty, 12 + start);
-      } else {
-        auto p = read_page(src, 12 + start + kSlotHeadMax);
-        if (!p.ok()) {
-          st = fail(p.status(), 12 + start);
-        } else if (mem::page_is_zero(p->bytes())) {
-          st = fail(Status::DecodeZeroLoaded, 12 + start + kSlotHeadMax);
-        } else {
-          st = batch.add(static_cast<std::uint32_t>(i), p.release_value(), head.claimed, 12 + start, &bad_at);
-          if (st != Status::Ok) fail(st, bad_at);
-        }
-      }
-      start = end;
-      if (st == Status::Ok && 12 + start >= next_report && i + 1 < count) {
-        if (progress.cancelled()) st = fail(Status::Cancelled, 12 + start);
-        else progress(12 + start);
-        next_report = 12 + start + BuildProgress::kProgressStep;
-      }
-    }
-    if (st == Status::Ok) {
-      st = batch.drain(&bad_at);
-      if (st != Status::Ok) fail(st, bad_at);
-    }
-    if (st == Status::Ok) {
-      progress(len);
-      tree::backing_init(nb, txn.commit(), size);
-    }
+    st = decode_slots(src, h, PageSink{.put = txn_put, .ctx = &txn}, progress, err);
+    if (st == Status::Ok) tree::backing_init(nb, txn.commit(), h.size);
   }
   if (st != Status::Ok) {
     tree::backing_free_unused(nb);
     return st;
   }
   return DataCap(nb, Overlay{});
+}
+
+Status codec::decode_pages(const ByteSource& src, VerifiedPage fn, void* ctx, std::uint64_t* size, DecodeError* err,
+                           BuildProgress progress) {
+  CapHeader h;
+  if (const Status st = decode_header(src, &h, err); st != Status::Ok) return st;
+  *size = h.size;
+  PagesCtx c{.fn = fn, .ctx = ctx};
+  return decode_slots(src, h, PageSink{.put = pages_put, .ctx = &c}, progress, err);
 }
 
 Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeError* err, BuildProgress progress) {
