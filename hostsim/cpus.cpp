@@ -18,6 +18,7 @@ std::atomic<unsigned> g_cpu_count{1};
 // shootdowns.
 thread_local bool t_if = true;
 thread_local unsigned t_locks = 0;
+thread_local std::uint64_t t_irq_saves = 0;
 std::atomic<bool> g_claimed[env::kMaxCpus];
 std::atomic<std::uint64_t> g_calls{0};
 std::atomic<std::uint64_t> g_pages{0};
@@ -47,6 +48,7 @@ int bound_cpu() { return t_cpu; }
 
 bool interrupts_enabled() { return t_if; }
 unsigned capmem_locks_held() { return t_locks; }
+std::uint64_t irq_saves() { return t_irq_saves; }
 
 CpuBinding::CpuBinding(unsigned cpu) : prev_(t_cpu), cpu_(cpu), claimed_(false) {
   if (cpu >= g_cpu_count.load()) die("CpuBinding: CPU not started (hostsim::start_cpus)", cpu);
@@ -91,6 +93,7 @@ IrqState irq_save() {
   const IrqState s = hostsim::t_if ? 1 : 0;
   hostsim::t_if = false;
   ++hostsim::t_locks;
+  ++hostsim::t_irq_saves;
   return s;
 }
 void irq_restore(IrqState s) {

@@ -48,6 +48,9 @@ class CpuBinding {
 // off (internal/spinlock.h); env::tlb_shootdown aborts inside one (rule 7.2).
 bool interrupts_enabled();
 unsigned capmem_locks_held();
+// env::irq_save calls by the calling thread so far: one per capmem lock taken (a test sees
+// that a fast path takes none).
+std::uint64_t irq_saves();
 
 struct ShootdownCounters {
   std::uint64_t calls = 0;    // env::tlb_shootdown calls

@@ -57,9 +57,14 @@ void boot(std::uint64_t mem_bytes) {
   }
 }
 
+FrameStats quiescent_frame_stats() {
+  for (unsigned cpu = 0; cpu < env::kMaxCpus; ++cpu) drain_slab_caches(cpu);
+  return frames().stats();
+}
+
 void shutdown() {
   if (g_ram == nullptr) return;
-  const FrameStats s = frames().stats();
+  const FrameStats s = quiescent_frame_stats();
   if (s.in_use != 1) {  // only the zero frame may remain
     std::fprintf(stderr, "hostsim: shutdown with %llu frames still in use\n",
                  static_cast<unsigned long long>(s.in_use - 1));

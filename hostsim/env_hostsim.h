@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "capmem/frame.h"
+
 namespace capmem::hostsim {
 
 inline constexpr std::uint64_t kDefaultMemBytes = 64ull << 20;
@@ -23,6 +25,11 @@ void boot(std::uint64_t mem_bytes = kDefaultMemBytes);
 // Tears down the machine (the allocator must be all-free, or this aborts).
 void shutdown();
 bool booted();
+
+// frames().stats() after giving every simulated CPU's slab caches back
+// (drain_slab_caches, frame.h), so that an object cached on some CPU does not show as a
+// frame in use: for leak checks, while no other thread runs core code.
+FrameStats quiescent_frame_stats();
 
 std::uint8_t* ram_base();
 std::uint64_t ram_size();

@@ -13,7 +13,7 @@ namespace {
 class LeakCheck : public ::testing::Environment {
  public:
   void TearDown() override {
-    const auto s = capmem::frames().stats();
+    const auto s = capmem::hostsim::quiescent_frame_stats();
     EXPECT_EQ(s.in_use, 1u) << "frames leaked by the test run (only the zero frame may remain)";
   }
 };

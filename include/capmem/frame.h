@@ -221,4 +221,11 @@ class FrameAllocator {
 // The one allocator every page, table and slab draws from.
 FrameAllocator& frames();
 
+// Gives every slab's per-CPU object cache on CPU `cpu` back to its slab, and the slab frames
+// that leaves empty back to frames() (internal/slab.h; docs/smp.md "Slabs"). Call it on
+// `cpu` itself (an idle or departing CPU, beside drain_local()), or while `cpu` runs no core
+// code (a test whose threads have joined). An object in a CPU's slab cache keeps its slab
+// frame in use, so a leak check that compares stats().in_use calls this first.
+void drain_slab_caches(unsigned cpu);
+
 }  // namespace capmem

@@ -18,6 +18,14 @@ bool supported(Impl impl);  // CPU (and OS state, XCR0) allow it
 void force(Impl impl);      // tests/benchmarks: use `impl` (must be supported; asserts)
 const char* impl_name(Impl impl);
 
+// Benchmarks only: frozen copies of earlier kernels, kept as the references the live ones are
+// measured against (capmem-bench BM_PageRoot_Impl/<frozen_name>, docs/performance.md).
+// init() never picks one; force_frozen() is undone by the next init() or force().
+enum class Frozen : std::uint8_t { Avx512V1 };  // the AVX-512 16-lane kernel of issue 23
+bool frozen_supported(Frozen k);
+void force_frozen(Frozen k);  // must be supported (asserts)
+const char* frozen_name(Frozen k);
+
 // Plain SHA-256 of `len` bytes.
 Hash32 sha256(const void* data, std::size_t len);
 

@@ -112,9 +112,11 @@ void wait_hlt(F done) {
     const CpuWork w = c->work.load(std::memory_order_acquire);
     if (w != nullptr) {
       w(c->work_arg);
-      // Going idle: this CPU's cached frames go to its depot list, where every CPU reaches
-      // them (rule 7.4: an idle CPU strands nothing; docs/smp.md "Frame allocator").
+      // Going idle: this CPU's cached frames go to its depot list and its cached slab
+      // objects to their slabs, where every CPU reaches them (rule 7.4: an idle CPU strands
+      // nothing; docs/smp.md "Frame allocator", "Slabs").
       frames().drain_local();
+      drain_slab_caches(env::cpu_id());
       const unsigned waiter = c->work_waiter.load(std::memory_order_relaxed);
       c->work.store(nullptr, std::memory_order_relaxed);
       c->work_done.store(true, std::memory_order_release);

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  const auto s = capmem::frames().stats();
+  const auto s = capmem::hostsim::quiescent_frame_stats();
   if (s.in_use != 1)
     std::fprintf(stderr, "capmem-bench: %llu frames still in use after the benchmarks\n",
                  static_cast<unsigned long long>(s.in_use - 1));

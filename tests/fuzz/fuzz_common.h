@@ -10,6 +10,7 @@
 #include "capmem/codec.h"
 #include "capmem/frame.h"
 #include "capmem/status.h"
+#include "hostsim/env_hostsim.h"
 
 // A property of the code under test does not hold: name the file, line and condition (and,
 // with FUZZ_CHECK_MSG, a printf-style explanation) and abort, so libFuzzer keeps the input.
@@ -31,9 +32,9 @@ inline bool is_decode_status(capmem::Status s) {
 
 // Every fuzz iteration must give back every frame it took.
 struct FrameLeakGuard {
-  std::uint64_t before = capmem::frames().stats().free;
+  std::uint64_t before = capmem::hostsim::quiescent_frame_stats().free;
   ~FrameLeakGuard() {
-    const std::uint64_t after = capmem::frames().stats().free;
+    const std::uint64_t after = capmem::hostsim::quiescent_frame_stats().free;
     if (after != before) {
       std::fprintf(stderr, "fuzz: frame leak: %lld frames\n",
                    static_cast<long long>(before) - static_cast<long long>(after));

@@ -170,6 +170,10 @@ Outcome run_engine(const Scenario& s, const DataCap& code0, const DataCap& mem0,
                                     .gas = s.gas});
     {
       hostsim::GuestCpu cpu(kind, run);
+      // Both engines start from the same allocator state, so that "the n-th frame
+      // allocation fails" hits the same step: the first run's freed slab objects would
+      // otherwise wait in this CPU's slab caches and spare the second run frame allocations.
+      drain_slab_caches(env::cpu_id());
       frames().inject_failure_at(s.inject);
       o.progress = demo::run_ops(cpu.engine());
       frames().inject_failure_at(0);

@@ -219,11 +219,13 @@ unsigned run_all(const char* filter, Output out) {
     log::str("[ RUN ] ");
     log::str(cases[i]->name);
     log::nl();
+    drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
     const std::uint64_t in_use = frames().stats().in_use;
     Ctx ctx;
     g_notes_len = 0;
     g_notes[0] = '\0';
     cases[i]->fn(ctx);
+    drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
     const std::uint64_t after = frames().stats().in_use;
     if (after != in_use) {
       char b[96];

@@ -79,6 +79,7 @@ KTEST(guest_run_setup_out_of_frames_leaves_nothing_allocated) {
                        .gas = demo::kDefaultGas,
                        .program = ring3_prog_load,
                        .program_end = ring3_prog_load_end};
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
   const auto free0 = frames().stats().free;
   unsigned failed_setups = 0;
   for (std::uint64_t n = 1; n <= 16; ++n) {
@@ -86,6 +87,7 @@ KTEST(guest_run_setup_out_of_frames_leaves_nothing_allocated) {
     auto g = run_guest(spec, regs);
     frames().inject_failure_at(0);
     KEXPECT(active_user_run() == nullptr);  // no run left in progress on this CPU
+    drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
     KEXPECT_EQ(frames().stats().free, free0);
     if (g.ok()) {
       KEXPECT(g->result.exit == RunExit::PageFault);
@@ -101,6 +103,7 @@ KTEST(guest_run_setup_out_of_frames_leaves_nothing_allocated) {
 }
 
 KTEST(demo_ring3_same_line_as_interpreter) {
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
   const auto free0 = frames().stats().free;
   {
     auto image = demo::build();
@@ -171,6 +174,7 @@ KTEST(demo_ring3_same_line_as_interpreter) {
     KEXPECT(image2->mem.flush().ok());
     KEXPECT(image2->mem.root().ok() && image2->mem.root().value() == root.value());
   }
+  drain_slab_caches(env::cpu_id());          // cached slab objects hold their frames
   KEXPECT_EQ(frames().stats().free, free0);  // teardown and dropping the caps return every frame
 }
 
@@ -249,6 +253,7 @@ KTEST(fault_ring3_missing_page_is_guest_fault) {
 
 namespace {
 KTEST(fault_ring3_run_writes_thousands_of_pages) {
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
   const auto free0 = frames().stats().free;
   {
     auto image = demo::build();
@@ -271,6 +276,7 @@ KTEST(fault_ring3_run_writes_thousands_of_pages) {
     KEXPECT(image->mem.read(std::uint64_t{kFirst + kPages - 1} * PAGE_SIZE, b, 8).ok());
     KEXPECT_EQ(b[0], std::uint64_t{0xef});
   }
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
   KEXPECT_EQ(frames().stats().free, free0);
 }
 
@@ -350,6 +356,7 @@ void demo_job(void* arg) {
 // engine, tests/qemu demo-parity to `capmem demo`). With one CPU online it is that run twice.
 KTEST(demo_ring3_on_every_cpu_at_once) {
   const unsigned n = smp::online_count();
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
   const auto free0 = frames().stats().free;
   {
     auto image = demo::build();
@@ -428,6 +435,7 @@ KTEST(demo_ring3_on_every_cpu_at_once) {
       ktest::note(NoteLine{}.s("demo cpu ").d(i).s(": ").s(line).b);
     }
   }
+  drain_slab_caches(env::cpu_id());          // cached slab objects hold their frames
   KEXPECT_EQ(frames().stats().free, free0);  // every copy and table gone
 }
 

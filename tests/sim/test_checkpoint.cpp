@@ -12,6 +12,7 @@
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "hostsim/engines.h"
+#include "hostsim/env_hostsim.h"
 #include "sim_util.h"
 
 using namespace capmem;
@@ -154,7 +155,7 @@ TEST_P(Checkpoint, Rule3_8_BusyWhileExecutingChangesNothing) {
   DataCap other = cap_of(pattern(2, 9));
   const void* backing = w.mem.backing_id();
   const auto before = bytes_of(w.mem);
-  const auto free0 = frames().stats().free;
+  const auto free0 = hostsim::quiescent_frame_stats().free;
   {
     const fault::Run::Executing executing(run);
     EXPECT_EQ(w.mem.flush().status(), Status::Busy);
@@ -169,7 +170,7 @@ TEST_P(Checkpoint, Rule3_8_BusyWhileExecutingChangesNothing) {
   EXPECT_EQ(w.mem.backing_id(), backing);
   EXPECT_EQ(w.mem.overlay_count(), 1u);
   EXPECT_EQ(bytes_of(w.mem), before);
-  EXPECT_EQ(frames().stats().free, free0);
+  EXPECT_EQ(hostsim::quiescent_frame_stats().free, free0);
   EXPECT_TRUE(w.table.translate(VirtAddr{kData + 4096}).value().flags.writable);
   EXPECT_TRUE(w.mem.flush().ok());  // paused again
 }

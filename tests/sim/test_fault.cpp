@@ -13,6 +13,7 @@
 #include "capmem/mem.h"
 #include "demo.h"
 #include "hostsim/engines.h"
+#include "hostsim/env_hostsim.h"
 #include "sim_util.h"
 
 using namespace capmem;
@@ -156,7 +157,7 @@ TEST_P(FaultTest, Rule4_4_OutOfFramesAtEveryAllocationLeavesEverythingUnchanged)
     World w;
     fault::Run run = w.make_run();
     GuestCpu cpu(GetParam(), run);
-    const auto free0 = frames().stats().free;
+    const auto free0 = hostsim::quiescent_frame_stats().free;
     frames().inject_failure_at(n);
     auto r = cpu.store(kData + 2 * 4096 + 1, 2, 0xbeef);
     frames().inject_failure_at(0);
@@ -168,7 +169,7 @@ TEST_P(FaultTest, Rule4_4_OutOfFramesAtEveryAllocationLeavesEverythingUnchanged)
     EXPECT_EQ(w.mem.overlay_count(), 0u);
     EXPECT_EQ(run.gas_used(), 0u);
     EXPECT_FALSE(w.table.translate(VirtAddr{kData + 2 * 4096}).ok());
-    EXPECT_EQ(frames().stats().free, free0) << "allocation " << n;
+    EXPECT_EQ(hostsim::quiescent_frame_stats().free, free0) << "allocation " << n;
     // Retryable once memory is back.
     EXPECT_EQ(cpu.store(kData + 2 * 4096 + 1, 2, 0xbeef).outcome, Outcome::Retry);
     ASSERT_LT(n, 20u);
@@ -221,7 +222,7 @@ TEST(Rule4_3, SpuriousFaultOnlyInvalidatesAndRetries) {
 }
 
 TEST(Rule4_2, RunStartsEmptyAndTeardownReturnsEveryFrame) {
-  const auto free0 = frames().stats().free;
+  const auto free0 = hostsim::quiescent_frame_stats().free;
   {
     World w;
     fault::Run run = w.make_run();
@@ -233,7 +234,7 @@ TEST(Rule4_2, RunStartsEmptyAndTeardownReturnsEveryFrame) {
     w.table.teardown();
     ASSERT_TRUE(w.mem.flush().ok());
   }
-  EXPECT_EQ(frames().stats().free, free0);
+  EXPECT_EQ(hostsim::quiescent_frame_stats().free, free0);
 }
 
 TEST(EdgeCases, DroppingTheCapMidRunDoesNotFreeMappedFrames) {

@@ -21,6 +21,7 @@
 #include "capmem/frame.h"
 #include "hostsim/cpus.h"
 #include "hostsim/engines.h"
+#include "hostsim/env_hostsim.h"
 
 #include "../test_util.h"
 
@@ -95,7 +96,7 @@ bool store_all(hostsim::GuestCpu& cpu, fault::Run& run, std::atomic<std::uint64_
 }  // namespace
 
 TEST(SmpCheckpoint, Rule3_8_CheckpointsFromAnotherCpuSeeAPrefixAndLoseNothing) {
-  const FrameStats start = frames().stats();
+  const FrameStats start = hostsim::quiescent_frame_stats();
   // Reference: the same stores without checkpoints, on this CPU.
   std::uint64_t want_gas = 0, want_cow = 0;
   {
@@ -188,7 +189,7 @@ TEST(SmpCheckpoint, Rule3_8_CheckpointsFromAnotherCpuSeeAPrefixAndLoseNothing) {
   std::printf("checkpoints: %u copies, %u flushes, %u busy\n", copies, flushes, busy);
   w.table.teardown();
   world.reset();
-  EXPECT_EQ(frames().stats().in_use, start.in_use) << "every frame is back";
+  EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, start.in_use) << "every frame is back";
 }
 
 // The hold itself: while a checkpoint holds a run, enter() on another CPU waits; a run

@@ -30,6 +30,7 @@
 #include "demo.h"
 #include "hostsim/cpus.h"
 #include "hostsim/engines.h"
+#include "hostsim/env_hostsim.h"
 
 #include "../test_util.h"
 
@@ -199,7 +200,7 @@ struct Counts {
   FrameStats frames;
   std::uint64_t nodes, backings, boxes;
   static Counts now() {
-    return Counts{.frames = capmem::frames().stats(),
+    return Counts{.frames = capmem::hostsim::quiescent_frame_stats(),
                   .nodes = tree::live_nodes(),
                   .backings = tree::live_backings(),
                   .boxes = Slot::missing_boxes()};
@@ -255,7 +256,7 @@ TEST(Smp, ConcurrentRunsOverSharedCapsMatchASerialReference) {
 // Frames allocated on one CPU and freed on another, from every CPU at once: the caches
 // stay within their bound and the counts are exact afterwards (rule 7.4).
 TEST(Smp, FrameAllocatorFromEveryCpu) {
-  const FrameStats start = frames().stats();
+  const FrameStats start = hostsim::quiescent_frame_stats();
   std::array<std::mutex, kThreads> lock;
   std::array<std::vector<FrameDesc*>, kThreads> inbox;
   on_cpus(kThreads, [&](unsigned t) {
@@ -288,18 +289,19 @@ TEST(Smp, FrameAllocatorFromEveryCpu) {
   });
   for (auto& v : inbox)
     for (FrameDesc* d : v) frames().free(d);
-  const FrameStats end = frames().stats();
+  const FrameStats end = hostsim::quiescent_frame_stats();
   EXPECT_EQ(end.free, start.free);
   EXPECT_EQ(end.in_use, start.in_use);
   EXPECT_LE(end.cached, std::uint64_t{FrameAllocator::kCacheHigh} * env::cpu_count());  // per started CPU
 }
 
 // One slab from every CPU at once (Slab::free used to read in_use before taking the lock:
-// ThreadSanitizer reported it against Slab::alloc). Objects keep their contents; the slab
-// is empty and holds no frame afterwards.
+// ThreadSanitizer reported it against Slab::alloc; now refills and drains of per-CPU caches
+// meet under the lock). Objects keep their contents; every CPU's cache stays within its
+// bound (rule 7.4), and the slab holds no frame once the caches are drained.
 TEST(Smp, SlabFromEveryCpu) {
   static constinit Slab slab{48};
-  const FrameStats start = frames().stats();
+  const FrameStats start = hostsim::quiescent_frame_stats();
   on_cpus(kThreads, [&](unsigned t) {
     std::vector<std::uint64_t*> objs;
     for (unsigned round = 0; round < 200; ++round) {
@@ -315,9 +317,22 @@ TEST(Smp, SlabFromEveryCpu) {
       }
       objs.clear();
       (void)slab.stats();  // read while the other CPUs allocate
+      EXPECT_LE(slab.cached_on(env::cpu_id()), Slab::kCacheHigh);
     }
   });
-  EXPECT_EQ(slab.stats().objects, 0u);
+  // Exact once every CPU is done: nothing allocated, each CPU's cache within its bound, and
+  // the frames held are those of the cached objects, all given back by draining.
+  const SlabStats s = slab.stats();
+  EXPECT_EQ(s.objects, 0u);
+  std::uint64_t cached = 0;
+  for (unsigned cpu = 0; cpu < env::cpu_count(); ++cpu) {
+    EXPECT_LE(slab.cached_on(cpu), Slab::kCacheHigh) << "cpu " << cpu;
+    cached += slab.cached_on(cpu);
+  }
+  EXPECT_EQ(s.cached, cached);
+  EXPECT_LE(s.frames, cached);
+  for (unsigned cpu = 0; cpu < env::cpu_count(); ++cpu) slab.drain(cpu);
+  EXPECT_EQ(slab.stats().cached, 0u);
   EXPECT_EQ(slab.stats().frames, 0u);
-  EXPECT_EQ(frames().stats().in_use, start.in_use);
+  EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, start.in_use);
 }

@@ -14,6 +14,7 @@
 #include "../test_util.h"
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
+#include "hostsim/env_hostsim.h"
 
 using namespace capmem;
 using capmem::testutil::hex;
@@ -54,7 +55,7 @@ std::vector<std::uint8_t> cap_bytes(const DataCap& c) {
 template <typename Op, typename Check>
 void sweep(Op op, Check check_unchanged) {
   for (std::uint64_t n = 1;; ++n) {
-    const auto before = frames().stats();
+    const auto before = hostsim::quiescent_frame_stats();
     frames().inject_failure_at(n);
     const Status st = op();
     frames().inject_failure_at(0);
@@ -63,7 +64,7 @@ void sweep(Op op, Check check_unchanged) {
       return;
     }
     ASSERT_EQ(st, Status::OutOfFrames) << "at n=" << n;
-    EXPECT_EQ(frames().stats().in_use, before.in_use) << "leak after failure at allocation " << n;
+    EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before.in_use) << "leak after failure at allocation " << n;
     check_unchanged();
     ASSERT_LT(n, 100000u);
   }
@@ -117,9 +118,9 @@ TEST(Rule3_6, SizeTargetAndZeroPages) {
 TEST(Rule3_1, CopySharesBackingInConstantTime) {
   std::vector<std::uint8_t> bytes(8 * PAGE_SIZE, 3);
   auto a = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
-  const auto before = frames().stats().in_use;
+  const auto before = hostsim::quiescent_frame_stats().in_use;
   auto b = a.copy().release_value();
-  EXPECT_EQ(frames().stats().in_use, before) << "copying a flushed cap must not allocate";
+  EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before) << "copying a flushed cap must not allocate";
   EXPECT_EQ(a.backing_id(), b.backing_id());
   EXPECT_EQ(a.effective(3).frame, b.effective(3).frame) << "pages are shared, not copied";
   EXPECT_EQ(a.root().value(), b.root().value());
@@ -247,10 +248,10 @@ TEST(Rule3_5, EmptyOverlayFlushMakesNoBacking) {
   std::vector<std::uint8_t> bytes(2 * PAGE_SIZE, 1);
   auto a = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
   const void* id = a.backing_id();
-  const auto before = frames().stats().in_use;
+  const auto before = hostsim::quiescent_frame_stats().in_use;
   ASSERT_TRUE(a.flush().ok());
   EXPECT_EQ(a.backing_id(), id);
-  EXPECT_EQ(frames().stats().in_use, before);
+  EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before);
 }
 
 TEST(Rule3_5, SameBytesWriteKeepsRoot) {
@@ -400,13 +401,13 @@ TEST(Rule3_7, PlaceSharedByReference) {
   auto a = DataCap::from_bytes(model.data(), model.size()).release_value();
   auto a_old = a.copy().release_value();
   const Hash32 a_root = a.root().value();
-  const auto before = frames().stats().in_use;
+  const auto before = hostsim::quiescent_frame_stats().in_use;
   ASSERT_TRUE(a.place_shared(b, 4 * PAGE_SIZE).ok());
   EXPECT_EQ(a.effective(4).frame, b.effective(0).frame) << "placed by reference";
   EXPECT_EQ(a.effective(7).frame, b.effective(3).frame);
   EXPECT_EQ(a.effective(5).kind, SlotKind::Empty);
   EXPECT_NE(a.effective(6).frame, b.effective(2).frame);
-  EXPECT_GT(frames().stats().in_use, before);                            // the hashed copy + tree nodes
+  EXPECT_GT(hostsim::quiescent_frame_stats().in_use, before);            // the hashed copy + tree nodes
   std::memcpy(model.data() + 4 * PAGE_SIZE, img.data(), 4 * PAGE_SIZE);  // page 4 of b dropped
   EXPECT_EQ(a.root().value(), ref_root(model));
   EXPECT_EQ(a_old.root().value(), a_root);
@@ -629,7 +630,7 @@ TEST(Rule3_6, BuildAndDecodeCanBeCancelledLeavingNothingBehind) {
   for (int pass = 0; pass < 2; ++pass) {  // 0: from_bytes, 1: decode
     int cancelled = 0;
     for (int n = 1;; ++n) {
-      const auto frames_before = frames().stats().in_use;
+      const auto frames_before = hostsim::quiescent_frame_stats().in_use;
       const auto nodes_before = tree::live_nodes();
       const auto backings_before = tree::live_backings();
       Stop s{.stop_at = n};
@@ -655,7 +656,7 @@ TEST(Rule3_6, BuildAndDecodeCanBeCancelledLeavingNothingBehind) {
         }
         ++cancelled;
       }
-      EXPECT_EQ(frames().stats().in_use, frames_before) << "pass " << pass << " n " << n;
+      EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, frames_before) << "pass " << pass << " n " << n;
       EXPECT_EQ(tree::live_nodes(), nodes_before);
       EXPECT_EQ(tree::live_backings(), backings_before);
       ASSERT_LT(n, 100);

@@ -14,6 +14,7 @@
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
 #include "capmem/mem.h"
+#include "hostsim/env_hostsim.h"
 
 using namespace capmem;
 using capmem::testutil::hex;
@@ -68,7 +69,7 @@ void set32(std::vector<std::uint8_t>& v, std::size_t at, std::uint32_t x) {
 }
 
 void expect_reject(const std::vector<std::uint8_t>& in, Status want, std::uint64_t at) {
-  const auto before = frames().stats().in_use;
+  const auto before = hostsim::quiescent_frame_stats().in_use;
   DecodeError err{};
   auto r = DataCap::decode(in.data(), in.size(), &err);
   ASSERT_FALSE(r.ok());
@@ -76,7 +77,7 @@ void expect_reject(const std::vector<std::uint8_t>& in, Status want, std::uint64
   EXPECT_EQ(err.status, want);
   EXPECT_EQ(err.offset, at) << status_name(want);
   EXPECT_STRNE(status_rule(want), "");
-  EXPECT_EQ(frames().stats().in_use, before) << "a rejected decode leaks nothing";
+  EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before) << "a rejected decode leaks nothing";
 }
 
 // Rules 2.3, 2.5 and 5.3 on an accepted cap, checked from the cap alone: every Loaded page
@@ -211,7 +212,7 @@ TEST(Rule5_2, DecodeSweepLeavesNothingBehind) {
   auto c = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
   const auto w = encode(c);
   for (std::uint64_t n = 1;; ++n) {
-    const auto before = frames().stats().in_use;
+    const auto before = hostsim::quiescent_frame_stats().in_use;
     frames().inject_failure_at(n);
     DecodeError err{};
     auto d = DataCap::decode(w.data(), w.size(), &err);
@@ -222,7 +223,7 @@ TEST(Rule5_2, DecodeSweepLeavesNothingBehind) {
     }
     EXPECT_EQ(d.status(), Status::OutOfFrames);
     EXPECT_EQ(err.status, Status::OutOfFrames);
-    EXPECT_EQ(frames().stats().in_use, before);
+    EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before);
     ASSERT_LT(n, 1000u);
   }
 }
@@ -327,7 +328,7 @@ TEST(Rule5_3RacyInput, WriterRacingTheDecoderNeverGetsAnInconsistentCapAccepted)
   int accepted = 0;
   int inconsistent = 0;
   for (int round = 0; round < 3000 && inconsistent < 5; ++round) {
-    const auto before = frames().stats().in_use;
+    const auto before = hostsim::quiescent_frame_stats().in_use;
     {
       auto d = DataCap::decode(wire.data(), wire.size());
       if (d.ok()) {
@@ -337,7 +338,7 @@ TEST(Rule5_3RacyInput, WriterRacingTheDecoderNeverGetsAnInconsistentCapAccepted)
         if (!r) ++inconsistent;
       }
     }
-    EXPECT_EQ(frames().stats().in_use, before);
+    EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before);
   }
   stop.store(true);
   writer.join();
@@ -363,7 +364,7 @@ struct TwoFacedSource {
   static void copy_in(const void* ctx, std::uint64_t off, std::uint8_t* out, std::size_t n) {
     const auto* s = static_cast<const TwoFacedSource*>(ctx);
     EXPECT_LE(off + n, s->first.size()) << "a read past the input";
-    const auto held = static_cast<std::int64_t>(frames().stats().in_use - s->frames_before);
+    const auto held = static_cast<std::int64_t>(hostsim::quiescent_frame_stats().in_use - s->frames_before);
     const auto allowed = static_cast<std::int64_t>(8 + 2 * (s->bytes_read / PAGE_SIZE));
     if (held - allowed > s->worst_excess) s->worst_excess = held - allowed;
     for (std::size_t i = 0; i < n && off + i < s->first.size(); ++i)
@@ -372,7 +373,7 @@ struct TwoFacedSource {
   }
   explicit TwoFacedSource(std::vector<std::uint8_t> w) : first(w), later(std::move(w)), reads(first.size(), 0) {}
   [[nodiscard]] ByteSource source() const {
-    frames_before = frames().stats().in_use;
+    frames_before = hostsim::quiescent_frame_stats().in_use;
     return ByteSource{.copy_in = copy_in, .ctx = this, .len = first.size()};
   }
   [[nodiscard]] unsigned max_reads() const {
@@ -414,7 +415,7 @@ TEST(Rule5_3, EveryByteIsReadOnceWhateverLaterReadsWouldAnswer) {
         const std::uint32_t at = 12 + codec::get_u32(w.data() + 12 + 4 * i);
         for (std::uint32_t j = at; j < at + codec::kSlotHeadMax && j < w.size(); ++j) src.later[j] = w[j];
       }
-    const auto before = frames().stats().in_use;
+    const auto before = hostsim::quiescent_frame_stats().in_use;
     {
       DecodeError err{};
       auto d = DataCap::decode(src.source(), &err);
@@ -427,7 +428,7 @@ TEST(Rule5_3, EveryByteIsReadOnceWhateverLaterReadsWouldAnswer) {
       EXPECT_EQ(d->root().value(), c.root().value()) << "variant " << variant;
       EXPECT_LE(src.worst_excess, 0) << "frames held beyond what the bytes read so far back";
     }
-    EXPECT_EQ(frames().stats().in_use, before);
+    EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before);
   }
   // The same for a lone slot.
   const auto sw = loaded_slot(0x3c);
@@ -450,7 +451,7 @@ TEST(Rule5_3, AllocationFollowsTheBytesReadNotTheClaims) {
     ASSERT_TRUE(d.ok());
     EXPECT_EQ(d->size(), kMaxCapSize);
     EXPECT_LE(src.worst_excess, 0);
-    EXPECT_LE(frames().stats().in_use - src.frames_before, 1u)
+    EXPECT_LE(hostsim::quiescent_frame_stats().in_use - src.frames_before, 1u)
         << "a 4 GiB claim costs at most the backing's slab frame";
   }
   {
@@ -468,10 +469,10 @@ TEST(Rule5_3, AllocationFollowsTheBytesReadNotTheClaims) {
     auto w = cap_wire(kMaxCapSize, many);
     set32(w, 12 + 4 * 299, static_cast<std::uint32_t>(w.size()));
     TwoFacedSource src(w);
-    const auto before = frames().stats().in_use;
+    const auto before = hostsim::quiescent_frame_stats().in_use;
     EXPECT_EQ(DataCap::decode(src.source()).status(), Status::DecodeBadOffsetTable);
     EXPECT_LE(src.worst_excess, 0);
-    EXPECT_EQ(frames().stats().in_use, before);
+    EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before);
   }
 }
 

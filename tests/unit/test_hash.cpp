@@ -209,6 +209,29 @@ TEST(Rule1_2, PageRootMatchesStraightforwardTree) {
   }
 }
 
+// The frozen benchmark reference (hash::Frozen::Avx512V1) computes the same page roots, so
+// BM_PageRoot_Impl/avx512-v1 measures real work; init() never leaves it selected.
+TEST(Rule1_2, FrozenAvx512V1MatchesTheStraightforwardTree) {
+  if (!hash::frozen_supported(hash::Frozen::Avx512V1)) GTEST_SKIP() << "no AVX-512";
+  ForceGuard guard;
+  std::mt19937_64 rng(6);
+  std::vector<std::vector<std::uint8_t>> pages;
+  std::vector<const std::uint8_t*> ptrs;
+  for (int i = 0; i < 19; ++i) pages.push_back(random_bytes(rng, 4096));
+  hash::force(Impl::Portable);
+  std::vector<Hash32> want;
+  for (auto& p : pages) {
+    want.push_back(ref_page_root(p.data()));
+    ptrs.push_back(p.data());
+  }
+  hash::force_frozen(hash::Frozen::Avx512V1);
+  std::vector<Hash32> got(pages.size());
+  hash::page_content_hashes(ptrs.data(), got.data(), got.size());
+  for (std::size_t i = 0; i < pages.size(); ++i) EXPECT_EQ(got[i], want[i]) << "page " << i;
+  hash::init();
+  EXPECT_EQ(hash::active(), Impl::Avx512);
+}
+
 // Many pages at once (grouped levels) == one page at a time, for batch sizes around the
 // group size and pages scattered in memory in a shuffled order.
 TEST(Rule1_2, ManyPagesAtOnceMatchOneAtATime) {

@@ -16,6 +16,7 @@
 
 #include "capmem/frame.h"
 #include "capmem/pt.h"
+#include "hostsim/env_hostsim.h"
 #include "hostsim/mmu.h"
 
 #include "../test_util.h"
@@ -28,7 +29,7 @@ using pt::PageTable;
 namespace {
 using capmem::testutil::val;
 
-std::uint64_t in_use() { return frames().stats().in_use; }
+std::uint64_t in_use() { return hostsim::quiescent_frame_stats().in_use; }
 
 PageTable make_table() {
   auto r = PageTable::create();
@@ -393,7 +394,7 @@ TEST(Rule4_2_ReferenceModel, Seed3) { run_model(0xdeadbeef, 8000); }
 
 // --- Teardown ---------------------------------------------------------------------------------
 TEST(EdgeCounts, TeardownLeavesFrameAllocatorAsItWas) {
-  const auto before = frames().stats();
+  const auto before = hostsim::quiescent_frame_stats();
   {
     PageTable t = make_table();
     for (std::uint64_t i = 0; i < 2000; ++i)
@@ -403,11 +404,11 @@ TEST(EdgeCounts, TeardownLeavesFrameAllocatorAsItWas) {
     EXPECT_TRUE(t.empty());
     EXPECT_EQ(t.root().value(), 0u);
     t.teardown();  // idempotent
-    const auto after = frames().stats();
+    const auto after = hostsim::quiescent_frame_stats();
     EXPECT_EQ(after.in_use, before.in_use);
     EXPECT_EQ(after.free, before.free);
   }
-  EXPECT_EQ(frames().stats().in_use, before.in_use);  // destructor after teardown: nothing more
+  EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before.in_use);  // destructor after teardown: nothing more
 }
 
 TEST(EdgePageTables, ClearKeepsRootForReuse) {

@@ -77,11 +77,15 @@ TEST(SpinLock, AllocatorsLeaveNoLockHeld) {
   frames().set_exhausted(true);
   EXPECT_EQ(frames().alloc(FrameKind::Page), nullptr);
   frames().set_exhausted(false);
-  Slab slab(64);
+  static constinit Slab slab(64);  // slabs have static storage duration (internal/slab.h)
   void* p = slab.alloc();
   ASSERT_NE(p, nullptr);
   (void)slab.stats();
   slab.free(p);
+  slab.drain(env::cpu_id());
+  frames().set_exhausted(true);
+  EXPECT_EQ(slab.alloc(), nullptr);  // the refill's frame allocation fails
+  frames().set_exhausted(false);
   EXPECT_EQ(hostsim::capmem_locks_held(), 0u);
   EXPECT_TRUE(hostsim::interrupts_enabled());
 }

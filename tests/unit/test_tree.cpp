@@ -10,6 +10,7 @@
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
 #include "capmem/internal/tree.h"
+#include "hostsim/env_hostsim.h"
 
 using namespace capmem;
 
@@ -96,7 +97,7 @@ TEST(Tree, AbortedTxnReleasesEverything) {
   const Hash32 base_root = tree::pages_root(r, 30000);
   int failures = 0;
   for (std::uint64_t n = 1;; ++n) {
-    const auto before = frames().stats().in_use;
+    const auto before = hostsim::quiescent_frame_stats().in_use;
     Status st = Status::Ok;
     {
       tree::Txn t(r);
@@ -104,7 +105,7 @@ TEST(Tree, AbortedTxnReleasesEverything) {
       for (std::uint32_t i = 0; i < 30000 && st == Status::Ok; i += 500) st = t.set(i, Slot::loaded(p)).status();
       frames().inject_failure_at(0);
     }
-    EXPECT_EQ(frames().stats().in_use, before);
+    EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, before);
     EXPECT_EQ(tree::pages_root(r, 30000), base_root);
     if (st == Status::Ok) break;
     EXPECT_EQ(st, Status::OutOfFrames);
@@ -120,11 +121,11 @@ TEST(Tree, FlushPathCopiesOnlyTheDirtyPathAndMemoryIsUnderTwoPercent) {
   // A fully loaded 4 GiB cap (every slot Loaded, all sharing 16 frames).
   std::vector<PageRef> pool;
   for (std::uint32_t i = 0; i < 16; ++i) pool.push_back(page_of(100 + i));
-  const auto frames_before = frames().stats().in_use;
+  const auto frames_before = hostsim::quiescent_frame_stats().in_use;
   tree::Txn build(nullptr);
   for (std::uint32_t i = 0; i < tree::kMaxPages; ++i) ASSERT_TRUE(build.set(i, Slot::loaded(pool[i % 16])).ok());
   tree::Node* full = build.commit();
-  const std::uint64_t node_frames = frames().stats().in_use - frames_before;
+  const std::uint64_t node_frames = hostsim::quiescent_frame_stats().in_use - frames_before;
   const std::uint64_t nodes = tree::live_nodes();
   EXPECT_EQ(nodes, 32768u + 1024u + 32u + 1u);
   EXPECT_LE(node_frames * PAGE_SIZE * 50, std::uint64_t{tree::kMaxPages} * PAGE_SIZE)

@@ -110,6 +110,7 @@ constinit Features g_features{};
 constinit bool g_detected = false;
 constinit Backend g_backends[4] = {};  // indexed by Impl; valid once g_detected
 constinit std::atomic<const Backend*> g_active{&kPortable};
+constinit Backend g_frozen_avx512_v1 = kPortable;  // valid once g_detected (benchmarks only)
 
 Backend make_backend(Impl impl) {
   if constexpr (!kSimdBackends) {
@@ -155,6 +156,10 @@ void ensure_detected() {
     CAPMEM_ASSERT(env::cpu_count() == 1);
     g_features = detect();
     for (unsigned i = 0; i < 4; ++i) g_backends[i] = make_backend(static_cast<Impl>(i));
+    if constexpr (kSimdBackends) {
+      g_frozen_avx512_v1 = g_backends[static_cast<unsigned>(Impl::Avx512)];
+      g_frozen_avx512_v1.wide = hash64_avx512_v1;
+    }
     g_detected = true;
   }
 }
@@ -306,6 +311,15 @@ void force(Impl impl) {
   CAPMEM_ASSERT(supported(impl));
   g_active.store(&g_backends[static_cast<unsigned>(impl)], std::memory_order_release);
 }
+
+bool frozen_supported(Frozen k) { return k == Frozen::Avx512V1 && supported(Impl::Avx512); }
+
+void force_frozen(Frozen k) {
+  CAPMEM_ASSERT(frozen_supported(k));
+  g_active.store(&g_frozen_avx512_v1, std::memory_order_release);
+}
+
+const char* frozen_name(Frozen k) { return k == Frozen::Avx512V1 ? "avx512-v1" : "?"; }
 
 const char* impl_name(Impl impl) {
   switch (impl) {

@@ -102,5 +102,7 @@ void hash64_portable(const std::uint8_t* in, std::uint8_t* out, std::size_t n);
 void hash64_shani(const std::uint8_t* in, std::uint8_t* out, std::size_t n);   // 4 messages interleaved
 void hash64_avx2(const std::uint8_t* in, std::uint8_t* out, std::size_t n);    // 8 lanes
 void hash64_avx512(const std::uint8_t* in, std::uint8_t* out, std::size_t n);  // 16 lanes
+// Frozen AVX-512 kernel of issue 23 (sha256_avx512_v1.cpp): a benchmark reference only.
+void hash64_avx512_v1(const std::uint8_t* in, std::uint8_t* out, std::size_t n);
 
 }  // namespace capmem::hash::detail
