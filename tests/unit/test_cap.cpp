@@ -195,9 +195,9 @@ TEST(Rule3_4, RootNeedsEmptyOverlayAndMatchesDefinition) {
     std::memcpy(model.data() + std::size_t{last} * PAGE_SIZE, &last, 4);
     EXPECT_EQ(c.root().value(), ref_root(model)) << pages;
   }
-  auto z = DataCap::create(0).release_value();  // limit = max(0, 1)
-  const Hash32 zero{};
-  EXPECT_EQ(z.root().value(), hash::node(hash::uint64_root(0), hash::merkleize(&zero, 0, 1)));
+  // Rule 3.10: every cap has at least one page (3.6), so size 0 is refused rather than
+  // built with a root of limit max(0, 1) that no decoder would accept (5.2).
+  EXPECT_EQ(DataCap::create(0).status(), Status::InvalidArgument);
 }
 
 TEST(Rule3_4, FullSizeCapRoot) {
