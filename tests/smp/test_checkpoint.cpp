@@ -324,3 +324,50 @@ TEST(SmpRuns, Rule3_9_TwoRunsOverOneCapOnTwoCpusLoseNoStore) {
   world.reset();
   EXPECT_EQ(frames().stats().in_use, start.in_use) << "every frame is back";
 }
+
+// Rule 3.9 + 7.2 on one host thread moving between simulated CPUs: run B stores on CPU 1 and
+// leaves its table loaded there (its TLB caches B's private copy, writable); run A, on CPU
+// 2, writes the same page and publishes over B's copy; B's next entry, on CPU 0, re-points
+// its leaf and must shoot the old translation down on CPU 1 too. Back on CPU 1 (no CR3
+// reload), B reads A's store and its own next store faults and lands in the cap.
+TEST(SmpRuns, Rule3_9_ARunSeesNoStaleTranslationOnACpuItLeft) {
+  World w;
+  pt::PageTable table2 = val(pt::PageTable::create());
+  hostsim::start_cpus(3);
+  {
+    fault::Run a(w.config());
+    fault::RunConfig c2 = w.config();
+    c2.table = &table2;
+    fault::Run b(c2);
+    std::optional<hostsim::GuestCpu> b_on1;
+    {
+      const hostsim::CpuBinding on(1);
+      b_on1.emplace(hostsim::EngineKind::Mmu, b);
+      ASSERT_EQ(b_on1->store(kData, 8, 0xb1).outcome, fault::Outcome::Retry);
+      ASSERT_EQ(b_on1->load(kData + 8, 8).value, 0u);  // cached on CPU 1
+    }
+    {
+      const hostsim::CpuBinding on(2);
+      hostsim::GuestCpu ca(hostsim::EngineKind::Mmu, a);
+      ASSERT_EQ(ca.load(kData, 8).value, 0xb1u);
+      ASSERT_EQ(ca.store(kData + 8, 8, 0xa1).outcome, fault::Outcome::Retry);
+    }
+    {
+      hostsim::GuestCpu cb0(hostsim::EngineKind::Mmu, b);  // this thread: CPU 0
+      EXPECT_EQ(cb0.load(kData + 8, 8).value, 0xa1u);
+    }
+    {
+      const hostsim::CpuBinding on(1);
+      EXPECT_EQ(b_on1->load(kData + 8, 8).value, 0xa1u) << "CPU 1 kept B's old translation";
+      ASSERT_EQ(b_on1->store(kData + 16, 8, 0xb2).outcome, fault::Outcome::Retry);
+      b_on1.reset();
+    }
+    EXPECT_EQ(b.gas_used(), fault::kGasCosts.cow);  // the re-copy A caused is free
+  }
+  ASSERT_TRUE(w.mem.flush().ok());
+  EXPECT_EQ(u64_at(w.mem, 0), 0xb1u);
+  EXPECT_EQ(u64_at(w.mem, 8), 0xa1u);
+  EXPECT_EQ(u64_at(w.mem, 16), 0xb2u);
+  table2.teardown();
+  w.table.teardown();
+}
