@@ -29,24 +29,18 @@ fault::AccessResult GuestCpu::finish(const GuestAccess& g) {
 // including any fault it takes, and paused between accesses (the interpreter's accesses
 // also mark it themselves; the marks nest). An access while another run over one of its
 // caps executes does not start: Outcome::Busy (rule 3.9).
-namespace {
-struct Leave {
-  fault::Run& run;
-  ~Leave() { run.leave(); }
-};
-}  // namespace
 
 fault::AccessResult GuestCpu::load(std::uint32_t addr, unsigned width) {
-  if (run_.try_enter() != Status::Ok) return {fault::Outcome::Busy, VirtAddr{addr}, 0};  // rule 3.9
-  const Leave leave{run_};
+  const fault::Run::Entered entered(run_);
+  if (!entered.ok()) return {fault::Outcome::Busy, VirtAddr{addr}, 0};  // rule 3.9
   if (kind_ == EngineKind::Interpreter) return fault::interp_load(run_, addr, width);
   last_ = {fault::Outcome::Retry, VirtAddr{}};
   return finish(mmu_.load(addr, width));
 }
 
 fault::AccessResult GuestCpu::store(std::uint32_t addr, unsigned width, std::uint64_t value) {
-  if (run_.try_enter() != Status::Ok) return {fault::Outcome::Busy, VirtAddr{addr}, 0};  // rule 3.9
-  const Leave leave{run_};
+  const fault::Run::Entered entered(run_);
+  if (!entered.ok()) return {fault::Outcome::Busy, VirtAddr{addr}, 0};  // rule 3.9
   if (kind_ == EngineKind::Interpreter) return fault::interp_store(run_, addr, width, value);
   last_ = {fault::Outcome::Retry, VirtAddr{}};
   return finish(mmu_.store(addr, width, value));

@@ -85,7 +85,9 @@ class DataCap {
   // below that return no status trap on an empty cap.
   [[nodiscard]] bool holds() const { return backing_ != nullptr; }
   [[nodiscard]] std::uint64_t size() const { return live("size()")->size; }
-  [[nodiscard]] std::uint32_t page_count() const { return static_cast<std::uint32_t>(live("page_count()")->size / PAGE_SIZE); }
+  [[nodiscard]] std::uint32_t page_count() const {
+    return static_cast<std::uint32_t>(live("page_count()")->size / PAGE_SIZE);
+  }
   // Length of the backing's trimmed slot array (rule 3.2).
   [[nodiscard]] std::uint32_t extent() const { return live("extent()")->extent; }
   // The fault path's lookup: effective slot of `page` without touching a refcount. A page

@@ -201,7 +201,22 @@ class Run {
    private:
     Run& run_;
   };
+  // try_enter() for a scope: ok() says whether the run entered (Busy otherwise, rule 3.9);
+  // the destructor leaves only if it did.
+  class Entered {
+   public:
+    explicit Entered(Run& r) : run_(r), ok_(r.try_enter() == Status::Ok) {}
+    ~Entered() {
+      if (ok_) run_.leave();
+    }
+    Entered(const Entered&) = delete;
+    Entered& operator=(const Entered&) = delete;
+    [[nodiscard]] bool ok() const { return ok_; }
 
+   private:
+    Run& run_;
+    bool ok_;
+  };
 
   // THE entry point: the #PF vector and hostsim's MMU call this with CR2 and the x86
   // error code. Runs with interrupts off, allocates only frames, never hashes, and never
@@ -215,8 +230,8 @@ class Run {
   [[nodiscard]] const RunConfig& config() const { return cfg_; }
 
  private:
-  // --- The mapper operations (mapper.h), called by DataCap through kMapperOps ---------
-  static const MapperOps kMapperOps;
+  // --- The mapper operations (mapper.h), called by DataCap through mapper_ops() -------
+  static const MapperOps& mapper_ops();
   static Run& of(MapperNode& n) { return *static_cast<Run*>(n.owner); }
   // Prepare: make sure the paid bitmap (mem) and the stale bitmap of `region` can record
   // `page` (allocates at most one frame each; OutOfFrames changes nothing visible). A page
@@ -238,7 +253,9 @@ class Run {
   void settle_stale();
   [[nodiscard]] bool own_publish(Region region) const;
   [[nodiscard]] const DataCap& cap_of(Region region) const { return region == Region::Code ? *cfg_.code : *cfg_.mem; }
-  [[nodiscard]] static std::uint64_t region_base(Region region) { return region == Region::Code ? CODE_BASE : DATA_BASE; }
+  [[nodiscard]] static std::uint64_t region_base(Region region) {
+    return region == Region::Code ? CODE_BASE : DATA_BASE;
+  }
   [[nodiscard]] bool shares_code_turn() const { return cfg_.code != cfg_.mem; }
   enum class Kind : std::uint8_t { None, Code, Pinned, Cow };
   struct Where {

@@ -46,8 +46,8 @@ enum class Status : unsigned {
   // Caller
   Cancelled,  // a build (from_bytes, decode) stopped because its BuildProgress asked to
   // Usage errors added later (kept at the end: the values above do not move)
-  EmptyCap,         // rule 3.10: the cap holds nothing (default-constructed or moved from)
-  RegionTooLarge,   // rule 4.1: a run's code cap would reach DATA_BASE or its mem cap pass 4 GiB
+  EmptyCap,        // rule 3.10: the cap holds nothing (default-constructed or moved from)
+  RegionTooLarge,  // rule 4.1: a run's code cap would reach DATA_BASE or its mem cap pass 4 GiB
 };
 
 // Short human-readable description ("unknown slot selector") and the spec rule it

@@ -182,10 +182,10 @@ KTEST(checkpoint_ring3_two_runs_take_turns) {
   }
   const std::uint64_t p = fault::DATA_BASE + 2 * PAGE_SIZE;
   {
-    fault::Run a(fault::RunConfig{
-        .table = &ta.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
-    fault::Run b(fault::RunConfig{
-        .table = &tb.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    fault::Run a(
+        fault::RunConfig{.table = &ta.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    fault::Run b(
+        fault::RunConfig{.table = &tb.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
     HookCtx ha{.run = &a, .mem = &mem.value(), .other = &b, .code = &code.value()};
     HookCtx hb{.run = &b, .mem = &mem.value()};
     RunResult r = enter(a, ha, ta->root(), p + 16, 0x1111);

@@ -37,9 +37,7 @@ std::uint64_t u64_at(const DataCap& c, std::uint64_t off) {
   return v;
 }
 
-void put_u64(std::vector<std::uint8_t>& model, std::uint64_t off, std::uint64_t v) {
-  std::memcpy(&model[off], &v, 8);
-}
+void put_u64(std::vector<std::uint8_t>& model, std::uint64_t off, std::uint64_t v) { std::memcpy(&model[off], &v, 8); }
 
 std::uint64_t model_u64(const std::vector<std::uint8_t>& model, std::uint64_t off) {
   std::uint64_t v = 0;
@@ -420,9 +418,9 @@ TEST(Rule3_10, RunOverAnEmptyCapIsRefused) {
 
 TEST(Rule4_1, RegionsPastTheirLimitsAreRefusedNotClipped) {
   const std::uint64_t mib = 1ull << 20;
-  DataCap code_max = DataCap::create(DATA_BASE - CODE_BASE).release_value();             // 252 MiB
+  DataCap code_max = DataCap::create(DATA_BASE - CODE_BASE).release_value();               // 252 MiB
   DataCap code_over = DataCap::create(DATA_BASE - CODE_BASE + PAGE_SIZE).release_value();  // one page more
-  DataCap mem_max = DataCap::create(GUEST_LIMIT - DATA_BASE).release_value();            // 3840 MiB
+  DataCap mem_max = DataCap::create(GUEST_LIMIT - DATA_BASE).release_value();              // 3840 MiB
   DataCap mem_over = DataCap::create(GUEST_LIMIT - DATA_BASE + PAGE_SIZE).release_value();
   EXPECT_EQ(code_max.size(), 252 * mib);
   EXPECT_EQ(mem_max.size(), 3840 * mib);

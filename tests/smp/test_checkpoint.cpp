@@ -272,8 +272,8 @@ TEST(SmpRuns, Rule3_9_TwoRunsOverOneCapOnTwoCpusLoseNoStore) {
         const std::uint32_t other = addr_of(j) + 8 * (1 - k);
         if (j > 0) {
           const std::uint64_t want = (std::uint64_t{2 - k} << 32) | j;
-          if (load(other) != want) errors[k].push_back("run " + std::to_string(k) + " missed the other's store " +
-                                                       std::to_string(i));
+          if (load(other) != want)
+            errors[k].push_back("run " + std::to_string(k) + " missed the other's store " + std::to_string(i));
         }
         const std::uint64_t v = (std::uint64_t{k + 1} << 32) | i;
         if (!store(a, v)) errors[k].push_back("store failed");

@@ -45,7 +45,7 @@ FrameDesc* source_frame(const DataCap& cap, std::uint32_t page, bool* missing) {
 
 Result<void> RunConfig::check() const {
   if (table == nullptr || code == nullptr || mem == nullptr) return Status::InvalidArgument;
-  if (!code->holds() || !mem->holds()) return Status::EmptyCap;  // rule 3.10
+  if (!code->holds() || !mem->holds()) return Status::EmptyCap;             // rule 3.10
   if (code->size() > DATA_BASE - CODE_BASE) return Status::RegionTooLarge;  // rule 4.1
   if (mem->size() > GUEST_LIMIT - DATA_BASE) return Status::RegionTooLarge;
   return {};
@@ -57,30 +57,35 @@ namespace {
   if (st == Status::EmptyCap) env::panic("rule 3.10: fault::Run over an empty cap (its code or mem holds nothing)");
   if (st == Status::RegionTooLarge) {
     if (cfg.code->size() > DATA_BASE - CODE_BASE)
-      env::panic("rule 4.1: fault::Run's code region [CODE_BASE, CODE_BASE + code size) would reach DATA_BASE "
-                 "(code cap over 252 MiB)");
-    env::panic("rule 4.1: fault::Run's data region [DATA_BASE, DATA_BASE + mem size) would pass 4 GiB "
-               "(mem cap over 3840 MiB)");
+      env::panic(
+          "rule 4.1: fault::Run's code region [CODE_BASE, CODE_BASE + code size) would reach DATA_BASE "
+          "(code cap over 252 MiB)");
+    env::panic(
+        "rule 4.1: fault::Run's data region [DATA_BASE, DATA_BASE + mem size) would pass 4 GiB "
+        "(mem cap over 3840 MiB)");
   }
   env::panic("fault::Run: RunConfig without a page table, code cap or mem cap");
 }
 }  // namespace
 
-const MapperOps Run::kMapperOps = {
-    .try_hold = [](MapperNode& n) { return of(n).try_hold(); },
-    .release = [](MapperNode& n) { of(n).release_hold(); },
-    .prepare = [](MapperNode& n, std::uint32_t page) { return of(n).prepare(n.region, page); },
-    .protect = [](MapperNode& n, std::uint32_t page) { of(n).protect_page(n.region, page); },
-    .refresh = [](MapperNode& n, std::uint32_t page) { of(n).refresh_page(n.region, page); },
-    .published = [](MapperNode& n, std::uint32_t page) { of(n).published(n.region, page); },
-};
+const MapperOps& Run::mapper_ops() {
+  static constexpr MapperOps kOps = {
+      .try_hold = [](MapperNode& n) { return of(n).try_hold(); },
+      .release = [](MapperNode& n) { of(n).release_hold(); },
+      .prepare = [](MapperNode& n, std::uint32_t page) { return of(n).prepare(n.region, page); },
+      .protect = [](MapperNode& n, std::uint32_t page) { of(n).protect_page(n.region, page); },
+      .refresh = [](MapperNode& n, std::uint32_t page) { of(n).refresh_page(n.region, page); },
+      .published = [](MapperNode& n, std::uint32_t page) { of(n).published(n.region, page); },
+  };
+  return kOps;
+}
 
 Run::Run(const RunConfig& cfg)
     : cfg_(cfg),
       gas_(cfg.gas),
       gas_start_(cfg.gas),
-      code_node_{.ops = &kMapperOps, .owner = this, .region = Region::Code},
-      mem_node_{.ops = &kMapperOps, .owner = this, .region = Region::Mem} {
+      code_node_{.ops = &mapper_ops(), .owner = this, .region = Region::Code},
+      mem_node_{.ops = &mapper_ops(), .owner = this, .region = Region::Mem} {
   if (const auto st = cfg_.check(); !st.ok()) refuse_config(cfg_, st.status());
   cfg_.code->attach_mapper(&code_node_);
   cfg_.mem->attach_mapper(&mem_node_);
@@ -206,7 +211,7 @@ Status Run::reserve_paid(std::uint32_t page) {
 }
 
 void Run::protect_page(Region region, std::uint32_t page) {
-  CAPMEM_ASSERT(held());  // a checkpoint holds this paused run (rule 3.8)
+  CAPMEM_ASSERT(held());                        // a checkpoint holds this paused run (rule 3.8)
   if (region == Region::Code) return;           // code leaves are never writable (4.3)
   if (cfg_.table->root().value() == 0) return;  // torn down: nothing mapped
   const VirtAddr va = mem_va(page);

@@ -21,11 +21,8 @@ std::uint32_t check(const pt::PageTable& table, VirtAddr page_va, bool write) {
 AccessResult access(Run& run, std::uint32_t addr, unsigned width, bool write, std::uint64_t value) {
   CAPMEM_ASSERT(width == 1 || width == 2 || width == 4 || width == 8);
   // Rules 3.8, 3.9: executing for the access (no checkpoint meanwhile), or refused.
-  if (run.try_enter() != Status::Ok) return {Outcome::Busy, VirtAddr{addr}, 0};
-  struct Leave {
-    Run& r;
-    ~Leave() { r.leave(); }
-  } const leave{run};
+  const Run::Entered entered(run);
+  if (!entered.ok()) return {Outcome::Busy, VirtAddr{addr}, 0};
   const std::uint64_t first = addr;
   const std::uint64_t last = first + width - 1;  // may pass 2^32: that page is in no region
   const VirtAddr pages[2] = {VirtAddr{first}.page_base(), VirtAddr{last}.page_base()};
