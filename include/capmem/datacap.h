@@ -222,6 +222,15 @@ class DataCap {
   tree::Backing* backing_ = nullptr;
   Overlay overlay_;
   mutable MapperNode* mappers_ = nullptr;  // intrusive list through MapperNode::next / prev
+  // The list's guard (a cap shared as code is mapped by runs on many CPUs): bit 31 while
+  // attach_mapper / detach_mapper change it, below that the number of walkers (a checkpoint
+  // for the life of its RunsHold, reserve_overlay and publish for their walk). Walkers wait
+  // only for a writer, whose section is a few stores; writers wait for the walkers, so
+  // they must run where shootdowns are answered (interrupts on, like Run::try_enter).
+  mutable std::atomic<std::uint32_t> list_guard_{0};
+  static constexpr std::uint32_t kListWriter = 1u << 31;
+  void list_read_lock() const;
+  void list_read_unlock() const { list_guard_.fetch_sub(1, std::memory_order_release); }
   mutable std::atomic<std::uintptr_t> turn_{0};
 };
 

@@ -110,7 +110,40 @@ void DataCap::install(tree::Backing* nb, tree::Txn& txn) {
 
 // --- Mappers (rules 3.8, 3.9; mapper.h) ---------------------------------------------------
 
+void DataCap::list_read_lock() const {
+  std::uint32_t v = list_guard_.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((v & kListWriter) != 0) {  // an attach / detach: a few stores
+      __builtin_ia32_pause();
+      v = list_guard_.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (list_guard_.compare_exchange_weak(v, v + 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+  }
+}
+
+namespace {
+// The writer side of DataCap::list_guard_ for attach / detach (see datacap.h).
+class ListWriter {
+ public:
+  explicit ListWriter(std::atomic<std::uint32_t>& g, std::uint32_t bit) : g_(g) {
+    std::uint32_t expected = 0;
+    while (!g_.compare_exchange_weak(expected, bit, std::memory_order_acquire, std::memory_order_relaxed)) {
+      expected = 0;
+      __builtin_ia32_pause();
+    }
+  }
+  ~ListWriter() { g_.store(0, std::memory_order_release); }
+  ListWriter(const ListWriter&) = delete;
+  ListWriter& operator=(const ListWriter&) = delete;
+
+ private:
+  std::atomic<std::uint32_t>& g_;
+};
+}  // namespace
+
 void DataCap::attach_mapper(MapperNode* n) const {
+  const ListWriter w(list_guard_, kListWriter);
   CAPMEM_ASSERT(n->ops != nullptr && n->next == nullptr && n->prev == nullptr && mappers_ != n);
   n->next = mappers_;
   if (mappers_ != nullptr) mappers_->prev = n;
@@ -118,6 +151,7 @@ void DataCap::attach_mapper(MapperNode* n) const {
 }
 
 void DataCap::detach_mapper(MapperNode* n) const {
+  const ListWriter w(list_guard_, kListWriter);
   if (n->prev != nullptr) {
     n->prev->next = n->next;
   } else {
@@ -161,6 +195,7 @@ void DataCap::give_turn(const void* owner, bool exclusive) const {
 }
 
 DataCap::RunsHold::RunsHold(const DataCap& cap) : cap_(cap) {
+  cap_.list_read_lock();  // the list stays as it is until the destructor
   for (MapperNode* n = cap_.mappers_; n != nullptr; n = n->next) {
     if (n->ops->try_hold(*n)) continue;
     // Executing somewhere: release the claims taken so far (the nodes before n).
@@ -171,8 +206,9 @@ DataCap::RunsHold::RunsHold(const DataCap& cap) : cap_(cap) {
 }
 
 DataCap::RunsHold::~RunsHold() {
-  if (busy_) return;
-  for (MapperNode* n = cap_.mappers_; n != nullptr; n = n->next) n->ops->release(*n);
+  if (!busy_)
+    for (MapperNode* n = cap_.mappers_; n != nullptr; n = n->next) n->ops->release(*n);
+  cap_.list_read_unlock();
 }
 
 // Only overlay pages can be mapped writable (fault.h invariants): prepare every mapper
@@ -350,9 +386,12 @@ Result<OverlayReservation> DataCap::reserve_overlay(std::uint32_t page, const Ma
   if (backing_ == nullptr) return Status::EmptyCap;
   if (page >= page_count()) return Status::OutOfExtent;
   // Rule 3.9: every other mapper (paused: `by` has the turn) gets ready to follow the page.
-  for (MapperNode* m = mappers_; m != nullptr; m = m->next)
-    if (m != by)
-      if (const Status st = m->ops->prepare(*m, page); st != Status::Ok) return st;
+  list_read_lock();
+  Status st = Status::Ok;
+  for (MapperNode* m = mappers_; m != nullptr && st == Status::Ok; m = m->next)
+    if (m != by) st = m->ops->prepare(*m, page);
+  list_read_unlock();
+  if (st != Status::Ok) return st;
   return overlay_.reserve(page);
 }
 
@@ -360,8 +399,10 @@ void DataCap::publish(OverlayReservation&& r, PageRef p, const MapperNode* by) {
   CAPMEM_ASSERT(static_cast<bool>(p) && r.page() < page_count());
   const std::uint32_t page = r.page();
   overlay_.publish(static_cast<OverlayReservation&&>(r), Slot::loaded(static_cast<PageRef&&>(p)));
+  list_read_lock();
   for (MapperNode* m = mappers_; m != nullptr; m = m->next)
     if (m != by) m->ops->published(*m, page);
+  list_read_unlock();
 }
 
 // --- Backing writes ---------------------------------------------------------------------
