@@ -156,15 +156,19 @@ struct RunConfig {
 // hold its table: the CPUs it has left) and maps the cap's current page read-only. So
 // every store lands in the cap, a run reads its own stores at once and another run's no
 // later than its next entry, and each run pays one CoW per page it writes.
-// Gas: a run pays one page-in and one CoW per page at most (rule 4.5 + 3.8): the "paid"
-// bitmap (2 bits per mem page, in frames allocated by reserve_paid at the checkpoint)
-// records the pages whose page-in / CoW a checkpoint took away, and the handler charges
-// nothing for them again, so gas does not depend on when the host took checkpoints.
+// Gas: a run pays one page-in and one CoW per page at most (rule 4.5 + 3.8 + 3.9): the
+// "paid" bitmap (2 bits per mem page, in frames allocated by prepare: at a checkpoint, or
+// in another run's fault path before it publishes, never in the run's own fault) records
+// the pages whose page-in / CoW a checkpoint or another run's publish took away, and the
+// handler charges nothing for them again, so gas depends neither on when the host took
+// checkpoints nor on how the runs over a cap took turns.
 //
 // Invariants (between faults):
 //   - every present leaf in slot 0 maps the current effective page of a region (the
 //     shared zero frame for Empty), read-only unless it is a private copy that is also
-//     the mem cap's overlay entry for that page;
+//     the mem cap's overlay entry for that page; except, while the run is paused, a leaf
+//     of a page marked in its stale bitmap (another run published over it, rule 3.9): it
+//     maps the page the run saw, read-only, until the next outermost entry re-points it;
 //   - a read-only cluster is charged in `charged_` iff its first fault mapped every
 //     non-Missing page of every read-only range inside it (rule 4.5); a checkpoint keeps
 //     them mapped (refresh_page re-points them, unmaps only pages that became Missing);
