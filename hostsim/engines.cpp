@@ -27,16 +27,20 @@ fault::AccessResult GuestCpu::finish(const GuestAccess& g) {
 
 // Each access is guest execution (rule 3.8): the run is executing for its duration,
 // including any fault it takes, and paused between accesses (the interpreter's accesses
-// also mark it themselves; the marks nest).
+// also mark it themselves; the marks nest). An access while another run over one of its
+// caps executes does not start: Outcome::Busy (rule 3.9).
+
 fault::AccessResult GuestCpu::load(std::uint32_t addr, unsigned width) {
-  const fault::Run::Executing executing(run_);
+  const fault::Run::Entered entered(run_);
+  if (!entered.ok()) return {fault::Outcome::Busy, VirtAddr{addr}, 0};  // rule 3.9
   if (kind_ == EngineKind::Interpreter) return fault::interp_load(run_, addr, width);
   last_ = {fault::Outcome::Retry, VirtAddr{}};
   return finish(mmu_.load(addr, width));
 }
 
 fault::AccessResult GuestCpu::store(std::uint32_t addr, unsigned width, std::uint64_t value) {
-  const fault::Run::Executing executing(run_);
+  const fault::Run::Entered entered(run_);
+  if (!entered.ok()) return {fault::Outcome::Busy, VirtAddr{addr}, 0};  // rule 3.9
   if (kind_ == EngineKind::Interpreter) return fault::interp_store(run_, addr, width, value);
   last_ = {fault::Outcome::Retry, VirtAddr{}};
   return finish(mmu_.store(addr, width, value));

@@ -17,8 +17,10 @@ enum class EngineKind { Mmu, Interpreter };
 const char* engine_name(EngineKind k);
 
 // Binds a Run to an engine; `engine()` gives the accessors demo::run_ops() takes. The run
-// is executing (fault::Run::Executing, rule 3.8) during each load/store and paused between
-// them: the host may take checkpoints (flush, copy, ...) of its mem cap between accesses.
+// is executing (Run::try_enter .. leave, rule 3.8) during each load/store and paused
+// between them: the host may take checkpoints (flush, copy, ...) of its caps, and other
+// runs over them may take their turn (rule 3.9), between accesses. A load/store while
+// another run over one of its caps executes answers Outcome::Busy and does nothing.
 class GuestCpu {
  public:
   GuestCpu(EngineKind kind, fault::Run& run);

@@ -5,33 +5,36 @@
 // Value semantics: a DataCap owns one reference to its Backing and owns its Overlay.
 // It is move-only; copy() is the explicit, fallible O(1)-backing copy (rule 3.1).
 // Invariants:
-//   - backing_ != nullptr for every cap made by a factory (a moved-from cap is empty and
-//     only destructible/assignable);
+//   - backing_ != nullptr for every cap made by a factory. A default-constructed or
+//     moved-from cap is *empty* (rule 3.10): it may be destroyed or assigned to; every
+//     call returning a Result answers Status::EmptyCap, every other call traps;
 //   - every Loaded slot in the backing holds a hashed page whose bytes are not all zero,
 //     and slots at or past backing_->extent are Empty (rule 3.2);
 //   - overlay entries are at pages < page_count(); an overlay entry shadows the backing
 //     when it is Loaded or Missing (rule 3.3); an explicit Empty entry is inert (it neither
 //     shadows nor changes anything at flush, rule 3.5) but counts as an entry, so the cap
 //     has no root until a flush drops it.
-//   - runs_ lists the fault::Runs that map this cap as their `mem` (rule 3.8); a cap with
-//     runs attached is neither moved nor destroyed (both trap).
+//   - mappers_ lists the nodes of the mappers (fault::Runs) that map this cap, one per
+//     region (mapper.h; rules 3.8 and 3.9); a cap with mappers attached is neither moved
+//     from, assigned to nor destroyed (each traps with the rule 3.9 message);
+//   - turn_ is 0 (no mapper executes), the owner of the one mapper that executes over
+//     this cap exclusively, or 2 * readers + 1 for mappers that share it (rule 3.9:
+//     take_turn / give_turn).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
 #include "capmem/codec.h"
 #include "capmem/internal/overlay.h"
 #include "capmem/internal/tree.h"
+#include "capmem/mapper.h"
 #include "capmem/page.h"
 #include "capmem/slot.h"
 #include "capmem/status.h"
 
 namespace capmem {
-
-namespace fault {
-class Run;
-}
 
 inline constexpr std::uint64_t kMaxCapSize = std::uint64_t{tree::kMaxPages} * PAGE_SIZE;  // 4 GiB
 
@@ -63,7 +66,8 @@ class DataCap {
   ~DataCap();
 
   // --- Construction ------------------------------------------------------------------
-  // All Empty. size: a multiple of 4096 (InvalidArgument) and <= 4 GiB (TooLarge).
+  // All Empty. size: a non-zero multiple of 4096 (InvalidArgument: rule 3.10, every cap
+  // has at least one page) and <= 4 GiB (TooLarge).
   static Result<DataCap> create(std::uint64_t size);
   // Rule 3.6: size = max(target, len) rounded up to a page, at least one page; all-zero
   // pages are Empty. Pages are hashed in batches; the tree is built bottom up. `progress`
@@ -77,10 +81,15 @@ class DataCap {
   [[nodiscard]] Result<DataCap> copy() const;
 
   // --- Reads (rule 3.7) ----------------------------------------------------------------
-  [[nodiscard]] std::uint64_t size() const { return backing_->size; }
-  [[nodiscard]] std::uint32_t page_count() const { return static_cast<std::uint32_t>(backing_->size / PAGE_SIZE); }
+  // False for an empty cap (default-constructed or moved from, rule 3.10); the accessors
+  // below that return no status trap on an empty cap.
+  [[nodiscard]] bool holds() const { return backing_ != nullptr; }
+  [[nodiscard]] std::uint64_t size() const { return live("size()")->size; }
+  [[nodiscard]] std::uint32_t page_count() const {
+    return static_cast<std::uint32_t>(live("page_count()")->size / PAGE_SIZE);
+  }
   // Length of the backing's trimmed slot array (rule 3.2).
-  [[nodiscard]] std::uint32_t extent() const { return backing_->extent; }
+  [[nodiscard]] std::uint32_t extent() const { return live("extent()")->extent; }
   // The fault path's lookup: effective slot of `page` without touching a refcount. A page
   // at or past page_count() reads Empty here (callers bound-check against size()).
   [[nodiscard]] SlotView effective(std::uint32_t page) const;
@@ -93,15 +102,24 @@ class DataCap {
   // size(). On failure nothing is written.
   Result<void> read(std::uint64_t offset, std::uint8_t* out, std::size_t len) const;
 
-  // --- Checkpoints (rule 3.8) ---------------------------------------------------------
+  // --- Mappers: checkpoints (rule 3.8) and turns (rule 3.9); mapper.h ------------------
   // copy, write_page, write_slot, put_page, place_shared and flush are checkpoints for the
-  // runs that map this cap: Busy (nothing changed) while one of them is executing; with
-  // all of them paused, every store they made before the call is in the result and every
-  // store after they resume lands in the cap (fault.h "Checkpoints"). A run attaches
-  // itself in its constructor and detaches in its destructor (fault::Run only).
-  void attach_run(fault::Run* r);
-  void detach_run(fault::Run* r);
-  [[nodiscard]] bool mapped_by_run() const { return runs_ != nullptr; }
+  // mappers of this cap (whatever region they map it as): Busy (nothing changed) while one
+  // of them is executing; with all of them paused, every store they made before the call
+  // is in the result and every store after they resume lands in the cap (fault.h
+  // "Checkpoints"). A run attaches one node per region in its constructor and detaches
+  // them in its destructor. The list and the turn are registration, not content: they
+  // change on a const cap (a run's code cap is const to it).
+  void attach_mapper(MapperNode* n) const;
+  void detach_mapper(MapperNode* n) const;
+  [[nodiscard]] bool mapped_by_run() const { return mappers_ != nullptr; }
+  // Rule 3.9: mappers take turns. A run takes its mem cap's turn exclusively (no other
+  // mapper of the cap executes meanwhile) and its code cap's shared (runs that only read
+  // the cap run at once; an exclusive holder excludes them). take_turn is false, nothing
+  // changed, when the turn is not free for that kind (acquire on success); give_turn ends
+  // it (release). Called by a run's try_enter() / leave(), never by the fault path.
+  [[nodiscard]] bool take_turn(const void* owner, bool exclusive) const;
+  void give_turn(const void* owner, bool exclusive) const;
 
   // --- Overlay writes ------------------------------------------------------------------
   // Loaded(page) into the overlay (hashed or unhashed page; all-zero sticks, rule 3.3).
@@ -109,10 +127,13 @@ class DataCap {
   // Any slot into the overlay (Missing makes the next flush fail; Empty is inert).
   Result<void> write_slot(std::uint32_t page, Slot s);
   // Fault path (rule 4.4): prepare (may fail, overlay untouched) and publish (cannot fail;
-  // no flush may happen in between). OutOfExtent past page_count().
-  Result<OverlayReservation> reserve_overlay(std::uint32_t page);
-  void publish(OverlayReservation&& r, PageRef p);
-  [[nodiscard]] std::uint32_t overlay_count() const { return overlay_.count(); }
+  // no flush may happen in between). OutOfExtent past page_count(). `by` is the node of
+  // the mapper whose fault publishes (it has the turn, rule 3.9): reserve_overlay also
+  // prepares every other mapper for the page (MapperOps::prepare; OutOfFrames changes
+  // nothing), and publish tells them (MapperOps::published).
+  Result<OverlayReservation> reserve_overlay(std::uint32_t page, const MapperNode* by = nullptr);
+  void publish(OverlayReservation&& r, PageRef p, const MapperNode* by = nullptr);
+  [[nodiscard]] std::uint32_t overlay_count() const { return (void)live("overlay_count()"), overlay_.count(); }
 
   // --- Backing writes (each makes a new backing; the old one, maybe shared, is kept) ----
   // Puts one page into the backing while constructing a cap (rule 3.7). An unhashed page
@@ -156,11 +177,23 @@ class DataCap {
 
  private:
   DataCap(tree::Backing* b, Overlay ov);
+  // Rule 3.10: the backing of a cap that holds one; traps naming `what` on an empty cap.
+  [[nodiscard]] const tree::Backing* live(const char* what) const {
+    if (backing_ == nullptr) [[unlikely]]
+      empty_trap(what);
+    return backing_;
+  }
+  [[noreturn]] static void empty_trap(const char* what);
+  // Rule 3.9: traps with its message if mappers are attached (move, assign, destroy).
+  void check_unmapped(const char* what) const;
+  // Rule 3.3: the slot that decides page `page` (< page_count()): the overlay's entry if
+  // it shadows the backing, else the backing's; nullptr reads Empty.
+  [[nodiscard]] const Slot* effective_slot(std::uint32_t page) const;
   // Replace the backing with `txn`'s result (new_b from backing_alloc).
   void install(tree::Backing* new_b, tree::Txn& txn);
-  // Rule 3.8 across CPUs (fault.h "Across CPUs"): for the life of a RunsHold every run
-  // attached to the cap is held paused (Run::try_hold on each; enter() on another CPU
-  // waits). claimed() is Busy, with every claim already released and nothing changed, if
+  // Rule 3.8 across CPUs (fault.h "Across CPUs"): for the life of a RunsHold every mapper
+  // attached to the cap is held paused (MapperOps::try_hold on each; enter() on another
+  // CPU waits). claimed() is Busy, with every claim already released and nothing changed, if
   // one of them was executing. A checkpoint takes the hold before its first step and keeps
   // it until its last leaf change.
   class RunsHold {
@@ -179,8 +212,8 @@ class DataCap {
     bool busy_ = false;
   };
   // Rule 3.8 steps (datacap.cpp), under a RunsHold: write-protect
-  // the attached runs' writable leaves of the overlay's pages (prepare may fail with
-  // OutOfFrames, changing nothing); reserve / refresh the runs' leaves of pages
+  // the attached mappers' writable leaves of the overlay's pages (prepare may fail with
+  // OutOfFrames, changing nothing); prepare / refresh the mappers' leaves of pages
   // [first, first + n) whose effective slot a call changes.
   Result<void> protect_runs() const;
   Result<void> reserve_runs(std::uint32_t first, std::uint32_t n) const;
@@ -188,7 +221,17 @@ class DataCap {
 
   tree::Backing* backing_ = nullptr;
   Overlay overlay_;
-  fault::Run* runs_ = nullptr;  // intrusive list through Run::next_run_ / prev_run_
+  mutable MapperNode* mappers_ = nullptr;  // intrusive list through MapperNode::next / prev
+  // The list's guard (a cap shared as code is mapped by runs on many CPUs): bit 31 while
+  // attach_mapper / detach_mapper change it, below that the number of walkers (a checkpoint
+  // for the life of its RunsHold, reserve_overlay and publish for their walk). Walkers wait
+  // only for a writer, whose section is a few stores; writers wait for the walkers, so
+  // they must run where shootdowns are answered (interrupts on, like Run::try_enter).
+  mutable std::atomic<std::uint32_t> list_guard_{0};
+  static constexpr std::uint32_t kListWriter = 1u << 31;
+  void list_read_lock() const;
+  void list_read_unlock() const { list_guard_.fetch_sub(1, std::memory_order_release); }
+  mutable std::atomic<std::uintptr_t> turn_{0};
 };
 
 namespace codec {

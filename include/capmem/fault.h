@@ -2,8 +2,9 @@
 //
 // One entry point, Run::handle_page_fault(), decides every outcome of a guest page
 // fault. The bare-metal #PF vector and hostsim's simulated MMU both call it; the software
-// "interpreter" access path (Run::load/store with Engine::Interpreter) calls it too, so the
-// two engines materialize pages through the same routines and charge identical gas.
+// "interpreter" access path (fault::interp_load / interp_store below, hostsim's
+// EngineKind::Interpreter) calls it too, so the two engines materialize pages through the
+// same routines and charge identical gas.
 //
 // Guest layout (rule 4.1): guest address == native virtual address, in PML4 slot 0.
 //   [0, CODE_BASE)                    never mapped: null guard
@@ -19,6 +20,7 @@
 #include <span>
 
 #include "capmem/datacap.h"
+#include "capmem/mapper.h"
 #include "capmem/pt.h"
 #include "capmem/status.h"
 #include "capmem/types.h"
@@ -50,6 +52,7 @@ enum class Outcome : std::uint8_t {
   GuestFault,   // a property of the guest program: fault at `addr` (charged nothing)
   OutOfGas,     // the next charge does not fit: nothing was allocated or charged
   OutOfFrames,  // host side: no frame for a copy or a table; nothing changed, retryable
+  Busy,         // the access did not start: Run::try_enter() refused (rule 3.9), nothing changed
 };
 const char* outcome_name(Outcome o);
 
@@ -84,6 +87,14 @@ struct RunConfig {
   std::span<const PinnedRange> pinned;  // sorted, disjoint, inside mem
   std::uint64_t gas;
   GasCosts costs = kGasCosts;
+
+  // What Run's constructor enforces (it traps with a message naming the rule and region):
+  // InvalidArgument for a null table or cap; EmptyCap (rule 3.10) if `code` or `mem` holds
+  // nothing; RegionTooLarge (rule 4.1) if the code region [CODE_BASE, CODE_BASE + code
+  // size) would reach DATA_BASE (code cap over 252 MiB) or the data region [DATA_BASE,
+  // DATA_BASE + mem size) would pass 4 GiB (mem cap over 3840 MiB). Nothing is clipped.
+  // `code` and `mem` may be one cap: it is then on that cap's mapper list twice (mapper.h).
+  [[nodiscard]] Result<void> check() const;
 };
 
 // The per-run context published before entering ring 3. It owns no page and no table:
@@ -91,9 +102,12 @@ struct RunConfig {
 // (pt holds_ref), and the overlay owns published pages. It owns the frames of its "paid"
 // bitmap (below), allocated only by checkpoints, never by the fault path.
 //
-// Checkpoints (rule 3.8). A Run registers with its `mem` cap for its whole life (the
-// constructor attaches it to the cap's intrusive list of runs, the destructor detaches
-// it; the cap must outlive the run and must not be moved while a run maps it: both trap).
+// Checkpoints (rules 3.8, 3.9). A Run registers with its `code` and its `mem` cap for its
+// whole life: one MapperNode per region (mapper.h) on each cap's list, attached by the
+// constructor, detached by the destructor; the caps must outlive the run and must not be
+// moved from or assigned to while it maps them (each traps with the rule 3.9 message).
+// Everything below holds for the code cap as for the mem cap: a code checkpoint is Busy
+// while the run executes, and a paused run's code leaves follow the code cap's new pages.
 // A run is *executing* between enter() and leave() (or for the life of an Executing
 // guard): the engines (hostsim's GuestCpu around each guest access, the interpreter, the
 // kernel around run_user) mark it; otherwise it is *paused*. DataCap::flush, copy,
@@ -125,16 +139,36 @@ struct RunConfig {
 //     (release RMW) once the call has protected / refreshed the runs' leaves, so the
 //     run's next store faults on the new leaves and lands in the cap.
 // A run's table, paid bitmap and counters are touched only by the executing CPU or by a
-// checkpoint holding the run, never both at once.
-// Gas: a run pays one page-in and one CoW per page at most (rule 4.5 + 3.8): the "paid"
-// bitmap (2 bits per mem page, in frames allocated by reserve_paid at the checkpoint)
-// records the pages whose page-in / CoW a checkpoint took away, and the handler charges
-// nothing for them again, so gas does not depend on when the host took checkpoints.
+// checkpoint holding the run, never both at once; the paid and stale bitmaps of a paused
+// run also by the fault path of the run that has the turn of the cap (rule 3.9, below).
+//
+// Several runs over one cap (rule 3.9; docs/fault-path.md "Several runs over one cap").
+// They take turns: the outermost try_enter() takes the turn of the run's `mem` cap
+// exclusively and that of its `code` cap shared (a code cap is only read by the runs that
+// map it as code, so those run at once; one that maps it as `mem` excludes them all).
+// A turn that another run holds is REFUSED with Status::Busy (nothing changed), never
+// waited for: a turn lasts a guest quantum, and on one CPU a wait would never end. enter()
+// is try_enter() that traps on refusal, for callers that know their runs take turns. A
+// publish (the CoW fault's overlay insert) on a cap tells every other mapper of it
+// (MapperOps::published): each is paused, it records its own paid bits for the page (its
+// later re-copy is free) and marks the page stale; its next outermost entry, before any
+// guest code, unmaps every stale leaf with the shootdown of rule 7.2 (every CPU that may
+// hold its table: the CPUs it has left) and maps the cap's current page read-only. So
+// every store lands in the cap, a run reads its own stores at once and another run's no
+// later than its next entry, and each run pays one CoW per page it writes.
+// Gas: a run pays one page-in and one CoW per page at most (rule 4.5 + 3.8 + 3.9): the
+// "paid" bitmap (2 bits per mem page, in frames allocated by prepare: at a checkpoint, or
+// in another run's fault path before it publishes, never in the run's own fault) records
+// the pages whose page-in / CoW a checkpoint or another run's publish took away, and the
+// handler charges nothing for them again, so gas depends neither on when the host took
+// checkpoints nor on how the runs over a cap took turns.
 //
 // Invariants (between faults):
 //   - every present leaf in slot 0 maps the current effective page of a region (the
 //     shared zero frame for Empty), read-only unless it is a private copy that is also
-//     the mem cap's overlay entry for that page;
+//     the mem cap's overlay entry for that page; except, while the run is paused, a leaf
+//     of a page marked in its stale bitmap (another run published over it, rule 3.9): it
+//     maps the page the run saw, read-only, until the next outermost entry re-points it;
 //   - a read-only cluster is charged in `charged_` iff its first fault mapped every
 //     non-Missing page of every read-only range inside it (rule 4.5); a checkpoint keeps
 //     them mapped (refresh_page re-points them, unmaps only pages that became Missing);
@@ -148,11 +182,16 @@ class Run {
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
-  // --- Rule 3.8: executing or paused -------------------------------------------------
-  // enter() before guest code may run (ring 3 entry, an engine's access), leave() after.
-  // They nest (an engine inside a caller's guard): the run is executing until the
-  // outermost leave(). leave() without enter() traps. enter() waits while a checkpoint
-  // holds the run (see "Across CPUs" above); one CPU enters a run at a time (rule 7.1).
+  // --- Rules 3.8, 3.9: executing or paused -------------------------------------------
+  // try_enter() before guest code may run (ring 3 entry, an engine's access), leave()
+  // after. They nest (an engine inside a caller's guard): the run is executing until the
+  // outermost leave(). leave() without enter() traps. The outermost try_enter() takes the
+  // turns of the run's caps (Busy, nothing changed, while another run over one of them
+  // executes: rule 3.9) and then brings stale leaves up to date (published pages of other
+  // runs: TLB shootdown, so call it with interrupts on where shootdowns are answered by
+  // interrupt); it waits while a checkpoint holds the run (see "Across CPUs" above). One
+  // CPU enters a run at a time (rule 7.1). enter() is try_enter() or a trap.
+  [[nodiscard]] Status try_enter();
   void enter();
   void leave();
   [[nodiscard]] bool executing() const { return (state_.load(std::memory_order_acquire) & kDepthMask) != 0; }
@@ -166,19 +205,22 @@ class Run {
    private:
     Run& run_;
   };
+  // try_enter() for a scope: ok() says whether the run entered (Busy otherwise, rule 3.9);
+  // the destructor leaves only if it did.
+  class Entered {
+   public:
+    explicit Entered(Run& r) : run_(r), ok_(r.try_enter() == Status::Ok) {}
+    ~Entered() {
+      if (ok_) run_.leave();
+    }
+    Entered(const Entered&) = delete;
+    Entered& operator=(const Entered&) = delete;
+    [[nodiscard]] bool ok() const { return ok_; }
 
-  // --- Rule 3.8: called by DataCap on the cap this run maps as `mem` (paused run held
-  // by the checkpoint, try_hold below) -------------------------------------------------
-  // Prepare: make sure the paid bitmap can record `page` (allocates at most one frame;
-  // OutOfFrames changes nothing visible). A page this run does not map needs nothing.
-  Status reserve_paid(std::uint32_t page);
-  // Write-protect the run's leaf of mem `page` if it is writable (records its CoW as
-  // paid; reserve_paid(page) must have succeeded). Cannot fail.
-  void protect_page(std::uint32_t page);
-  // After the cap's effective page changed: re-point the run's leaf (if any) at the new
-  // effective frame, read-only, or unmap it if the page is Missing now (records what was
-  // paid; reserve_paid(page) must have succeeded). Cannot fail.
-  void refresh_page(std::uint32_t page);
+   private:
+    Run& run_;
+    bool ok_;
+  };
 
   // THE entry point: the #PF vector and hostsim's MMU call this with CR2 and the x86
   // error code. Runs with interrupts off, allocates only frames, never hashes, and never
@@ -192,6 +234,33 @@ class Run {
   [[nodiscard]] const RunConfig& config() const { return cfg_; }
 
  private:
+  // --- The mapper operations (mapper.h), called by DataCap through mapper_ops() -------
+  static const MapperOps& mapper_ops();
+  static Run& of(MapperNode& n) { return *static_cast<Run*>(n.owner); }
+  // Prepare: make sure the paid bitmap (mem) and the stale bitmap of `region` can record
+  // `page` (allocates at most one frame each; OutOfFrames changes nothing visible). A page
+  // this run does not map needs nothing.
+  Status prepare(Region region, std::uint32_t page);
+  Status reserve_paid(std::uint32_t page);
+  // Write-protect the run's leaf of mem `page` if it is writable (records its CoW as
+  // paid; prepare must have succeeded). Code leaves are never writable. Cannot fail.
+  void protect_page(Region region, std::uint32_t page);
+  // After the cap's effective page changed under a checkpoint: re-point the run's leaf (if
+  // any) at the new effective frame, read-only, or unmap it if the page is Missing now
+  // (records what was paid; prepare must have succeeded). Cannot fail.
+  void refresh_page(Region region, std::uint32_t page);
+  // Rule 3.9: another run published `page` of this run's cap (this run paused, the caller
+  // inside a fault: no shootdown). Records the paid bits and marks the page stale.
+  void published(Region region, std::uint32_t page);
+  // At the outermost entry: every stale leaf unmapped (shootdown) and re-mapped read-only
+  // at the cap's current page (unmapped if Missing).
+  void settle_stale();
+  [[nodiscard]] bool own_publish(Region region) const;
+  [[nodiscard]] const DataCap& cap_of(Region region) const { return region == Region::Code ? *cfg_.code : *cfg_.mem; }
+  [[nodiscard]] static std::uint64_t region_base(Region region) {
+    return region == Region::Code ? CODE_BASE : DATA_BASE;
+  }
+  [[nodiscard]] bool shares_code_turn() const { return cfg_.code != cfg_.mem; }
   enum class Kind : std::uint8_t { None, Code, Pinned, Cow };
   struct Where {
     Kind kind;
@@ -235,6 +304,7 @@ class Run {
   // run is executing. release_hold() undoes one successful try_hold().
   bool try_hold();
   void release_hold();
+  [[nodiscard]] bool paused() const { return (state_.load(std::memory_order_relaxed) & kDepthMask) == 0; }
   [[nodiscard]] bool held() const {
     const std::uint32_t s = state_.load(std::memory_order_relaxed);
     return s >= kHold && (s & kDepthMask) == 0;
@@ -242,10 +312,17 @@ class Run {
   // One bit per 2 MiB cluster of the 4 GiB guest space: read-only clusters already charged.
   std::uint64_t charged_[GUEST_LIMIT / CLUSTER_SIZE / 64]{};
   FrameDesc* paid_[tree::kMaxPages / kPaidPagesPerChunk]{};
-  // The mem cap's list of the runs that map it (DataCap::attach_run / detach_run).
-  Run* next_run_ = nullptr;
-  Run* prev_run_ = nullptr;
-  friend class ::capmem::DataCap;
+  // Rule 3.9: pages of each region (index: Region) that another run published since this
+  // run's last entry, one bit per page in 4 KiB frames of kStalePagesPerChunk pages
+  // (allocated by prepare, in the publisher's fault path); stale_any_ says a region has
+  // one. Written only while this run is paused by the run that has the turn of that
+  // region's cap; read and cleared by this run's outermost try_enter().
+  static constexpr std::uint32_t kStalePagesPerChunk = PAGE_SIZE * 8;
+  FrameDesc* stale_[2][tree::kMaxPages / kStalePagesPerChunk]{};
+  bool stale_any_[2]{};
+  // This run's entries on its caps' mapper lists (mapper.h), one per region.
+  MapperNode code_node_;
+  MapperNode mem_node_;
 };
 
 // Guest accesses through software checks (the "interpreter" engine): every access is

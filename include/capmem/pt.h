@@ -462,8 +462,13 @@ class BasicPageTable {
   // Change the flags of the leaf at va, keeping its frame and its A/D bits (also those the
   // CPU sets while protect runs: rule 7.3); widens the intermediate entries if the new
   // flags need U/S or R/W. holds_ref cannot change (a mismatch is InvalidArgument).
-  // Shoots the old translation down (shoot_down). NotMapped if none. Not for the #PF path.
-  Result<void> protect(VirtAddr va, LeafFlags flags) {
+  // Shoots the old translation down (shoot_down). NotMapped if none. Not for the #PF path,
+  // except with Shootdown::ByCaller: the entry changes and nothing is invalidated, so a
+  // CPU may keep the old translation until the caller shoots the page down. The frame
+  // keeps its reference, so nothing is freed under it (rule 7.2); for a table no CPU runs
+  // guest code on until that shootdown (fault.cpp: another run's leaf, rule 3.9).
+  enum class Shootdown : bool { Now, ByCaller };
+  Result<void> protect(VirtAddr va, LeafFlags flags, Shootdown when = Shootdown::Now) {
     const LeafRef leaf = CAPMEM_TRY(present_leaf(va));
     if (leaf.entry.holds_ref() != flags.holds_ref) return Status::InvalidArgument;
     // The path exists, so build_path only widens rights (it cannot allocate or fail).
@@ -479,7 +484,7 @@ class BasicPageTable {
       const EntryWord next = Pte::leaf(Pte{seen}.addr(), flags).raw() | (seen & kAd);
       if (policy_.compare_exchange(leaf.word, seen, next)) break;
     }
-    shoot_down(va);
+    if (when == Shootdown::Now) shoot_down(va);
     return {};
   }
 

@@ -26,6 +26,7 @@ enum class Status : unsigned {
   TooLarge,          // size over 4 GiB / 2^20 pages
   SharedTable,       // a page-table change would write into a shared (linked, not owned) table
   Busy,              // rule 3.8: a run that maps the cap is executing; nothing was changed
+                     // rule 3.9: another run over one of this run's caps is executing
   // Wire decoding (rules 2.5 and 5.2); each names the rule it enforces (see status_rule()).
   DecodeEmptyBuffer,       // 2.5
   DecodeUnknownSelector,   // 2.5
@@ -44,6 +45,9 @@ enum class Status : unsigned {
   DecodeMissingSlot,       // 5.2 Missing slot in a published cap
   // Caller
   Cancelled,  // a build (from_bytes, decode) stopped because its BuildProgress asked to
+  // Usage errors added later (kept at the end: the values above do not move)
+  EmptyCap,        // rule 3.10: the cap holds nothing (default-constructed or moved from)
+  RegionTooLarge,  // rule 4.1: a run's code cap would reach DATA_BASE or its mem cap pass 4 GiB
 };
 
 // Short human-readable description ("unknown slot selector") and the rule (docs/rules.md) it

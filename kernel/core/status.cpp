@@ -42,6 +42,9 @@ constexpr StatusInfo info(Status s) {
     case Status::DecodeZeroLoaded: return {"Loaded page with all-zero bytes (not canonical)", "5.2"};
     case Status::DecodeMissingSlot: return {"Missing slot in a published cap", "5.2"};
     case Status::Cancelled: return {"cancelled by the caller", ""};
+    case Status::EmptyCap: return {"the cap holds nothing (default-constructed or moved from)", "3.10"};
+    case Status::RegionTooLarge:
+      return {"a run's code cap reaches DATA_BASE (over 252 MiB) or its mem cap passes 4 GiB (over 3840 MiB)", "4.1"};
   }
   return {"unknown status", ""};
 }

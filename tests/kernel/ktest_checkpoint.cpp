@@ -1,4 +1,5 @@
-// Rule 3.8 (checkpoints of a paused run) and rule 4.5 (read-only clusters) at real ring 3:
+// Rule 3.8 (checkpoints of a paused run), rule 3.9 (several runs over one cap take turns)
+// and rule 4.5 (read-only clusters) at real ring 3:
 // every fault below is a hardware #PF that vector 14 hands to fault::Run::handle_page_fault
 // through the run's hook, and the write-protection a checkpoint applies is a real PTE
 // change plus invlpg.
@@ -25,6 +26,10 @@ struct HookCtx {
   bool try_flush = false;  // attempt a checkpoint from inside the fault (must be Busy)
   Status flush_in_fault = Status::Ok;
   std::uint64_t last_error = 0;
+  fault::Run* other = nullptr;  // rule 3.9: try to enter this run from inside the fault (Busy)
+  Status other_enter = Status::Ok;
+  const DataCap* code = nullptr;  // rule 3.9: try a code checkpoint from inside the fault (Busy)
+  Status code_in_fault = Status::Ok;
 };
 
 FaultVerdict hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&) {
@@ -34,6 +39,15 @@ FaultVerdict hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&)
     h->flush_in_fault = h->mem->flush().status();
     h->try_flush = false;
   }
+  if (h->other != nullptr) {
+    h->other_enter = h->other->try_enter();
+    if (h->other_enter == Status::Ok) h->other->leave();
+    h->other = nullptr;
+  }
+  if (h->code != nullptr) {
+    h->code_in_fault = h->code->copy().status();
+    h->code = nullptr;
+  }
   const fault::Answer a = h->run->handle_page_fault(cr2, static_cast<std::uint32_t>(error_code));
   if (a.outcome == fault::Outcome::Retry) return {.action = FaultAction::Resume};
   return {.action = FaultAction::EndRun, .code = static_cast<std::uint64_t>(a.outcome)};
@@ -42,10 +56,11 @@ FaultVerdict hook(void* ctx, VirtAddr cr2, std::uint64_t error_code, TrapFrame&)
 // One entry at ring 3 of `prog` with rdi/rsi, the run executing for its duration. Its own
 // hook instead of guest_run.h's enter_guest(): it also tries a checkpoint from inside the
 // fault (which must be Busy) and records the error code.
-RunResult enter(fault::Run& run, HookCtx& h, PhysAddr cr3, std::uint64_t rdi, std::uint64_t rsi) {
+RunResult enter(fault::Run& run, HookCtx& h, PhysAddr cr3, std::uint64_t rdi, std::uint64_t rsi,
+                std::uint64_t rip = fault::JIT_BASE) {
   const fault::Run::Executing executing(run);
   UserRegs regs{};
-  regs.rip = fault::JIT_BASE;
+  regs.rip = rip;
   regs.rdi = rdi;
   regs.rsi = rsi;
   regs.rsp = fault::JIT_BASE + PAGE_SIZE;
@@ -145,4 +160,68 @@ KTEST(checkpoint_ring3_two_pinned_ranges_one_cluster) {
     KEXPECT_EQ(run.gas_used(), fault::kGasCosts.page_in);
   }
   table->teardown();
+}
+
+// Rule 3.9 at ring 3: two runs over one mem cap take turns on this CPU. A writes page p, B
+// writes p (copies A's page and publishes over it), A writes p again: A's leaf, still
+// writable on A's old copy, is re-pointed at A's next entry, so the store faults (present,
+// write, user) and lands in the cap, re-copied without a charge. Each run reads the other's
+// stores from its next entry; entering B from inside A's fault is Busy, and so is a
+// checkpoint of A's code cap; a flush between turns loses nothing.
+KTEST(checkpoint_ring3_two_runs_take_turns) {
+  auto code = DataCap::create(PAGE_SIZE);
+  auto mem = make_mem();
+  auto ta = pt::PageTable::create();
+  auto tb = pt::PageTable::create();
+  KASSERT(code.ok() && mem.ok() && ta.ok() && tb.ok());
+  constexpr std::uint64_t kLoadAt = fault::JIT_BASE + 2 * PAGE_SIZE;
+  for (pt::PageTable* pt : {&ta.value(), &tb.value()}) {
+    link_kernel_half(*pt);
+    KASSERT(map_ring3_program(*pt, VirtAddr{fault::JIT_BASE}, ring3_prog_store, ring3_prog_store_end) == Status::Ok);
+    KASSERT(map_ring3_program(*pt, VirtAddr{kLoadAt}, ring3_prog_load, ring3_prog_load_end) == Status::Ok);
+  }
+  const std::uint64_t p = fault::DATA_BASE + 2 * PAGE_SIZE;
+  {
+    fault::Run a(
+        fault::RunConfig{.table = &ta.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    fault::Run b(
+        fault::RunConfig{.table = &tb.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    HookCtx ha{.run = &a, .mem = &mem.value(), .other = &b, .code = &code.value()};
+    HookCtx hb{.run = &b, .mem = &mem.value()};
+    RunResult r = enter(a, ha, ta->root(), p + 16, 0x1111);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(static_cast<unsigned>(ha.other_enter), static_cast<unsigned>(Status::Busy));
+    KEXPECT_EQ(static_cast<unsigned>(ha.code_in_fault), static_cast<unsigned>(Status::Busy));
+    r = enter(b, hb, tb->root(), p + 24, 0x2222);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(r.regs.rax, 0x2222);
+
+    r = enter(a, ha, ta->root(), p + 16, 0x3333);  // before rule 3.9: no fault, store lost
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(r.faults_resumed, 1);
+    KEXPECT_EQ(ha.last_error, kErrP | kErrW | kErrU);
+    KEXPECT_EQ(cap_u64(mem.value(), p + 16 - fault::DATA_BASE), 0x3333);
+    KEXPECT_EQ(cap_u64(mem.value(), p + 24 - fault::DATA_BASE), 0x2222);
+    r = enter(a, ha, ta->root(), p + 24, 0, kLoadAt);  // A reads B's store
+    KEXPECT_EQ(r.regs.rax, 0x2222);
+    r = enter(b, hb, tb->root(), p + 16, 0, kLoadAt);  // B reads A's store at its next entry
+    KEXPECT_EQ(r.regs.rax, 0x3333);
+
+    KEXPECT(mem->flush().ok());  // a checkpoint between turns
+    r = enter(b, hb, tb->root(), p + 24, 0x4444);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    r = enter(a, ha, ta->root(), p + 24, 0, kLoadAt);
+    KEXPECT_EQ(r.regs.rax, 0x4444);
+    KEXPECT(mem->flush().ok());
+    KEXPECT_EQ(cap_u64(mem.value(), p + 16 - fault::DATA_BASE), 0x3333);
+    KEXPECT_EQ(cap_u64(mem.value(), p + 24 - fault::DATA_BASE), 0x4444);
+    KEXPECT_EQ(cap_u64(mem.value(), 2 * PAGE_SIZE), 3);  // the page's first byte (make_mem)
+    // One CoW per page each run writes, however the turns and the checkpoint fell.
+    KEXPECT_EQ(a.gas_used(), fault::kGasCosts.cow);
+    KEXPECT_EQ(b.gas_used(), fault::kGasCosts.cow);
+    KEXPECT_EQ(a.counters().cow, 1);
+    KEXPECT_EQ(b.counters().cow, 1);
+  }
+  ta->teardown();
+  tb->teardown();
 }

@@ -196,9 +196,9 @@ TEST(Rule3_4, RootNeedsEmptyOverlayAndMatchesDefinition) {
     std::memcpy(model.data() + std::size_t{last} * PAGE_SIZE, &last, 4);
     EXPECT_EQ(c.root().value(), ref_root(model)) << pages;
   }
-  auto z = DataCap::create(0).release_value();  // limit = max(0, 1)
-  const Hash32 zero{};
-  EXPECT_EQ(z.root().value(), hash::node(hash::uint64_root(0), hash::merkleize(&zero, 0, 1)));
+  // Rule 3.10: every cap has at least one page (3.6), so size 0 is refused rather than
+  // built with a root of limit max(0, 1) that no decoder would accept (5.2).
+  EXPECT_EQ(DataCap::create(0).status(), Status::InvalidArgument);
 }
 
 TEST(Rule3_4, FullSizeCapRoot) {
@@ -663,4 +663,80 @@ TEST(Rule3_6, BuildAndDecodeCanBeCancelledLeavingNothingBehind) {
     }
     EXPECT_GE(cancelled, 3) << "pass " << pass << ": a 5 MiB build offers a cancel point about every MiB";
   }
+}
+
+// --- Mappers (mapper.h): the cap reaches whoever maps it only through MapperOps ----------
+
+namespace {
+// A fake mapper: records what the cap asks of it, in order, and can be made executing.
+struct FakeMapper {
+  MapperNode node;
+  bool executing = false;
+  unsigned holds = 0;
+  Status prepare_answer = Status::Ok;
+  std::vector<std::string> calls;
+  static FakeMapper& of(MapperNode& n) { return *static_cast<FakeMapper*>(n.owner); }
+  static constexpr MapperOps kOps = {
+      .try_hold =
+          [](MapperNode& n) {
+            if (of(n).executing) return false;
+            ++of(n).holds;
+            return true;
+          },
+      .release = [](MapperNode& n) { --of(n).holds; },
+      .prepare =
+          [](MapperNode& n, std::uint32_t p) {
+            of(n).calls.push_back("prepare " + std::to_string(p));
+            return of(n).prepare_answer;
+          },
+      .protect = [](MapperNode& n, std::uint32_t p) { of(n).calls.push_back("protect " + std::to_string(p)); },
+      .refresh = [](MapperNode& n, std::uint32_t p) { of(n).calls.push_back("refresh " + std::to_string(p)); },
+      .published = [](MapperNode& n, std::uint32_t p) { of(n).calls.push_back("published " + std::to_string(p)); },
+  };
+  explicit FakeMapper(Region r) : node{.ops = &kOps, .owner = this, .region = r} {}
+};
+}  // namespace
+
+TEST(Mapper, CheckpointsAndPublishesGoThroughTheOpsTable) {
+  auto c = DataCap::create(4 * PAGE_SIZE).release_value();
+  FakeMapper m(Region::Mem);
+  c.attach_mapper(&m.node);
+  EXPECT_TRUE(c.mapped_by_run());
+  ASSERT_TRUE(c.write_page(2, page_of(7)).ok());
+  EXPECT_EQ(m.calls, (std::vector<std::string>{"prepare 2", "refresh 2"}));
+  EXPECT_EQ(m.holds, 0u);  // held for the call, released after
+  m.calls.clear();
+  ASSERT_TRUE(c.flush().ok());  // overlay page 2: prepared, then write-protected
+  EXPECT_EQ(m.calls, (std::vector<std::string>{"prepare 2", "protect 2"}));
+  m.calls.clear();
+  auto r = c.reserve_overlay(1);  // a publish by someone else (no `by`): prepare, published
+  ASSERT_TRUE(r.ok());
+  c.publish(r.release_value(), page_of(8));
+  EXPECT_EQ(m.calls, (std::vector<std::string>{"prepare 1", "published 1"}));
+  m.calls.clear();
+  m.prepare_answer = Status::OutOfFrames;  // a failed prepare changes nothing
+  EXPECT_EQ(c.reserve_overlay(3).status(), Status::OutOfFrames);
+  EXPECT_EQ(c.write_page(3, page_of(9)).status(), Status::OutOfFrames);
+  EXPECT_EQ(c.overlay_count(), 1u);
+  m.prepare_answer = Status::Ok;
+  m.executing = true;  // executing: every checkpoint is Busy, nothing asked but the hold
+  m.calls.clear();
+  EXPECT_EQ(c.flush().status(), Status::Busy);
+  EXPECT_EQ(c.copy().status(), Status::Busy);
+  EXPECT_TRUE(m.calls.empty());
+  EXPECT_EQ(m.holds, 0u);
+  m.executing = false;
+  c.detach_mapper(&m.node);
+  EXPECT_FALSE(c.mapped_by_run());
+  EXPECT_TRUE(c.flush().ok());
+}
+
+TEST(MapperDeath, ACapWithAMapperCannotBeDestroyed) {
+  EXPECT_DEATH(
+      {
+        auto* m = new FakeMapper(Region::Code);
+        DataCap c = DataCap::create(PAGE_SIZE).release_value();
+        c.attach_mapper(&m->node);
+      },
+      "destroying a DataCap that a run maps(.|\n)*rule 3.9");
 }

@@ -201,6 +201,7 @@ Status mem_sink(void* ctx, const std::uint8_t* data, std::size_t len) {
 }  // namespace
 
 Result<std::uint64_t> DataCap::encoded_size() const {
+  if (backing_ == nullptr) return Status::EmptyCap;  // rule 3.10
   if (overlay_.count() != 0) return Status::OverlayNotEmpty;
   const std::uint32_t n = backing_->extent;
   std::uint64_t list = std::uint64_t{4} * n;

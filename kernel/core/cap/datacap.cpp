@@ -1,6 +1,6 @@
 #include "capmem/datacap.h"
 
-#include "capmem/fault.h"
+#include "capmem/env.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
 #include "capmem/mem.h"
@@ -65,14 +65,30 @@ Status settle(tree::Txn& txn, PageBatch& batch, std::uint32_t page, const Slot& 
 
 DataCap::DataCap(tree::Backing* b, Overlay ov) : backing_(b), overlay_(static_cast<Overlay&&>(ov)) {}
 
+void DataCap::empty_trap(const char* what) {
+  log::str("DataCap::");
+  log::str(what);
+  log::str(" on an empty cap (default-constructed or moved from)\n");
+  env::panic("rule 3.10: a cap that holds nothing may only be destroyed or assigned to");
+}
+
+void DataCap::check_unmapped(const char* what) const {
+  if (mappers_ == nullptr) [[likely]]
+    return;
+  log::str(what);
+  log::str(" a DataCap that a run maps (as its code or mem)\n");
+  env::panic("rule 3.9: a cap that a run maps cannot be destroyed, moved from or assigned to until the run ends");
+}
+
 DataCap::DataCap(DataCap&& o) noexcept
     : backing_(std::exchange(o.backing_, nullptr)), overlay_(static_cast<Overlay&&>(o.overlay_)) {
-  CAPMEM_ASSERT(o.runs_ == nullptr);  // a run's RunConfig points at the cap it maps
+  o.check_unmapped("moving from");  // a run's RunConfig points at the cap it maps
 }
 
 DataCap& DataCap::operator=(DataCap&& o) noexcept {
   if (this != &o) {
-    CAPMEM_ASSERT(runs_ == nullptr && o.runs_ == nullptr);
+    check_unmapped("assigning to");
+    o.check_unmapped("moving from");
     overlay_ = static_cast<Overlay&&>(o.overlay_);
     if (backing_ != nullptr) tree::backing_unref(backing_);
     backing_ = std::exchange(o.backing_, nullptr);
@@ -81,7 +97,7 @@ DataCap& DataCap::operator=(DataCap&& o) noexcept {
 }
 
 DataCap::~DataCap() {
-  CAPMEM_ASSERT(runs_ == nullptr);  // the cap must outlive the runs that map it (rule 3.8)
+  check_unmapped("destroying");  // the cap must outlive the runs that map it
   overlay_.clear();
   if (backing_ != nullptr) tree::backing_unref(backing_);
 }
@@ -92,53 +108,120 @@ void DataCap::install(tree::Backing* nb, tree::Txn& txn) {
   backing_ = nb;
 }
 
-// --- Checkpoints (rule 3.8; fault.h "Checkpoints") ---------------------------------------
+// --- Mappers (rules 3.8, 3.9; mapper.h) ---------------------------------------------------
 
-void DataCap::attach_run(fault::Run* r) {
-  CAPMEM_ASSERT(r->next_run_ == nullptr && r->prev_run_ == nullptr && runs_ != r);
-  r->next_run_ = runs_;
-  if (runs_ != nullptr) runs_->prev_run_ = r;
-  runs_ = r;
+void DataCap::list_read_lock() const {
+  std::uint32_t v = list_guard_.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((v & kListWriter) != 0) {  // an attach / detach: a few stores
+      __builtin_ia32_pause();
+      v = list_guard_.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (list_guard_.compare_exchange_weak(v, v + 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+  }
 }
 
-void DataCap::detach_run(fault::Run* r) {
-  if (r->prev_run_ != nullptr) {
-    r->prev_run_->next_run_ = r->next_run_;
-  } else {
-    CAPMEM_ASSERT(runs_ == r);
-    runs_ = r->next_run_;
+namespace {
+// The writer side of DataCap::list_guard_ for attach / detach (see datacap.h).
+class ListWriter {
+ public:
+  explicit ListWriter(std::atomic<std::uint32_t>& g, std::uint32_t bit) : g_(g) {
+    std::uint32_t expected = 0;
+    while (!g_.compare_exchange_weak(expected, bit, std::memory_order_acquire, std::memory_order_relaxed)) {
+      expected = 0;
+      __builtin_ia32_pause();
+    }
   }
-  if (r->next_run_ != nullptr) r->next_run_->prev_run_ = r->prev_run_;
-  r->next_run_ = nullptr;
-  r->prev_run_ = nullptr;
+  ~ListWriter() { g_.store(0, std::memory_order_release); }
+  ListWriter(const ListWriter&) = delete;
+  ListWriter& operator=(const ListWriter&) = delete;
+
+ private:
+  std::atomic<std::uint32_t>& g_;
+};
+}  // namespace
+
+void DataCap::attach_mapper(MapperNode* n) const {
+  const ListWriter w(list_guard_, kListWriter);
+  CAPMEM_ASSERT(n->ops != nullptr && n->next == nullptr && n->prev == nullptr && mappers_ != n);
+  n->next = mappers_;
+  if (mappers_ != nullptr) mappers_->prev = n;
+  mappers_ = n;
+}
+
+void DataCap::detach_mapper(MapperNode* n) const {
+  const ListWriter w(list_guard_, kListWriter);
+  if (n->prev != nullptr) {
+    n->prev->next = n->next;
+  } else {
+    CAPMEM_ASSERT(mappers_ == n);
+    mappers_ = n->next;
+  }
+  if (n->next != nullptr) n->next->prev = n->prev;
+  n->next = nullptr;
+  n->prev = nullptr;
+}
+
+bool DataCap::take_turn(const void* owner, bool exclusive) const {
+  const auto me = reinterpret_cast<std::uintptr_t>(owner);
+  CAPMEM_ASSERT(me != 0 && (me & 1) == 0);
+  std::uintptr_t v = turn_.load(std::memory_order_relaxed);
+  for (;;) {
+    std::uintptr_t next = 0;
+    if (exclusive) {
+      if (v != 0) return false;
+      next = me;
+    } else {
+      if (v != 0 && (v & 1) == 0) return false;  // an exclusive holder
+      next = v == 0 ? 3 : v + 2;
+    }
+    if (turn_.compare_exchange_weak(v, next, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+  }
+}
+
+void DataCap::give_turn(const void* owner, bool exclusive) const {
+  if (exclusive) {
+    const std::uintptr_t was = turn_.exchange(0, std::memory_order_release);
+    CAPMEM_ASSERT(was == reinterpret_cast<std::uintptr_t>(owner));
+    return;
+  }
+  std::uintptr_t v = turn_.load(std::memory_order_relaxed);
+  for (;;) {
+    CAPMEM_ASSERT((v & 1) != 0 && v >= 3);
+    const std::uintptr_t next = v == 3 ? 0 : v - 2;
+    if (turn_.compare_exchange_weak(v, next, std::memory_order_release, std::memory_order_relaxed)) return;
+  }
 }
 
 DataCap::RunsHold::RunsHold(const DataCap& cap) : cap_(cap) {
-  for (fault::Run* r = cap_.runs_; r != nullptr; r = r->next_run_) {
-    if (r->try_hold()) continue;
-    // Executing somewhere: release the claims taken so far (the runs before r).
-    for (fault::Run* q = cap_.runs_; q != r; q = q->next_run_) q->release_hold();
+  cap_.list_read_lock();  // the list stays as it is until the destructor
+  for (MapperNode* n = cap_.mappers_; n != nullptr; n = n->next) {
+    if (n->ops->try_hold(*n)) continue;
+    // Executing somewhere: release the claims taken so far (the nodes before n).
+    for (MapperNode* q = cap_.mappers_; q != n; q = q->next) q->ops->release(*q);
     busy_ = true;
     return;
   }
 }
 
 DataCap::RunsHold::~RunsHold() {
-  if (busy_) return;
-  for (fault::Run* r = cap_.runs_; r != nullptr; r = r->next_run_) r->release_hold();
+  if (!busy_)
+    for (MapperNode* n = cap_.mappers_; n != nullptr; n = n->next) n->ops->release(*n);
+  cap_.list_read_unlock();
 }
 
-// Only overlay pages can be mapped writable (fault.h invariants): prepare every run's
-// paid bitmap for them (may fail, nothing visible changed), then write-protect.
+// Only overlay pages can be mapped writable (fault.h invariants): prepare every mapper
+// for them (may fail, nothing visible changed), then write-protect.
 Result<void> DataCap::protect_runs() const {
-  if (runs_ == nullptr || overlay_.count() == 0) return {};
-  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_) {
-    const Status st = overlay_.for_each([r](std::uint32_t page, const Slot&) { return r->reserve_paid(page); });
+  if (mappers_ == nullptr || overlay_.count() == 0) return {};
+  for (MapperNode* n = mappers_; n != nullptr; n = n->next) {
+    const Status st = overlay_.for_each([n](std::uint32_t page, const Slot&) { return n->ops->prepare(*n, page); });
     if (st != Status::Ok) return st;
   }
-  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_) {
-    (void)overlay_.for_each([r](std::uint32_t page, const Slot&) {
-      r->protect_page(page);
+  for (MapperNode* n = mappers_; n != nullptr; n = n->next) {
+    (void)overlay_.for_each([n](std::uint32_t page, const Slot&) {
+      n->ops->protect(*n, page);
       return Status::Ok;
     });
   }
@@ -146,21 +229,21 @@ Result<void> DataCap::protect_runs() const {
 }
 
 Result<void> DataCap::reserve_runs(std::uint32_t first, std::uint32_t n) const {
-  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_)
+  for (MapperNode* m = mappers_; m != nullptr; m = m->next)
     for (std::uint32_t i = 0; i < n; ++i)
-      if (const Status st = r->reserve_paid(first + i); st != Status::Ok) return st;
+      if (const Status st = m->ops->prepare(*m, first + i); st != Status::Ok) return st;
   return {};
 }
 
 void DataCap::refresh_runs(std::uint32_t first, std::uint32_t n) const {
-  for (fault::Run* r = runs_; r != nullptr; r = r->next_run_)
-    for (std::uint32_t i = 0; i < n; ++i) r->refresh_page(first + i);
+  for (MapperNode* m = mappers_; m != nullptr; m = m->next)
+    for (std::uint32_t i = 0; i < n; ++i) m->ops->refresh(*m, first + i);
 }
 
 // --- Construction -----------------------------------------------------------------------
 
 Result<DataCap> DataCap::create(std::uint64_t size) {
-  if (size % PAGE_SIZE != 0) return Status::InvalidArgument;
+  if (size == 0 || size % PAGE_SIZE != 0) return Status::InvalidArgument;  // rule 3.10: >= 1 page
   if (size > kMaxCapSize) return Status::TooLarge;
   tree::Backing* b = CAPMEM_TRY(tree::backing_alloc());
   tree::backing_init(b, nullptr, size);
@@ -216,6 +299,7 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
 }
 
 Result<DataCap> DataCap::copy() const {
+  if (backing_ == nullptr) return Status::EmptyCap;
   const RunsHold hold(*this);
   CAPMEM_TRY(hold.claimed());
   // The clone shares the overlay's pages: a page a run maps writable must stop being
@@ -228,32 +312,36 @@ Result<DataCap> DataCap::copy() const {
 
 // --- Reads ------------------------------------------------------------------------------
 
+const Slot* DataCap::effective_slot(std::uint32_t page) const {
+  if (overlay_.count() != 0) {
+    const Slot* o = overlay_.find(page);
+    if (o != nullptr && !o->empty()) return o;  // Loaded or Missing shadows (rule 3.3)
+  }
+  return tree::lookup(backing_->root, page);
+}
+
 SlotView DataCap::effective(std::uint32_t page) const {
   if (page < page_count()) {
-    if (overlay_.count() != 0) {
-      const Slot* o = overlay_.find(page);
-      if (o != nullptr && !o->empty()) return o->view();
-    }
-    const Slot* s = tree::lookup(backing_->root, page);
-    if (s != nullptr) return s->view();
+    if (const Slot* s = effective_slot(page); s != nullptr) return s->view();
   }
   return Slot{}.view();
 }
 
 Result<Slot> DataCap::slot(std::uint32_t page) const {
+  if (backing_ == nullptr) return Status::EmptyCap;
   if (page >= page_count()) return Status::OutOfExtent;
-  const Slot* o = overlay_.find(page);
-  if (o != nullptr && !o->empty()) return Slot(*o);
-  const Slot* s = tree::lookup(backing_->root, page);
+  const Slot* s = effective_slot(page);
   return s != nullptr ? Slot(*s) : Slot{};
 }
 
 Result<SlotView> DataCap::page_at(std::uint64_t offset) const {
+  if (backing_ == nullptr) return Status::EmptyCap;
   if (offset >= size()) return Status::OutOfExtent;
   return effective(static_cast<std::uint32_t>(offset / PAGE_SIZE));
 }
 
 Result<void> DataCap::read(std::uint64_t offset, std::uint8_t* out, std::size_t len) const {
+  if (backing_ == nullptr) return Status::EmptyCap;
   if (offset > size() || len > size() - offset) return Status::OutOfExtent;
   if (len == 0) return {};
   const auto first = static_cast<std::uint32_t>(offset / PAGE_SIZE);
@@ -279,10 +367,12 @@ Result<void> DataCap::read(std::uint64_t offset, std::uint8_t* out, std::size_t 
 
 Result<void> DataCap::write_page(std::uint32_t page, PageRef p) {
   CAPMEM_ASSERT(static_cast<bool>(p));
+  if (backing_ == nullptr) return Status::EmptyCap;
   return write_slot(page, Slot::loaded(static_cast<PageRef&&>(p)));
 }
 
 Result<void> DataCap::write_slot(std::uint32_t page, Slot s) {
+  if (backing_ == nullptr) return Status::EmptyCap;
   if (page >= page_count()) return Status::OutOfExtent;
   const RunsHold hold(*this);
   CAPMEM_TRY(hold.claimed());
@@ -292,20 +382,34 @@ Result<void> DataCap::write_slot(std::uint32_t page, Slot s) {
   return {};
 }
 
-Result<OverlayReservation> DataCap::reserve_overlay(std::uint32_t page) {
+Result<OverlayReservation> DataCap::reserve_overlay(std::uint32_t page, const MapperNode* by) {
+  if (backing_ == nullptr) return Status::EmptyCap;
   if (page >= page_count()) return Status::OutOfExtent;
+  // Rule 3.9: every other mapper (paused: `by` has the turn) gets ready to follow the page.
+  list_read_lock();
+  Status st = Status::Ok;
+  for (MapperNode* m = mappers_; m != nullptr && st == Status::Ok; m = m->next)
+    if (m != by) st = m->ops->prepare(*m, page);
+  list_read_unlock();
+  if (st != Status::Ok) return st;
   return overlay_.reserve(page);
 }
 
-void DataCap::publish(OverlayReservation&& r, PageRef p) {
+void DataCap::publish(OverlayReservation&& r, PageRef p, const MapperNode* by) {
   CAPMEM_ASSERT(static_cast<bool>(p) && r.page() < page_count());
+  const std::uint32_t page = r.page();
   overlay_.publish(static_cast<OverlayReservation&&>(r), Slot::loaded(static_cast<PageRef&&>(p)));
+  list_read_lock();
+  for (MapperNode* m = mappers_; m != nullptr; m = m->next)
+    if (m != by) m->ops->published(*m, page);
+  list_read_unlock();
 }
 
 // --- Backing writes ---------------------------------------------------------------------
 
 Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
   CAPMEM_ASSERT(static_cast<bool>(p));
+  if (backing_ == nullptr) return Status::EmptyCap;
   if (page >= page_count()) return Status::OutOfExtent;
   const RunsHold hold(*this);
   CAPMEM_TRY(hold.claimed());
@@ -332,6 +436,7 @@ Result<void> DataCap::put_page(std::uint32_t page, PageRef p) {
 }
 
 Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
+  if (backing_ == nullptr || b.backing_ == nullptr) return Status::EmptyCap;
   if (offset % PAGE_SIZE != 0) return Status::Misaligned;
   if (offset > size()) return Status::OutOfExtent;
   const auto at = static_cast<std::uint32_t>(offset / PAGE_SIZE);
@@ -351,8 +456,7 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
     PageBatch batch(txn);
     const Slot empty;
     for (std::uint32_t i = 0; i < n && st == Status::Ok; ++i) {
-      const Slot* o = b.overlay_.count() != 0 ? b.overlay_.find(i) : nullptr;
-      const Slot* s = o != nullptr && !o->empty() ? o : tree::lookup(b.backing_->root, i);
+      const Slot* s = b.effective_slot(i);
       st = settle(txn, batch, at + i, s != nullptr ? *s : empty, false);
     }
     if (st == Status::Ok) st = batch.drain();
@@ -367,6 +471,7 @@ Result<void> DataCap::place_shared(const DataCap& b, std::uint64_t offset) {
 }
 
 Result<void> DataCap::flush() {
+  if (backing_ == nullptr) return Status::EmptyCap;
   const RunsHold hold(*this);
   CAPMEM_TRY(hold.claimed());
   if (overlay_.count() == 0) return {};
@@ -397,6 +502,7 @@ Result<void> DataCap::flush() {
 }
 
 Result<Hash32> DataCap::root() const {
+  if (backing_ == nullptr) return Status::EmptyCap;
   if (overlay_.count() != 0) return Status::OverlayNotEmpty;
   return backing_->cap_root;
 }

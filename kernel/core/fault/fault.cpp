@@ -2,6 +2,7 @@
 // docs/fault-path.md for the step-by-step account and the invariants.
 #include "capmem/fault.h"
 
+#include "capmem/env.h"
 #include "capmem/frame.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
@@ -14,6 +15,7 @@ const char* outcome_name(Outcome o) {
     case Outcome::GuestFault: return "guest page fault";
     case Outcome::OutOfGas: return "out of gas";
     case Outcome::OutOfFrames: return "out of frames";
+    case Outcome::Busy: return "busy: another run over one of its caps is executing";
   }
   return "?";
 }
@@ -41,19 +43,81 @@ FrameDesc* source_frame(const DataCap& cap, std::uint32_t page, bool* missing) {
 
 }  // namespace
 
-Run::Run(const RunConfig& cfg) : cfg_(cfg), gas_(cfg.gas), gas_start_(cfg.gas) { cfg_.mem->attach_run(this); }
+Result<void> RunConfig::check() const {
+  if (table == nullptr || code == nullptr || mem == nullptr) return Status::InvalidArgument;
+  if (!code->holds() || !mem->holds()) return Status::EmptyCap;             // rule 3.10
+  if (code->size() > DATA_BASE - CODE_BASE) return Status::RegionTooLarge;  // rule 4.1
+  if (mem->size() > GUEST_LIMIT - DATA_BASE) return Status::RegionTooLarge;
+  return {};
+}
+
+namespace {
+// The constructor's refusal of a RunConfig that check() rejects, naming rule and region.
+[[noreturn]] void refuse_config(const RunConfig& cfg, Status st) {
+  if (st == Status::EmptyCap) env::panic("rule 3.10: fault::Run over an empty cap (its code or mem holds nothing)");
+  if (st == Status::RegionTooLarge) {
+    if (cfg.code->size() > DATA_BASE - CODE_BASE)
+      env::panic(
+          "rule 4.1: fault::Run's code region [CODE_BASE, CODE_BASE + code size) would reach DATA_BASE "
+          "(code cap over 252 MiB)");
+    env::panic(
+        "rule 4.1: fault::Run's data region [DATA_BASE, DATA_BASE + mem size) would pass 4 GiB "
+        "(mem cap over 3840 MiB)");
+  }
+  env::panic("fault::Run: RunConfig without a page table, code cap or mem cap");
+}
+}  // namespace
+
+const MapperOps& Run::mapper_ops() {
+  static constexpr MapperOps kOps = {
+      .try_hold = [](MapperNode& n) { return of(n).try_hold(); },
+      .release = [](MapperNode& n) { of(n).release_hold(); },
+      .prepare = [](MapperNode& n, std::uint32_t page) { return of(n).prepare(n.region, page); },
+      .protect = [](MapperNode& n, std::uint32_t page) { of(n).protect_page(n.region, page); },
+      .refresh = [](MapperNode& n, std::uint32_t page) { of(n).refresh_page(n.region, page); },
+      .published = [](MapperNode& n, std::uint32_t page) { of(n).published(n.region, page); },
+  };
+  return kOps;
+}
+
+Run::Run(const RunConfig& cfg)
+    : cfg_(cfg),
+      gas_(cfg.gas),
+      gas_start_(cfg.gas),
+      code_node_{.ops = &mapper_ops(), .owner = this, .region = Region::Code},
+      mem_node_{.ops = &mapper_ops(), .owner = this, .region = Region::Mem} {
+  if (const auto st = cfg_.check(); !st.ok()) refuse_config(cfg_, st.status());
+  cfg_.code->attach_mapper(&code_node_);
+  cfg_.mem->attach_mapper(&mem_node_);
+}
 
 Run::~Run() {
   CAPMEM_ASSERT(state_.load(std::memory_order_relaxed) == 0);
-  cfg_.mem->detach_run(this);
+  cfg_.mem->detach_mapper(&mem_node_);
+  cfg_.code->detach_mapper(&code_node_);
   for (FrameDesc*& f : paid_) {
     if (f != nullptr) frames().unref(f);
     f = nullptr;
   }
+  for (auto& region : stale_) {
+    for (FrameDesc*& f : region) {
+      if (f != nullptr) frames().unref(f);
+      f = nullptr;
+    }
+  }
 }
 
-void Run::enter() {
+Status Run::try_enter() {
   std::uint32_t s = state_.load(std::memory_order_relaxed);
+  const bool outermost = (s & kDepthMask) == 0;  // one CPU enters a run at a time (7.1)
+  if (outermost) {
+    // Rule 3.9: refused, not waited for, while another run over one of its caps executes.
+    if (!cfg_.mem->take_turn(this, true)) return Status::Busy;
+    if (shares_code_turn() && !cfg_.code->take_turn(this, false)) {
+      cfg_.mem->give_turn(this, true);
+      return Status::Busy;
+    }
+  }
   for (;;) {
     if (s >= kHold) {  // a checkpoint holds the run: wait for its release (bounded)
       __builtin_ia32_pause();
@@ -61,13 +125,24 @@ void Run::enter() {
       continue;
     }
     CAPMEM_ASSERT((s & kDepthMask) != kDepthMask);
-    if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed)) break;
   }
+  if (outermost && (stale_any_[0] || stale_any_[1])) settle_stale();
+  return Status::Ok;
+}
+
+void Run::enter() {
+  if (try_enter() != Status::Ok)
+    env::panic("rule 3.9: entering a run while another run over one of its caps executes (use try_enter)");
 }
 
 void Run::leave() {
   const std::uint32_t s = state_.fetch_sub(1, std::memory_order_release);
   CAPMEM_ASSERT((s & kDepthMask) != 0 && s < kHold);
+  if ((s & kDepthMask) == 1) {  // outermost: this run's turns end (rule 3.9)
+    if (shares_code_turn()) cfg_.code->give_turn(this, false);
+    cfg_.mem->give_turn(this, true);
+  }
 }
 
 bool Run::try_hold() {
@@ -106,8 +181,28 @@ bool Run::pinned_page(std::uint32_t page) const {
   return false;
 }
 
+// The run executing here is the publisher itself: its code region shows its mem cap.
+bool Run::own_publish(Region region) const {
+  if (paused()) return false;
+  CAPMEM_ASSERT(region == Region::Code && cfg_.code == cfg_.mem);
+  return true;
+}
+
+Status Run::prepare(Region region, std::uint32_t page) {
+  // Paused: held by a checkpoint (3.8), or another run has the turn (3.9).
+  if (own_publish(region)) return Status::Ok;  // published() re-points at once, no frame needed
+  if (cfg_.table->root().value() == 0) return Status::Ok;
+  const VirtAddr va{region_base(region) + std::uint64_t{page} * PAGE_SIZE};
+  if (!cfg_.table->translate(va).ok()) return Status::Ok;  // nothing mapped: nothing to record
+  if (region == Region::Mem)
+    if (const Status st = reserve_paid(page); st != Status::Ok) return st;
+  FrameDesc*& chunk = stale_[static_cast<unsigned>(region)][page / kStalePagesPerChunk];
+  if (chunk != nullptr) return Status::Ok;
+  chunk = frames().alloc(FrameKind::Page, AllocFlags::Zero);
+  return chunk != nullptr ? Status::Ok : Status::OutOfFrames;
+}
+
 Status Run::reserve_paid(std::uint32_t page) {
-  CAPMEM_ASSERT(held());  // a checkpoint holds this paused run (rule 3.8)
   FrameDesc*& chunk = paid_[page / kPaidPagesPerChunk];
   if (chunk != nullptr || cfg_.table->root().value() == 0) return Status::Ok;
   if (!cfg_.table->translate(mem_va(page)).ok()) return Status::Ok;  // nothing mapped: nothing to record
@@ -115,8 +210,9 @@ Status Run::reserve_paid(std::uint32_t page) {
   return chunk != nullptr ? Status::Ok : Status::OutOfFrames;
 }
 
-void Run::protect_page(std::uint32_t page) {
+void Run::protect_page(Region region, std::uint32_t page) {
   CAPMEM_ASSERT(held());                        // a checkpoint holds this paused run (rule 3.8)
+  if (region == Region::Code) return;           // code leaves are never writable (4.3)
   if (cfg_.table->root().value() == 0) return;  // torn down: nothing mapped
   const VirtAddr va = mem_va(page);
   auto t = cfg_.table->translate(va);
@@ -128,16 +224,16 @@ void Run::protect_page(std::uint32_t page) {
   CAPMEM_ASSERT(r.ok());
 }
 
-void Run::refresh_page(std::uint32_t page) {
+void Run::refresh_page(Region region, std::uint32_t page) {
   CAPMEM_ASSERT(held());  // a checkpoint holds this paused run (rule 3.8)
   if (cfg_.table->root().value() == 0) return;
-  const VirtAddr va = mem_va(page);
+  const VirtAddr va{region_base(region) + std::uint64_t{page} * PAGE_SIZE};
   auto t = cfg_.table->translate(va);
   if (!t.ok()) return;  // not mapped: the next access faults and sees the new page
-  const bool pinned = pinned_page(page);
-  if (!pinned) set_paid(page, t->flags.writable ? kPaidRead | kPaidWrite : kPaidRead);
+  if (region == Region::Mem && !pinned_page(page))
+    set_paid(page, t->flags.writable ? kPaidRead | kPaidWrite : kPaidRead);
   bool missing = false;
-  FrameDesc* f = source_frame(*cfg_.mem, page, &missing);
+  FrameDesc* f = source_frame(cap_of(region), page, &missing);
   if (f == nullptr) {  // Missing now: the next access is a guest page fault (rule 2.1)
     const auto r = cfg_.table->unmap(va);
     CAPMEM_ASSERT(r.ok());
@@ -147,6 +243,73 @@ void Run::refresh_page(std::uint32_t page) {
   // old leaf's TLB entry is invalidated before its frame reference is dropped (pt.h).
   const auto r = cfg_.table->map_leaf(va, f->phys(), guest_leaf(false));
   CAPMEM_ASSERT(r.ok());
+}
+
+// Rule 3.9: called from another run's CoW fault (interrupts off, no shootdown allowed)
+// while this run is paused; prepare(region, page) succeeded. A writable leaf becomes
+// read-only at once (same frame, invalidation left to settle_stale); the leaf is re-pointed
+// at the new page by this run's next entry (settle_stale); the paid bits are recorded now,
+// so the re-copy or re-page-in it causes is free.
+void Run::published(Region region, std::uint32_t page) {
+  if (cfg_.table->root().value() == 0) return;
+  const VirtAddr va{region_base(region) + std::uint64_t{page} * PAGE_SIZE};
+  auto t = cfg_.table->translate(va);
+  if (!t.ok()) return;  // not mapped: the next access faults and sees the new page
+  if (own_publish(region)) {
+    // code == mem and this run's own CoW: its code leaf of the page follows at once. Its
+    // table is loaded on this CPU alone (7.1), so map_leaf's local invlpg is the whole
+    // invalidation, and replacing a present leaf needs no frame.
+    const SlotView v = cfg_.mem->effective(page);
+    CAPMEM_ASSERT(v.kind == SlotKind::Loaded);  // just published
+    const auto m = cfg_.table->map_leaf(va, v.frame->phys(), guest_leaf(false));
+    CAPMEM_ASSERT(m.ok());
+    return;
+  }
+  if (region == Region::Mem && !pinned_page(page))
+    set_paid(page, t->flags.writable ? kPaidRead | kPaidWrite : kPaidRead);
+  if (t->flags.writable) {
+    // No run keeps a writable leaf on a page the cap no longer holds: read-only now, same
+    // frame (still referenced by the leaf). A CPU this run left may still cache the old
+    // translation: settle_stale shoots it down before this run executes again.
+    const auto p = cfg_.table->protect(va, guest_leaf(false), pt::PageTable::Shootdown::ByCaller);
+    CAPMEM_ASSERT(p.ok());
+  }
+  const auto r = static_cast<unsigned>(region);
+  FrameDesc* chunk = stale_[r][page / kStalePagesPerChunk];
+  CAPMEM_ASSERT(chunk != nullptr);  // prepare(region, page) came first
+  const std::uint32_t i = page % kStalePagesPerChunk;
+  static_cast<std::uint64_t*>(chunk->virt())[i / 64] |= std::uint64_t{1} << (i % 64);
+  stale_any_[r] = true;
+}
+
+void Run::settle_stale() {
+  for (const Region region : {Region::Code, Region::Mem}) {
+    const auto r = static_cast<unsigned>(region);
+    if (!stale_any_[r]) continue;
+    stale_any_[r] = false;
+    for (std::uint32_t c = 0; c < tree::kMaxPages / kStalePagesPerChunk; ++c) {
+      if (stale_[r][c] == nullptr) continue;
+      auto* words = static_cast<std::uint64_t*>(stale_[r][c]->virt());
+      for (std::uint32_t w = 0; w < kStalePagesPerChunk / 64; ++w) {
+        for (std::uint64_t m = words[w]; m != 0; m &= m - 1) {
+          const std::uint32_t page = c * kStalePagesPerChunk + w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(m));
+          const VirtAddr va{region_base(region) + std::uint64_t{page} * PAGE_SIZE};
+          if (cfg_.table->root().value() == 0 || !cfg_.table->translate(va).ok()) continue;
+          // Unmap first: pt shoots the leaf down on every CPU that may hold this table (the
+          // CPUs this run has left, rule 7.2) before the old frame loses this reference.
+          auto u = cfg_.table->unmap(va);
+          CAPMEM_ASSERT(u.ok());
+          bool missing = false;
+          FrameDesc* f = source_frame(cap_of(region), page, &missing);
+          if (f == nullptr) continue;  // Missing now: the next access is a guest page fault
+          // The tables of the path stay (unmap never frees one): this cannot need a frame.
+          const auto m2 = cfg_.table->map_leaf(va, f->phys(), guest_leaf(false));
+          CAPMEM_ASSERT(m2.ok());
+        }
+        words[w] = 0;
+      }
+    }
+  }
 }
 
 Run::Where Run::classify(VirtAddr va) const {
@@ -290,7 +453,7 @@ Answer Run::copy_on_write(const Where& w, VirtAddr va) {
   const bool charge = (paid(w.page) & kPaidWrite) == 0;
   if (charge && gas_ < cfg_.costs.cow) return {Outcome::OutOfGas, va};  // before anything is allocated
 
-  auto reservation = cfg_.mem->reserve_overlay(w.page);
+  auto reservation = cfg_.mem->reserve_overlay(w.page, &mem_node_);
   if (!reservation.ok()) {
     ++counters_.out_of_frames;
     return {Outcome::OutOfFrames, va};
@@ -308,7 +471,7 @@ Answer Run::copy_on_write(const Where& w, VirtAddr va) {
     ++counters_.out_of_frames;
     return {Outcome::OutOfFrames, va};  // page and reservation released: overlay untouched
   }
-  cfg_.mem->publish(reservation.release_value(), copy.release_value());
+  cfg_.mem->publish(reservation.release_value(), copy.release_value(), &mem_node_);
   if (charge) {
     gas_ -= cfg_.costs.cow;
     ++counters_.cow;

@@ -20,7 +20,9 @@ std::uint32_t check(const pt::PageTable& table, VirtAddr page_va, bool write) {
 
 AccessResult access(Run& run, std::uint32_t addr, unsigned width, bool write, std::uint64_t value) {
   CAPMEM_ASSERT(width == 1 || width == 2 || width == 4 || width == 8);
-  const Run::Executing executing(run);  // rule 3.8: no checkpoint during the access
+  // Rules 3.8, 3.9: executing for the access (no checkpoint meanwhile), or refused.
+  const Run::Entered entered(run);
+  if (!entered.ok()) return {Outcome::Busy, VirtAddr{addr}, 0};
   const std::uint64_t first = addr;
   const std::uint64_t last = first + width - 1;  // may pass 2^32: that page is in no region
   const VirtAddr pages[2] = {VirtAddr{first}.page_base(), VirtAddr{last}.page_base()};
