@@ -48,12 +48,18 @@ Result<pt::PageTable> guest_table(const char* program, const char* program_end) 
 RunResult enter_guest(fault::Run& run, const UserRegs& regs, std::uint64_t* handler_cycles) {
   CAPMEM_ASSERT(active_user_run() == nullptr);  // not reentrant: one run at a time per CPU
   RouteCtx ctx{.run = &run, .handler_cycles = handler_cycles};
-  // Rule 3.8: executing from here, so checkpoints of its caps are Busy meanwhile. enter()
+  // Rule 3.8: executing from here, so checkpoints of its caps are Busy meanwhile. try_enter()
   // waits while a checkpoint on another CPU holds the run, and that checkpoint's shootdown
   // needs this CPU to answer an IPI: the wait runs with interrupts on (rule 7.2).
+  // Rule 3.9: runs over one cap take turns; a turn another run holds is refused (Busy),
+  // never waited for, and nothing changed: the caller may enter again later.
   const bool irq_on = arch::irq_save();
   arch::sti();
-  run.enter();
+  if (run.try_enter() != Status::Ok) {
+    arch::irq_restore(irq_on);
+    return RunResult{
+        .exit = RunExit::NotEntered, .regs = regs, .code = static_cast<std::uint64_t>(fault::Outcome::Busy)};
+  }
   arch::cli();
   const RunResult r =
       run_user(RunSpec{.cr3 = run.table().root(), .regs = regs, .page_fault_hook = route_page_fault, .hook_ctx = &ctx});

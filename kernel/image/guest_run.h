@@ -50,7 +50,9 @@ Result<pt::PageTable> guest_table(const char* program, const char* program_end);
 // the fault::Outcome in RunResult::code. The same run may be entered again afterwards (its
 // mappings, counters and gas carry over). When `handler_cycles` is not null, the TSC cycles
 // spent inside handle_page_fault are added to it (unordered RDTSC, for benchmarks).
-// Not reentrant: one run at a time per CPU.
+// Not reentrant: one run at a time per CPU. Runs over one cap take turns (rule 3.9): while
+// another run over one of this run's caps executes (on another CPU), the guest is not
+// entered and the result is RunExit::NotEntered with code fault::Outcome::Busy.
 RunResult enter_guest(fault::Run& run, const UserRegs& regs, std::uint64_t* handler_cycles = nullptr);
 
 // run_guest(): steps 1 to 4 for one entry into the guest.

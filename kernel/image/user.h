@@ -56,9 +56,11 @@ struct RunSpec {
 };
 
 enum class RunExit : std::uint8_t {
-  ExitGate,   // the guest executed `int 0x81`; regs.rip is the next instruction
-  PageFault,  // a #PF the hook ended (or no hook): cr2, error_code, code; regs.rip = the access
-  Exception,  // any other exception at CPL 3 (vector, error_code); regs.rip = the instruction
+  ExitGate,    // the guest executed `int 0x81`; regs.rip is the next instruction
+  PageFault,   // a #PF the hook ended (or no hook): cr2, error_code, code; regs.rip = the access
+  Exception,   // any other exception at CPL 3 (vector, error_code); regs.rip = the instruction
+  NotEntered,  // enter_guest() (guest_run.h) did not start the guest: code = fault::Outcome::Busy
+               // (another run over one of its caps was executing, rule 3.9); regs = the input
 };
 
 struct RunResult {

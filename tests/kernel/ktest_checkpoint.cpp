@@ -9,6 +9,7 @@
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/page.h"
+#include "guest_run.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "ktest_ring3_progs.h"
@@ -221,6 +222,48 @@ KTEST(checkpoint_ring3_two_runs_take_turns) {
     KEXPECT_EQ(b.gas_used(), fault::kGasCosts.cow);
     KEXPECT_EQ(a.counters().cow, 1);
     KEXPECT_EQ(b.counters().cow, 1);
+  }
+  ta->teardown();
+  tb->teardown();
+}
+
+// Rule 3.9 through the reference glue: enter_guest() does not start a run while another
+// run over its mem cap executes (as if on another CPU: here held by an Executing guard),
+// answers RunExit::NotEntered with Outcome::Busy and changes nothing; once the other run has
+// left, the same call enters and the store lands in the cap.
+KTEST(checkpoint_enter_guest_refused_while_another_run_executes) {
+  auto code = DataCap::create(PAGE_SIZE);
+  auto mem = make_mem();
+  auto ta = guest_table(ring3_prog_store, ring3_prog_store_end);
+  auto tb = guest_table(ring3_prog_store, ring3_prog_store_end);
+  KASSERT(code.ok() && mem.ok() && ta.ok() && tb.ok());
+  const std::uint64_t p = fault::DATA_BASE + 3 * PAGE_SIZE;
+  {
+    fault::Run a(
+        fault::RunConfig{.table = &ta.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    fault::Run b(
+        fault::RunConfig{.table = &tb.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    UserRegs regs{};
+    regs.rip = fault::JIT_BASE;
+    regs.rdi = p + 8;
+    regs.rsi = 0x5151;
+    regs.rsp = fault::JIT_BASE + PAGE_SIZE;
+    {
+      const fault::Run::Executing other(a);
+      const RunResult r = enter_guest(b, regs);
+      KEXPECT(r.exit == RunExit::NotEntered);
+      KEXPECT_EQ(r.code, static_cast<std::uint64_t>(fault::Outcome::Busy));
+      KEXPECT_EQ(r.faults_resumed, 0);
+      KEXPECT(!b.executing());
+      KEXPECT_EQ(b.gas_used(), 0);
+      KEXPECT_EQ(b.counters().cow, 0);
+    }
+    KEXPECT_EQ(mem->overlay_count(), 0);
+    const RunResult r = enter_guest(b, regs);
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(b.gas_used(), fault::kGasCosts.cow);
+    KEXPECT(mem->flush().ok());
+    KEXPECT_EQ(cap_u64(mem.value(), p + 8 - fault::DATA_BASE), 0x5151);
   }
   ta->teardown();
   tb->teardown();
