@@ -12,7 +12,7 @@
 #include "capmem/hash.h"
 #include "capmem/mem.h"
 #include "demo.h"
-#include "hostsim/engines.h"
+#include "engines.h"
 #include "sim_util.h"
 
 using namespace capmem;

@@ -20,7 +20,7 @@
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "hostsim/cpus.h"
-#include "hostsim/engines.h"
+#include "engines.h"
 
 #include "../test_util.h"
 

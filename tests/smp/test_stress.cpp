@@ -29,7 +29,7 @@
 #include "capmem/slot.h"
 #include "demo.h"
 #include "hostsim/cpus.h"
-#include "hostsim/engines.h"
+#include "engines.h"
 
 #include "../test_util.h"
 
