@@ -59,8 +59,7 @@ inline std::size_t make_input(unsigned i, std::uint8_t* buf) {
       for (std::size_t p = 0; p < 9; p += 2) buf[p * capmem::PAGE_SIZE + 7] = static_cast<std::uint8_t>(p + 1);
       buf[n - 1] = 0x5a;
       return n;
-    default:
-      return 0;
+    default: return 0;
   }
 }
 
