@@ -37,8 +37,8 @@
 #include "capmem/hash.h"
 #include "capmem/pt.h"
 #include "demo.h"
-#include "fuzz_common.h"
 #include "engines.h"
+#include "fuzz_common.h"
 
 using namespace capmem;
 using hostsim::EngineKind;

@@ -19,8 +19,8 @@
 #include "capmem/datacap.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
-#include "hostsim/cpus.h"
 #include "engines.h"
+#include "hostsim/cpus.h"
 
 #include "../test_util.h"
 

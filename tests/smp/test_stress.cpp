@@ -28,8 +28,8 @@
 #include "capmem/page.h"
 #include "capmem/slot.h"
 #include "demo.h"
-#include "hostsim/cpus.h"
 #include "engines.h"
+#include "hostsim/cpus.h"
 
 #include "../test_util.h"
 
