@@ -33,9 +33,10 @@ fi
 [ $# -eq 4 ] || { echo "usage: $0 SRC_ROOT CAPMEM_TOOL VECTORS_DIR WORKDIR" >&2; exit 2; }
 src=$(realpath "$1")
 tool=$(realpath "$2")
-vectors=$(realpath "$3")
+vectors=$(realpath -m "$3")
 work=$(realpath -m "$4")
 fails=0
+[ -f "$vectors/ROOTS" ] || echo "FAIL: no reference vectors at $vectors (no ROOTS file): the E1 vector checks below fail"
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 ok() { echo "ok: $*"; }
 die() { echo "FAIL: $*"; echo "embed: stopped"; exit 1; }
