@@ -13,7 +13,7 @@
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/mem.h"
-#include "hostsim/engines.h"
+#include "engines.h"
 #include "hostsim/env_hostsim.h"
 #include "tools/tool.h"
 

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "capmem/config.h"
 #include "capmem/types.h"
 
 namespace capmem::env {
@@ -40,9 +41,12 @@ PhysAddr virt_to_phys(const void* va);
 // (`invlpg`). Page-table code calls this after changing or removing a present leaf.
 void tlb_invalidate_page(VirtAddr va);
 
-// --- Many CPUs (docs/rules.md section 7; docs/smp.md) ----------------------------------
-// The most CPUs the core keeps per-CPU state for (per-CPU arrays are indexed by cpu_id()).
-inline constexpr unsigned kMaxCpus = 64;
+// --- Many CPUs (docs/rules.md section 7; docs/smp.md) -------------------------------------
+// The most CPUs the core keeps per-CPU state for (per-CPU arrays are indexed by cpu_id()):
+// -Dmax_cpus, through the generated capmem/config.h, so that a consumer and the library it
+// links always agree on the size of per-CPU state.
+inline constexpr unsigned kMaxCpus = CAPMEM_MAX_CPUS;
+static_assert(kMaxCpus >= 1 && kMaxCpus <= 1024, "CAPMEM_MAX_CPUS out of range (-Dmax_cpus: 1-1024)");
 
 // Index of the CPU running the caller, in [0, cpu_count()). The caller stays on that CPU
 // for the whole core call: the kernel never preempts or migrates core code (it runs with

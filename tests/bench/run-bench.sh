@@ -45,7 +45,7 @@ else
   # configure time, so a file added since the last setup needs a reconfigure to be built.
   meson setup --reconfigure "$BUILD" "$ROOT" -Dbuildtype=release -Dbench=true >/dev/null
 fi
-meson compile -C "$BUILD" capmem-bench hostsim/capmem
+meson compile -C "$BUILD" capmem-bench hostsim/tools/capmem
 
 # ---- capmem-bench -----------------------------------------------------------------------
 echo "== capmem-bench ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(date -u +%Y-%m-%dT%H:%MZ))"
@@ -309,7 +309,7 @@ PY
 # ---- the capmem tool against sha256sum ---------------------------------------------------
 echo "== capmem root vs sha256sum (best wall-clock time of $REPS runs after a warm-up; lower is better)"
 if command -v sha256sum >/dev/null && command -v python3 >/dev/null; then
-  BENCH_REPS=$REPS "$ROOT/tests/bench/run-tool-bench.sh" "$BUILD/hostsim/capmem" "$OUT" ||
+  BENCH_REPS=$REPS "$ROOT/tests/bench/run-tool-bench.sh" "$BUILD/hostsim/tools/capmem" "$OUT" ||
     echo "tool benchmark: failed (exit status $?)"
 else
   echo "tool benchmark: skipped (sha256sum or python3 not installed)"

@@ -1,5 +1,5 @@
 // libFuzzer target: engine parity of the copy-on-write fault handler (include/capmem/fault.h,
-// tests/demo/demo.h, hostsim/engines.h). The input becomes a small world (a `mem` cap
+// tests/demo/demo.h, tests/demo/engines.h). The input becomes a small world (a `mem` cap
 // with Empty pages and an optional pinned range, a code cap whose first page is an op table
 // in the demo's 16-byte format, a gas budget, an optional injected frame-allocation
 // failure); demo::run_ops() executes the table once through the hostsim MMU + #PF handler
@@ -37,8 +37,8 @@
 #include "capmem/hash.h"
 #include "capmem/pt.h"
 #include "demo.h"
+#include "engines.h"
 #include "fuzz_common.h"
-#include "hostsim/engines.h"
 
 using namespace capmem;
 using hostsim::EngineKind;

@@ -11,7 +11,6 @@
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
-#include "hostsim/engines.h"
 #include "hostsim/env_hostsim.h"
 #include "sim_util.h"
 

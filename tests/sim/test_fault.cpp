@@ -12,7 +12,6 @@
 #include "capmem/hash.h"
 #include "capmem/mem.h"
 #include "demo.h"
-#include "hostsim/engines.h"
 #include "hostsim/env_hostsim.h"
 #include "sim_util.h"
 

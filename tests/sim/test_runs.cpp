@@ -14,7 +14,7 @@
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
-#include "hostsim/engines.h"
+#include "engines.h"
 #include "sim_util.h"
 
 using namespace capmem;

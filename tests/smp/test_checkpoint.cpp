@@ -19,8 +19,8 @@
 #include "capmem/datacap.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
+#include "engines.h"
 #include "hostsim/cpus.h"
-#include "hostsim/engines.h"
 #include "hostsim/env_hostsim.h"
 
 #include "../test_util.h"

@@ -28,8 +28,8 @@
 #include "capmem/page.h"
 #include "capmem/slot.h"
 #include "demo.h"
+#include "engines.h"
 #include "hostsim/cpus.h"
-#include "hostsim/engines.h"
 #include "hostsim/env_hostsim.h"
 
 #include "../test_util.h"

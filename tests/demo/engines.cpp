@@ -1,4 +1,4 @@
-#include "hostsim/engines.h"
+#include "engines.h"
 
 #include "capmem/frame.h"
 
