@@ -6,13 +6,16 @@
 #include <cstdint>
 
 #include "capmem/datacap.h"
+#include "capmem/env.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
+#include "capmem/log.h"
 #include "capmem/page.h"
 #include "guest_run.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "ktest_ring3_progs.h"
+#include "smp.h"
 #include "user.h"
 
 namespace {
@@ -264,6 +267,90 @@ KTEST(checkpoint_enter_guest_refused_while_another_run_executes) {
     KEXPECT_EQ(b.gas_used(), fault::kGasCosts.cow);
     KEXPECT(mem->flush().ok());
     KEXPECT_EQ(cap_u64(mem.value(), p + 8 - fault::DATA_BASE), 0x5151);
+  }
+  ta->teardown();
+  tb->teardown();
+}
+
+// Rule 3.9 across CPUs (with rule 7.2): two runs over one mem cap take turns on two CPUs
+// (CPU 1 and CPU 2 when online; the ones there are otherwise), each entering through
+// enter_guest() on its own CPU. Run B's write of the page run A copied publishes over A's
+// copy while A's table was last loaded on another CPU: A's next store there must fault and
+// land in the cap, each run reads the other's stores at its next entry, a checkpoint between
+// turns changes nothing of that, and each run pays exactly one CoW.
+namespace {
+struct TurnStep {
+  fault::Run* run;
+  UserRegs regs;
+  RunResult r;
+};
+void turn_work(void* arg) {
+  auto* s = static_cast<TurnStep*>(arg);
+  s->r = enter_guest(*s->run, s->regs);
+}
+RunResult turn_on(unsigned cpu, fault::Run& run, std::uint64_t rip, std::uint64_t rdi, std::uint64_t rsi) {
+  TurnStep s{.run = &run, .regs = {}, .r = {}};
+  s.regs.rip = rip;
+  s.regs.rdi = rdi;
+  s.regs.rsi = rsi;
+  s.regs.rsp = fault::JIT_BASE + PAGE_SIZE;
+  if (cpu == env::cpu_id()) {
+    turn_work(&s);
+  } else {
+    smp::run_on(cpu, turn_work, &s);
+    smp::wait_done(cpu);
+  }
+  return s.r;
+}
+}  // namespace
+
+KTEST(checkpoint_ring3_two_runs_take_turns_across_cpus) {
+  const unsigned n = smp::online_count();
+  const unsigned cpu_a = 1 % n, cpu_b = n > 2 ? 2u : 0u;
+  auto code = DataCap::create(PAGE_SIZE);
+  auto mem = make_mem();
+  auto ta = pt::PageTable::create();
+  auto tb = pt::PageTable::create();
+  KASSERT(code.ok() && mem.ok() && ta.ok() && tb.ok());
+  constexpr std::uint64_t kLoadAt = fault::JIT_BASE + 2 * PAGE_SIZE;
+  for (pt::PageTable* pt : {&ta.value(), &tb.value()}) {
+    link_kernel_half(*pt);
+    KASSERT(map_ring3_program(*pt, VirtAddr{fault::JIT_BASE}, ring3_prog_store, ring3_prog_store_end) == Status::Ok);
+    KASSERT(map_ring3_program(*pt, VirtAddr{kLoadAt}, ring3_prog_load, ring3_prog_load_end) == Status::Ok);
+  }
+  const std::uint64_t p = fault::DATA_BASE + 5 * PAGE_SIZE;
+  {
+    fault::Run a(
+        fault::RunConfig{.table = &ta.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    fault::Run b(
+        fault::RunConfig{.table = &tb.value(), .code = &code.value(), .mem = &mem.value(), .pinned = {}, .gas = 1000});
+    KEXPECT(turn_on(cpu_a, a, fault::JIT_BASE, p + 16, 0x1111).exit == RunExit::ExitGate);
+    KEXPECT(turn_on(cpu_b, b, fault::JIT_BASE, p + 24, 0x2222).exit == RunExit::ExitGate);
+    RunResult r = turn_on(cpu_a, a, fault::JIT_BASE, p + 16, 0x3333);  // A's leaf is stale now
+    KEXPECT(r.exit == RunExit::ExitGate);
+    KEXPECT_EQ(cap_u64(mem.value(), p + 16 - fault::DATA_BASE), 0x3333);
+    KEXPECT_EQ(cap_u64(mem.value(), p + 24 - fault::DATA_BASE), 0x2222);
+    r = turn_on(cpu_b, b, kLoadAt, p + 16, 0);  // B reads A's store at its next entry
+    KEXPECT_EQ(r.regs.rax, 0x3333);
+    r = turn_on(cpu_a, a, kLoadAt, p + 24, 0);  // A reads B's
+    KEXPECT_EQ(r.regs.rax, 0x2222);
+    KEXPECT(mem->flush().ok());  // a checkpoint between turns, from this CPU
+    KEXPECT(turn_on(cpu_b, b, fault::JIT_BASE, p + 24, 0x4444).exit == RunExit::ExitGate);
+    r = turn_on(cpu_a, a, kLoadAt, p + 24, 0);
+    KEXPECT_EQ(r.regs.rax, 0x4444);
+    KEXPECT(mem->flush().ok());
+    KEXPECT_EQ(cap_u64(mem.value(), p + 16 - fault::DATA_BASE), 0x3333);
+    KEXPECT_EQ(cap_u64(mem.value(), p + 24 - fault::DATA_BASE), 0x4444);
+    KEXPECT_EQ(cap_u64(mem.value(), 5 * PAGE_SIZE), 6);  // the page's first byte (make_mem)
+    KEXPECT_EQ(a.gas_used(), fault::kGasCosts.cow);
+    KEXPECT_EQ(b.gas_used(), fault::kGasCosts.cow);
+    KEXPECT_EQ(a.counters().cow, 1);
+    KEXPECT_EQ(b.counters().cow, 1);
+    log::str("checkpoint two runs: turns on cpu ");
+    log::dec(cpu_a);
+    log::str(" and cpu ");
+    log::dec(cpu_b);
+    log::str(", every store in the cap\n");
   }
   ta->teardown();
   tb->teardown();
