@@ -84,6 +84,16 @@ Result<DataCap> make_mem() {
   return DataCap::from_bytes(bytes, sizeof bytes);
 }
 
+// A run's table for the two-run cases: the kernel half linked, the store program at
+// fault::JIT_BASE (stores rsi at [rdi]) and the load program at kLoadAt (rax = [rdi]).
+constexpr std::uint64_t kLoadAt = fault::JIT_BASE + 2 * PAGE_SIZE;
+Status store_load_table(pt::PageTable& t) {
+  link_kernel_half(t);
+  const Status s = map_ring3_program(t, VirtAddr{fault::JIT_BASE}, ring3_prog_store, ring3_prog_store_end);
+  if (s != Status::Ok) return s;
+  return map_ring3_program(t, VirtAddr{kLoadAt}, ring3_prog_load, ring3_prog_load_end);
+}
+
 }  // namespace
 
 KTEST(checkpoint_ring3_store_flush_store_flush) {
@@ -178,12 +188,7 @@ KTEST(checkpoint_ring3_two_runs_take_turns) {
   auto ta = pt::PageTable::create();
   auto tb = pt::PageTable::create();
   KASSERT(code.ok() && mem.ok() && ta.ok() && tb.ok());
-  constexpr std::uint64_t kLoadAt = fault::JIT_BASE + 2 * PAGE_SIZE;
-  for (pt::PageTable* pt : {&ta.value(), &tb.value()}) {
-    link_kernel_half(*pt);
-    KASSERT(map_ring3_program(*pt, VirtAddr{fault::JIT_BASE}, ring3_prog_store, ring3_prog_store_end) == Status::Ok);
-    KASSERT(map_ring3_program(*pt, VirtAddr{kLoadAt}, ring3_prog_load, ring3_prog_load_end) == Status::Ok);
-  }
+  KASSERT(store_load_table(ta.value()) == Status::Ok && store_load_table(tb.value()) == Status::Ok);
   const std::uint64_t p = fault::DATA_BASE + 2 * PAGE_SIZE;
   {
     fault::Run a(
@@ -312,12 +317,7 @@ KTEST(checkpoint_ring3_two_runs_take_turns_across_cpus) {
   auto ta = pt::PageTable::create();
   auto tb = pt::PageTable::create();
   KASSERT(code.ok() && mem.ok() && ta.ok() && tb.ok());
-  constexpr std::uint64_t kLoadAt = fault::JIT_BASE + 2 * PAGE_SIZE;
-  for (pt::PageTable* pt : {&ta.value(), &tb.value()}) {
-    link_kernel_half(*pt);
-    KASSERT(map_ring3_program(*pt, VirtAddr{fault::JIT_BASE}, ring3_prog_store, ring3_prog_store_end) == Status::Ok);
-    KASSERT(map_ring3_program(*pt, VirtAddr{kLoadAt}, ring3_prog_load, ring3_prog_load_end) == Status::Ok);
-  }
+  KASSERT(store_load_table(ta.value()) == Status::Ok && store_load_table(tb.value()) == Status::Ok);
   const std::uint64_t p = fault::DATA_BASE + 5 * PAGE_SIZE;
   {
     fault::Run a(
