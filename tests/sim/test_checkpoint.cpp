@@ -11,6 +11,7 @@
 #include "capmem/fault.h"
 #include "capmem/frame.h"
 #include "capmem/hash.h"
+#include "engines.h"
 #include "hostsim/env_hostsim.h"
 #include "sim_util.h"
 

@@ -12,6 +12,7 @@
 #include "capmem/hash.h"
 #include "capmem/mem.h"
 #include "demo.h"
+#include "engines.h"
 #include "hostsim/env_hostsim.h"
 #include "sim_util.h"
 
