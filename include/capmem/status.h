@@ -48,6 +48,11 @@ enum class Status : unsigned {
   // Usage errors added later (kept at the end: the values above do not move)
   EmptyCap,        // rule 3.10: the cap holds nothing (default-constructed or moved from)
   RegionTooLarge,  // rule 4.1: a run's code cap would reach DATA_BASE or its mem cap pass 4 GiB
+  // Thin caps (rule 8.6): a Missing slot of zero(32) or of the all-zero page's root, which no
+  // resolve can satisfy: in a thin decode (a wire decoding status, at the hash's offset) and
+  // where one would have to travel (a thin encode).
+  DecodeUnresolvableMissing,
+  UnresolvableMissing,
 };
 
 // Short human-readable description ("unknown slot selector") and the rule (docs/rules.md) it

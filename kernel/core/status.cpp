@@ -45,6 +45,10 @@ constexpr StatusInfo info(Status s) {
     case Status::EmptyCap: return {"the cap holds nothing (default-constructed or moved from)", "3.10"};
     case Status::RegionTooLarge:
       return {"a run's code cap reaches DATA_BASE (over 252 MiB) or its mem cap passes 4 GiB (over 3840 MiB)", "4.1"};
+    case Status::DecodeUnresolvableMissing:
+      return {"thin cap's Missing slot holds zero(32) or the all-zero page's root (never resolvable)", "8.6"};
+    case Status::UnresolvableMissing:
+      return {"cap holds Missing(zero(32)) or Missing(all-zero page's root), which no resolve satisfies", "8.6"};
   }
   return {"unknown status", ""};
 }
