@@ -129,6 +129,17 @@ def main() -> None:
     write("cap_decode", "bad-missing", cap(PAGE, [slot_missing(page_hash(ff))]))
     write("cap_decode", "bad-too-many", cap(PAGE, [slot_empty(), slot_loaded(ff)]))
     write("cap_decode", "bad-forged", cap(PAGE, [slot_loaded(ff, page_hash(abc))]))
+    # Thin caps (rule 8.6): Loaded pages travelling as Missing(root); the fuzz target decodes
+    # every input in both modes. The two hashes thin mode refuses: zero(32) and the all-zero
+    # page's root (page_hash of no bytes, i.e. of 4096 zeros).
+    write("cap_decode", "thin-all-missing", cap(4 * PAGE, [slot_missing(page_hash(abc)), slot_empty(),
+                                                            slot_missing(page_hash(rnd))]))
+    write("cap_decode", "thin-keep-first", cap(70 * PAGE, [slot_loaded(ff), slot_empty(), slot_missing(page_hash(abc))]
+                                                          + [slot_empty()] * 30 + [slot_missing(page_hash(lcg_page(i)))
+                                                                                 for i in (33, 34)]
+                                                          + [slot_loaded(bytes(sparse))]))
+    write("cap_decode", "bad-thin-zero-hash", cap(2 * PAGE, [slot_loaded(abc), slot_missing(b"\0" * 32)]))
+    write("cap_decode", "bad-thin-zero-page", cap(2 * PAGE, [slot_missing(page_hash(b"")), slot_loaded(abc)]))
 
     # --- cap_ops: programs in the format of fuzz_cap_ops.cpp. Opcodes:
     W_PAGE, W_BYTES, W_EMPTY, W_MISSING, PUT, PLACE, COPY, SWAP, FLUSH, TRIP, READ, ROOT, INJECT = range(13)
