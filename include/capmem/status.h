@@ -53,6 +53,16 @@ enum class Status : unsigned {
   // where one would have to travel (a thin encode).
   DecodeUnresolvableMissing,
   UnresolvableMissing,
+  // Page packs (rule 8.7, pack.h): Pack::parse names each with its byte offset.
+  PackBadMagic,        // not "CAPMPAK1"
+  PackTruncated,       // shorter than the 24-byte header
+  PackBadCount,        // count x 32 index bytes or count x 4096 page bytes exceed the length
+  PackBadFlags,        // flags other than 0
+  PackBadPagesOffset,  // pages_offset not 4096-aligned, inside the index, or past the end
+  PackUnsortedIndex,   // a root not strictly greater than the one before it
+  PackNonzeroPad,      // a non-zero byte between the index and pages_offset
+  PackBadLength,       // length other than pages_offset + 4096 x count
+  NotInStore,          // 8.7: the store holds no page with that root
 };
 
 // Short human-readable description ("unknown slot selector") and the rule (docs/rules.md) it

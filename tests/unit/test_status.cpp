@@ -61,8 +61,8 @@ TEST(Status, ConsumersOwnTryMacroIsUntouched) {
 
 TEST(Status, EveryStatusHasADistinctName) {
   const auto all = all_statuses();
-  // The enum's last enumerator today is UnresolvableMissing; every one before it is named.
-  ASSERT_GT(all.size(), static_cast<std::size_t>(Status::UnresolvableMissing));
+  // The enum's last enumerator today is NotInStore; every one before it is named.
+  ASSERT_GT(all.size(), static_cast<std::size_t>(Status::NotInStore));
   std::set<std::string> names;
   for (Status s : all) {
     const std::string n = status_name(s);
