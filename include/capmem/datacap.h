@@ -162,6 +162,13 @@ class DataCap {
   Result<void> encode(ByteSink sink, void* ctx) const;
   // Into a caller buffer of `cap` bytes (InvalidArgument if smaller than encoded_size()).
   Result<void> encode(std::uint8_t* out, std::size_t cap) const;
+  // The same three with EncodeOptions (codec.h): `{.thin = true, .keep_first = N}` is the
+  // thin encoding of rule 8.6 (Loaded pages past the kept ones travel as Missing(hash); the
+  // backing's own Missing slots are allowed, UnresolvableMissing for zero(32) or the zero
+  // page's root). Same bytes format and same root (3.4) as the full encoding.
+  [[nodiscard]] Result<std::uint64_t> encoded_size(const EncodeOptions& opt) const;
+  Result<void> encode(ByteSink sink, void* ctx, const EncodeOptions& opt) const;
+  Result<void> encode(std::uint8_t* out, std::size_t cap, const EncodeOptions& opt) const;
   // Every check of rules 2.5 and 5.2; Loaded hashes verified in batches. On failure the
   // status is returned, *err (if non-null) names it with the byte offset, nothing leaks.
   // Reads each input byte once through `src` and checks and hashes only its own copy (rule
@@ -171,6 +178,14 @@ class DataCap {
   static Result<DataCap> decode(const ByteSource& src, DecodeError* err = nullptr, BuildProgress progress = {});
   static Result<DataCap> decode(const std::uint8_t* in, std::size_t len, DecodeError* err = nullptr,
                                 BuildProgress progress = {});
+  // The same with DecodeOptions (codec.h): `{.thin = true}` accepts Missing slots (rule 8.6)
+  // except Missing(zero(32)) and Missing(root of the all-zero page), DecodeUnresolvableMissing
+  // at the hash's offset. A thin cap's backing holds those Missing slots; its root is the
+  // root of the full cap it was encoded from (2.3). The defaults above are full mode.
+  static Result<DataCap> decode(const ByteSource& src, const DecodeOptions& opt, DecodeError* err = nullptr,
+                                BuildProgress progress = {});
+  static Result<DataCap> decode(const std::uint8_t* in, std::size_t len, const DecodeOptions& opt,
+                                DecodeError* err = nullptr, BuildProgress progress = {});
 
   // Identity of the backing (tests: sharing, "flush of an empty overlay makes no backing").
   [[nodiscard]] const void* backing_id() const { return backing_; }

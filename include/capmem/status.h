@@ -48,6 +48,21 @@ enum class Status : unsigned {
   // Usage errors added later (kept at the end: the values above do not move)
   EmptyCap,        // rule 3.10: the cap holds nothing (default-constructed or moved from)
   RegionTooLarge,  // rule 4.1: a run's code cap would reach DATA_BASE or its mem cap pass 4 GiB
+  // Thin caps (rule 8.6): a Missing slot of zero(32) or of the all-zero page's root, which no
+  // resolve can satisfy: in a thin decode (a wire decoding status, at the hash's offset) and
+  // where one would have to travel (a thin encode).
+  DecodeUnresolvableMissing,
+  UnresolvableMissing,
+  // Page packs (rule 8.7, pack.h): Pack::parse names each with its byte offset.
+  PackBadMagic,        // not "CAPMPAK1"
+  PackTruncated,       // shorter than the 24-byte header
+  PackBadCount,        // count x 32 index bytes or count x 4096 page bytes exceed the length
+  PackBadFlags,        // flags other than 0
+  PackBadPagesOffset,  // pages_offset not 4096-aligned, inside the index, or past the end
+  PackUnsortedIndex,   // a root not strictly greater than the one before it
+  PackNonzeroPad,      // a non-zero byte between the index and pages_offset
+  PackBadLength,       // length other than pages_offset + 4096 x count
+  NotInStore,          // 8.7: the store holds no page with that root
 };
 
 // Short human-readable description ("unknown slot selector") and the rule (docs/rules.md) it

@@ -45,6 +45,20 @@ constexpr StatusInfo info(Status s) {
     case Status::EmptyCap: return {"the cap holds nothing (default-constructed or moved from)", "3.10"};
     case Status::RegionTooLarge:
       return {"a run's code cap reaches DATA_BASE (over 252 MiB) or its mem cap passes 4 GiB (over 3840 MiB)", "4.1"};
+    case Status::DecodeUnresolvableMissing:
+      return {"thin cap's Missing slot holds zero(32) or the all-zero page's root (never resolvable)", "8.6"};
+    case Status::UnresolvableMissing:
+      return {"cap holds Missing(zero(32)) or Missing(all-zero page's root), which no resolve satisfies", "8.6"};
+    case Status::PackBadMagic: return {"not a page pack (magic is not CAPMPAK1)", "8.7"};
+    case Status::PackTruncated: return {"page pack shorter than its 24-byte header", "8.7"};
+    case Status::PackBadCount: return {"page pack count does not fit in its length", "8.7"};
+    case Status::PackBadFlags: return {"page pack flags are not 0", "8.7"};
+    case Status::PackBadPagesOffset:
+      return {"page pack pages_offset not 4096-aligned, inside the index or past the end", "8.7"};
+    case Status::PackUnsortedIndex: return {"page pack index roots not strictly increasing", "8.7"};
+    case Status::PackNonzeroPad: return {"page pack pad between index and pages is not zero", "8.7"};
+    case Status::PackBadLength: return {"page pack length is not pages_offset + 4096 x count", "8.7"};
+    case Status::NotInStore: return {"no page with that root in the store", "8.7"};
   }
   return {"unknown status", ""};
 }

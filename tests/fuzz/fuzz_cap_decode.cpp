@@ -15,11 +15,19 @@
 //   - every input again through a ByteSource that counts reads: each byte is read at most
 //     once (rule 5.3) and the outcome (status and offset, or root) is the plain decode's;
 //   - accepted, again with one allocation failure injected (the n-th allocation, n from the
-//     input): OutOfFrames named in DecodeError or the same cap, nothing leaked.
+//     input): OutOfFrames named in DecodeError or the same cap, nothing leaked;
+//   - every input again in thin mode (rule 8.6): thin accepts everything full mode accepts,
+//     with the same root; a full-mode rejection other than DecodeMissingSlot is the same
+//     rejection at the same offset in thin mode; an accepted thin cap re-encodes (thin, every
+//     page kept) to exactly the input, holds no Missing(zero(32)) or Missing(zero page root),
+//     has the root merkleized here from the input's slot roots (3.4), keeps that root through
+//     a thin encode of every page and its thin decode, is refused by the full encoder iff it
+//     holds a Missing slot, and decodes the same through the counting ByteSource and under an
+//     injected allocation failure.
 // A custom mutator rewrites the claimed hash of each Loaded slot to its true hash half of
 // the time, so mutated inputs keep reaching the accepting path.
 // Seeds: tests/fuzz/corpus/cap_decode/ (the tests/vectors encodings plus encodings made
-// by tests/fuzz/gen_seeds.py). libFuzzer takes -max_len from the largest seed.
+// by tests/fuzz/gen_seeds.py, thin ones among them). libFuzzer takes -max_len from the largest seed.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -113,13 +121,69 @@ void check_accepted(const DataCap& cap, const std::uint8_t* data, std::size_t si
 
 // Rule 5.3: the input through a ReadOnceSource (fuzz_common.h); the outcome must be the
 // plain decode's (same status and offset, or a cap with the same root).
-void check_source(const std::uint8_t* data, std::size_t size, Status want, std::uint64_t want_at, const Hash32* root) {
+void check_source(const std::uint8_t* data, std::size_t size, Status want, std::uint64_t want_at, const Hash32* root,
+                  DecodeOptions opt = {}) {
   ReadOnceSource src(data, size);  // not const: copy_in counts reads in it
   DecodeError err{Status::Ok, 0};
-  auto r = DataCap::decode(src.source(), &err);
+  auto r = DataCap::decode(src.source(), opt, &err);
   FUZZ_CHECK(r.status() == want);
   if (r.ok()) FUZZ_CHECK(root_of(r.value()) == *root);
   else FUZZ_CHECK(err.offset == want_at);
+}
+
+// Rule 3.4 computed from the input alone: the slot roots read from the accepted input
+// (Empty: zero(32), Loaded and Missing: the hash in the slot) merkleized with
+// limit = max(page_count, 1), then mixed with the size.
+Hash32 root_from_input(const std::uint8_t* data, std::size_t size) {
+  const std::uint64_t cap_size = codec::get_u64(data);
+  const std::uint8_t* list = data + 12;
+  const std::uint32_t n = size == 12 ? 0 : get_u32(list) / 4;
+  std::vector<Hash32> leaves(n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint32_t start = get_u32(list + 4 * i);
+    leaves[i] = Hash32{};
+    if (list[start] != 0) std::memcpy(leaves[i].b.data(), list + start + 1, 32);
+  }
+  const std::uint64_t pages = cap_size / PAGE_SIZE;
+  const Hash32 pages_root = hash::merkleize(leaves.data(), n, pages > 0 ? pages : 1);
+  return hash::node(hash::uint64_root(cap_size), pages_root);
+}
+
+// Rule 8.6 on an input that thin mode accepted.
+void check_accepted_thin(const DataCap& cap, const std::uint8_t* data, std::size_t size) {
+  FUZZ_CHECK(cap.overlay_count() == 0);
+  const EncodeOptions keep_all{.thin = true, .keep_first = 0xffffffffu};
+  auto es = cap.encoded_size(keep_all);
+  FUZZ_CHECK(es.ok() && es.value() == size);
+  std::vector<std::uint8_t> out(size);
+  FUZZ_CHECK(cap.encode(out.data(), out.size(), keep_all).ok());
+  FUZZ_CHECK(std::memcmp(out.data(), data, size) == 0);
+  bool any_missing = false;
+  const std::uint8_t* list = data + 12;
+  static const Hash32 zero_page = [] {
+    const std::vector<std::uint8_t> zero(PAGE_SIZE, 0);
+    return hash::page_content_hash(zero.data());
+  }();
+  for (std::uint32_t i = 0; i < cap.extent(); ++i) {
+    const SlotView v = cap.effective(i);
+    FUZZ_CHECK(list[get_u32(list + 4 * i)] == static_cast<std::uint8_t>(v.kind));
+    if (v.kind != SlotKind::Missing) continue;
+    any_missing = true;
+    FUZZ_CHECK(!v.hash->is_zero() && !(*v.hash == zero_page));
+  }
+  const Hash32 root = root_of(cap);
+  FUZZ_CHECK(root == root_from_input(data, size));
+  // Every Loaded page as Missing: decodes (thin) to the same root, and full mode refuses it
+  // exactly when it holds a Missing slot.
+  auto ts = cap.encoded_size(EncodeOptions{.thin = true});
+  FUZZ_CHECK(ts.ok() && ts.value() <= size);
+  std::vector<std::uint8_t> thin(ts.value());
+  FUZZ_CHECK(cap.encode(thin.data(), thin.size(), EncodeOptions{.thin = true}).ok());
+  DecodeError err{};
+  auto again = DataCap::decode(thin.data(), thin.size(), DecodeOptions{.thin = true}, &err);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(root_of(again.value()) == root);
+  FUZZ_CHECK(cap.encoded_size().status() == (any_missing ? Status::MissingPage : Status::Ok));
 }
 
 }  // namespace
@@ -152,6 +216,40 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       } else {
         FUZZ_CHECK(f.status() == Status::OutOfFrames);
         FUZZ_CHECK(err2.status == Status::OutOfFrames);
+        FUZZ_CHECK(err2.offset <= size);
+      }
+    }
+
+    // Thin mode (rule 8.6): a superset of full mode, with the same roots.
+    DecodeError terr{Status::Ok, ~std::uint64_t{0}};
+    auto t = DataCap::decode(data, size, DecodeOptions{.thin = true}, &terr);
+    if (r.ok()) {
+      FUZZ_CHECK_MSG(t.ok(), "full mode accepted, thin refused: %s at %llu", status_name(t.status()),
+                     static_cast<unsigned long long>(terr.offset));
+      FUZZ_CHECK(root_of(t.value()) == root_of(r.value()));
+    } else if (r.status() != Status::DecodeMissingSlot) {
+      FUZZ_CHECK(t.status() == r.status() && terr.offset == err.offset);  // the same path up to there
+    }
+    if (!t.ok()) {
+      FUZZ_CHECK(is_decode_status(t.status()));
+      FUZZ_CHECK(status_rule(t.status())[0] != '\0');
+      FUZZ_CHECK(terr.status == t.status());
+      FUZZ_CHECK(terr.offset <= size);
+      FUZZ_CHECK(t.status() != Status::DecodeMissingSlot);
+      check_source(data, size, t.status(), terr.offset, nullptr, DecodeOptions{.thin = true});
+    } else {
+      check_accepted_thin(t.value(), data, size);
+      const Hash32 root = root_of(t.value());
+      check_source(data, size, Status::Ok, 0, &root, DecodeOptions{.thin = true});
+      const std::uint64_t n = 1 + data[size - 1] % 8;
+      frames().inject_failure_at(n);
+      DecodeError err2{Status::Ok, 0};
+      auto f = DataCap::decode(data, size, DecodeOptions{.thin = true}, &err2);
+      frames().inject_failure_at(0);
+      if (f.ok()) {
+        FUZZ_CHECK(root_of(f.value()) == root);
+      } else {
+        FUZZ_CHECK(f.status() == Status::OutOfFrames && err2.status == Status::OutOfFrames);
         FUZZ_CHECK(err2.offset <= size);
       }
     }

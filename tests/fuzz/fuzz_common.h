@@ -25,9 +25,10 @@
   } while (0)
 #define FUZZ_CHECK(cond) FUZZ_CHECK_MSG(cond, "%s", "")
 
-// A rejection status of the wire decoders (rules 2.5 and 5.2).
+// A rejection status of the wire decoders (rules 2.5, 5.2 and, in thin mode, 8.6).
 inline bool is_decode_status(capmem::Status s) {
-  return s >= capmem::Status::DecodeEmptyBuffer && s <= capmem::Status::DecodeMissingSlot;
+  return (s >= capmem::Status::DecodeEmptyBuffer && s <= capmem::Status::DecodeMissingSlot) ||
+         s == capmem::Status::DecodeUnresolvableMissing;  // added later, at the end of the enum
 }
 
 // Every fuzz iteration must give back every frame it took.

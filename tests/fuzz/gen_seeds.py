@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the DataCap fuzz targets (tests/fuzz/corpus/{slot_decode,
-cap_decode,cap_ops}/). Independent of the C++ code: page hashes (rule 1.2) and encodings
+"""Writes the seed corpora of the DataCap and page pack fuzz targets (tests/fuzz/corpus/{slot_decode,
+cap_decode,cap_ops,pack_parse}/). Independent of the C++ code: page hashes (rule 1.2) and encodings
 (rules 2.4, 5.1) are computed here from the rules (docs/rules.md) with hashlib. The
 cap_decode corpus also takes the reference encodings tests/vectors/*.ssz (all of them: a
 missing or empty tests/vectors is an error, never a smaller corpus).
 
-Usage: tests/fuzz/gen_seeds.py   (from anywhere; rewrites the three corpus directories)
+Usage: tests/fuzz/gen_seeds.py   (from anywhere; rewrites the four corpus directories)
 """
 import argparse
 import hashlib
@@ -52,6 +52,19 @@ def cap(size: int, slots) -> bytes:
     return out + b"".join(slots)
 
 
+def pack(pages, pages_offset: int = None, roots=None) -> bytes:
+    """Rule 8.7's page pack: "CAPMPAK1" ++ u32le(count) ++ u32le(0) ++ u64le(pages_offset) ++
+    roots (sorted) ++ zero pad ++ pages. `roots` overrides the index (for bad seeds)."""
+    pages = sorted(pages, key=page_hash)
+    if roots is None:
+        roots = [page_hash(p) for p in pages]
+    index_end = 24 + 32 * len(roots)
+    if pages_offset is None:
+        pages_offset = (index_end + PAGE - 1) // PAGE * PAGE
+    head = b"CAPMPAK1" + struct.pack("<IIQ", len(roots), 0, pages_offset) + b"".join(roots)
+    return head.ljust(pages_offset, b"\0") + b"".join(p.ljust(PAGE, b"\0") for p in pages)
+
+
 def lcg_page(seed: int) -> bytes:
     x, out = seed | 1, bytearray(PAGE)
     for i in range(PAGE):
@@ -78,9 +91,9 @@ def vector_encodings():
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                            epilog="Takes no arguments; rewrites tests/fuzz/corpus/{slot_decode,cap_decode,cap_ops}/.").parse_args()
+                            epilog="Takes no arguments; rewrites tests/fuzz/corpus/{slot_decode,cap_decode,cap_ops,pack_parse}/.").parse_args()
     vector_encodings()  # before anything is removed: a missing vectors directory loses no seed
-    for c in ("slot_decode", "cap_decode", "cap_ops"):
+    for c in ("slot_decode", "cap_decode", "cap_ops", "pack_parse"):
         d = os.path.join(HERE, "corpus", c)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -129,6 +142,33 @@ def main() -> None:
     write("cap_decode", "bad-missing", cap(PAGE, [slot_missing(page_hash(ff))]))
     write("cap_decode", "bad-too-many", cap(PAGE, [slot_empty(), slot_loaded(ff)]))
     write("cap_decode", "bad-forged", cap(PAGE, [slot_loaded(ff, page_hash(abc))]))
+    # Thin caps (rule 8.6): Loaded pages travelling as Missing(root); the fuzz target decodes
+    # every input in both modes. The two hashes thin mode refuses: zero(32) and the all-zero
+    # page's root (page_hash of no bytes, i.e. of 4096 zeros).
+    write("cap_decode", "thin-all-missing", cap(4 * PAGE, [slot_missing(page_hash(abc)), slot_empty(),
+                                                            slot_missing(page_hash(rnd))]))
+    write("cap_decode", "thin-keep-first", cap(70 * PAGE, [slot_loaded(ff), slot_empty(), slot_missing(page_hash(abc))]
+                                                          + [slot_empty()] * 30 + [slot_missing(page_hash(lcg_page(i)))
+                                                                                 for i in (33, 34)]
+                                                          + [slot_loaded(bytes(sparse))]))
+    write("cap_decode", "bad-thin-zero-hash", cap(2 * PAGE, [slot_loaded(abc), slot_missing(b"\0" * 32)]))
+    write("cap_decode", "bad-thin-zero-page", cap(2 * PAGE, [slot_missing(page_hash(b"")), slot_loaded(abc)]))
+
+    # --- pack_parse: packs of 0-3 pages, a longer pad, and one of each rejection.
+    three = [ff, abc.ljust(PAGE, b"\0"), rnd]
+    write("pack_parse", "empty", pack([]))
+    write("pack_parse", "one-page", pack([rnd]))
+    write("pack_parse", "three-pages", pack(three))
+    write("pack_parse", "wide-pad", pack([bytes(sparse)], pages_offset=2 * PAGE))
+    good = pack(three)
+    write("pack_parse", "bad-magic", b"CAPMPAK0" + good[8:])
+    write("pack_parse", "bad-flags", good[:12] + struct.pack("<I", 1) + good[16:])
+    write("pack_parse", "bad-count", good[:8] + struct.pack("<I", 0xffffffff) + good[12:])
+    write("pack_parse", "bad-pages-offset", good[:16] + struct.pack("<Q", PAGE + 24) + good[24:])
+    roots = sorted(page_hash(p) for p in three)
+    write("pack_parse", "bad-unsorted", pack(three, roots=[roots[1], roots[0], roots[2]]))
+    write("pack_parse", "bad-pad", good[:200] + b"\1" + good[201:])
+    write("pack_parse", "bad-length", good[:-1])
 
     # --- cap_ops: programs in the format of fuzz_cap_ops.cpp. Opcodes:
     W_PAGE, W_BYTES, W_EMPTY, W_MISSING, PUT, PLACE, COPY, SWAP, FLUSH, TRIP, READ, ROOT, INJECT = range(13)

@@ -599,3 +599,306 @@ TEST(DecodePages, TheCallersStatusStopsTheDecodeAtThatSlot) {
   EXPECT_EQ(s.pages, std::vector<std::uint32_t>{0});
   EXPECT_EQ(frames().stats().in_use, before);
 }
+
+// --- Rule 8.6: thin caps on the wire --------------------------------------------------------------
+
+namespace {
+
+// The rule 1.2 root of the all-zero page, computed here by hashing 4096 zero bytes (the codec
+// takes it from hash::zero_hash(7), the depth-7 zero subtree).
+Hash32 zero_page_root() {
+  const std::vector<std::uint8_t> z(PAGE_SIZE, 0);
+  return hash::page_content_hash(z.data());
+}
+
+std::vector<std::uint8_t> missing_of(const Hash32& h) {
+  std::vector<std::uint8_t> v{2};
+  v.insert(v.end(), h.b.begin(), h.b.end());
+  return v;
+}
+
+// A hand-built slot for page content `fill` travelling thin: Missing(root of the page).
+std::vector<std::uint8_t> thin_slot(std::uint8_t fill) {
+  const std::vector<std::uint8_t> page(PAGE_SIZE, fill);
+  return missing_of(hash::page_content_hash(page.data()));
+}
+
+std::vector<std::uint8_t> encode(const DataCap& c, const EncodeOptions& opt) {
+  auto n = c.encoded_size(opt);
+  EXPECT_TRUE(n.ok()) << status_name(n.status());
+  if (!n.ok()) return {};
+  std::vector<std::uint8_t> out(n.value());
+  const auto r = c.encode(out.data(), out.size(), opt);
+  EXPECT_TRUE(r.ok()) << status_name(r.status());
+  return out;
+}
+
+DataCap decode_thin(const std::vector<std::uint8_t>& w) {
+  DecodeError err{};
+  auto d = DataCap::decode(w.data(), w.size(), DecodeOptions{.thin = true}, &err);
+  EXPECT_TRUE(d.ok()) << status_name(d.status()) << " at " << err.offset;
+  if (!d.ok()) std::abort();
+  return d.release_value();
+}
+
+void expect_reject_thin(const std::vector<std::uint8_t>& in, Status want, std::uint64_t at) {
+  const auto before = frames().stats().in_use;
+  const auto boxes = Slot::missing_boxes();
+  DecodeError err{};
+  auto r = DataCap::decode(in.data(), in.size(), DecodeOptions{.thin = true}, &err);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status(), want) << status_name(r.status());
+  EXPECT_EQ(err.status, want);
+  EXPECT_EQ(err.offset, at) << status_name(want);
+  EXPECT_STRNE(status_rule(want), "");
+  EXPECT_EQ(frames().stats().in_use, before) << "a rejected decode leaks nothing";
+  EXPECT_EQ(Slot::missing_boxes(), boxes);
+}
+
+// Pages 0x11, Empty, 0x22, 0x33, Empty, 0x44 in a cap of 8 pages (two trailing Empty).
+DataCap sample_cap() {
+  std::vector<std::uint8_t> bytes(6 * PAGE_SIZE, 0);
+  const std::uint8_t fills[6] = {0x11, 0, 0x22, 0x33, 0, 0x44};
+  for (int p = 0; p < 6; ++p) std::memset(bytes.data() + p * PAGE_SIZE, fills[p], PAGE_SIZE);
+  return DataCap::from_bytes(bytes.data(), bytes.size(), 8 * PAGE_SIZE).release_value();
+}
+
+}  // namespace
+
+TEST(Rule8_6, ThinEncodingIsMissingOfEachLoadedPageByteForByte) {
+  auto c = sample_cap();
+  // keep_first = 0: every Loaded page travels as Missing(its root); Empty stays one byte.
+  const auto thin = encode(c, EncodeOptions{.thin = true});
+  EXPECT_EQ(thin, cap_wire(8 * PAGE_SIZE, {thin_slot(0x11), empty_slot(), thin_slot(0x22), thin_slot(0x33),
+                                           empty_slot(), thin_slot(0x44)}));
+  EXPECT_EQ(c.encoded_size(EncodeOptions{.thin = true}).value(), thin.size());
+  // The default options are the full encoding.
+  EXPECT_EQ(encode(c, EncodeOptions{}), encode(c));
+  // Streaming through a sink gives the same bytes.
+  std::vector<std::uint8_t> streamed;
+  auto sink = [](void* p, const std::uint8_t* d, std::size_t n) {
+    static_cast<std::vector<std::uint8_t>*>(p)->insert(static_cast<std::vector<std::uint8_t>*>(p)->end(), d, d + n);
+    return Status::Ok;
+  };
+  ASSERT_TRUE(c.encode(+sink, &streamed, EncodeOptions{.thin = true}).ok());
+  EXPECT_EQ(streamed, thin);
+}
+
+TEST(Rule8_6, KeepFirstKeepsThosePagesWithTheirBytes) {
+  auto c = sample_cap();
+  // keep_first = 3: pages 0 and 2 keep their bytes (page 1 is Empty either way).
+  EXPECT_EQ(encode(c, EncodeOptions{.thin = true, .keep_first = 3}),
+            cap_wire(8 * PAGE_SIZE, {loaded_slot(0x11), empty_slot(), loaded_slot(0x22), thin_slot(0x33), empty_slot(),
+                                     thin_slot(0x44)}));
+  // keep_first = 2 stops at an Empty page: the same as keep_first = 1.
+  EXPECT_EQ(encode(c, EncodeOptions{.thin = true, .keep_first = 2}),
+            encode(c, EncodeOptions{.thin = true, .keep_first = 1}));
+  // keep_first past the extent, at page_count, past page_count and at its maximum: the full encoding.
+  for (std::uint32_t n : {6u, 8u, 9u, 0xffffffffu})
+    EXPECT_EQ(encode(c, EncodeOptions{.thin = true, .keep_first = n}), encode(c)) << n;
+  // keep_first without thin changes nothing.
+  EXPECT_EQ(encode(c, EncodeOptions{.keep_first = 1}), encode(c));
+}
+
+TEST(Rule8_6, KeepPredicateChoosesPagesAndMustBeStable) {
+  auto c = sample_cap();
+  auto odd = [](void*, std::uint32_t page) { return page % 2 == 1; };
+  // Pages 3 and 5 (odd) and 0 (keep_first) keep their bytes; page 1 (odd) is Empty.
+  EXPECT_EQ(encode(c, EncodeOptions{.thin = true, .keep_first = 1, .keep = +odd}),
+            cap_wire(8 * PAGE_SIZE, {loaded_slot(0x11), empty_slot(), thin_slot(0x22), loaded_slot(0x33), empty_slot(),
+                                     loaded_slot(0x44)}));
+  // A predicate whose answers change between the encoder's passes (the sample has 4 Loaded
+  // pages: encoded_size asks calls 0-3, the offset table 4-7, the slots 8-11): the offset table
+  // would not describe the slots, so the encode fails instead of passing as a good encoding.
+  struct Flaky {
+    int calls = 0;
+    int flip_at = 0;
+  };
+  auto flaky = [](void* ctx, std::uint32_t) {
+    auto* f = static_cast<Flaky*>(ctx);
+    return f->calls++ >= f->flip_at;
+  };
+  auto sink = [](void*, const std::uint8_t*, std::size_t) { return Status::Ok; };
+  for (int flip_at : {4, 8}) {  // between size and offsets (harmless), between offsets and slots
+    Flaky f{.flip_at = flip_at};
+    const auto r = c.encode(+sink, nullptr, EncodeOptions{.thin = true, .keep = +flaky, .keep_ctx = &f});
+    EXPECT_EQ(r.status(), flip_at == 4 ? Status::Ok : Status::InvalidArgument) << flip_at;
+    EXPECT_EQ(f.calls, 12);
+  }
+  // Into a buffer (encoded_size is asked once more first): sized for thin, then written full.
+  Flaky f{.flip_at = 12};
+  std::vector<std::uint8_t> out(c.encoded_size(EncodeOptions{.thin = true}).value());
+  EXPECT_EQ(c.encode(out.data(), out.size(), EncodeOptions{.thin = true, .keep = +flaky, .keep_ctx = &f}).status(),
+            Status::InvalidArgument);
+}
+
+TEST(Rule8_6, ThinAndFullRootsAreEqualAndRoundTrip) {
+  std::mt19937 rng(86);
+  for (int round = 0; round < 12; ++round) {
+    const std::uint32_t pages = 1 + rng() % 90;
+    std::vector<std::uint8_t> bytes(std::size_t{pages} * PAGE_SIZE, 0);
+    for (std::uint32_t p = 0; p < pages; ++p)
+      if (rng() % 3 != 0)
+        for (std::size_t i = 0; i < PAGE_SIZE; i += 89)
+          bytes[std::size_t{p} * PAGE_SIZE + i] = static_cast<std::uint8_t>(rng());
+    auto full =
+        DataCap::from_bytes(bytes.data(), bytes.size(), std::uint64_t{pages + rng() % 4} * PAGE_SIZE).release_value();
+    const Hash32 root = full.root().value();
+    const std::uint32_t keep = rng() % (pages + 2);
+    const auto w = encode(full, EncodeOptions{.thin = true, .keep_first = keep});
+    auto thin = decode_thin(w);
+    EXPECT_EQ(thin.root().value(), root) << "round " << round;  // rule 2.3
+    EXPECT_EQ(thin.size(), full.size());
+    EXPECT_EQ(thin.extent(), full.extent());
+    // Every Loaded page at or past `keep` is Missing(its hash) in the decoded cap; the rest as before.
+    for (std::uint32_t i = 0; i < full.extent(); ++i) {
+      const SlotView f = full.effective(i);
+      const SlotView t = thin.effective(i);
+      EXPECT_EQ(*t.hash, *f.hash) << i;
+      if (f.kind == SlotKind::Loaded && i >= keep) {
+        EXPECT_EQ(t.kind, SlotKind::Missing) << i;
+        std::uint8_t b[8];
+        EXPECT_EQ(thin.read(std::uint64_t{i} * PAGE_SIZE, b, sizeof b).status(), Status::MissingPage);  // rule 2.1
+      } else {
+        EXPECT_EQ(t.kind, f.kind) << i;
+      }
+    }
+    // Thin -> thin is byte for byte; thin -> full is refused while pages are Missing (5.2);
+    // keeping everything again gives the thin encoding back.
+    EXPECT_EQ(encode(thin, EncodeOptions{.thin = true, .keep_first = keep}), w);
+    EXPECT_EQ(encode(thin, EncodeOptions{.thin = true}), encode(full, EncodeOptions{.thin = true}));
+    bool any_missing = false;
+    for (std::uint32_t i = keep; i < full.extent(); ++i) any_missing |= full.effective(i).kind == SlotKind::Loaded;
+    if (any_missing) EXPECT_EQ(thin.encoded_size().status(), Status::MissingPage);
+    else EXPECT_EQ(encode(thin), encode(full));
+    // A full cap's encoding decodes in thin mode to the same cap.
+    const auto fw = encode(full);
+    EXPECT_EQ(decode_thin(fw).root().value(), root);
+    EXPECT_EQ(encode(decode_thin(fw)), fw);
+  }
+}
+
+TEST(Rule8_6, FullModeStillRejectsMissing) {
+  auto c = sample_cap();
+  const auto w = encode(c, EncodeOptions{.thin = true, .keep_first = 2});
+  // The first Missing slot is page 2's: after the header, six offsets, page 0 (4133) and page 1 (1).
+  expect_reject(w, Status::DecodeMissingSlot, 12 + 4 * 6 + codec::kLoadedLen + 1);
+  DecodeError err{};
+  EXPECT_EQ(DataCap::decode(w.data(), w.size(), DecodeOptions{}, &err).status(), Status::DecodeMissingSlot);
+  EXPECT_EQ(DataCap::decode(ByteSource::memory(w.data(), w.size()), DecodeOptions{.thin = false}).status(),
+            Status::DecodeMissingSlot);
+  EXPECT_TRUE(DataCap::decode(ByteSource::memory(w.data(), w.size()), DecodeOptions{.thin = true}).ok());
+}
+
+TEST(Rule8_6, ThinModeRejectsTheTwoUnresolvableHashesAtTheirOffsets) {
+  const Hash32 zp = zero_page_root();
+  ASSERT_FALSE(zp.is_zero());
+  const std::uint64_t s0 = 12 + 4 * 3;  // the first slot of a three-slot list
+  // Missing(zero(32)): the root of Empty.
+  expect_reject_thin(cap_wire(4 * PAGE_SIZE, {missing_of(Hash32{}), empty_slot(), loaded_slot(1)}),
+                     Status::DecodeUnresolvableMissing, s0 + 1);
+  // Missing(root of the all-zero page), after a Loaded page and an Empty one.
+  expect_reject_thin(cap_wire(4 * PAGE_SIZE, {loaded_slot(1), empty_slot(), missing_of(zp)}),
+                     Status::DecodeUnresolvableMissing, s0 + codec::kLoadedLen + 1 + 1);
+  // Full mode rejects both as any Missing slot, at the slot.
+  expect_reject(cap_wire(4 * PAGE_SIZE, {missing_of(Hash32{}), empty_slot(), loaded_slot(1)}),
+                Status::DecodeMissingSlot, s0);
+  // One bit off either hash is an ordinary (resolvable) Missing slot.
+  Hash32 near_zero{};
+  near_zero.b[31] = 1;
+  Hash32 near_zp = zp;
+  near_zp.b[0] ^= 0x80;
+  for (const Hash32& h : {near_zero, near_zp}) {
+    auto d = decode_thin(cap_wire(2 * PAGE_SIZE, {missing_of(h)}));
+    EXPECT_EQ(d.effective(0).kind, SlotKind::Missing);
+    EXPECT_EQ(*d.effective(0).hash, h);
+  }
+  EXPECT_FALSE(codec::missing_resolvable(Hash32{}));
+  EXPECT_FALSE(codec::missing_resolvable(zp));
+  EXPECT_TRUE(codec::missing_resolvable(near_zero));
+  EXPECT_TRUE(codec::missing_resolvable(near_zp));
+}
+
+TEST(Rule8_6, ThinModeKeepsEveryOtherCheckOf5_2) {
+  const std::uint64_t s0 = 12 + 8;
+  expect_reject_thin(cap_wire(3 * PAGE_SIZE, {thin_slot(1), empty_slot()}), Status::DecodeTrailingEmpty,
+                     s0 + codec::kMissingLen);
+  expect_reject_thin(cap_wire(3 * PAGE_SIZE, {thin_slot(1), loaded_slot(0)}), Status::DecodeZeroLoaded,
+                     s0 + codec::kMissingLen + 37);
+  expect_reject_thin(cap_wire(3 * PAGE_SIZE, {thin_slot(1), loaded_slot(2, true)}), Status::DecodeForgedHash,
+                     s0 + codec::kMissingLen + 1);
+  expect_reject_thin(cap_wire(PAGE_SIZE, {thin_slot(1), thin_slot(2)}), Status::DecodeTooManySlots, 12);
+  auto short_missing = thin_slot(1);
+  short_missing.pop_back();
+  expect_reject_thin(cap_wire(3 * PAGE_SIZE, {short_missing, thin_slot(2)}), Status::DecodeMissingBytes,
+                     s0 + codec::kMissingLen - 1);
+  expect_reject_thin(cap_wire(0, {thin_slot(1)}), Status::DecodeBadSize, 0);
+  // A trailing Missing slot is fine (only trailing Empty slots are not canonical).
+  EXPECT_EQ(decode_thin(cap_wire(3 * PAGE_SIZE, {empty_slot(), thin_slot(9)})).extent(), 2u);
+}
+
+TEST(Rule8_6, BackingMissingSlotsTravelThinOnly) {
+  // A backing that holds Missing slots (placed from a cap whose overlay holds them).
+  auto c = sample_cap();
+  auto m = DataCap::create(2 * PAGE_SIZE).release_value();
+  const std::vector<std::uint8_t> pg(PAGE_SIZE, 0x77);
+  const Hash32 h = hash::page_content_hash(pg.data());
+  ASSERT_TRUE(m.write_slot(1, Slot::missing(h).release_value()).ok());
+  ASSERT_TRUE(c.place_shared(m, 4 * PAGE_SIZE).ok());  // page 4: Empty, page 5: Missing(h)
+  EXPECT_EQ(c.encoded_size().status(), Status::MissingPage);
+  const auto w = encode(c, EncodeOptions{.thin = true, .keep_first = 8});
+  EXPECT_EQ(w, cap_wire(8 * PAGE_SIZE, {loaded_slot(0x11), empty_slot(), loaded_slot(0x22), loaded_slot(0x33),
+                                        empty_slot(), missing_of(h)}));
+  EXPECT_EQ(decode_thin(w).root().value(), c.root().value());
+  // Missing(zero(32)) and Missing(zero page root) in a backing cannot travel: a thin encode
+  // refuses them rather than write bytes a thin decode rejects.
+  for (const Hash32& bad : {Hash32{}, zero_page_root()}) {
+    auto x = sample_cap();
+    auto b = DataCap::create(PAGE_SIZE).release_value();
+    ASSERT_TRUE(b.write_slot(0, Slot::missing(bad).release_value()).ok());
+    ASSERT_TRUE(x.place_shared(b, 0).ok());
+    EXPECT_EQ(x.encoded_size(EncodeOptions{.thin = true}).status(), Status::UnresolvableMissing);
+    std::vector<std::uint8_t> out(100000);
+    EXPECT_EQ(x.encode(out.data(), out.size(), EncodeOptions{.thin = true}).status(), Status::UnresolvableMissing);
+    EXPECT_EQ(x.encoded_size().status(), Status::MissingPage);
+  }
+}
+
+TEST(Rule8_6, ThinDecodeOutOfFramesAtEveryAllocationLeavesNothing) {
+  std::vector<std::uint8_t> bytes(40 * PAGE_SIZE, 0);
+  for (std::size_t i = 0; i < bytes.size(); i += 53) bytes[i] = static_cast<std::uint8_t>(i | 1);
+  auto c = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
+  const auto w = encode(c, EncodeOptions{.thin = true, .keep_first = 5});
+  int failures = 0;
+  for (std::uint64_t n = 1;; ++n) {
+    const auto before = frames().stats().in_use;
+    const auto boxes = Slot::missing_boxes();
+    frames().inject_failure_at(n);
+    DecodeError err{};
+    auto d = DataCap::decode(w.data(), w.size(), DecodeOptions{.thin = true}, &err);
+    frames().inject_failure_at(0);
+    if (d.ok()) {
+      EXPECT_EQ(d->root().value(), c.root().value());
+      break;
+    }
+    ++failures;
+    EXPECT_EQ(d.status(), Status::OutOfFrames);
+    EXPECT_EQ(err.status, Status::OutOfFrames);
+    EXPECT_LE(err.offset, w.size());
+    EXPECT_EQ(frames().stats().in_use, before);
+    EXPECT_EQ(Slot::missing_boxes(), boxes);
+    ASSERT_LT(n, 1000u);
+  }
+  EXPECT_GE(failures, 5) << "at least the five kept pages' frames were each refused once";
+}
+
+TEST(Rule8_6, ThinDecodeReadsEveryByteOnce) {
+  auto c = sample_cap();
+  const auto w = encode(c, EncodeOptions{.thin = true, .keep_first = 1});
+  TwoFacedSource src(w);
+  for (auto& b : src.later) b ^= 0x5a;
+  auto d = DataCap::decode(src.source(), DecodeOptions{.thin = true});
+  ASSERT_TRUE(d.ok()) << status_name(d.status());
+  EXPECT_EQ(src.max_reads(), 1u);
+  EXPECT_EQ(d->root().value(), c.root().value());
+}

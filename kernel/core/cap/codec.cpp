@@ -14,27 +14,37 @@ namespace capmem {
 
 namespace codec {
 
-std::size_t slot_encoded_size(const Slot& s) {
+bool missing_resolvable(const Hash32& h) { return !h.is_zero() && !(h == hash::zero_hash(7)); }
+
+std::size_t slot_encoded_size(const Slot& s, bool as_missing) {
   switch (s.kind()) {
-    case SlotKind::Loaded: return kLoadedLen;
+    case SlotKind::Loaded: return as_missing ? kMissingLen : kLoadedLen;
     case SlotKind::Missing: return kMissingLen;
     case SlotKind::Empty: break;
   }
   return kEmptyLen;
 }
 
-std::size_t slot_encode_head(const Slot& s, std::uint8_t* out) {
-  out[0] = static_cast<std::uint8_t>(s.kind());
-  if (s.empty()) return kEmptyLen;
+std::size_t slot_encode_head(const Slot& s, std::uint8_t* out, bool as_missing) {
+  if (s.empty()) {
+    out[0] = static_cast<std::uint8_t>(SlotKind::Empty);
+    return kEmptyLen;
+  }
+  // A Loaded page must be hashed: an unhashed copy must be flushed before encoding.
+  CAPMEM_ASSERT(s.kind() == SlotKind::Missing || !s.root().is_zero());
   __builtin_memcpy(out + 1, s.root().b.data(), 32);
-  if (s.kind() == SlotKind::Missing) return kMissingLen;
-  CAPMEM_ASSERT(!s.root().is_zero());  // an unhashed copy must be flushed before encoding
+  if (s.kind() == SlotKind::Missing || as_missing) {
+    out[0] = static_cast<std::uint8_t>(SlotKind::Missing);  // rule 8.6: Missing(p.hash) for Loaded(p)
+    return kMissingLen;
+  }
+  out[0] = static_cast<std::uint8_t>(SlotKind::Loaded);
   put_u32(out + 33, kPageBytesOffset);
   return kSlotHeadMax;
 }
 
-void slot_encode(const Slot& s, std::uint8_t* out) {
-  if (slot_encode_head(s, out) == kSlotHeadMax) __builtin_memcpy(out + kSlotHeadMax, s.frame()->virt(), PAGE_SIZE);
+void slot_encode(const Slot& s, std::uint8_t* out, bool as_missing) {
+  if (slot_encode_head(s, out, as_missing) == kSlotHeadMax)
+    __builtin_memcpy(out + kSlotHeadMax, s.frame()->virt(), PAGE_SIZE);
 }
 
 namespace {
@@ -200,7 +210,24 @@ Status mem_sink(void* ctx, const std::uint8_t* data, std::size_t len) {
 }
 }  // namespace
 
-Result<std::uint64_t> DataCap::encoded_size() const {
+namespace {
+
+// Rule 8.6: whether the Loaded page at `page` travels with its bytes.
+bool keeps_bytes(const EncodeOptions& opt, std::uint32_t page) {
+  return !opt.thin || page < opt.keep_first || (opt.keep != nullptr && opt.keep(opt.keep_ctx, page));
+}
+
+// The wire length of slot `s` (nullptr: Empty) at `page` under `opt`.
+std::uint64_t wire_len(const Slot* s, const EncodeOptions& opt, std::uint32_t page) {
+  if (s == nullptr) return codec::kEmptyLen;
+  return codec::slot_encoded_size(*s, s->kind() == SlotKind::Loaded && !keeps_bytes(opt, page));
+}
+
+}  // namespace
+
+Result<std::uint64_t> DataCap::encoded_size() const { return encoded_size(EncodeOptions{}); }
+
+Result<std::uint64_t> DataCap::encoded_size(const EncodeOptions& opt) const {
   if (backing_ == nullptr) return Status::EmptyCap;  // rule 3.10
   if (overlay_.count() != 0) return Status::OverlayNotEmpty;
   const std::uint32_t n = backing_->extent;
@@ -208,14 +235,19 @@ Result<std::uint64_t> DataCap::encoded_size() const {
   for (std::uint32_t i = 0; i < n; ++i) {
     if (list > 0xffffffffull) return Status::TooLarge;  // slot i's offset must fit a u32
     const Slot* s = tree::lookup(backing_->root, i);
-    if (s != nullptr && s->kind() == SlotKind::Missing) return Status::MissingPage;
-    list += s != nullptr ? codec::slot_encoded_size(*s) : codec::kEmptyLen;
+    if (s != nullptr && s->kind() == SlotKind::Missing) {
+      if (!opt.thin) return Status::MissingPage;                                      // rule 5.2
+      if (!codec::missing_resolvable(s->root())) return Status::UnresolvableMissing;  // rule 8.6
+    }
+    list += wire_len(s, opt, i);
   }
   return 12 + list;
 }
 
-Result<void> DataCap::encode(ByteSink sink, void* ctx) const {
-  CAPMEM_TRY(encoded_size());  // checks overlay, Missing slots and offset range
+Result<void> DataCap::encode(ByteSink sink, void* ctx) const { return encode(sink, ctx, EncodeOptions{}); }
+
+Result<void> DataCap::encode(ByteSink sink, void* ctx, const EncodeOptions& opt) const {
+  CAPMEM_TRY(encoded_size(opt));  // checks overlay, Missing slots and offset range
   const std::uint32_t n = backing_->extent;
   Writer w(sink, ctx);
   std::uint8_t hdr[12];
@@ -227,28 +259,42 @@ Result<void> DataCap::encode(ByteSink sink, void* ctx) const {
     std::uint8_t b[4];
     put_u32(b, static_cast<std::uint32_t>(off));
     w.put(b, 4);
-    const Slot* s = tree::lookup(backing_->root, i);
-    off += s != nullptr ? codec::slot_encoded_size(*s) : codec::kEmptyLen;
+    off += wire_len(tree::lookup(backing_->root, i), opt, i);
   }
+  std::uint64_t written = std::uint64_t{4} * n;  // the slots' offsets as written below
   for (std::uint32_t i = 0; i < n; ++i) {
     const Slot* s = tree::lookup(backing_->root, i);
     if (s == nullptr) {
       const std::uint8_t z = 0;
       w.put(&z, 1);
+      ++written;
       continue;
     }
     std::uint8_t head[codec::kSlotHeadMax];
-    w.put(head, codec::slot_encode_head(*s, head));
-    w.put(s->frame()->virt(), PAGE_SIZE);  // Loaded: encoded_size() refused Missing
+    const bool thin = s->kind() == SlotKind::Loaded && !keeps_bytes(opt, i);
+    const std::size_t h = codec::slot_encode_head(*s, head, thin);
+    w.put(head, h);
+    written += h;
+    if (h == codec::kSlotHeadMax) {
+      w.put(s->frame()->virt(), PAGE_SIZE);  // Loaded and kept
+      written += PAGE_SIZE;
+    }
   }
-  return w.finish();
+  const Status st = w.finish();
+  if (st != Status::Ok) return st;
+  // A keep predicate that changed its answers between the passes: the offset table does
+  // not describe the slots written.
+  if (written != off) return Status::InvalidArgument;
+  return {};
 }
 
-Result<void> DataCap::encode(std::uint8_t* out, std::size_t cap) const {
-  const std::uint64_t need = CAPMEM_TRY(encoded_size());
+Result<void> DataCap::encode(std::uint8_t* out, std::size_t cap) const { return encode(out, cap, EncodeOptions{}); }
+
+Result<void> DataCap::encode(std::uint8_t* out, std::size_t cap, const EncodeOptions& opt) const {
+  const std::uint64_t need = CAPMEM_TRY(encoded_size(opt));
   if (cap < need) return Status::InvalidArgument;
   MemSink m{.out = out, .cap = cap, .n = 0};
-  return encode(mem_sink, &m);
+  return encode(mem_sink, &m, opt);
 }
 
 namespace {
@@ -286,6 +332,8 @@ class OffsetStream {
 struct PageSink {
   Status (*put)(void* ctx, std::uint32_t page, PageRef&& p);
   void* ctx;
+  // Thin mode (rule 8.6): a Missing(h) slot with a resolvable hash, in page order.
+  Status (*missing)(void* ctx, std::uint32_t page, const Hash32& h) = nullptr;
 };
 
 // Loaded pages copied in but not yet verified: hashed in batches of kBatch through
@@ -377,8 +425,8 @@ Status decode_header(const ByteSource& src, CapHeader* h, DecodeError* err) {
 // page's bytes into the fresh frame it lands in, where they are checked for zero and
 // hashed, then handed to `sink` (in page order). Allocation follows the input actually
 // read (a batch of frames), never the size or count claims.
-Status decode_slots(const ByteSource& src, const CapHeader& h, PageSink sink, BuildProgress progress,
-                    DecodeError* err) {
+Status decode_slots(const ByteSource& src, const CapHeader& h, PageSink sink, const DecodeOptions& opt,
+                    BuildProgress progress, DecodeError* err) {
   const std::uint64_t L = h.len - 12;
   std::uint64_t start = h.start;  // slot i spans [start, end) of the list
   std::uint64_t bad_at = 0;
@@ -398,7 +446,14 @@ Status decode_slots(const ByteSource& src, const CapHeader& h, PageSink sink, Bu
     if (st != Status::Ok) {
       fail_at(err, st, 12 + start + rel);
     } else if (head.kind == SlotKind::Missing) {
-      st = fail_at(err, Status::DecodeMissingSlot, 12 + start);
+      if (!opt.thin || sink.missing == nullptr) {
+        st = fail_at(err, Status::DecodeMissingSlot, 12 + start);  // rule 5.2
+      } else if (!codec::missing_resolvable(head.claimed)) {
+        st = fail_at(err, Status::DecodeUnresolvableMissing, 12 + start + 1);  // rule 8.6, at the hash
+      } else {
+        st = sink.missing(sink.ctx, static_cast<std::uint32_t>(i), head.claimed);
+        if (st != Status::Ok) fail_at(err, st, 12 + start);
+      }
     } else if (head.kind == SlotKind::Empty) {
       if (i + 1 == h.count) st = fail_at(err, Status::DecodeTrailingEmpty, 12 + start);
     } else {
@@ -430,6 +485,11 @@ Status decode_slots(const ByteSource& src, const CapHeader& h, PageSink sink, Bu
 Status txn_put(void* ctx, std::uint32_t page, PageRef&& p) {
   return static_cast<tree::Txn*>(ctx)->set(page, Slot::loaded(static_cast<PageRef&&>(p))).status();
 }
+Status txn_missing(void* ctx, std::uint32_t page, const Hash32& h) {
+  auto m = Slot::missing(h);
+  if (!m.ok()) return m.status();
+  return static_cast<tree::Txn*>(ctx)->set(page, m.release_value()).status();
+}
 
 struct PagesCtx {
   codec::VerifiedPage fn;
@@ -443,9 +503,14 @@ Status pages_put(void* ctx, std::uint32_t page, PageRef&& p) {
 
 }  // namespace
 
-// One pass, front to back (decode_header, decode_slots); the verified pages go into a new
-// backing's tree.
 Result<DataCap> DataCap::decode(const ByteSource& src, DecodeError* err, BuildProgress progress) {
+  return decode(src, DecodeOptions{}, err, progress);
+}
+
+// One pass, front to back (decode_header, decode_slots); the verified pages (and, in thin
+// mode, the Missing slots: one Missing box per 33-byte slot read) go into a new backing's tree.
+Result<DataCap> DataCap::decode(const ByteSource& src, const DecodeOptions& opt, DecodeError* err,
+                                BuildProgress progress) {
   CapHeader h;
   if (const Status st = decode_header(src, &h, err); st != Status::Ok) return st;
   auto nb_r = tree::backing_alloc();
@@ -454,7 +519,7 @@ Result<DataCap> DataCap::decode(const ByteSource& src, DecodeError* err, BuildPr
   Status st = Status::Ok;
   {
     tree::Txn txn(nullptr);
-    st = decode_slots(src, h, PageSink{.put = txn_put, .ctx = &txn}, progress, err);
+    st = decode_slots(src, h, PageSink{.put = txn_put, .ctx = &txn, .missing = txn_missing}, opt, progress, err);
     if (st == Status::Ok) tree::backing_init(nb, txn.commit(), h.size);
   }
   if (st != Status::Ok) {
@@ -470,11 +535,16 @@ Status codec::decode_pages(const ByteSource& src, VerifiedPage fn, void* ctx, st
   if (const Status st = decode_header(src, &h, err); st != Status::Ok) return st;
   *size = h.size;
   PagesCtx c{.fn = fn, .ctx = ctx};
-  return decode_slots(src, h, PageSink{.put = pages_put, .ctx = &c}, progress, err);
+  return decode_slots(src, h, PageSink{.put = pages_put, .ctx = &c}, DecodeOptions{}, progress, err);
 }
 
 Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeError* err, BuildProgress progress) {
-  return decode(ByteSource::memory(in, len), err, progress);
+  return decode(ByteSource::memory(in, len), DecodeOptions{}, err, progress);
+}
+
+Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, const DecodeOptions& opt, DecodeError* err,
+                                BuildProgress progress) {
+  return decode(ByteSource::memory(in, len), opt, err, progress);
 }
 
 }  // namespace capmem
