@@ -112,11 +112,12 @@ void wait_hlt(F done) {
     const CpuWork w = c->work.load(std::memory_order_acquire);
     if (w != nullptr) {
       w(c->work_arg);
-      // Going idle: this CPU's cached frames go to its depot list and its cached slab
-      // objects to their slabs, where every CPU reaches them (rule 7.4: an idle CPU strands
-      // nothing; docs/smp.md "Frame allocator", "Slabs").
-      frames().drain_local();
+      // Going idle: this CPU's cached slab objects go to their slabs and its cached frames
+      // to its depot list, where every CPU reaches them (rule 7.4: an idle CPU strands
+      // nothing; docs/smp.md "Frame allocator", "Slabs"). Slabs first: a slab frame they
+      // give back lands in this CPU's frame cache, which the frame drain then empties.
       drain_slab_caches(env::cpu_id());
+      frames().drain_local();
       const unsigned waiter = c->work_waiter.load(std::memory_order_relaxed);
       c->work.store(nullptr, std::memory_order_relaxed);
       c->work_done.store(true, std::memory_order_release);

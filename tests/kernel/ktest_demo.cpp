@@ -87,7 +87,7 @@ KTEST(guest_run_setup_out_of_frames_leaves_nothing_allocated) {
     auto g = run_guest(spec, regs);
     frames().inject_failure_at(0);
     KEXPECT(active_user_run() == nullptr);  // no run left in progress on this CPU
-    drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
+    drain_slab_caches(env::cpu_id());       // cached slab objects hold their frames
     KEXPECT_EQ(frames().stats().free, free0);
     if (g.ok()) {
       KEXPECT(g->result.exit == RunExit::PageFault);

@@ -233,7 +233,7 @@ TEST(SmpCheckpoint, Rule3_8_BusyReleasesTheClaimsAlreadyTaken) {
 // store lands, each run reads its own stores, each pays one CoW per page it writes. Run
 // under ThreadSanitizer by ./dev test.
 TEST(SmpRuns, Rule3_9_TwoRunsOverOneCapOnTwoCpusLoseNoStore) {
-  const FrameStats start = frames().stats();
+  const FrameStats start = hostsim::quiescent_frame_stats();
   constexpr std::uint64_t kHandOffs = 400, kFree = 3000;
   std::optional<World> world(std::in_place);
   World& w = *world;
@@ -323,7 +323,7 @@ TEST(SmpRuns, Rule3_9_TwoRunsOverOneCapOnTwoCpusLoseNoStore) {
   table2.teardown();
   w.table.teardown();
   world.reset();
-  EXPECT_EQ(frames().stats().in_use, start.in_use) << "every frame is back";
+  EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, start.in_use) << "every frame is back";
 }
 
 // Rule 3.9 + 7.2 on one host thread moving between simulated CPUs: run B stores on CPU 1 and

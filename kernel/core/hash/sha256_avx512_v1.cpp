@@ -12,9 +12,12 @@
 // GCC 12's avx512fintrin.h builds the unmasked forms (vprord, vpternlogd, ...) on
 // _mm512_undefined_epi32(), whose deliberate self-initialisation trips -Wmaybe-uninitialized
 // (or -Wuninitialized, depending on the optimisation level) once inlined here; the warning
-// is about the header's idiom, not about this code.
+// is about the header's idiom, not about this code. GCC only: clang has no
+// -Wmaybe-uninitialized and would warn about the unknown group (-Wunknown-warning-option).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 #include "hash_internal.h"
 #include "simd_intrin.h"
