@@ -676,25 +676,30 @@ struct FakeMapper {
   Status prepare_answer = Status::Ok;
   std::vector<std::string> calls;
   static FakeMapper& of(MapperNode& n) { return *static_cast<FakeMapper*>(n.owner); }
-  static constexpr MapperOps kOps = {
-      .try_hold =
-          [](MapperNode& n) {
-            if (of(n).executing) return false;
-            ++of(n).holds;
-            return true;
-          },
-      .release = [](MapperNode& n) { --of(n).holds; },
-      .prepare =
-          [](MapperNode& n, std::uint32_t p) {
-            of(n).calls.push_back("prepare " + std::to_string(p));
-            return of(n).prepare_answer;
-          },
-      .protect = [](MapperNode& n, std::uint32_t p) { of(n).calls.push_back("protect " + std::to_string(p)); },
-      .refresh = [](MapperNode& n, std::uint32_t p) { of(n).calls.push_back("refresh " + std::to_string(p)); },
-      .published = [](MapperNode& n, std::uint32_t p) { of(n).calls.push_back("published " + std::to_string(p)); },
-  };
-  explicit FakeMapper(Region r) : node{.ops = &kOps, .owner = this, .region = r} {}
+  explicit FakeMapper(Region r);
 };
+// Defined after FakeMapper is complete (clang rejects member access in its own initializer).
+constexpr MapperOps kFakeOps = {
+    .try_hold =
+        [](MapperNode& n) {
+          if (FakeMapper::of(n).executing) return false;
+          ++FakeMapper::of(n).holds;
+          return true;
+        },
+    .release = [](MapperNode& n) { --FakeMapper::of(n).holds; },
+    .prepare =
+        [](MapperNode& n, std::uint32_t p) {
+          FakeMapper::of(n).calls.push_back("prepare " + std::to_string(p));
+          return FakeMapper::of(n).prepare_answer;
+        },
+    .protect = [](MapperNode& n,
+                  std::uint32_t p) { FakeMapper::of(n).calls.push_back("protect " + std::to_string(p)); },
+    .refresh = [](MapperNode& n,
+                  std::uint32_t p) { FakeMapper::of(n).calls.push_back("refresh " + std::to_string(p)); },
+    .published = [](MapperNode& n,
+                    std::uint32_t p) { FakeMapper::of(n).calls.push_back("published " + std::to_string(p)); },
+};
+FakeMapper::FakeMapper(Region r) : node{.ops = &kFakeOps, .owner = this, .region = r} {}
 }  // namespace
 
 TEST(Mapper, CheckpointsAndPublishesGoThroughTheOpsTable) {
