@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "capmem/datacap.h"
 #include "capmem/log.h"
 #include "capmem/status.h"
 #include "capmem/types.h"
@@ -41,6 +42,14 @@ T val(Result<T>&& r) {
   EXPECT_TRUE(r.ok()) << status_name(r.status());
   if (!r.ok()) std::abort();
   return r.release_value();
+}
+
+// The little-endian u64 at byte `off` of cap `c`'s effective bytes (a failed read is a test
+// failure and reads 0).
+inline std::uint64_t u64_at(const DataCap& c, std::uint64_t off) {
+  std::uint64_t v = 0;
+  EXPECT_TRUE(c.read(off, reinterpret_cast<std::uint8_t*>(&v), 8).ok());
+  return v;
 }
 
 }  // namespace capmem::testutil

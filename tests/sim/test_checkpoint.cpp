@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "../test_util.h"
 #include "capmem/datacap.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
@@ -34,11 +35,7 @@ std::vector<std::uint8_t> bytes_of(const DataCap& c) {
   return v;
 }
 
-std::uint64_t u64_at(const DataCap& c, std::uint64_t off) {
-  std::uint64_t v = 0;
-  EXPECT_TRUE(c.read(off, reinterpret_cast<std::uint8_t*>(&v), 8).ok());
-  return v;
-}
+using capmem::testutil::u64_at;
 
 // 8 code pages, 16 data pages, pages 4..5 pinned (as in test_fault.cpp).
 struct World {

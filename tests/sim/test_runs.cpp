@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "../test_util.h"
 #include "capmem/datacap.h"
 #include "capmem/fault.h"
 #include "capmem/frame.h"
@@ -31,11 +32,7 @@ constexpr std::uint32_t kData = static_cast<std::uint32_t>(DATA_BASE);
 constexpr std::uint32_t kCode = static_cast<std::uint32_t>(CODE_BASE);
 constexpr std::uint32_t kPages = 8;
 
-std::uint64_t u64_at(const DataCap& c, std::uint64_t off) {
-  std::uint64_t v = 0;
-  EXPECT_TRUE(c.read(off, reinterpret_cast<std::uint8_t*>(&v), 8).ok());
-  return v;
-}
+using capmem::testutil::u64_at;
 
 void put_u64(std::vector<std::uint8_t>& model, std::uint64_t off, std::uint64_t v) { std::memcpy(&model[off], &v, 8); }
 

@@ -37,11 +37,7 @@ constexpr std::uint64_t kPauseEvery = 100;  // a promised-paused window every 10
 
 std::uint32_t addr_of(std::uint64_t i) { return kData + static_cast<std::uint32_t>(i % kPages) * PAGE_SIZE; }
 
-std::uint64_t u64_at(const DataCap& c, std::uint64_t off) {
-  std::uint64_t v = 0;
-  EXPECT_TRUE(c.read(off, reinterpret_cast<std::uint8_t*>(&v), 8).ok());
-  return v;
-}
+using capmem::testutil::u64_at;
 
 // The value page k holds after stores 1..c (0 if none went there): the last i <= c with
 // i % kPages == k.
