@@ -145,6 +145,36 @@ class DataCap {
   // pages are copied and hashed (b keeps its own); all-zero pages become Empty.
   // Misaligned / OutOfExtent (offset > size) / OutOfFrames; on failure nothing changes.
   Result<void> place_shared(const DataCap& b, std::uint64_t offset);
+  // --- Resolving Missing pages (rule 8.4; docs/rules.md section 8) -------------------
+  // A checkpoint-class call (rule 3.8): Busy while a run that maps the cap executes. Page
+  // `page` must be < page_count() (OutOfExtent) and its effective slot (overlay entry or
+  // backing, rule 3.3) Missing(h) (NotMissing otherwise: a late or duplicate answer),
+  // h neither zero(32) nor the all-zero page's root (UnresolvableMissing). The source must
+  // hold exactly 4096 bytes (BadLength); they are read once (5.3) into a fresh aligned
+  // frame and hashed there; HashMismatch unless that hash is h. On success the slot becomes
+  // Loaded where the Missing slot was (a backing slot by a path copy that keeps the root
+  // and rehashes no node, 2.3; an overlay entry in place), and paused runs' leaves of the
+  // page are refreshed. Every failure (OutOfFrames included) leaves the cap, its root, the
+  // frame and slab counts exactly as before. Never called from the fault path (8.5).
+  Result<void> resolve(std::uint32_t page, const ByteSource& src);
+  Result<void> resolve(std::uint32_t page, const std::uint8_t* bytes, std::size_t len);
+  // The same with a page shared by reference, no copy and no SHA-256: `p` must be a hashed
+  // page (UnhashedPage for an unhashed copy, rule 1.3) whose hash is h (HashMismatch).
+  Result<void> resolve_page(std::uint32_t page, PageRef p);
+  // A prefetch batch in one transaction (one new backing, shared path nodes copied once):
+  // all or nothing. Each item names its page and either `ref` (a hashed page, as
+  // resolve_page) or `src` (bytes, as resolve). On failure nothing changed, the status is
+  // the first failing item's and *failed (if non-null) is that item's index. Duplicate
+  // pages in one batch are InvalidArgument.
+  struct ResolveItem {
+    std::uint32_t page = 0;
+    ByteSource src{};
+    FrameDesc* ref = nullptr;  // borrowed: the caller keeps its reference
+  };
+  Result<void> resolve_many(const ResolveItem* items, std::size_t n, std::size_t* failed = nullptr);
+  // Missing pages of the effective slots (thin caps, rule 8.1): how many.
+  [[nodiscard]] std::uint32_t missing_count() const;
+
   // Rule 3.5. k dirty pages: k page hashes + O(k log n) node hashes. MissingInOverlay or
   // OutOfFrames leave the cap unchanged (except that an unshared unhashed overlay page may
   // have received its true hash, which changes no content and no root). An empty overlay

@@ -53,8 +53,20 @@ enum class Outcome : std::uint8_t {
   OutOfGas,     // the next charge does not fit: nothing was allocated or charged
   OutOfFrames,  // host side: no frame for a copy or a table; nothing changed, retryable
   Busy,         // the access did not start: Run::try_enter() refused (rule 3.9), nothing changed
+  NeedPage,     // rule 8.2 (RunConfig::resolve_missing): the access met a Missing page; nothing
+                // allocated, mapped or charged; Run::pending() names it. The host resolves it
+                // (DataCap::resolve*) and re-executes the access, or calls Run::decline()
 };
 const char* outcome_name(Outcome o);
+
+// Rule 8.2: what a NeedPage asks for: page `page` of the run's `region` cap
+// (RunConfig::code / mem), Missing(hash), met at guest address `addr`.
+struct PageRequest {
+  Region region;
+  std::uint32_t page;
+  Hash32 hash;
+  VirtAddr addr;
+};
 
 struct Answer {
   Outcome outcome;
@@ -87,6 +99,9 @@ struct RunConfig {
   std::span<const PinnedRange> pinned;  // sorted, disjoint, inside mem
   std::uint64_t gas;
   GasCosts costs = kGasCosts;
+  // Rule 8.1/8.2: an access to a Missing page answers Outcome::NeedPage (gas checked first,
+  // 8.3) instead of a guest fault. Off: section 4 exactly as before.
+  bool resolve_missing = false;
 
   // What Run's constructor enforces (it traps with a message naming the rule and region):
   // InvalidArgument for a null table or cap; EmptyCap (rule 3.10) if `code` or `mem` holds
@@ -226,6 +241,14 @@ class Run {
   // error code. Runs with interrupts off, allocates only frames, never hashes, and never
   // fails half-way (rule 4.4/4.6).
   Answer handle_page_fault(VirtAddr cr2, std::uint32_t error_code);
+
+  // Rule 8.2: the request of the last NeedPage answer, until the run's next fault or
+  // decline(); nullptr when there is none.
+  [[nodiscard]] const PageRequest* pending() const;
+  // Rule 8.2: the host will not supply the pending page: the request becomes the guest page
+  // fault of rule 4.3 (counted in guest_faults) and that Answer is returned. Traps with no
+  // pending request.
+  Answer decline();
 
   [[nodiscard]] std::uint64_t gas_left() const { return gas_; }
   [[nodiscard]] std::uint64_t gas_used() const { return gas_start_ - gas_; }

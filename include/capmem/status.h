@@ -63,6 +63,11 @@ enum class Status : unsigned {
   PackNonzeroPad,      // a non-zero byte between the index and pages_offset
   PackBadLength,       // length other than pages_offset + 4096 x count
   NotInStore,          // 8.7: the store holds no page with that root
+  // Resolving a Missing page (rule 8.4, DataCap::resolve*): each leaves the cap as it was.
+  NotMissing,    // the page's effective slot is not Missing (a late or duplicate answer: harmless)
+  HashMismatch,  // the offered bytes hash to something other than the Missing slot's hash
+  BadLength,     // the offered bytes are not exactly 4096 bytes
+  UnhashedPage,  // a page offered by reference is an unhashed copy (rule 1.3): its hash is unknown
 };
 
 // Short human-readable description ("unknown slot selector") and the rule (docs/rules.md) it

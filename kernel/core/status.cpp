@@ -59,6 +59,10 @@ constexpr StatusInfo info(Status s) {
     case Status::PackNonzeroPad: return {"page pack pad between index and pages is not zero", "8.7"};
     case Status::PackBadLength: return {"page pack length is not pages_offset + 4096 x count", "8.7"};
     case Status::NotInStore: return {"no page with that root in the store", "8.7"};
+    case Status::NotMissing: return {"the page is not Missing (nothing to resolve)", "8.4"};
+    case Status::HashMismatch: return {"the bytes do not hash to the Missing page's hash", "8.4"};
+    case Status::BadLength: return {"a page must be exactly 4096 bytes", "8.4"};
+    case Status::UnhashedPage: return {"an unhashed page cannot be installed by reference", "8.4"};
   }
   return {"unknown status", ""};
 }

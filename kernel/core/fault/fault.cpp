@@ -16,6 +16,7 @@ const char* outcome_name(Outcome o) {
     case Outcome::OutOfGas: return "out of gas";
     case Outcome::OutOfFrames: return "out of frames";
     case Outcome::Busy: return "busy: another run over one of its caps is executing";
+    case Outcome::NeedPage: return "need page: the access met a Missing page (rule 8.2)";
   }
   return "?";
 }
