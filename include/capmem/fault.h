@@ -70,7 +70,7 @@ struct PageRequest {
 
 struct Answer {
   Outcome outcome;
-  VirtAddr addr;  // the faulting address (CR2) for GuestFault/OutOfGas/OutOfFrames
+  VirtAddr addr;  // the faulting address (CR2) for GuestFault/OutOfGas/OutOfFrames/NeedPage
 };
 
 // A read-only range of the `mem` cap, in pages relative to DATA_BASE.

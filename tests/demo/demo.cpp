@@ -164,6 +164,17 @@ Result<void> make_thin(Image& image, const ThinOptions& opt) {
 
 PageStore image_store(const Image& full) { return PageStore{.ctx = const_cast<Image*>(&full), .find = &image_find}; }
 
+PageStore PackStore::store() {
+  return PageStore{.ctx = this, .find = [](void* ctx, const Hash32& hash, ByteSource* out) {
+                     auto* self = static_cast<PackStore*>(ctx);
+                     auto p = self->pack.find(hash);
+                     if (!p.ok()) return p.status();
+                     self->page = self->pack.page_source(p.value());
+                     *out = self->page.source();
+                     return Status::Ok;
+                   }};
+}
+
 Status resolve_request(Image& image, const fault::PageRequest& req, const PageStore& store) {
   ByteSource src{};
   if (const Status st = store.find(store.ctx, req.hash, &src); st != Status::Ok) return st;

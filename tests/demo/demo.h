@@ -13,6 +13,7 @@
 
 #include "capmem/datacap.h"
 #include "capmem/fault.h"
+#include "capmem/pack.h"
 
 namespace capmem::demo {
 
@@ -86,6 +87,15 @@ struct PageStore {
 // A store over a full image's pages (code and mem, as build() makes them): a linear scan
 // (the demo's 1040 pages). `full` must outlive the store's use.
 PageStore image_store(const Image& full);
+// A store over a page pack (rule 8.7, store::Pack): the kernel's boot module, or the pack
+// `capmem demo --pack` writes (hostsim::write_demo_pack). Pack::find (binary search of the
+// index, a hint: resolve verifies every page) and the page as a ByteSource pointing at
+// `page`. The PackStore must outlive the PageStore's use.
+struct PackStore {
+  store::Pack pack;
+  store::PackPageSource page{};  // the page last found
+  PageStore store();
+};
 
 // Answers one NeedPage: the page `req` names (in image.code for Region::Code, image.mem
 // otherwise) resolved from `store` with DataCap::resolve (bytes read once and hashed,

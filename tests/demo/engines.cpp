@@ -1,6 +1,9 @@
 #include "engines.h"
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
+#include <vector>
 
 #include "capmem/frame.h"
 
@@ -66,13 +69,15 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) 
   }
   // Thin: the host's page store is a second, full build (the thin image drops its pages).
   std::optional<demo::Image> full;
-  if (opt.thin) {
+  if (opt.thin && opt.pack == nullptr) {
     auto f = demo::build();
     if (!f.ok()) {
       rep.error = std::string("building the demo's page store: ") + status_name(f.status());
       return rep;
     }
     full.emplace(f.release_value());
+  }
+  if (opt.thin) {
     if (auto t = demo::make_thin(image.value(), opt.thin_opt); !t.ok()) {
       rep.error = std::string("making the demo image thin: ") + status_name(t.status());
       return rep;
@@ -93,8 +98,11 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) 
     {
       GuestCpu cpu(kind, run);
       if (opt.thin) {
-        demo::ThinHost host{
-            .inner = cpu.engine(), .run = &run, .image = &image.value(), .store = demo::image_store(*full)};
+        demo::PackStore pack_store{.pack = opt.pack != nullptr ? *opt.pack : store::Pack{}};
+        demo::ThinHost host{.inner = cpu.engine(),
+                            .run = &run,
+                            .image = &image.value(),
+                            .store = opt.pack != nullptr ? pack_store.store() : demo::image_store(*full)};
         rep.progress = demo::run_ops(host.engine());
         rep.resolve_error = host.error;
       } else {
@@ -121,6 +129,25 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) 
   }
   rep.ok = true;
   return rep;
+}
+
+Result<void> write_demo_pack(ByteSink sink, void* ctx) {
+  demo::Image image = CAPMEM_TRY(demo::build());
+  std::vector<store::PackEntry> entries;
+  for (const DataCap* cap : {&image.code, &image.mem}) {
+    for (std::uint32_t i = 0; i < cap->page_count(); ++i) {
+      const SlotView v = cap->effective(i);
+      if (v.kind == SlotKind::Loaded)
+        entries.push_back({.root = *v.hash, .bytes = static_cast<const std::uint8_t*>(v.frame->virt())});
+    }
+  }
+  std::sort(entries.begin(), entries.end(), [](const store::PackEntry& a, const store::PackEntry& b) {
+    return std::memcmp(a.root.b.data(), b.root.b.data(), 32) < 0;
+  });
+  entries.erase(std::unique(entries.begin(), entries.end(),
+                            [](const store::PackEntry& a, const store::PackEntry& b) { return a.root == b.root; }),
+                entries.end());
+  return store::pack_write(entries.data(), static_cast<std::uint32_t>(entries.size()), sink, ctx);
 }
 
 }  // namespace capmem::hostsim

@@ -55,6 +55,8 @@ class GuestCpu {
 struct DemoOptions {
   bool thin = false;
   demo::ThinOptions thin_opt{};
+  // Thin: answer from this pack (demo::PackStore) instead of a full build of the image.
+  const store::Pack* pack = nullptr;
 };
 struct DemoReport {
   bool ok = false;    // ran (to the end or to a stop); false = host failure
@@ -67,5 +69,11 @@ struct DemoReport {
   Status resolve_error = Status::Ok;  // thin: the first request the store could not answer
 };
 DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt = {});
+
+// `capmem demo --pack OUT`: the pack (rule 8.7, store::pack_write) of every distinct Loaded
+// page of the demo image (code and mem), streamed to `sink`; the store a thin demo (here or
+// in the kernel, from a boot module) resolves from. Status of the build, the hashing or the
+// sink.
+Result<void> write_demo_pack(ByteSink sink, void* ctx);
 
 }  // namespace capmem::hostsim

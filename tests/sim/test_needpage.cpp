@@ -593,6 +593,41 @@ TEST_P(NeedPage, DemoThinOutOfGasEqualsDemoPresent) {
   }
 }
 
+// The store the kernel takes as a boot module: a pack of the demo's pages (rule 8.7).
+TEST_P(NeedPage, DemoThinFromAPackEqualsDemoPresent) {
+  std::vector<std::uint8_t> bytes;
+  const ByteSink sink = [](void* ctx, const std::uint8_t* data, std::size_t len) {
+    auto* v = static_cast<std::vector<std::uint8_t>*>(ctx);
+    v->insert(v->end(), data, data + len);
+    return Status::Ok;
+  };
+  ASSERT_TRUE(hostsim::write_demo_pack(sink, &bytes).ok());
+  const store::Pack pack = val(store::Pack::parse(bytes.data(), bytes.size()));
+  const demo::ThinOptions opt{.mem = true, .code = true};
+  const hostsim::DemoReport present = hostsim::run_demo(GetParam(), demo::kDefaultGas);
+  const hostsim::DemoReport thin = hostsim::run_demo(
+      GetParam(), demo::kDefaultGas, hostsim::DemoOptions{.thin = true, .thin_opt = opt, .pack = &pack});
+  ASSERT_TRUE(present.ok && thin.ok) << thin.error;
+  EXPECT_EQ(thin.resolve_error, Status::Ok);
+  EXPECT_EQ(thin.line, present.line + " need_page=" + std::to_string(expected_need_page(opt)));
+
+  // A pack whose op-table page was changed: resolve refuses it (HashMismatch), the host
+  // declines, and the run ends with the guest page fault at the first op (nothing charged).
+  const demo::Image full = val(demo::build());
+  const store::PackPage at = val(pack.find(*full.code.effective(0).hash));
+  bytes[at.offset + 5] ^= 0x40;
+  const store::Pack bad = val(store::Pack::parse(bytes.data(), bytes.size()));
+  const hostsim::DemoReport refused = hostsim::run_demo(
+      GetParam(), demo::kDefaultGas, hostsim::DemoOptions{.thin = true, .thin_opt = opt, .pack = &bad});
+  ASSERT_TRUE(refused.ok) << refused.error;
+  EXPECT_EQ(refused.resolve_error, Status::HashMismatch);
+  EXPECT_EQ(refused.progress.stop, Outcome::GuestFault);
+  EXPECT_EQ(refused.progress.addr, VirtAddr{kCode});
+  EXPECT_EQ(refused.progress.ops_done, 0u);
+  EXPECT_EQ(refused.gas_used, 0u);
+  EXPECT_EQ(refused.counters.guest_faults, 1u);
+}
+
 TEST_P(NeedPage, DemoHostThatCannotAnswerDeclines) {
   demo::Image image = val(demo::build());
   ASSERT_TRUE(demo::make_thin(image, {}).ok());

@@ -235,7 +235,7 @@ void Run::refresh_page(Region region, std::uint32_t page) {
     set_paid(page, t->flags.writable ? kPaidRead | kPaidWrite : kPaidRead);
   bool missing = false;
   FrameDesc* f = source_frame(cap_of(region), page, &missing);
-  if (f == nullptr) {  // Missing now: the next access is a guest page fault (rule 2.1)
+  if (f == nullptr) {  // Missing now: the next access is a guest page fault (4.3) or a NeedPage (8.2)
     const auto r = cfg_.table->unmap(va);
     CAPMEM_ASSERT(r.ok());
     return;
@@ -302,7 +302,7 @@ void Run::settle_stale() {
           CAPMEM_ASSERT(u.ok());
           bool missing = false;
           FrameDesc* f = source_frame(cap_of(region), page, &missing);
-          if (f == nullptr) continue;  // Missing now: the next access is a guest page fault
+          if (f == nullptr) continue;  // Missing now: the next access faults (4.3) or asks (8.2)
           // The tables of the path stay (unmap never frees one): this cannot need a frame.
           const auto m2 = cfg_.table->map_leaf(va, f->phys(), guest_leaf(false));
           CAPMEM_ASSERT(m2.ok());
