@@ -47,18 +47,19 @@ Hash32 root_of(const std::vector<std::uint8_t>& bytes) {
 }  // namespace
 
 // (a) CPU 1 resolves every page of cap X; CPU 2 writes and flushes Y, a copy of X made
-// before, again and again. They share the backing's nodes and Missing boxes until each
+// before, again and again (20 rounds). They share the backing's nodes and Missing boxes until each
 // makes its own; both end right.
 TEST(SmpResolve, ResolveRacesAFlushOfACopySharingTheBacking) {
   const FrameStats start = hostsim::quiescent_frame_stats();
   const auto bytes = content(kPages, 1);
-  {
+  hostsim::start_cpus(3);
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE(round);
     DataCap full = val(DataCap::from_bytes(bytes.data(), bytes.size()));
     DataCap x = thin_of(full);
     DataCap y = val(x.copy());
     ASSERT_EQ(x.backing_id(), y.backing_id());
     auto y_bytes = bytes;
-    hostsim::start_cpus(3);
     bool x_ok = true, y_ok = true;
     std::thread resolver([&] {
       const hostsim::CpuBinding on(1);
@@ -69,7 +70,7 @@ TEST(SmpResolve, ResolveRacesAFlushOfACopySharingTheBacking) {
       const hostsim::CpuBinding on(2);
       for (std::uint32_t p = kPages; p-- > 0;) {
         std::uint8_t page[PAGE_SIZE];
-        std::memset(page, static_cast<int>(p + 1), sizeof page);
+        std::memset(page, static_cast<int>(p + 1 + round), sizeof page);
         std::memcpy(y_bytes.data() + std::size_t{p} * PAGE_SIZE, page, PAGE_SIZE);
         y_ok = y.write_page(p, val(PageRef::from_content(page, PAGE_SIZE))).ok() && y_ok;
         if (p % 3 == 0) y_ok = y.flush().ok() && y_ok;
