@@ -153,13 +153,14 @@ class DataCap {
   // (UnresolvableMissing). The source must hold exactly 4096 bytes (BadLength); they are
   // read once (5.3, one copy_in of [0, 4096)) into a fresh aligned frame and hashed there;
   // HashMismatch unless that hash is h. On success the slot becomes Loaded where the
-  // Missing slot was (a backing slot by a path copy that keeps the root and rehashes no
-  // node, 2.3: the new backing takes size, extent and root from the old one; an overlay
-  // entry in place, no new backing), and paused runs' leaves of the page are refreshed
-  // (prepared first). Other caps sharing the old backing keep their Missing slot. Every
-  // failure (OutOfFrames included) leaves the cap, its root, the frame and slab counts
-  // exactly as before. Never called from the fault path (8.5). Cost: one 4 KiB copy, one
-  // page hash, at most 4 tree nodes and a backing from their slabs.
+  // Missing slot was, keeping the root and rehashing no node (2.3): a backing slot in place
+  // when this cap alone holds the backing and the tree path to it (no allocation), else by
+  // a path copy into a new backing that takes size, extent and root from the old one (other
+  // caps sharing the old nodes keep their Missing slot); an overlay entry in place. Paused
+  // runs' leaves of the page are refreshed (prepared first). Every failure (OutOfFrames
+  // included) leaves the cap, its root, the frame and slab counts exactly as before. Never
+  // called from the fault path (8.5). Cost: one 4 KiB copy and one page hash, plus (path
+  // copy) 4 tree nodes and a backing from their slabs.
   Result<void> resolve(std::uint32_t page, const ByteSource& src);
   // The same from memory: ByteSource::memory(bytes, len) (len != 4096 is BadLength).
   Result<void> resolve(std::uint32_t page, const std::uint8_t* bytes, std::size_t len);
@@ -168,8 +169,9 @@ class DataCap {
   // slot takes its own reference; the caller keeps `p` (a host cache verifies each distinct
   // page once and hands it to any number of caps).
   Result<void> resolve_page(std::uint32_t page, PageRef p);
-  // A prefetch batch in one transaction (one new backing, shared path nodes copied once,
-  // byte items hashed 16 at a time through the multi-buffer page hash): all or nothing.
+  // A prefetch batch in one transaction (in place, or one new backing with shared path
+  // nodes copied once; byte items hashed 16 at a time through the multi-buffer page hash):
+  // all or nothing.
   // Each item names its page and either `ref` (non-null: a hashed page, as resolve_page) or
   // `src` (bytes, as resolve). On failure nothing changed, the status is the first failing
   // item's (in item order) and *failed (if non-null) is that item's index (0 for EmptyCap

@@ -84,7 +84,9 @@ TEST_P(Resolve, Rule8_4_BusyWhileExecutingThenTheGuestReadsTheResolvedPage) {
   // all-present cap with the store.
   ASSERT_TRUE(w.mem.resolve_page(6, PageRef::ref_existing(w.full.effective(6).frame)).ok());
   for (std::uint32_t p = 0; p < kPages; ++p)
-    if (p != 5 && p != 6) ASSERT_TRUE(w.mem.resolve(p, w.page(p)).ok()) << p;
+    if (p != 5 && p != 6) {
+      ASSERT_TRUE(w.mem.resolve(p, w.page(p)).ok()) << p;
+    }
   EXPECT_EQ(w.mem.missing_count(), 0u);
   ASSERT_TRUE(w.mem.flush().ok());
   auto expect = w.mem_bytes;

@@ -101,7 +101,7 @@ Hash32 run_and_resolve(DataCap& mem, const std::vector<PageRef>& cache, const st
   DataCap code = val(DataCap::create(PAGE_SIZE));
   pt::PageTable table = val(pt::PageTable::create());
   {
-    fault::Run run(fault::RunConfig{.table = &table, .code = &code, .mem = &mem, .gas = 1'000'000});
+    fault::Run run(fault::RunConfig{.table = &table, .code = &code, .mem = &mem, .pinned = {}, .gas = 1'000'000});
     hostsim::GuestCpu cpu(hostsim::EngineKind::Mmu, run);
     for (std::uint32_t p : order) {
       const std::uint32_t a = kData + p * PAGE_SIZE + 8 * (p % 8);
@@ -198,10 +198,10 @@ TEST(SmpResolve, PerRunCopiesOfAThinCodeCapResolveWhileAnotherRunExecutes) {
       return ByteSource::memory(code_bytes.data() + std::size_t{p} * PAGE_SIZE, PAGE_SIZE);
     };
     {
-      fault::Run run1(fault::RunConfig{.table = &t1, .code = &code1, .mem = &mem1, .gas = 1000});
-      fault::Run run2(fault::RunConfig{.table = &t2, .code = &code2, .mem = &mem2, .gas = 1000});
-      fault::Run run3(fault::RunConfig{.table = &t3, .code = &shared_code, .mem = &mem3, .gas = 1000});
-      fault::Run run4(fault::RunConfig{.table = &t4, .code = &shared_code, .mem = &mem4, .gas = 1000});
+      fault::Run run1(fault::RunConfig{.table = &t1, .code = &code1, .mem = &mem1, .pinned = {}, .gas = 1000});
+      fault::Run run2(fault::RunConfig{.table = &t2, .code = &code2, .mem = &mem2, .pinned = {}, .gas = 1000});
+      fault::Run run3(fault::RunConfig{.table = &t3, .code = &shared_code, .mem = &mem3, .pinned = {}, .gas = 1000});
+      fault::Run run4(fault::RunConfig{.table = &t4, .code = &shared_code, .mem = &mem4, .pinned = {}, .gas = 1000});
       std::atomic<int> phase{0};
       std::thread executor([&] {
         const hostsim::CpuBinding on(1);
