@@ -180,7 +180,7 @@ class DataCap {
   struct ResolveItem {
     std::uint32_t page = 0;
     ByteSource src{};
-    FrameDesc* ref = nullptr;  // borrowed: the caller keeps its reference
+    FrameDesc* ref = nullptr;  // borrowed: the caller keeps its reference (a Page frame, else InvalidArgument)
   };
   Result<void> resolve_many(const ResolveItem* items, std::size_t n, std::size_t* failed = nullptr);
   // Missing pages of the effective slots (thin caps, rule 8.1): how many. O(tree nodes of

@@ -307,6 +307,12 @@ TEST(Rule8_4, ResolvePageSharesAHashedPageAndRefusesAnUnhashedCopy) {
   auto other = PageRef::from_content(page_bytes(t.bytes, p + 1), PAGE_SIZE).release_value();
   const Snapshot before = snap(t.thin);
   EXPECT_EQ(t.thin.resolve_page(p, unhashed).status(), Status::UnhashedPage);
+  EXPECT_EQ(t.thin.resolve_page(p, PageRef{}).status(), Status::InvalidArgument);
+  FrameDesc* table = frames().alloc(FrameKind::Table);  // not a page
+  ASSERT_NE(table, nullptr);
+  const DataCap::ResolveItem not_a_page{.page = p, .ref = table};
+  EXPECT_EQ(t.thin.resolve_many(&not_a_page, 1).status(), Status::InvalidArgument);
+  frames().unref(table);
   EXPECT_EQ(t.thin.resolve_page(p, other).status(), Status::HashMismatch);
   EXPECT_EQ(unhashed.ref_count(), 1u);
   EXPECT_EQ(other.ref_count(), 1u);

@@ -138,6 +138,7 @@ Result<void> DataCap::resolve_many(const ResolveItem* items, std::size_t n, std:
       s = overlay ? o : tree::lookup(backing_->root, it.page);
       if (s == nullptr || s->kind() != SlotKind::Missing) item_st = Status::NotMissing;
       else if (!codec::missing_resolvable(s->root())) item_st = Status::UnresolvableMissing;
+      else if (it.ref != nullptr && it.ref->kind != FrameKind::Page) item_st = Status::InvalidArgument;
       else if (it.ref != nullptr) item_st = it.ref->hash.is_zero() ? Status::UnhashedPage : Status::Ok;
       else if (it.src.len != PAGE_SIZE) item_st = Status::BadLength;
       else if (it.src.copy_in == nullptr) item_st = Status::InvalidArgument;
