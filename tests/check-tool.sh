@@ -34,6 +34,19 @@ grep -q 'rule 2.5' "$tmp/err" || fail "forged page error does not name rule 2.5:
 "$tool" demo --help | grep -q 'usage: capmem demo' || fail "demo --help"
 "$tool" demo --quiet | grep -Eq '^root=[0-9a-f]{64} gas=[0-9]+ cow=[0-9]+ page_in=[0-9]+$' || fail "demo final line"
 "$tool" demo --gas 1000 | grep -q 'stopped: out of gas' || fail "demo --gas does not report where it stopped"
+# demo --pack OUT: the demo's pages as a page pack (rule 8.7): inspect checks every page against
+# its index root; the same bytes every time and through standard output; nothing on stdout.
+"$tool" demo --pack "$tmp/demo.pak" > "$tmp/demo.pack.out" || fail "demo --pack"
+[ ! -s "$tmp/demo.pack.out" ] || fail "demo --pack printed: $(head -c 200 "$tmp/demo.pack.out")"
+"$tool" inspect "$tmp/demo.pak" > "$tmp/demo.insp" || fail "inspect of the demo's pack: $(cat "$tmp/demo.insp")"
+n=$(sed -n 's/^pages:   \([0-9]*\),.*/\1/p' "$tmp/demo.insp")
+# tests/demo/demo.h: a 1024-page mem cap, every 7th page Empty (at least 877 pseudo-random
+# pages), and a 16-page code cap.
+[ -n "$n" ] && [ "$n" -ge 877 ] && [ "$n" -le 1040 ] && [ "$(stat -c %s "$tmp/demo.pak")" -ge $((4096 * (n + 1))) ] ||
+  fail "demo --pack: $(cat "$tmp/demo.insp")"
+"$tool" demo --pack - | cmp -s - "$tmp/demo.pak" || fail "demo --pack - differs (not deterministic?)"
+"$tool" unpack "$tmp/demo.pak" "$tmp/demo.store" && [ "$(find "$tmp/demo.store" -type f | wc -l)" = "$n" ] ||
+  fail "demo --pack: unpack does not give $n pages"
 # Progress bar: over 64 MiB and stderr a terminal (script(1) gives it a pty) the bar moves
 # through intermediate percentages while hashing and verifying; without a terminal, stderr
 # stays empty and stdout is the same.

@@ -75,6 +75,7 @@ constexpr const char* kUsage =
     "  pack DIR OUT               the page store DIR (DIR/<2 hex>/<62 hex>) as one pack file (rule 8.7)\n"
     "  unpack PACK DIR            the pack's pages, each verified, into the page store DIR\n"
     "  demo [--gas N] [--quiet]   run the deterministic demo in hostsim with both engines\n"
+    "  demo --pack OUT            the demo's pages as a pack (a kernel boot module)\n"
     "\n"
     "FILE and IN are read as streams (`-` is standard input; a FIFO, device or /proc file\n"
     "works). OUT `-` (or /dev/stdout, /dev/fd/N) is that descriptor; a symlink is followed;\n"
@@ -101,7 +102,7 @@ struct Command {
 
 constexpr OptSpec kNoOpts[] = {{nullptr, false}};
 constexpr OptSpec kInspectOpts[] = {{"--raw", false}, {"--encoded", false}, {nullptr, false}};
-constexpr OptSpec kDemoOpts[] = {{"--gas", true}, {"--quiet", false}, {nullptr, false}};
+constexpr OptSpec kDemoOpts[] = {{"--gas", true}, {"--quiet", false}, {"--pack", true}, {nullptr, false}};
 constexpr OptSpec kEncodeOpts[] = {{"--thin", false}, {"--keep-first", true}, {"--store", true}, {nullptr, false}};
 constexpr OptSpec kDecodeOpts[] = {{"--store", true}, {nullptr, false}};
 
@@ -163,7 +164,10 @@ const Command kCommands[] = {
      "usage: capmem demo [--gas N] [--quiet]\n  Runs the deterministic demo scenario in the hosted simulation twice: through the\n"
      "  simulated MMU and the fault handler, and through the interpreter path. Prints what\n"
      "  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n"
-     "  N is a plain decimal from 0 to 18446744073709551615.\n",
+     "  N is a plain decimal from 0 to 18446744073709551615.\n"
+     "usage: capmem demo --pack OUT\n  Writes every distinct non-zero page of the demo's code and mem caps to OUT as one\n"
+     "  page pack (rule 8.7), the page store a kernel takes as a boot module to resolve a\n"
+     "  thin demo from; runs nothing.\n",
      cmd_demo, kDemoOpts},
 };
 

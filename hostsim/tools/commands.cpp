@@ -1,6 +1,7 @@
 // The `capmem` tool's commands (see capmem_main.cpp for the entry point and help).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/mem.h"
+#include "capmem/pack.h"
 #include "engines.h"
 #include "hostsim/env_hostsim.h"
 #include "tools/store.h"
@@ -362,11 +364,59 @@ int cmd_inspect(const Args& a) {
   return 0;
 }
 
+// `demo --pack OUT`: every distinct non-zero page of the demo's code and mem caps (demo::build),
+// as one pack (rule 8.7) sorted by root: the page store the kernel takes as a boot module to
+// resolve a thin demo from.
+int demo_pack(const char* path) {
+  std::string err;
+  OutFile out(path);
+  if (!out.open(&err)) return fail(err);
+  hostsim::boot(256ull << 20);
+  int rc = 0;
+  {
+    auto img = demo::build();
+    if (!img.ok()) return fail(std::string("demo: building the scenario: ") + status_name(img.status()));
+    std::vector<store::PackEntry> entries;
+    for (const DataCap* c : {&img->code, &img->mem}) {
+      for (std::uint32_t p = 0; p < c->page_count(); ++p) {
+        const SlotView v = c->effective(p);
+        if (v.kind == SlotKind::Loaded)
+          entries.push_back(
+              store::PackEntry{.root = *v.hash, .bytes = static_cast<const std::uint8_t*>(v.frame->virt())});
+      }
+    }
+    std::sort(entries.begin(), entries.end(), [](const store::PackEntry& x, const store::PackEntry& y) {
+      return store::root_compare(x.root, y.root) < 0;
+    });
+    entries.erase(std::unique(entries.begin(), entries.end(),
+                              [](const store::PackEntry& x, const store::PackEntry& y) {
+                                return store::root_compare(x.root, y.root) == 0;
+                              }),
+                  entries.end());
+    struct Ctx {
+      OutFile* out;
+      std::string* err;
+    } ctx{.out = &out, .err = &err};
+    auto sink = [](void* c, const std::uint8_t* d, std::size_t n) {
+      auto* x = static_cast<Ctx*>(c);
+      return x->out->write(d, n, x->err) ? Status::Ok : Status::InvalidArgument;
+    };
+    if (!store::pack_write(entries.data(), static_cast<std::uint32_t>(entries.size()), sink, &ctx).ok() ||
+        !out.commit(&err))
+      rc = fail(err);
+  }
+  hostsim::shutdown();
+  return rc;
+}
+
 int cmd_demo(const Args& a) {
   std::uint64_t gas = demo::kDefaultGas;
   bool quiet = false;
+  const char* pack = nullptr;
   for (const Args::Opt& o : a.opts) {
-    if (o.name == "--quiet") {
+    if (o.name == "--pack") {
+      pack = o.value;
+    } else if (o.name == "--quiet") {
       quiet = true;
     } else if (o.name == "--gas" && !parse_u64(o.value, &gas)) {
       return fail(std::string("demo: --gas takes a plain decimal number from 0 to 18446744073709551615, not '") +
@@ -374,7 +424,9 @@ int cmd_demo(const Args& a) {
     }
   }
   if (!a.operands.empty())
-    return fail(std::string("demo: unknown argument '") + a.operands[0] + "' (usage: capmem demo [--gas N] [--quiet])");
+    return fail(std::string("demo: unknown argument '") + a.operands[0] +
+                "' (usage: capmem demo [--gas N] [--quiet] | capmem demo --pack OUT)");
+  if (pack != nullptr) return demo_pack(pack);
   hostsim::boot(256ull << 20);
   if (!quiet) {
     const std::uint64_t code_end = fault::CODE_BASE + std::uint64_t{demo::kCodePages} * PAGE_SIZE;
