@@ -709,6 +709,16 @@ printf 'X' | dd of="$(entry stu "$rB")" bs=1 seek=9 conv=notrunc 2> /dev/null
 "$tool" encode --thin --store stu thin.bin /dev/null && cmp -s pB "$(entry stu "$rB")" ||
   fail "encode --store did not repair a damaged entry"
 
+# A signal while OUT's named temp and store entries' temps are made (CAPMEM_NO_TMPFILE=1): the
+# handler knows every temp at once, so none is left. SIGXFSZ from `ulimit -f 8` comes when OUT
+# (held in memory until then) is written at commit, after 600 store entries came and went.
+mkdir sx; head -c $((600 * 4096)) /dev/urandom > x600
+{ (ulimit -f 8 && exec env CAPMEM_NO_TMPFILE=1 "$tool" encode --thin --store sx/st x600 sx/out); } 2> /dev/null; rc=$?
+[ "$rc" = $((128 + $(kill -l XFSZ))) ] || fail "encode --thin --store under ulimit -f 8: exit status $rc"
+[ ! -e sx/out ] && [ "$(leftovers sx)" = 0 ] || fail "a signal after store writes left OUT's temp: $(ls -A sx)"
+[ "$(find sx/st -type f | wc -l)" = 600 ] && [ -z "$(find sx/st -name '.*')" ] || fail "store after SIGXFSZ: $(find sx/st -name '.*')"
+rm -rf sx x600
+
 # --keep-first N: N = 0 is the default; pages 0..N-1 keep their bytes and are not stored;
 # an Empty page stays Empty; N at or past the page count (and the largest N) is the full
 # encoding byte for byte, nothing stored.
