@@ -1,5 +1,7 @@
 #include "engines.h"
 
+#include <optional>
+
 #include "capmem/frame.h"
 
 namespace capmem::hostsim {
@@ -55,12 +57,26 @@ demo::Engine GuestCpu::engine() {
   };
 }
 
-DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
+DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) {
   DemoReport rep;
   auto image = demo::build();
   if (!image.ok()) {
     rep.error = std::string("building the demo image: ") + status_name(image.status());
     return rep;
+  }
+  // Thin: the host's page store is a second, full build (the thin image drops its pages).
+  std::optional<demo::Image> full;
+  if (opt.thin) {
+    auto f = demo::build();
+    if (!f.ok()) {
+      rep.error = std::string("building the demo's page store: ") + status_name(f.status());
+      return rep;
+    }
+    full.emplace(f.release_value());
+    if (auto t = demo::make_thin(image.value(), opt.thin_opt); !t.ok()) {
+      rep.error = std::string("making the demo image thin: ") + status_name(t.status());
+      return rep;
+    }
   }
   auto table = pt::PageTable::create();
   if (!table.ok()) {
@@ -72,10 +88,18 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
                                     .code = &image->code,
                                     .mem = &image->mem,
                                     .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
-                                    .gas = gas});
+                                    .gas = gas,
+                                    .resolve_missing = opt.thin});
     {
       GuestCpu cpu(kind, run);
-      rep.progress = demo::run_ops(cpu.engine());
+      if (opt.thin) {
+        demo::ThinHost host{
+            .inner = cpu.engine(), .run = &run, .image = &image.value(), .store = demo::image_store(*full)};
+        rep.progress = demo::run_ops(host.engine());
+        rep.resolve_error = host.error;
+      } else {
+        rep.progress = demo::run_ops(cpu.engine());
+      }
     }
     rep.counters = run.counters();
     rep.gas_used = run.gas_used();
@@ -91,7 +115,8 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
     }
     rep.root = root.value();
     char line[160];
-    demo::format_line(line, sizeof line, rep.root, rep.gas_used, rep.counters);
+    if (opt.thin) demo::format_thin_line(line, sizeof line, rep.root, rep.gas_used, rep.counters);
+    else demo::format_line(line, sizeof line, rep.root, rep.gas_used, rep.counters);
     rep.line = line;
   }
   rep.ok = true;
