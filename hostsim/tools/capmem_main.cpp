@@ -75,6 +75,7 @@ constexpr const char* kUsage =
     "  pack DIR OUT               the page store DIR (DIR/<2 hex>/<62 hex>) as one pack file (rule 8.7)\n"
     "  unpack PACK DIR            the pack's pages, each verified, into the page store DIR\n"
     "  demo [--gas N] [--quiet]   run the deterministic demo in hostsim with both engines\n"
+    "  demo --thin [--store DIR|PACK]  the demo over a thin mem cap, pages resolved on demand\n"
     "  demo --pack OUT            the demo's pages as a pack (a kernel boot module)\n"
     "\n"
     "FILE and IN are read as streams (`-` is standard input; a FIFO, device or /proc file\n"
@@ -102,7 +103,8 @@ struct Command {
 
 constexpr OptSpec kNoOpts[] = {{nullptr, false}};
 constexpr OptSpec kInspectOpts[] = {{"--raw", false}, {"--encoded", false}, {nullptr, false}};
-constexpr OptSpec kDemoOpts[] = {{"--gas", true}, {"--quiet", false}, {"--pack", true}, {nullptr, false}};
+constexpr OptSpec kDemoOpts[] = {{"--gas", true},   {"--quiet", false}, {"--thin", false},
+                                 {"--store", true}, {"--pack", true},   {nullptr, false}};
 constexpr OptSpec kEncodeOpts[] = {{"--thin", false}, {"--keep-first", true}, {"--store", true}, {nullptr, false}};
 constexpr OptSpec kDecodeOpts[] = {{"--store", true}, {nullptr, false}};
 
@@ -165,6 +167,13 @@ const Command kCommands[] = {
      "  simulated MMU and the fault handler, and through the interpreter path. Prints what\n"
      "  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n"
      "  N is a plain decimal from 0 to 18446744073709551615.\n"
+     "usage: capmem demo --thin [--store DIR|PACK] [--gas N] [--quiet]\n"
+     "  The same guest over a thin `mem` cap (rule 8): each access to a Missing page ends the\n"
+     "  run step with NeedPage, the host resolves the page (DataCap::resolve, verified) and\n"
+     "  the access runs again. Pages come from a second build of the demo, or with --store\n"
+     "  from a page store (e.g. `capmem demo --pack`'s). The line is `capmem demo`'s plus\n"
+     "  ` need_page=N`; fails if it differs from a run with every page present (rule 8.3) or\n"
+     "  a request is not answered.\n"
      "usage: capmem demo --pack OUT\n  Writes every distinct non-zero page of the demo's code and mem caps to OUT as one\n"
      "  page pack (rule 8.7), the page store a kernel takes as a boot module to resolve a\n"
      "  thin demo from; runs nothing.\n",

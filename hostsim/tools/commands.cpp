@@ -412,9 +412,15 @@ int demo_pack(const char* path) {
 int cmd_demo(const Args& a) {
   std::uint64_t gas = demo::kDefaultGas;
   bool quiet = false;
+  bool thin = false;
   const char* pack = nullptr;
+  const char* store_path = nullptr;
   for (const Args::Opt& o : a.opts) {
-    if (o.name == "--pack") {
+    if (o.name == "--thin") {
+      thin = true;
+    } else if (o.name == "--store") {
+      store_path = o.value;
+    } else if (o.name == "--pack") {
       pack = o.value;
     } else if (o.name == "--quiet") {
       quiet = true;
@@ -426,7 +432,26 @@ int cmd_demo(const Args& a) {
   if (!a.operands.empty())
     return fail(std::string("demo: unknown argument '") + a.operands[0] +
                 "' (usage: capmem demo [--gas N] [--quiet] | capmem demo --pack OUT)");
+  if (pack != nullptr && (thin || store_path != nullptr))
+    return fail("demo: --pack writes the pages and runs nothing: it takes no --thin or --store");
   if (pack != nullptr) return demo_pack(pack);
+  if (store_path != nullptr && !thin) return fail("demo: --store answers a thin run's requests (add --thin)");
+  // --thin --store: NeedPage answered from the tool's page store (unverified here: the demo's
+  // host verifies every page through DataCap::resolve, rule 8.7).
+  PageStore tool_store;
+  std::string err;
+  if (store_path != nullptr && !tool_store.open(store_path, &err)) return fail(err);
+  const demo::PageStore demo_store{.ctx = &tool_store, .find = [](void* ctx, const Hash32& h, ByteSource* out) {
+                                     std::string why;
+                                     switch (static_cast<PageStore*>(ctx)->raw(h, out, &why)) {
+                                       case DirStore::Get::Found: return Status::Ok;
+                                       case DirStore::Get::Absent: return Status::NotInStore;
+                                       case DirStore::Get::Error: break;
+                                     }
+                                     std::fprintf(stderr, "capmem: demo: %s\n", why.c_str());
+                                     return Status::InvalidArgument;
+                                   }};
+  const hostsim::DemoOptions opt{.thin = thin, .store = store_path != nullptr ? &demo_store : nullptr};
   hostsim::boot(256ull << 20);
   if (!quiet) {
     const std::uint64_t code_end = fault::CODE_BASE + std::uint64_t{demo::kCodePages} * PAGE_SIZE;
@@ -443,12 +468,19 @@ int cmd_demo(const Args& a) {
                 static_cast<unsigned long long>(fault::CODE_BASE), static_cast<unsigned long long>(gas),
                 static_cast<unsigned long long>(fault::kGasCosts.page_in),
                 static_cast<unsigned long long>(fault::kGasCosts.cow));
+    if (thin)
+      std::printf(
+          "  thin: mem's non-Empty pages are Missing(hash) (rule 8.1), each resolved on its first access from %s\n",
+          store_path != nullptr ? store_path : "a second build of the demo");
   }
   std::string lines[2];
   for (int e = 0; e < 2; ++e) {
     const auto kind = e == 0 ? hostsim::EngineKind::Mmu : hostsim::EngineKind::Interpreter;
-    auto rep = hostsim::run_demo(kind, gas);
+    auto rep = hostsim::run_demo(kind, gas, opt);
     if (!rep.ok) return fail("demo: " + rep.error);
+    if (rep.resolve_error != Status::Ok)
+      return fail(std::string("demo: ") + hostsim::engine_name(kind) + " engine: a page request was not answered (" +
+                  status_name(rep.resolve_error) + "): the guest took a page fault");
     const auto& c = rep.counters;
     if (!quiet) {
       std::printf("\nengine: %s\n", hostsim::engine_name(kind));
@@ -468,9 +500,18 @@ int cmd_demo(const Args& a) {
     }
     lines[e] = rep.line;
   }
+  std::string full_line;
+  if (thin) {  // rule 8.3: root, gas, cow and page_in as with every page present
+    auto rep = hostsim::run_demo(hostsim::EngineKind::Interpreter, gas);
+    if (!rep.ok) return fail("demo: " + rep.error);
+    full_line = rep.line;
+  }
   hostsim::shutdown();
   if (lines[0] != lines[1])
     return fail("demo: the engines disagree:\n  mmu:         " + lines[0] + "\n  interpreter: " + lines[1]);
+  if (thin && lines[0].rfind(full_line + " need_page=", 0) != 0)
+    return fail("demo: the thin run differs from the run with every page present (rule 8.3):\n  thin: " + lines[0] +
+                "\n  full: " + full_line);
   std::printf("%s\n", lines[0].c_str());
   return 0;
 }

@@ -314,6 +314,21 @@ bool PageStore::fetch(std::uint32_t page, const Hash32& h, std::uint8_t* out, st
   return false;
 }
 
+DirStore::Get PageStore::raw(const Hash32& h, ByteSource* out, std::string* err) {
+  if (is_pack_) {
+    auto p = pack_.pack().find(h);
+    if (pack_.failed(err)) return DirStore::Get::Error;
+    if (!p.ok()) return DirStore::Get::Absent;
+    raw_page_ = pack_.pack().page_source(p.value());
+    *out = raw_page_.source();
+    return DirStore::Get::Found;
+  }
+  std::size_t len = 0;
+  const DirStore::Get g = dir_.get(h, raw_buf_, &len, err);
+  if (g == DirStore::Get::Found) *out = ByteSource::memory(raw_buf_, len);
+  return g;
+}
+
 // --- Commands ---------------------------------------------------------------------------
 
 int cmd_pack(const Args& a) {

@@ -83,6 +83,8 @@ class PackFile {
   bool open(FileSource& src, std::string* err);
   [[nodiscard]] const store::Pack& pack() const { return pack_; }
   [[nodiscard]] const std::string& path() const { return src_->in().path(); }
+  // After reads through pack(): one ended early or failed (*err set).
+  bool failed(std::string* err) const { return src_->failed(err); }
   // Page i of the index, verified against the root the index gives for it (verify_page).
   // false: *err names the entry, its root, where its bytes are and why.
   bool page(std::uint32_t i, Hash32* root, std::uint8_t* out, std::string* err) const;
@@ -105,8 +107,13 @@ class PageStore {
   // The bytes of Missing(h) at page `page`, verified (verify_page), into out[4096]. false:
   // *err names the page, its root and what is wrong (absent, or the entry and its refusal).
   bool fetch(std::uint32_t page, const Hash32& h, std::uint8_t* out, std::string* err) const;
+  // The page whose root is `h`, unverified, as a ByteSource valid until the next call (for a
+  // caller that resolves it itself: `demo --thin --store`, demo::PageStore).
+  DirStore::Get raw(const Hash32& h, ByteSource* out, std::string* err);
 
  private:
+  alignas(64) std::uint8_t raw_buf_[DirStore::kPageBuf] = {};
+  store::PackPageSource raw_page_{};
   bool is_pack_ = false;
   std::string path_;
   DirStore dir_;

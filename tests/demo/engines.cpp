@@ -64,15 +64,18 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) 
     rep.error = std::string("building the demo image: ") + status_name(image.status());
     return rep;
   }
-  // Thin: the host's page store is a second, full build (the thin image drops its pages).
+  // Thin: the host's page store is opt.store, or else a second, full build (the thin image
+  // drops its pages).
   std::optional<demo::Image> full;
-  if (opt.thin) {
+  if (opt.thin && opt.store == nullptr) {
     auto f = demo::build();
     if (!f.ok()) {
       rep.error = std::string("building the demo's page store: ") + status_name(f.status());
       return rep;
     }
     full.emplace(f.release_value());
+  }
+  if (opt.thin) {
     if (auto t = demo::make_thin(image.value(), opt.thin_opt); !t.ok()) {
       rep.error = std::string("making the demo image thin: ") + status_name(t.status());
       return rep;
@@ -93,8 +96,10 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) 
     {
       GuestCpu cpu(kind, run);
       if (opt.thin) {
-        demo::ThinHost host{
-            .inner = cpu.engine(), .run = &run, .image = &image.value(), .store = demo::image_store(*full)};
+        demo::ThinHost host{.inner = cpu.engine(),
+                            .run = &run,
+                            .image = &image.value(),
+                            .store = opt.store != nullptr ? *opt.store : demo::image_store(*full)};
         rep.progress = demo::run_ops(host.engine());
         rep.resolve_error = host.error;
       } else {

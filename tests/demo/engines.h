@@ -55,6 +55,9 @@ class GuestCpu {
 struct DemoOptions {
   bool thin = false;
   demo::ThinOptions thin_opt{};
+  // Thin: answer NeedPage from this store instead of a full build (`capmem demo --thin
+  // --store`: a directory store or a pack, as the kernel answers from its boot module).
+  const demo::PageStore* store = nullptr;
 };
 struct DemoReport {
   bool ok = false;    // ran (to the end or to a stop); false = host failure
