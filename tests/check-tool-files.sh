@@ -785,7 +785,7 @@ sorted=$(printf '%s\n' "$rA" "$rB" "$rC" "$rD" | LC_ALL=C sort)
   fail "pack index is not the sorted roots"
 i=0
 for r in $sorted; do
-  tail -c +$((4096 + 4096 * i + 1)) st.pak | head -c 4096 | cmp -s - "$(entry st "$r")" || fail "pack page $i is not $r's bytes"
+  cmp -s -i $((4096 + 4096 * i)):0 -n 4096 st.pak "$(entry st "$r")" || fail "pack page $i is not $r's bytes"
   i=$((i + 1))
 done
 "$tool" inspect st.pak > insp 2> err || fail "inspect of a pack: $(cat err)"
@@ -797,9 +797,25 @@ grep -q '(page pack)' insp && grep -q '^pages:   4, index strictly increasing, p
 "$tool" unpack - stu3 < st.pak && diff -r st stu3 > /dev/null || fail "unpack of a pack on standard input"
 "$tool" decode --store st.pak thin.ssz outp && cmp outp out || fail "decode --store PACK differs"
 "$tool" decode --store - thin.ssz outq < st.pak && cmp outq out || fail "decode --store - (a pack on stdin) differs"
+# ... and from a pipe (spooled as far as the header says the pack reaches).
+cat st.pak | "$tool" inspect - | grep -q '^pages:   4,' || fail "inspect of a pack from a pipe"
+cat st.pak | "$tool" unpack - stu4 && diff -r st stu4 > /dev/null || fail "unpack of a pack from a pipe"
+cat st.pak | "$tool" decode --store - thin.ssz outr && cmp outr out || fail "decode --store - (a pack from a pipe)"
+head -c -1 st.pak | "$tool" inspect - 2> err > /dev/null
+grep -q 'invalid pack at byte offset 20479' err || fail "a truncated pack from a pipe: $(cat err)"
 "$tool" pack st - | cmp -s - st.pak || fail "pack DIR - differs"
 "$tool" pack st /dev/stdout | cmp -s - st.pak || fail "pack DIR /dev/stdout differs"
 mkdir -- -d && cp -r st/. -- -d/ && "$tool" pack -- -d dash.pak && cmp dash.pak st.pak || fail "pack -- -d OUT"
+# FIFOs: pack into a FIFO (its reader gets the pack; it stays a FIFO), unpack from one.
+mkfifo packfifo
+timeout 20 cat packfifo > frompackfifo &
+reader=$!; bg+=("$reader")
+timeout 20 "$tool" pack st packfifo || fail "pack into a FIFO"
+wait "$reader"; [ -p packfifo ] && cmp frompackfifo st.pak || fail "pack into a FIFO: the reader did not get the pack"
+timeout 20 sh -c 'exec cat st.pak > packfifo' &
+writer=$!; bg+=("$writer")
+timeout 20 "$tool" unpack packfifo stfifo && diff -r st stfifo > /dev/null || fail "unpack from a FIFO"
+wait "$writer"
 mkdir empty && "$tool" pack empty empty.pak || fail "pack of an empty store"
 [ "$(stat -c %s empty.pak)" = 4096 ] && "$tool" inspect empty.pak | grep -q '^pages:   0,' || fail "empty pack"
 # pack rejects bad entries, naming them; OUT is not created / left as it was.

@@ -232,7 +232,7 @@ bool PackFile::open(FileSource& src, std::string* err) {
   if (!src.in().seekable()) {
     // A stream: as far as the header says the pack reaches, and one byte more.
     if (!src.fill(store::kPackHeaderSize, err)) return false;
-    if (src.head_len() >= store::kPackHeaderSize) {
+    if (src.len() >= store::kPackHeaderSize) {
       std::uint8_t hdr[store::kPackHeaderSize];
       src.source().copy_in(src.source().ctx, 0, hdr, sizeof hdr);
       const std::uint64_t count = codec::get_u32(hdr + 8);
