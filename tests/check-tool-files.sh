@@ -797,6 +797,11 @@ grep -q '(page pack)' insp && grep -q '^pages:   4, index strictly increasing, p
 "$tool" unpack - stu3 < st.pak && diff -r st stu3 > /dev/null || fail "unpack of a pack on standard input"
 "$tool" decode --store st.pak thin.ssz outp && cmp outp out || fail "decode --store PACK differs"
 "$tool" decode --store - thin.ssz outq < st.pak && cmp outq out || fail "decode --store - (a pack on stdin) differs"
+if "$tool" decode --store - - outs < st.pak 2> err; then fail "decode --store - - accepted"; fi
+grep -q 'the store and IN cannot both be standard input' err || fail "decode --store - -: $(cat err)"
+if "$tool" encode --thin --store thin.bin thin.bin nodir.ssz 2> err; then fail "--store a file accepted"; fi
+[ "$(cat err)" = "capmem: thin.bin: Not a directory (a page store directory)" ] && [ ! -e nodir.ssz ] ||
+  fail "encode --store FILE: $(cat err)"
 # ... and from a pipe (spooled as far as the header says the pack reaches).
 cat st.pak | "$tool" inspect - | grep -q '^pages:   4,' || fail "inspect of a pack from a pipe"
 cat st.pak | "$tool" unpack - stu4 && diff -r st stu4 > /dev/null || fail "unpack of a pack from a pipe"
