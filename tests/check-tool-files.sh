@@ -650,5 +650,246 @@ for o in self.bin self.link self.sym; do
   done
 done
 
+# === Thin caps and page stores (issue 22; rules 8.6, 8.7; docs/page-store.md) ===========
+# A page's rule 1.2 root, computed by the full encoder (a one-page encoding holds it at
+# bytes 17..48), itself checked against the vectors' FIRST_PAGE_ROOTS.
+page_root() { # FILE: the root of its first 4096 bytes (zero-padded)
+  head -c 4096 "$1" | "$tool" encode - - | tail -c +18 | head -c 32 | od -An -tx1 | tr -d ' \n'
+}
+[ "$(page_root abc.bin)" = "$(grep ' abc.bin$' "$vectors/FIRST_PAGE_ROOTS" | cut -c1-64)" ] ||
+  fail "page_root helper disagrees with FIRST_PAGE_ROOTS"
+entry() { echo "$1/$(echo "$2" | cut -c1-2)/$(echo "$2" | cut -c3-)"; } # DIR ROOT: the entry's path
+mkdir thin && cd thin || exit 1
+# Pages: A B zero C A(again) D(1000 bytes, zero-padded): 5 non-zero pages, 4 distinct.
+head -c 4096 /dev/urandom > pA; head -c 4096 /dev/urandom > pB; head -c 4096 /dev/urandom > pC
+head -c 1000 /dev/urandom > pD; head -c 3096 /dev/zero >> pD # page D as stored: zero-padded
+{ cat pA pB; head -c 4096 /dev/zero; cat pC pA; head -c 1000 pD; } > thin.bin
+rA=$(page_root pA) rB=$(page_root pB) rC=$(page_root pC) rD=$(page_root pD)
+# The all-zero page's root (rule 1.2: 128 zero chunks merkleized), which is never stored.
+rZ=$(perl -MDigest::SHA=sha256 -e '$h = "\0" x 32; $h = sha256($h . $h) for 1 .. 7; print unpack("H*", $h)')
+want_root=$("$tool" root thin.bin | cut -c1-64)
+size=$(stat -c %s thin.bin)
+# encode --thin --store: same root as `capmem root` and the full encoding; every non-zero
+# page travels as Missing; the store holds exactly the 4 distinct pages, 4096 bytes each.
+"$tool" encode --thin --store st thin.bin thin.ssz 2> err || fail "encode --thin --store: $(cat err)"
+"$tool" encode thin.bin full.ssz || fail "encode (full)"
+"$tool" inspect thin.ssz > insp || fail "inspect of a thin encoding"
+grep -q "^root:    $want_root\$" insp || fail "thin encoding: root is not capmem root's: $(cat insp)"
+grep -q "^pages:   1 empty, 0 loaded, 5 missing\$" insp && grep -q '^thin:    5 missing$' insp ||
+  fail "inspect of a thin encoding: $(cat insp)"
+grep -q "^root:    $want_root\$" <("$tool" inspect full.ssz) || fail "full encoding: root differs"
+! grep -q '^thin:' <("$tool" inspect full.ssz) || fail "inspect of a full encoding says thin"
+# 12 + 4 * 6 offsets + 5 Missing slots (33 bytes) + 1 Empty (1 byte).
+[ "$(stat -c %s thin.ssz)" = $((12 + 24 + 5 * 33 + 1)) ] || fail "thin encoding size $(stat -c %s thin.ssz)"
+[ "$(find st -type f | wc -l)" = 4 ] || fail "store holds $(find st -type f | wc -l) entries, not 4: $(find st)"
+for p in A B C D; do
+  r=$(eval echo "\$r$p"); e=$(entry st "$r")
+  cmp -s "p$p" "$e" || fail "store entry of page $p missing or wrong: $e"
+done
+[ ! -e "$(entry st "$rZ")" ] || fail "the zero page was stored"
+[ "$(leftovers "$(dirname "$(entry st "$rA")")")" = 0 ] || fail "temp files left in the store"
+# decode --store: the original bytes; the decoded file has the same root.
+"$tool" decode --store st thin.ssz out 2> err || fail "decode --store DIR: $(cat err)"
+cmp -n "$size" out thin.bin && [ "$(stat -c %s out)" = 24576 ] || fail "decode --store DIR: bytes differ"
+[ "$("$tool" root out | cut -c1-64)" = "$want_root" ] || fail "decode --store DIR: root differs"
+"$tool" decode --store=st -- thin.ssz - | cmp -s - out || fail "decode --store=DIR -- IN - differs"
+# Plain decode of a thin encoding: rule 5.2, and the hint.
+if "$tool" decode thin.ssz out2 2> err; then fail "decode of a thin encoding without --store exited 0"; fi
+grep -q 'rule 5.2); a thin encoding (rule 8.6) decodes with --store' err || fail "thin without --store: $(cat err)"
+[ ! -e out2 ] || fail "decode of a thin encoding without --store created OUT"
+# From a pipe: the same bytes and the same store.
+cat thin.bin | "$tool" encode --thin --store stp - thinp.ssz || fail "encode --thin --store from a pipe"
+cmp thinp.ssz thin.ssz && diff -r st stp > /dev/null || fail "encode --thin --store from a pipe differs"
+# Entries are made as OUT is: 0666 less the umask; directories 0777 less the umask.
+(umask 027 && "$tool" encode --thin --store stu thin.bin /dev/null) || fail "encode --thin --store under umask 027"
+[ "$(stat -c %a "$(entry stu "$rA")")" = 640 ] && [ "$(stat -c %a stu)" = 750 ] ||
+  fail "store modes under umask 027: $(stat -c %a "$(entry stu "$rA")") $(stat -c %a stu)"
+# A damaged entry is rewritten by the next encode --store (each entry compared first).
+printf 'X' | dd of="$(entry stu "$rB")" bs=1 seek=9 conv=notrunc 2> /dev/null
+"$tool" encode --thin --store stu thin.bin /dev/null && cmp -s pB "$(entry stu "$rB")" ||
+  fail "encode --store did not repair a damaged entry"
+
+# A signal while OUT's named temp and store entries' temps are made (CAPMEM_NO_TMPFILE=1): the
+# handler knows every temp at once, so none is left. SIGXFSZ from `ulimit -f 8` comes when OUT
+# (held in memory until then) is written at commit, after 600 store entries came and went.
+mkdir sx; head -c $((600 * 4096)) /dev/urandom > x600
+{ (ulimit -f 8 && exec env CAPMEM_NO_TMPFILE=1 "$tool" encode --thin --store sx/st x600 sx/out); } 2> /dev/null; rc=$?
+[ "$rc" = $((128 + $(kill -l XFSZ))) ] || fail "encode --thin --store under ulimit -f 8: exit status $rc"
+[ ! -e sx/out ] && [ "$(leftovers sx)" = 0 ] || fail "a signal after store writes left OUT's temp: $(ls -A sx)"
+[ "$(find sx/st -type f | wc -l)" = 600 ] && [ -z "$(find sx/st -name '.*')" ] || fail "store after SIGXFSZ: $(find sx/st -name '.*')"
+rm -rf sx x600
+
+# --keep-first N: N = 0 is the default; pages 0..N-1 keep their bytes and are not stored;
+# an Empty page stays Empty; N at or past the page count (and the largest N) is the full
+# encoding byte for byte, nothing stored.
+"$tool" encode --thin --keep-first 0 thin.bin k0.ssz && cmp k0.ssz thin.ssz || fail "--keep-first 0 differs from --thin"
+"$tool" encode --thin --keep-first 2 --store st2 thin.bin k2.ssz || fail "--keep-first 2"
+"$tool" inspect k2.ssz | grep -q '^pages:   1 empty, 2 loaded, 3 missing$' || fail "--keep-first 2: $("$tool" inspect k2.ssz)"
+[ ! -e "$(entry st2 "$rB")" ] && [ -e "$(entry st2 "$rA")" ] && [ "$(find st2 -type f | wc -l)" = 3 ] ||
+  fail "--keep-first 2: kept page B stored, or A (also page 4, Missing) not: $(find st2 -type f)"
+"$tool" encode --thin --keep-first 3 thin.bin k3.ssz || fail "--keep-first 3"
+"$tool" inspect k3.ssz | grep -q '^pages:   1 empty, 2 loaded, 3 missing$' || fail "--keep-first 3 (page 2 Empty)"
+"$tool" decode --store st2 k2.ssz k2.out && cmp -n "$size" k2.out thin.bin || fail "decode of --keep-first 2"
+for n in 6 7 18446744073709551615; do
+  "$tool" encode --thin --keep-first "$n" --store "stk$n" thin.bin "k$n.ssz" || fail "--keep-first $n"
+  cmp "k$n.ssz" full.ssz || fail "--keep-first $n is not the full encoding"
+  [ -z "$(ls -A "stk$n")" ] || fail "--keep-first $n stored pages: $(find "stk$n")"
+done
+for bad in -1 18446744073709551616 x ""; do
+  if "$tool" encode --thin --keep-first "$bad" thin.bin kb.ssz 2> err; then fail "--keep-first '$bad' accepted"; fi
+  grep -qF "'$bad'" err || fail "--keep-first '$bad': not named: $(cat err)"
+done
+if "$tool" encode --keep-first 2 thin.bin kb.ssz 2> err; then fail "--keep-first without --thin accepted"; fi
+grep -q 'add --thin' err || fail "--keep-first without --thin: $(cat err)"
+if "$tool" encode --store st thin.bin kb.ssz 2> err; then fail "--store without --thin accepted"; fi
+if "$tool" encode thin.bin kb.ssz --thin 2> err; then fail "an option after the operands was taken"; fi
+grep -q 'expected FILE OUT' err && [ ! -e kb.ssz ] || fail "encode FILE OUT --thin: $(cat err)"
+# An empty file and an all-zero file: nothing Missing, nothing stored.
+head -c 12288 /dev/zero > z3
+"$tool" encode --thin --store stz z3 z3.ssz && cmp z3.ssz "$vectors/zero-3-pages.ssz" && [ -z "$(ls -A stz)" ] ||
+  fail "thin encoding of an all-zero file"
+
+# decode --store: a missing or corrupt page is exit 1 naming the page index and root; OUT
+# is not created, or (existing, here hard-linked so it would be written in place, and a
+# plain file that would be replaced) left byte-identical.
+cp -r st stm; rm "$(entry stm "$rC")"
+cp -r st stc; printf 'X' | dd of="$(entry stc "$rC")" bs=1 seek=100 conv=notrunc 2> /dev/null
+cp -r st sts; head -c 4095 pC > "$(entry sts "$rC")"
+cp -r st stf; rm "$(entry stf "$rC")"; mkfifo "$(entry stf "$rC")"
+echo precious > keep1; ln keep1 keep1.link; echo precious > keep2; ino2=$(inode keep2)
+for c in m c s f; do
+  case $c in
+    m) want="capmem: thin.ssz: page 3 (root $rC): not in the store stm" ;;
+    c) want="capmem: thin.ssz: page 3 (root $rC): $(entry stc "$rC"): its bytes do not hash to that root (HashMismatch, rule 8.4)" ;;
+    s) want="capmem: thin.ssz: page 3 (root $rC): $(entry sts "$rC"): 4095 bytes, not 4096 (BadLength, rule 8.4)" ;;
+    f) want="capmem: thin.ssz: page 3 (root $rC): $(entry stf "$rC"): not a regular file" ;;
+  esac
+  for o in new keep1 keep2; do
+    timeout 20 "$tool" decode --store "st$c" thin.ssz "$o" 2> err; rc=$?
+    [ "$rc" = 1 ] || fail "decode --store st$c into $o: exit $rc"
+    [ "$(cat err)" = "$want" ] || fail "decode --store st$c: message $(cat err), want $want"
+  done
+  [ ! -e new ] || fail "decode --store st$c created OUT"
+  [ "$(cat keep1.link)" = precious ] && [ "$(cat keep2)" = precious ] && [ "$(inode keep2)" = "$ino2" ] ||
+    fail "decode --store st$c changed an existing OUT"
+done
+[ "$(leftovers .)" = 0 ] || fail "failed decode --store left temp files"
+
+# pack DIR OUT: roots sorted (the index is the store's names in byte order), each page's
+# bytes at pages_offset + 4096 x index; inspect checks it; unpack gives the store back.
+"$tool" pack st st.pak 2> err || fail "pack: $(cat err)"
+[ "$(stat -c %s st.pak)" = $((4096 + 4 * 4096)) ] || fail "pack size $(stat -c %s st.pak)"
+[ "$(head -c 8 st.pak)" = CAPMPAK1 ] || fail "pack magic"
+sorted=$(printf '%s\n' "$rA" "$rB" "$rC" "$rD" | LC_ALL=C sort)
+[ "$(tail -c +25 st.pak | head -c 128 | od -An -tx1 | tr -d ' \n')" = "$(echo "$sorted" | tr -d '\n')" ] ||
+  fail "pack index is not the sorted roots"
+i=0
+for r in $sorted; do
+  cmp -s -i $((4096 + 4096 * i)):0 -n 4096 st.pak "$(entry st "$r")" || fail "pack page $i is not $r's bytes"
+  i=$((i + 1))
+done
+"$tool" inspect st.pak > insp 2> err || fail "inspect of a pack: $(cat err)"
+grep -q '(page pack)' insp && grep -q '^pages:   4, index strictly increasing, pages from byte offset 4096$' insp ||
+  fail "inspect of a pack: $(cat insp)"
+"$tool" inspect - < st.pak | grep -q '^pages:   4,' || fail "inspect of a pack on standard input"
+"$tool" inspect --raw st.pak | grep -q '(raw bytes)' || fail "inspect --raw of a pack"
+"$tool" unpack st.pak stu2 && diff -r st stu2 > /dev/null || fail "unpack does not give the store back"
+"$tool" unpack - stu3 < st.pak && diff -r st stu3 > /dev/null || fail "unpack of a pack on standard input"
+"$tool" decode --store st.pak thin.ssz outp && cmp outp out || fail "decode --store PACK differs"
+"$tool" decode --store - thin.ssz outq < st.pak && cmp outq out || fail "decode --store - (a pack on stdin) differs"
+if "$tool" decode --store - - outs < st.pak 2> err; then fail "decode --store - - accepted"; fi
+grep -q 'the store and IN cannot both be standard input' err || fail "decode --store - -: $(cat err)"
+if "$tool" encode --thin --store thin.bin thin.bin nodir.ssz 2> err; then fail "--store a file accepted"; fi
+[ "$(cat err)" = "capmem: thin.bin: Not a directory (a page store directory)" ] && [ ! -e nodir.ssz ] ||
+  fail "encode --store FILE: $(cat err)"
+# ... and from a pipe (spooled as far as the header says the pack reaches).
+cat st.pak | "$tool" inspect - | grep -q '^pages:   4,' || fail "inspect of a pack from a pipe"
+cat st.pak | "$tool" unpack - stu4 && diff -r st stu4 > /dev/null || fail "unpack of a pack from a pipe"
+cat st.pak | "$tool" decode --store - thin.ssz outr && cmp outr out || fail "decode --store - (a pack from a pipe)"
+head -c -1 st.pak | "$tool" inspect - 2> err > /dev/null
+grep -q 'invalid pack at byte offset 20479' err || fail "a truncated pack from a pipe: $(cat err)"
+"$tool" pack st - | cmp -s - st.pak || fail "pack DIR - differs"
+"$tool" pack st /dev/stdout | cmp -s - st.pak || fail "pack DIR /dev/stdout differs"
+mkdir -- -d && cp -r st/. -- -d/ && "$tool" pack -- -d dash.pak && cmp dash.pak st.pak || fail "pack -- -d OUT"
+# FIFOs: pack into a FIFO (its reader gets the pack; it stays a FIFO), unpack from one.
+mkfifo packfifo
+timeout 20 cat packfifo > frompackfifo &
+reader=$!; bg+=("$reader")
+timeout 20 "$tool" pack st packfifo || fail "pack into a FIFO"
+wait "$reader"; [ -p packfifo ] && cmp frompackfifo st.pak || fail "pack into a FIFO: the reader did not get the pack"
+timeout 20 sh -c 'exec cat st.pak > packfifo' &
+writer=$!; bg+=("$writer")
+timeout 20 "$tool" unpack packfifo stfifo && diff -r st stfifo > /dev/null || fail "unpack from a FIFO"
+wait "$writer"
+mkdir empty && "$tool" pack empty empty.pak || fail "pack of an empty store"
+[ "$(stat -c %s empty.pak)" = 4096 ] && "$tool" inspect empty.pak | grep -q '^pages:   0,' || fail "empty pack"
+# pack rejects bad entries, naming them; OUT is not created / left as it was.
+cp -r st bad1; touch bad1/junk
+cp -r st bad2; mkdir bad2/zz
+cp -r st bad3; u=$(entry bad3 "$rA"); mv "$u" "$(dirname "$u")/$(basename "$u" | tr a-f A-F)"
+cp -r st bad4; head -c 4095 pB > "$(entry bad4 "$rB")"
+cp -r st bad5; printf 'X' | dd of="$(entry bad5 "$rB")" bs=1 seek=7 conv=notrunc 2> /dev/null
+cp -r st bad6; cp pA "$(entry bad6 "$rB")"
+for b in 1 2 3 4 5 6; do
+  case $b in
+    1) want="capmem: bad1/junk: not a page store entry (DIR/<2 hex>/<62 hex>, lowercase)" ;;
+    2) want="capmem: bad2/zz: not a page store entry (DIR/<2 hex>/<62 hex>, lowercase)" ;;
+    3) want="capmem: $(dirname "$u")/$(basename "$u" | tr a-f A-F): not a page store entry (DIR/<2 hex>/<62 hex>, lowercase)" ;;
+    4) want="capmem: $(entry bad4 "$rB"): 4095 bytes, not 4096 (BadLength, rule 8.4)" ;;
+    5 | 6) want="capmem: $(entry "bad$b" "$rB"): its bytes do not hash to that root (HashMismatch, rule 8.4)" ;;
+  esac
+  if "$tool" pack "bad$b" bad.pak 2> err; then fail "pack of bad$b exited 0"; fi
+  [ "$(cat err)" = "$want" ] || fail "pack bad$b: $(cat err), want $want"
+  if "$tool" pack "bad$b" keep1 2> /dev/null; then fail "pack of bad$b into keep1 exited 0"; fi
+done
+[ ! -e bad.pak ] && [ "$(cat keep1.link)" = precious ] && [ "$(leftovers .)" = 0 ] || fail "a rejected pack wrote OUT"
+# A corrupt page in a pack, a lying index (two pages' bytes swapped, the index kept), a
+# truncated pack: inspect, unpack and decode --store each exit 1 naming the page.
+pos() { echo "$sorted" | grep -n "$1" | cut -d: -f1; } # 1-based index position of a root
+iC=$(($(pos "$rC") - 1)) iA=$(($(pos "$rA") - 1)) iB=$(($(pos "$rB") - 1))
+cp st.pak corrupt.pak; printf 'X' | dd of=corrupt.pak bs=1 seek=$((4096 + 4096 * iC + 5)) conv=notrunc 2> /dev/null
+want="corrupt.pak: index entry $iC (root $rC, bytes at offset $((4096 + 4096 * iC))): its bytes do not hash to that root (HashMismatch, rule 8.4)"
+if "$tool" inspect corrupt.pak > /dev/null 2> err; then fail "inspect of a corrupt pack exited 0"; fi
+[ "$(cat err)" = "capmem: $want" ] || fail "inspect corrupt pack: $(cat err)"
+if "$tool" unpack corrupt.pak stx 2> err; then fail "unpack of a corrupt pack exited 0"; fi
+[ "$(cat err)" = "capmem: $want" ] || fail "unpack corrupt pack: $(cat err)"
+[ ! -e "$(entry stx "$rC")" ] || fail "unpack stored the corrupt page"
+if "$tool" decode --store corrupt.pak thin.ssz keep1 2> err; then fail "decode --store of a corrupt pack exited 0"; fi
+[ "$(cat err)" = "capmem: thin.ssz: page 3 (root $rC): $want" ] || fail "decode --store corrupt pack: $(cat err)"
+cp st.pak lie.pak
+dd if=st.pak of=lie.pak bs=4096 skip=$((1 + iA)) seek=$((1 + iB)) count=1 conv=notrunc 2> /dev/null
+dd if=st.pak of=lie.pak bs=4096 skip=$((1 + iB)) seek=$((1 + iA)) count=1 conv=notrunc 2> /dev/null
+first=$([ "$iA" -lt "$iB" ] && echo A || echo B)  # inspect meets the lower index first
+fi_=$(eval echo "\$i$first") fr=$(eval echo "\$r$first")
+if "$tool" inspect lie.pak > /dev/null 2> err; then fail "inspect of a lying pack exited 0"; fi
+[ "$(cat err)" = "capmem: lie.pak: index entry $fi_ (root $fr, bytes at offset $((4096 + 4096 * fi_))): its bytes do not hash to that root (HashMismatch, rule 8.4)" ] ||
+  fail "inspect lying pack: $(cat err)"
+if "$tool" decode --store lie.pak thin.ssz keep1 2> err; then fail "decode --store of a lying pack exited 0"; fi
+[ "$(cat err)" = "capmem: thin.ssz: page 0 (root $rA): lie.pak: index entry $iA (root $rA, bytes at offset $((4096 + 4096 * iA))): its bytes do not hash to that root (HashMismatch, rule 8.4)" ] ||
+  fail "decode --store lying pack: $(cat err)"
+head -c -1 st.pak > trunc.pak
+want="trunc.pak: invalid pack at byte offset 20479: page pack length is not pages_offset + 4096 x count (rule 8.7)"
+for cmd in inspect unpack decode; do
+  case $cmd in
+    inspect) "$tool" inspect trunc.pak > /dev/null 2> err; rc=$? ;;
+    unpack) "$tool" unpack trunc.pak sty 2> err; rc=$? ;;
+    decode) "$tool" decode --store trunc.pak thin.ssz keep1 2> err; rc=$? ;;
+  esac
+  [ "$rc" = 1 ] && [ "$(cat err)" = "capmem: $want" ] || fail "$cmd of a truncated pack: rc $rc: $(cat err)"
+done
+[ ! -e sty ] || [ -z "$(ls -A sty)" ] || fail "unpack of a truncated pack wrote pages"
+[ "$(cat keep1.link)" = precious ] || fail "a failed decode --store PACK changed OUT"
+# Bounded memory: encode --thin --store, pack and decode --store of 20 MiB (5120 pages).
+head -c $((20 << 20)) /dev/urandom > big
+timed "$tool" encode --thin --store stbig big big.ssz 2> err || fail "encode --thin --store of 20 MiB: $(cat err)"
+peak_ok "encode --thin --store of 20 MiB"
+timed "$tool" pack stbig big.pak 2> err || fail "pack of 5120 pages: $(cat err)"
+peak_ok "pack of 5120 pages"
+timed "$tool" decode --store stbig big.ssz big.out 2> err && cmp big big.out || fail "decode --store DIR of 20 MiB"
+peak_ok "decode --store DIR of 20 MiB"
+timed "$tool" decode --store big.pak big.ssz big.out 2> err && cmp big big.out || fail "decode --store PACK of 20 MiB"
+peak_ok "decode --store PACK of 20 MiB"
+cd "$tmp" || exit 1
+
 [ "$failures" = 0 ] || { echo "tool-files: $failures checks failed"; exit 1; }
 echo "tool-files: all checks passed"

@@ -14,6 +14,7 @@
 
 #include "capmem/datacap.h"
 #include "capmem/log.h"
+#include "tools/store.h"
 #include "tools/tool.h"
 
 namespace capmem::tool {
@@ -63,10 +64,19 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  root FILE...               print the DataCap root of each file's bytes (rule 3.6), like sha256sum\n"
-    "  encode FILE OUT            write the section 5 wire encoding of FILE's cap to OUT\n"
-    "  decode IN OUT              check the encoding IN (rules 2.5, 5.2) and write the cap's bytes to OUT\n"
-    "  inspect [--raw|--encoded] IN  size, page counts by slot kind and root of an encoding or a file\n"
+    "  encode [--thin [--keep-first N] [--store DIR]] FILE OUT\n"
+    "                             write the section 5 wire encoding of FILE's cap to OUT (--thin: rule 8.6,\n"
+    "                             pages as Missing(hash), those into the page store DIR)\n"
+    "  decode [--store DIR|PACK] IN OUT\n"
+    "                             check the encoding IN (rules 2.5, 5.2) and write the cap's bytes to OUT\n"
+    "                             (--store: a thin IN, its Missing pages from the store, each verified)\n"
+    "  inspect [--raw|--encoded] IN  size, page counts by slot kind and root of an encoding or a file;\n"
+    "                             every page of a pack checked\n"
+    "  pack DIR OUT               the page store DIR (DIR/<2 hex>/<62 hex>) as one pack file (rule 8.7)\n"
+    "  unpack PACK DIR            the pack's pages, each verified, into the page store DIR\n"
     "  demo [--gas N] [--quiet]   run the deterministic demo in hostsim with both engines\n"
+    "  demo --thin [--store DIR|PACK]  the demo over a thin mem cap, pages resolved on demand\n"
+    "  demo --pack OUT            the demo's pages as a pack (a kernel boot module)\n"
     "\n"
     "FILE and IN are read as streams (`-` is standard input; a FIFO, device or /proc file\n"
     "works). OUT `-` (or /dev/stdout, /dev/fd/N) is that descriptor; a symlink is followed;\n"
@@ -93,7 +103,10 @@ struct Command {
 
 constexpr OptSpec kNoOpts[] = {{nullptr, false}};
 constexpr OptSpec kInspectOpts[] = {{"--raw", false}, {"--encoded", false}, {nullptr, false}};
-constexpr OptSpec kDemoOpts[] = {{"--gas", true}, {"--quiet", false}, {nullptr, false}};
+constexpr OptSpec kDemoOpts[] = {{"--gas", true},   {"--quiet", false}, {"--thin", false},
+                                 {"--store", true}, {"--pack", true},   {nullptr, false}};
+constexpr OptSpec kEncodeOpts[] = {{"--thin", false}, {"--keep-first", true}, {"--store", true}, {nullptr, false}};
+constexpr OptSpec kDecodeOpts[] = {{"--store", true}, {nullptr, false}};
 
 const Command kCommands[] = {
     {"root",
@@ -104,28 +117,66 @@ const Command kCommands[] = {
      "  it: the line starts with `\\` and those characters are written `\\\\`, `\\n`, `\\r`.\n",
      cmd_root, kNoOpts},
     {"encode",
-     "usage: capmem encode FILE OUT\n  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT\n"
+     "usage: capmem encode [--thin [--keep-first N] [--store DIR]] FILE OUT\n"
+     "  Builds the cap from FILE's bytes and writes its section 5 encoding to OUT\n"
      "  (`-`: standard output). Memory: a 1 MiB buffer plus 32 bytes per non-zero page. A\n"
      "  regular file is read twice (a page that changed in between is an error); a pipe's\n"
-     "  non-zero pages are kept in an unlinked temporary file in $TMPDIR (default /tmp).\n",
-     cmd_encode, kNoOpts},
+     "  non-zero pages are kept in an unlinked temporary file in $TMPDIR (default /tmp).\n"
+     "  --thin: the thin encoding of rule 8.6, same root: every non-zero page travels as\n"
+     "  Missing(its hash), 33 bytes, except pages 0..N-1 with --keep-first N (N = 0 keeps none;\n"
+     "  N at or past the page count keeps all: the full encoding, byte for byte). Zero pages\n"
+     "  stay Empty. --store DIR writes each page that travels as Missing into the page store\n"
+     "  DIR (DIR/<2 hex>/<62 hex>, made if missing; kept and Empty pages are not stored), each\n"
+     "  entry atomically, before OUT is committed.\n",
+     cmd_encode, kEncodeOpts},
     {"decode",
-     "usage: capmem decode IN OUT\n  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n"
+     "usage: capmem decode [--store DIR|PACK] IN OUT\n"
+     "  Checks the encoding IN (every rule of 2.5 and 5.2) and writes the cap's bytes (its\n"
      "  whole size) to OUT (`-`: standard output). Empty pages become holes in a regular OUT,\n"
      "  zeros in a stream. On bad input names the rule and byte offset; OUT is not created.\n"
-     "  Streams (a batch of 16 pages in memory); a pipe's encoding is first copied to $TMPDIR.\n",
-     cmd_decode, kNoOpts},
+     "  Streams (a batch of 16 pages in memory); a pipe's encoding is first copied to $TMPDIR.\n"
+     "  --store: IN may be thin (rule 8.6); each Missing page is taken from the page store\n"
+     "  (a directory DIR/<2 hex>/<62 hex> or a pack file) and verified by DataCap::resolve\n"
+     "  (rule 8.7). A page the store lacks or holds wrong: exit 1 naming the page and its root;\n"
+     "  OUT is then not created (an existing OUT is left as it was).\n",
+     cmd_decode, kDecodeOpts},
     {"inspect",
      "usage: capmem inspect [--raw|--encoded] IN\n  Prints size, page counts by slot kind and the root. IN is decoded when its header\n"
      "  is an encoding's (a valid size and first offset 12): if it then fails a check, the\n"
-     "  rule and byte offset are reported and the exit status is 1. Any other input is read\n"
-     "  as raw bytes. --raw reads any input as raw bytes; --encoded decodes any input.\n",
+     "  rule and byte offset are reported and the exit status is 1. A thin encoding (rule 8.6)\n"
+     "  adds `thin: N missing`. A page pack (starts with CAPMPAK1) is checked whole: header,\n"
+     "  index order, length, and every page hashed against its index root (exit 1 naming the\n"
+     "  first bad one). Any other input is read as raw bytes. --raw reads any input as raw\n"
+     "  bytes; --encoded decodes any input.\n",
      cmd_inspect, kInspectOpts},
+    {"pack",
+     "usage: capmem pack DIR OUT\n  Writes the page store DIR (DIR/<2 hex>/<62 hex>, 4096 bytes each) as one pack file\n"
+     "  (rule 8.7, docs/page-store.md): roots sorted, every entry read and verified as it is\n"
+     "  written. An entry with a wrong name (names starting with `.` are skipped), of the wrong\n"
+     "  size, or whose bytes do not hash to its name is an error naming it; OUT is then not\n"
+     "  created. Memory: 32 bytes per page plus a page.\n",
+     cmd_pack, kNoOpts},
+    {"unpack",
+     "usage: capmem unpack PACK DIR\n  Checks the pack (header, index, length) and writes each page, verified against its\n"
+     "  index root, into the page store DIR (made if missing), each entry atomically; an entry\n"
+     "  that already holds the page is left alone. A corrupt page stops it with an error naming\n"
+     "  its index entry, root and offset (the pages before it stay in DIR, all verified).\n",
+     cmd_unpack, kNoOpts},
     {"demo",
      "usage: capmem demo [--gas N] [--quiet]\n  Runs the deterministic demo scenario in the hosted simulation twice: through the\n"
      "  simulated MMU and the fault handler, and through the interpreter path. Prints what\n"
      "  happens and ends with `root=... gas=... cow=... page_in=...`; fails if the engines differ.\n"
-     "  N is a plain decimal from 0 to 18446744073709551615.\n",
+     "  N is a plain decimal from 0 to 18446744073709551615.\n"
+     "usage: capmem demo --thin [--store DIR|PACK] [--gas N] [--quiet]\n"
+     "  The same guest over a thin `mem` cap (rule 8): each access to a Missing page ends the\n"
+     "  run step with NeedPage, the host resolves the page (DataCap::resolve, verified) and\n"
+     "  the access runs again. Pages come from a second build of the demo, or with --store\n"
+     "  from a page store (e.g. `capmem demo --pack`'s). The line is `capmem demo`'s plus\n"
+     "  ` need_page=N`; fails if it differs from a run with every page present (rule 8.3) or\n"
+     "  a request is not answered.\n"
+     "usage: capmem demo --pack OUT\n  Writes every distinct non-zero page of the demo's code and mem caps to OUT as one\n"
+     "  page pack (rule 8.7), the page store a kernel takes as a boot module to resolve a\n"
+     "  thin demo from; runs nothing.\n",
      cmd_demo, kDemoOpts},
 };
 

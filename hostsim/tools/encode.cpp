@@ -28,6 +28,7 @@
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
 #include "capmem/mem.h"
+#include "tools/store.h"
 #include "tools/tool.h"
 
 namespace capmem::tool {
@@ -74,6 +75,16 @@ struct Layout {
   std::vector<std::uint64_t> bits;  // bit p: page p is not zero
   HashList hashes;                  // hash of each non-zero page, in page order
   [[nodiscard]] bool nonzero(std::uint64_t p) const { return ((bits[p / 64] >> (p % 64)) & 1) != 0; }
+};
+
+// Thin encoding (rule 8.6; `encode --thin`): a non-zero page at or past `keep` travels as
+// Missing(its hash), 33 bytes, and goes into `store` (if any); pages below `keep` keep their
+// bytes (Loaded, 4133 bytes) and are not stored. Zero pages are Empty in every mode.
+struct Thin {
+  bool on = false;
+  std::uint64_t keep = 0;
+  DirStore* store = nullptr;
+  [[nodiscard]] bool as_missing(std::uint64_t page) const { return on && page >= keep; }
 };
 
 std::string too_large(const std::string& path) { return path + ": larger than 4 GiB, the largest cap (rule 5.1)"; }
@@ -126,7 +137,7 @@ bool scan(InFile& in, Spool* spool, Layout* lay, std::string* err) {
 // Pass 2's check and output for pages [first, first + n): data[i] is page first + i as read
 // again (nullptr: a zero page not read again, from a spool). `loaded` counts the non-zero
 // pages before `first`. Every page of the span is checked before any of its slots is written.
-bool emit(const Layout& lay, const std::string& path, std::uint64_t first, std::size_t n,
+bool emit(const Layout& lay, const Thin& thin, const std::string& path, std::uint64_t first, std::size_t n,
           const std::uint8_t* const* data, std::uint64_t* loaded, OutFile& out, std::string* err) {
   const std::uint8_t* ptrs[kChunkPages];
   std::uint64_t pages[kChunkPages];
@@ -154,7 +165,14 @@ bool emit(const Layout& lay, const std::string& path, std::uint64_t first, std::
   }
   std::size_t j = 0;
   for (std::size_t i = 0; i < n && first + i < lay.extent; ++i) {
-    if (j < k && pages[j] == first + i) {  // Loaded (rule 2.4): selector, hash, offset 36, bytes
+    if (j < k && pages[j] == first + i && thin.as_missing(pages[j])) {  // Missing (rule 8.6): selector, hash
+      std::uint8_t head[codec::kMissingLen];
+      head[0] = static_cast<std::uint8_t>(SlotKind::Missing);
+      std::memcpy(head + 1, got[j].b.data(), 32);
+      if (!out.write(head, sizeof head, err)) return false;
+      if (thin.store != nullptr && !thin.store->put(got[j], ptrs[j], err)) return false;
+      ++j;
+    } else if (j < k && pages[j] == first + i) {  // Loaded (rule 2.4): selector, hash, offset 36, bytes
       std::uint8_t head[codec::kSlotHeadMax];
       head[0] = static_cast<std::uint8_t>(SlotKind::Loaded);
       std::memcpy(head + 1, got[j].b.data(), 32);
@@ -171,7 +189,7 @@ bool emit(const Layout& lay, const std::string& path, std::uint64_t first, std::
 }
 
 // Section 5.1's header and offset table, from the layout.
-bool write_head(const Layout& lay, std::uint64_t size, OutFile& out, std::string* err) {
+bool write_head(const Layout& lay, const Thin& thin, std::uint64_t size, OutFile& out, std::string* err) {
   std::uint8_t b[4096];
   codec::put_u64(b, size);
   codec::put_u32(b + 8, 12);
@@ -181,7 +199,7 @@ bool write_head(const Layout& lay, std::uint64_t size, OutFile& out, std::string
   for (std::uint64_t p = 0; p < lay.extent; ++p) {
     codec::put_u32(b + n, static_cast<std::uint32_t>(off));
     n += 4;
-    off += lay.nonzero(p) ? codec::kLoadedLen : codec::kEmptyLen;
+    off += !lay.nonzero(p) ? codec::kEmptyLen : thin.as_missing(p) ? codec::kMissingLen : codec::kLoadedLen;
     if (n == sizeof b) {
       if (!out.write(b, n, err)) return false;
       n = 0;
@@ -191,7 +209,7 @@ bool write_head(const Layout& lay, std::uint64_t size, OutFile& out, std::string
 }
 
 // Pass 2 over a seekable input: every byte of pass 1 again, and nothing past them.
-bool rescan_input(InFile& in, const Layout& lay, OutFile& out, std::string* err) {
+bool rescan_input(InFile& in, const Layout& lay, const Thin& thin, OutFile& out, std::string* err) {
   if (!in.rewind(err)) return false;
   Progress bar("encoding", lay.len);
   const std::uint8_t* data[kChunkPages];
@@ -209,7 +227,7 @@ bool rescan_input(InFile& in, const Layout& lay, OutFile& out, std::string* err)
     const std::size_t pages = (want + PAGE_SIZE - 1) / PAGE_SIZE;
     if (want % PAGE_SIZE != 0) std::memset(g_buf + want, 0, pages * PAGE_SIZE - want);
     for (std::size_t i = 0; i < pages; ++i) data[i] = g_buf + i * PAGE_SIZE;
-    if (!emit(lay, in.path(), page, pages, data, &loaded, out, err)) return false;
+    if (!emit(lay, thin, in.path(), page, pages, data, &loaded, out, err)) return false;
     done += want;
     page += pages;
     bar.update(done);
@@ -226,7 +244,8 @@ bool rescan_input(InFile& in, const Layout& lay, OutFile& out, std::string* err)
 }
 
 // Pass 2 from the spool: the non-zero pages of the first extent pages, in order.
-bool rescan_spool(Spool& spool, const std::string& path, const Layout& lay, OutFile& out, std::string* err) {
+bool rescan_spool(Spool& spool, const std::string& path, const Layout& lay, const Thin& thin, OutFile& out,
+                  std::string* err) {
   if (!spool.rewind(err)) return false;
   const std::uint8_t* data[kChunkPages];
   std::uint64_t page = 0, loaded = 0;
@@ -236,7 +255,7 @@ bool rescan_spool(Spool& spool, const std::string& path, const Layout& lay, OutF
     std::size_t k = 0;
     for (std::size_t i = 0; i < span; ++i) data[i] = lay.nonzero(page + i) ? g_buf + PAGE_SIZE * k++ : nullptr;
     if (!spool.read(g_buf, k * PAGE_SIZE, err)) return false;
-    if (!emit(lay, path, page, span, data, &loaded, out, err)) return false;
+    if (!emit(lay, thin, path, page, span, data, &loaded, out, err)) return false;
     page += span;
   }
   return true;
@@ -310,11 +329,36 @@ bool Spool::error(const char* what, std::string* err) const {
 }
 
 int cmd_encode(const Args& a) {
-  if (a.operands.size() != 2) return fail("encode: expected FILE OUT (usage: capmem encode FILE OUT)");
+  Thin thin;
+  const char* store_dir = nullptr;
+  bool keep_given = false;
+  for (const Args::Opt& o : a.opts) {
+    if (o.name == "--thin") {
+      thin.on = true;
+    } else if (o.name == "--keep-first") {
+      keep_given = true;
+      if (!parse_u64(o.value, &thin.keep))
+        return fail(
+            std::string("encode: --keep-first takes a plain decimal number from 0 to 18446744073709551615, not '") +
+            o.value + "'");
+    } else if (o.name == "--store") {
+      store_dir = o.value;
+    }
+  }
+  if ((keep_given || store_dir != nullptr) && !thin.on)
+    return fail(std::string("encode: ") + (keep_given ? "--keep-first" : "--store") +
+                " applies to a thin encoding only (add --thin)");
+  if (a.operands.size() != 2)
+    return fail("encode: expected FILE OUT (usage: capmem encode [--thin [--keep-first N] [--store DIR]] FILE OUT)");
   const std::string path = a.operands[0];
   std::string err;
   OutFile out(a.operands[1]);
   if (!out.open(&err)) return fail(err);
+  DirStore store;
+  if (store_dir != nullptr) {
+    if (!store.open(store_dir, true, &err)) return fail(err);
+    thin.store = &store;
+  }
   InFile in;
   if (!in.open(a.operands[0], &err)) return fail(err);
   if (in.same_file(a.operands[1]))
@@ -327,15 +371,16 @@ int cmd_encode(const Args& a) {
   if (!scan(in, twice ? nullptr : &spool, &lay, &err)) return fail(err);
   // Rule 3.6: at least one page. Every slot offset must fit 5.1's u32 (the last is largest).
   const std::uint64_t size = (lay.pages != 0 ? lay.pages : 1) * PAGE_SIZE;
-  const std::uint64_t n_loaded = lay.hashes.size();
-  if (lay.extent != 0) {
-    const std::uint64_t last = 4 * lay.extent + (n_loaded - 1) * codec::kLoadedLen + (lay.extent - n_loaded);
-    if (last > 0xffffffffull)
-      return fail(path + ": its encoding would be too large for the 32-bit slot offsets of rule 5.1 (TooLarge): " +
-                  std::to_string(n_loaded) + " non-zero pages");
-  }
-  if (!write_head(lay, size, out, &err)) return fail(err);
-  if (!(twice ? rescan_input(in, lay, out, &err) : rescan_spool(spool, path, lay, out, &err))) return fail(err);
+  std::uint64_t last = 4 * lay.extent;
+  for (std::uint64_t p = 0; p + 1 < lay.extent; ++p)
+    last += !lay.nonzero(p) ? codec::kEmptyLen : thin.as_missing(p) ? codec::kMissingLen : codec::kLoadedLen;
+  if (lay.extent != 0 && last > 0xffffffffull)
+    return fail(path + ": its encoding would be too large for the 32-bit slot offsets of rule 5.1 (TooLarge): " +
+                std::to_string(lay.hashes.size()) + " non-zero pages");
+  if (!write_head(lay, thin, size, out, &err)) return fail(err);
+  if (!(twice ? rescan_input(in, lay, thin, out, &err) : rescan_spool(spool, path, lay, thin, out, &err)))
+    return fail(err);
+  if (!store.sync(&err)) return fail(err);  // the pages OUT needs are durable before OUT is
   if (!out.commit(&err)) return fail(err);
   return 0;
 }

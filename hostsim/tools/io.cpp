@@ -33,8 +33,10 @@ constexpr std::size_t kPage = 4096;
 // The named temp file an OutFile has created and not yet renamed: what the signal handler
 // removes. Set and cleared with the cleanup signals blocked, so the handler never sees a
 // half-written name and never removes a name that is not (or no longer) ours.
-volatile std::sig_atomic_t g_tmp_dir_fd = -1;
-char g_tmp_name[320];
+// Up to kTempSlots at once: OUT and a page store entry (tools/store.cpp) can both be made.
+constexpr int kTempSlots = 4;
+volatile std::sig_atomic_t g_tmp_dir_fd[kTempSlots] = {-1, -1, -1, -1};
+char g_tmp_name[kTempSlots][320];
 
 // Every signal whose default action ends the process and that a handler can catch (not
 // the ones a fault raises: ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS).
@@ -50,7 +52,8 @@ sigset_t cleanup_signals() {
 
 void on_fatal_signal(int sig) {
   const int saved = errno;  // (the process dies below; kept for tools that check handlers)
-  if (g_tmp_dir_fd >= 0) ::unlinkat(g_tmp_dir_fd, g_tmp_name, 0);
+  for (int i = 0; i < kTempSlots; ++i)
+    if (g_tmp_dir_fd[i] >= 0) ::unlinkat(g_tmp_dir_fd[i], g_tmp_name[i], 0);
   errno = saved;
   ::signal(sig, SIG_DFL);
   ::raise(sig);  // delivered when the handler returns: the exit status says "killed by sig"
@@ -196,6 +199,60 @@ std::int64_t InFile::read_full(void* dst, std::size_t n, std::string* err) {
   return static_cast<std::int64_t>(got);
 }
 
+// --- FileSource -------------------------------------------------------------------------
+
+bool FileSource::open(std::string* err) {
+  if (!in_.seekable()) return true;
+  len_ = in_.size_hint() > in_.start() ? in_.size_hint() - in_.start() : 0;
+  head_len_ = len_ < sizeof head_ ? static_cast<std::size_t>(len_) : sizeof head_;
+  copy_in(this, 0, head_, head_len_);
+  return !failed(err);
+}
+
+bool FileSource::fill(std::uint64_t n, std::string* err) {
+  alignas(64) static std::uint8_t buf[1u << 20];
+  while (len_ < n && !ended_ && !in_.seekable()) {
+    const std::uint64_t want = n - len_;
+    const std::size_t ask = want < sizeof buf ? static_cast<std::size_t>(want) : sizeof buf;
+    const std::int64_t got = in_.read_full(buf, ask, err);
+    if (got < 0) return false;
+    const auto g = static_cast<std::size_t>(got);
+    for (std::size_t i = 0; i < g && head_len_ < sizeof head_; ++i) head_[head_len_++] = buf[i];
+    if (!spool_.write(buf, g, err)) return false;
+    len_ += g;
+    if (g < ask) ended_ = true;
+  }
+  return true;
+}
+
+void FileSource::copy_in(const void* ctx, std::uint64_t offset, std::uint8_t* out, std::size_t n) {
+  const auto* self = static_cast<const FileSource*>(ctx);
+  const int fd = self->in_.seekable() ? self->in_.fd() : self->spool_.fd();
+  const std::uint64_t base = self->in_.seekable() ? self->in_.start() : 0;
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::pread(fd, out + got, n - got, static_cast<off_t>(base + offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {  // ended early or failed: zeros, and the result is not used
+      if (self->short_at_ == UINT64_MAX) {
+        self->short_at_ = offset + got;
+        self->read_errno_ = r < 0 ? errno : 0;
+      }
+      std::memset(out + got, 0, n - got);
+      return;
+    }
+    got += static_cast<std::size_t>(r);
+  }
+}
+
+bool FileSource::failed(std::string* err) const {
+  if (short_at_ == UINT64_MAX) return false;
+  *err = in_.path() + (read_errno_ != 0 ? ": " + std::string(std::strerror(read_errno_))
+                                        : ": changed while it was read: it ends at byte " + std::to_string(short_at_) +
+                                              " now, not " + std::to_string(len_));
+  return true;
+}
+
 // --- Output -----------------------------------------------------------------------------
 
 namespace {
@@ -292,11 +349,21 @@ unsigned inode_flags(int fd) {
   return static_cast<unsigned>(f) & kUser;
 }
 
-// Registers `name` in `dir_fd` as the temp file the signal handler removes (-1: none).
-// Called with the cleanup signals blocked.
-void register_temp(int dir_fd, const std::string& name) {
-  std::snprintf(g_tmp_name, sizeof g_tmp_name, "%s", name.c_str());
-  g_tmp_dir_fd = dir_fd;
+// Registers `name` in `dir_fd` as a temp file the signal handler removes; returns its slot
+// (for unregister_temp), -1 if every slot is taken (never: the tool makes at most two at
+// once). Called with the cleanup signals blocked.
+int register_temp(int dir_fd, const std::string& name) {
+  for (int i = 0; i < kTempSlots; ++i) {
+    if (g_tmp_dir_fd[i] >= 0) continue;
+    std::snprintf(g_tmp_name[i], sizeof g_tmp_name[i], "%s", name.c_str());
+    g_tmp_dir_fd[i] = dir_fd;
+    return i;
+  }
+  return -1;
+}
+void unregister_temp(int* slot) {
+  if (*slot >= 0) g_tmp_dir_fd[*slot] = -1;
+  *slot = -1;
 }
 
 }  // namespace
@@ -318,7 +385,7 @@ void OutFile::drop_temp() {
   if (tmp_name_.empty()) return;
   BlockSignals b;
   ::unlinkat(dir_fd_, tmp_name_.c_str(), 0);
-  g_tmp_dir_fd = -1;
+  unregister_temp(&tmp_slot_);
   tmp_name_.clear();
 }
 
@@ -470,7 +537,7 @@ bool OutFile::make_temp(mode_t mode, std::string* err) {
     if (fd >= 0) {
       sink_fd_ = fd;
       tmp_name_ = name;
-      register_temp(dir_fd_, name);
+      tmp_slot_ = register_temp(dir_fd_, name);
       return true;
     }
     if (errno != EEXIST) break;
@@ -581,7 +648,7 @@ bool OutFile::commit(std::string* err) {
     pending_hole_ = 0;
   }
   if (spooled()) return deliver(err);
-  if (::fsync(sink_fd_) != 0) {
+  if (sync_ && ::fsync(sink_fd_) != 0) {
     *err = errmsg(nullptr);
     return false;
   }
@@ -625,7 +692,7 @@ bool OutFile::link_in(bool* busy, std::string* err) {
         return false;
       }
       committed_ = true;
-      ::fsync(dir_fd_);  // the new name reaches the disk (best effort, as in coreutils)
+      if (sync_) ::fsync(dir_fd_);  // the new name reaches the disk (best effort, as in coreutils)
       return true;
     }
     if (existed_ || errno == EEXIST) {  // an existing OUT (or one made meanwhile): renamed over
@@ -633,7 +700,7 @@ bool OutFile::link_in(bool* busy, std::string* err) {
         const std::string name = "." + base_.substr(0, 64) + ".capmem-" + random_hex16();
         if (link_tmpfile(name)) {
           tmp_name_ = name;
-          register_temp(dir_fd_, name);
+          tmp_slot_ = register_temp(dir_fd_, name);
         } else if (errno != EEXIST) {
           break;
         }
@@ -659,9 +726,9 @@ bool OutFile::link_in(bool* busy, std::string* err) {
     return false;
   }
   tmp_name_.clear();
-  g_tmp_dir_fd = -1;
+  unregister_temp(&tmp_slot_);
   committed_ = true;
-  ::fsync(dir_fd_);  // the rename itself reaches the disk (best effort, as in coreutils)
+  if (sync_) ::fsync(dir_fd_);  // the rename itself reaches the disk (best effort, as in coreutils)
   return true;
 }
 
@@ -774,7 +841,7 @@ bool OutFile::deliver(std::string* err) {
     return true;
   }
   if (out_regular_) {
-    if (::fsync(out_fd_) != 0) {
+    if (sync_ && ::fsync(out_fd_) != 0) {
       *err = errmsg(nullptr);
       return false;
     }

@@ -86,6 +86,47 @@ class Spool {
   std::uint64_t size_ = 0;
 };
 
+// An input read at random positions (a ByteSource of known length) in bounded memory: a
+// seekable InFile is read where it is (pread, each byte once: rule 5.3 holds for a file
+// that changes meanwhile); any other is copied to a Spool, only as far as fill() asks, and
+// read from there. A read that ends early or fails gives zeros and is reported by failed()
+// (a caller does not use a result computed from such a read). tools/io.cpp.
+class FileSource {
+ public:
+  explicit FileSource(InFile& in) : in_(in), spool_(in.path()) {}
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+  // A seekable input: its length (st_size from where reading started) and its first bytes
+  // (head()). A stream: nothing is read yet.
+  bool open(std::string* err);
+  // A stream: reads on until len() >= n or its end (ended()). Nothing for a seekable input.
+  bool fill(std::uint64_t n, std::string* err);
+  [[nodiscard]] ByteSource source() const { return ByteSource{.copy_in = copy_in, .ctx = this, .len = len_}; }
+  [[nodiscard]] std::uint64_t len() const { return len_; }
+  // The source ends at n (if it is longer).
+  void cut(std::uint64_t n) {
+    if (len_ > n) len_ = n;
+  }
+  [[nodiscard]] bool ended() const { return ended_; }
+  // The first bytes (up to 16): of the file, or those a stream gave so far.
+  [[nodiscard]] const std::uint8_t* head() const { return head_; }
+  [[nodiscard]] std::size_t head_len() const { return head_len_; }
+  [[nodiscard]] InFile& in() const { return in_; }
+  // A read ended early or failed (*err set, naming the input).
+  bool failed(std::string* err) const;
+
+ private:
+  static void copy_in(const void* ctx, std::uint64_t offset, std::uint8_t* out, std::size_t n);
+  InFile& in_;
+  Spool spool_;
+  std::uint64_t len_ = 0;
+  std::uint8_t head_[16] = {};
+  std::size_t head_len_ = 0;
+  bool ended_ = false;
+  mutable std::uint64_t short_at_ = UINT64_MAX;
+  mutable int read_errno_ = 0;
+};
+
 // Where the tool's output goes, decided when it is opened (before any input is read):
 //   - `-`, and any path that reaches one of our own descriptors (`/dev/stdout`, `/dev/stderr`,
 //     `/dev/fd/N`, `/proc/self/fd/N`, a symlink to one of them): that descriptor, written at
@@ -129,6 +170,10 @@ class OutFile {
   bool write(const void* p, std::size_t n, std::string* err);
   bool skip(std::uint64_t n, std::string* err);
   bool commit(std::string* err);
+  // No fsync of the file or its directory at commit: the caller makes many OutFiles durable
+  // at once (DirStore::sync: one syncfs for a page store's entries, before the OUT that
+  // needs them is committed). Atomicity is unchanged.
+  void defer_sync() { sync_ = false; }
 
  private:
   // Fd: a descriptor we were given. InPlace: a file we opened, written in place. Both are
@@ -154,6 +199,7 @@ class OutFile {
   std::string target_;  // after following a symlink
   std::string dir_, base_;
   std::string tmp_name_;  // a named temp in dir_ (Replace), while it exists
+  int tmp_slot_ = -1;     // its slot in the signal handler's list (io.cpp)
   Mode mode_ = Mode::Replace;
   int out_fd_ = -1;  // OUT itself (Fd, InPlace; an existing OUT when Replace)
   bool own_out_ = false;
@@ -164,6 +210,7 @@ class OutFile {
   bool existed_ = false;      // OUT existed when opened
   int dir_fd_ = -1;
   bool committed_ = false;
+  bool sync_ = true;
   std::uint64_t pending_hole_ = 0;  // in the sink
   std::uint64_t out_hole_ = 0;      // in OUT, while delivering
   std::uint64_t written_ = 0;       // bytes of output so far, holes included

@@ -309,5 +309,14 @@ using VerifiedPage = Status (*)(void* ctx, std::uint32_t page, const std::uint8_
 Status decode_pages(const ByteSource& src, VerifiedPage fn, void* ctx, std::uint64_t* size, DecodeError* err = nullptr,
                     BuildProgress progress = {});
 
+// A Missing(hash) slot of a thin encoding (rule 8.6), its hash resolvable (checked before the
+// call). Return anything but Status::Ok to stop the decode with that status.
+using MissingSlot = Status (*)(void* ctx, std::uint32_t page, const Hash32& hash);
+// decode_pages in thin mode (DecodeOptions{.thin = true}: every check of DataCap::decode's
+// thin mode): verified Loaded pages go to `fn`, Missing slots to `missing`, both in page
+// order (the Loaded pages verified in a batch are handed out before a later Missing slot).
+Status decode_pages_thin(const ByteSource& src, VerifiedPage fn, MissingSlot missing, void* ctx, std::uint64_t* size,
+                         DecodeError* err = nullptr, BuildProgress progress = {});
+
 }  // namespace codec
 }  // namespace capmem

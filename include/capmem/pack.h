@@ -129,4 +129,12 @@ struct PackEntry {
 // resolve's hash check, rule 8.7). A sink status other than Ok stops the write and is returned.
 Result<void> pack_write(const PackEntry* entries, std::uint32_t count, ByteSink sink, void* ctx);
 
+// The same for a store too large to hold in memory: `roots` (strictly increasing, checked
+// first) and each page's bytes asked for as they are written: `page(pctx, i, &bytes)` sets
+// bytes to page i's 4096 bytes, valid until the next call (a status other than Ok stops the
+// write and is returned). pack_size(count) bytes, the same as pack_write's.
+using PackPageFn = Status (*)(void* pctx, std::uint32_t i, const std::uint8_t** bytes);
+Result<void> pack_write(const Hash32* roots, std::uint32_t count, PackPageFn page, void* pctx, ByteSink sink,
+                        void* ctx);
+
 }  // namespace capmem::store

@@ -67,9 +67,10 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) 
     rep.error = std::string("building the demo image: ") + status_name(image.status());
     return rep;
   }
-  // Thin: the host's page store is a second, full build (the thin image drops its pages).
+  // Thin: the host's page store is opt.store, opt.pack, or else a second, full build (the thin image
+  // drops its pages).
   std::optional<demo::Image> full;
-  if (opt.thin && opt.pack == nullptr) {
+  if (opt.thin && opt.store == nullptr && opt.pack == nullptr) {
     auto f = demo::build();
     if (!f.ok()) {
       rep.error = std::string("building the demo's page store: ") + status_name(f.status());
@@ -99,10 +100,10 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) 
       GuestCpu cpu(kind, run);
       if (opt.thin) {
         demo::PackStore pack_store{.pack = opt.pack != nullptr ? *opt.pack : store::Pack{}};
-        demo::ThinHost host{.inner = cpu.engine(),
-                            .run = &run,
-                            .image = &image.value(),
-                            .store = opt.pack != nullptr ? pack_store.store() : demo::image_store(*full)};
+        const demo::PageStore chosen = opt.store != nullptr  ? *opt.store
+                                       : opt.pack != nullptr ? pack_store.store()
+                                                             : demo::image_store(*full);
+        demo::ThinHost host{.inner = cpu.engine(), .run = &run, .image = &image.value(), .store = chosen};
         rep.progress = demo::run_ops(host.engine());
         rep.resolve_error = host.error;
       } else {

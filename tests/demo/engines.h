@@ -61,6 +61,10 @@ struct DemoOptions {
   demo::ThinOptions thin_opt{};
   // Thin: answer from this pack (demo::PackStore) instead of a full build of the image.
   const store::Pack* pack = nullptr;
+  // Thin: answer NeedPage from this store instead of a full build (`capmem demo --thin
+  // --store`: a directory store or a pack, as the kernel answers from its boot module).
+  // Takes precedence over `pack`.
+  const demo::PageStore* store = nullptr;
 };
 struct DemoReport {
   bool ok = false;    // ran (to the end or to a stop); false = host failure

@@ -902,3 +902,110 @@ TEST(Rule8_6, ThinDecodeReadsEveryByteOnce) {
   EXPECT_EQ(src.max_reads(), 1u);
   EXPECT_EQ(d->root().value(), c.root().value());
 }
+
+// --- codec::decode_pages_thin: the streaming decode of a thin encoding (the tool's
+// `decode --store`, `inspect`) --------------------------------------------------------------
+
+namespace {
+
+struct SeenThin {
+  std::vector<std::pair<std::uint32_t, bool>> order;  // (page, Missing?) in the order handed out
+  std::vector<Hash32> hashes;
+};
+
+Status thin_loaded(void* ctx, std::uint32_t page, const std::uint8_t* bytes, const Hash32& hash) {
+  auto* s = static_cast<SeenThin*>(ctx);
+  EXPECT_EQ(hash, hash::page_content_hash(bytes)) << page;
+  s->order.emplace_back(page, false);
+  s->hashes.push_back(hash);
+  return Status::Ok;
+}
+Status thin_missing(void* ctx, std::uint32_t page, const Hash32& hash) {
+  auto* s = static_cast<SeenThin*>(ctx);
+  s->order.emplace_back(page, true);
+  s->hashes.push_back(hash);
+  return Status::Ok;
+}
+
+}  // namespace
+
+// Loaded and Missing pages reach the caller in page order (the Loaded pages of a verify
+// batch are handed out before a later Missing slot), each with its hash, and the statuses
+// and offsets are DataCap::decode's thin mode ones.
+TEST(DecodePagesThin, HandsLoadedAndMissingPagesInPageOrder) {
+  std::mt19937 rng(22);
+  for (int round = 0; round < 12; ++round) {
+    const std::uint32_t pages = 1 + rng() % 80;
+    std::vector<std::uint8_t> bytes(std::size_t{pages} * PAGE_SIZE, 0);
+    for (std::uint32_t p = 0; p < pages; ++p)
+      if (rng() % 4 != 0) bytes[std::size_t{p} * PAGE_SIZE + rng() % PAGE_SIZE] = static_cast<std::uint8_t>(1 + p);
+    auto full = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
+    // Keep a random set of pages (so Loaded and Missing interleave), the first `keep` too.
+    std::vector<bool> kept(pages);
+    for (std::uint32_t p = 0; p < pages; ++p) kept[p] = rng() % 2 == 0;
+    auto keep_fn = [](void* ctx, std::uint32_t page) -> bool { return (*static_cast<std::vector<bool>*>(ctx))[page]; };
+    const auto w = encode(
+        full,
+        EncodeOptions{
+            .thin = true, .keep_first = static_cast<std::uint32_t>(rng() % 3), .keep = +keep_fn, .keep_ctx = &kept});
+    const auto before = frames().stats().in_use;
+    SeenThin s;
+    std::uint64_t size = 0;
+    ASSERT_EQ(codec::decode_pages_thin(ByteSource::memory(w.data(), w.size()), thin_loaded, thin_missing, &s, &size),
+              Status::Ok);
+    EXPECT_EQ(frames().stats().in_use, before);
+    EXPECT_EQ(size, full.size());
+    auto thin = decode_thin(w);
+    std::size_t k = 0;
+    for (std::uint32_t p = 0; p < thin.page_count(); ++p) {
+      const SlotView v = thin.effective(p);
+      if (v.kind == SlotKind::Empty) continue;
+      ASSERT_LT(k, s.order.size()) << round;
+      EXPECT_EQ(s.order[k].first, p) << round << ": page order";
+      EXPECT_EQ(s.order[k].second, v.kind == SlotKind::Missing) << round << " page " << p;
+      EXPECT_EQ(s.hashes[k], *v.hash);
+      ++k;
+    }
+    EXPECT_EQ(k, s.order.size());
+    // Full mode (decode_pages) refuses the same input where it has a Missing slot (5.2).
+    Seen full_seen;
+    DecodeError fe{}, de{};
+    const Status fs = codec::decode_pages(ByteSource::memory(w.data(), w.size()), collect, &full_seen, &size, &fe);
+    const Status ds = DataCap::decode(w.data(), w.size(), &de).status();
+    EXPECT_EQ(fs, ds);
+    if (ds != Status::Ok) {
+      EXPECT_EQ(fe.offset, de.offset);
+    }
+  }
+}
+
+// Every one-byte change and truncation of a thin encoding: the same status and offset as
+// DataCap::decode in thin mode.
+TEST(DecodePagesThin, SameStatusAndOffsetAsThinDecodeForEveryDamagedInput) {
+  std::vector<std::uint8_t> bytes(5 * PAGE_SIZE, 0);
+  bytes[5] = 1;
+  bytes[PAGE_SIZE + 7] = 4;
+  bytes[3 * PAGE_SIZE + 99] = 2;
+  bytes[4 * PAGE_SIZE + 4095] = 3;
+  const auto w = encode(DataCap::from_bytes(bytes.data(), bytes.size()).release_value(),
+                        EncodeOptions{.thin = true, .keep_first = 1});
+  for (int mode = 0; mode < 2; ++mode) {
+    for (std::size_t i = 0; i <= w.size(); ++i) {
+      std::vector<std::uint8_t> in(w.begin(), w.begin() + (mode == 0 ? w.size() : i));
+      if (mode == 0) {
+        if (i == w.size()) break;
+        in[i] ^= 0xff;
+      }
+      DecodeError want{Status::Ok, 0}, got{Status::Ok, 0};
+      const Status ws = DataCap::decode(in.data(), in.size(), DecodeOptions{.thin = true}, &want).status();
+      SeenThin s;
+      std::uint64_t size = 0;
+      const Status gs = codec::decode_pages_thin(ByteSource::memory(in.data(), in.size()), thin_loaded, thin_missing,
+                                                 &s, &size, &got);
+      EXPECT_EQ(gs, ws) << mode << " at " << i << ": " << status_name(gs) << " vs " << status_name(ws);
+      if (ws != Status::Ok) {
+        EXPECT_EQ(got.offset, want.offset) << mode << " at " << i;
+      }
+    }
+  }
+}

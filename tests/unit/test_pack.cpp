@@ -353,3 +353,50 @@ TEST(Rule8_7Pack, WriterRefusesUnsortedEntriesAndPassesSinkFailures) {
   EXPECT_EQ(pack_write(e.data(), 3, +failing, nullptr).status(), Status::OutOfFrames);
   EXPECT_TRUE(pack_write(nullptr, 0, +counting, &calls).ok());
 }
+
+// The streaming writer (roots, and each page's bytes asked for as it is written): the same
+// bytes as the layout; the order checked before anything is written; a page callback's
+// status stops the write.
+TEST(Rule8_7Pack, StreamingWriterMatchesTheLayoutAndAsksEachPageOnce) {
+  struct Ctx {
+    const std::vector<Page>* pages;
+    std::vector<std::uint32_t> asked;
+    std::uint32_t fail_at = UINT32_MAX;
+  };
+  auto page = [](void* c, std::uint32_t i, const std::uint8_t** bytes) {
+    auto* x = static_cast<Ctx*>(c);
+    x->asked.push_back(i);
+    if (i == x->fail_at) return Status::HashMismatch;
+    *bytes = (*x->pages)[i].bytes.data();
+    return Status::Ok;
+  };
+  auto sink = [](void* ctx, const std::uint8_t* d, std::size_t n) {
+    auto* o = static_cast<std::vector<std::uint8_t>*>(ctx);
+    o->insert(o->end(), d, d + n);
+    return Status::Ok;
+  };
+  for (std::uint32_t n : {0u, 1u, 5u, 128u}) {
+    const auto pages = make_pages(n, n + 40);
+    std::vector<Hash32> roots;
+    for (const auto& p : pages) roots.push_back(p.root);
+    Ctx c{.pages = &pages, .asked = {}};
+    std::vector<std::uint8_t> out;
+    ASSERT_TRUE(pack_write(roots.data(), n, +page, &c, +sink, &out).ok()) << n;
+    EXPECT_EQ(out, hand_pack(pages)) << n;
+    std::vector<std::uint32_t> want(n);
+    for (std::uint32_t i = 0; i < n; ++i) want[i] = i;
+    EXPECT_EQ(c.asked, want) << "each page asked for once, in index order";
+  }
+  const auto pages = make_pages(4, 99);
+  std::vector<Hash32> roots;
+  for (const auto& p : pages) roots.push_back(p.root);
+  Ctx c{.pages = &pages, .asked = {}, .fail_at = 2};
+  std::vector<std::uint8_t> out;
+  EXPECT_EQ(pack_write(roots.data(), 4, +page, &c, +sink, &out).status(), Status::HashMismatch);
+  EXPECT_EQ(out.size(), pack_min_pages_offset(4) + 2 * PAGE_SIZE) << "stopped at page 2";
+  std::swap(roots[1], roots[2]);
+  c = Ctx{.pages = &pages, .asked = {}};
+  out.clear();
+  EXPECT_EQ(pack_write(roots.data(), 4, +page, &c, +sink, &out).status(), Status::InvalidArgument);
+  EXPECT_TRUE(out.empty() && c.asked.empty()) << "nothing written before the order is checked";
+}

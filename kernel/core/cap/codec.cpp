@@ -448,6 +448,9 @@ Status decode_slots(const ByteSource& src, const CapHeader& h, PageSink sink, co
     } else if (head.kind == SlotKind::Missing) {
       if (!opt.thin || sink.missing == nullptr) {
         st = fail_at(err, Status::DecodeMissingSlot, 12 + start);  // rule 5.2
+      } else if (st = batch.drain(&bad_at); st != Status::Ok) {
+        // The Loaded pages before this slot first: the sink sees every page in page order.
+        fail_at(err, st, bad_at);
       } else if (!codec::missing_resolvable(head.claimed)) {
         st = fail_at(err, Status::DecodeUnresolvableMissing, 12 + start + 1);  // rule 8.6, at the hash
       } else {
@@ -494,11 +497,16 @@ Status txn_missing(void* ctx, std::uint32_t page, const Hash32& h) {
 struct PagesCtx {
   codec::VerifiedPage fn;
   void* ctx;
+  codec::MissingSlot missing = nullptr;
 };
 Status pages_put(void* ctx, std::uint32_t page, PageRef&& p) {
   auto* c = static_cast<PagesCtx*>(ctx);
   const PageRef held = static_cast<PageRef&&>(p);  // released when the caller is done with it
   return c->fn(c->ctx, page, held.bytes(), held.hash());
+}
+Status pages_missing(void* ctx, std::uint32_t page, const Hash32& h) {
+  auto* c = static_cast<PagesCtx*>(ctx);
+  return c->missing(c->ctx, page, h);
 }
 
 }  // namespace
@@ -536,6 +544,16 @@ Status codec::decode_pages(const ByteSource& src, VerifiedPage fn, void* ctx, st
   *size = h.size;
   PagesCtx c{.fn = fn, .ctx = ctx};
   return decode_slots(src, h, PageSink{.put = pages_put, .ctx = &c}, DecodeOptions{}, progress, err);
+}
+
+Status codec::decode_pages_thin(const ByteSource& src, VerifiedPage fn, MissingSlot missing, void* ctx,
+                                std::uint64_t* size, DecodeError* err, BuildProgress progress) {
+  CapHeader h;
+  if (const Status st = decode_header(src, &h, err); st != Status::Ok) return st;
+  *size = h.size;
+  PagesCtx c{.fn = fn, .ctx = ctx, .missing = missing};
+  return decode_slots(src, h, PageSink{.put = pages_put, .ctx = &c, .missing = pages_missing},
+                      DecodeOptions{.thin = true}, progress, err);
 }
 
 Result<DataCap> DataCap::decode(const std::uint8_t* in, std::size_t len, DecodeError* err, BuildProgress progress) {

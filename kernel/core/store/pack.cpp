@@ -125,9 +125,19 @@ Result<PackPage> Pack::find(const Hash32& root) const {
   return Status::NotInStore;
 }
 
-Result<void> pack_write(const PackEntry* entries, std::uint32_t count, ByteSink sink, void* ctx) {
+namespace {
+
+// Both writers: roots and pages through accessors (an entry array, or a root array and a
+// page callback), checked for order before anything is written.
+struct WriteFrom {
+  const Hash32& (*root)(const void* ctx, std::uint32_t i);
+  Status (*page)(const void* ctx, std::uint32_t i, const std::uint8_t** bytes);
+  const void* ctx;
+};
+
+Result<void> write_pack(const WriteFrom& from, std::uint32_t count, ByteSink sink, void* ctx) {
   for (std::uint32_t i = 1; i < count; ++i)
-    if (root_compare(entries[i - 1].root, entries[i].root) >= 0) return Status::InvalidArgument;
+    if (root_compare(from.root(from.ctx, i - 1), from.root(from.ctx, i)) >= 0) return Status::InvalidArgument;
   const std::uint64_t pages_offset = pack_min_pages_offset(count);
   std::uint8_t hdr[kPackHeaderSize];
   __builtin_memcpy(hdr, kPackMagic, sizeof kPackMagic);
@@ -135,16 +145,56 @@ Result<void> pack_write(const PackEntry* entries, std::uint32_t count, ByteSink 
   put_u32(hdr + 12, 0);
   put_u64(hdr + 16, pages_offset);
   Status st = sink(ctx, hdr, sizeof hdr);
-  for (std::uint32_t i = 0; i < count && st == Status::Ok; ++i) st = sink(ctx, entries[i].root.b.data(), kPackRootSize);
+  for (std::uint32_t i = 0; i < count && st == Status::Ok; ++i)
+    st = sink(ctx, from.root(from.ctx, i).b.data(), kPackRootSize);
   for (std::uint64_t at = kPackHeaderSize + kPackRootSize * count; at < pages_offset && st == Status::Ok;) {
     const std::uint64_t left = pages_offset - at;
     const std::size_t n = left < sizeof kZeros ? static_cast<std::size_t>(left) : sizeof kZeros;
     st = sink(ctx, kZeros, n);
     at += n;
   }
-  for (std::uint32_t i = 0; i < count && st == Status::Ok; ++i) st = sink(ctx, entries[i].bytes, PAGE_SIZE);
+  for (std::uint32_t i = 0; i < count && st == Status::Ok; ++i) {
+    const std::uint8_t* bytes = nullptr;
+    st = from.page(from.ctx, i, &bytes);
+    if (st == Status::Ok) st = sink(ctx, bytes, PAGE_SIZE);
+  }
   if (st != Status::Ok) return st;
   return {};
+}
+
+struct PageCallback {
+  const Hash32* roots;
+  PackPageFn page;
+  void* pctx;
+};
+
+}  // namespace
+
+Result<void> pack_write(const PackEntry* entries, std::uint32_t count, ByteSink sink, void* ctx) {
+  const WriteFrom from{
+      .root = [](const void* c, std::uint32_t i) -> const Hash32& { return static_cast<const PackEntry*>(c)[i].root; },
+      .page =
+          [](const void* c, std::uint32_t i, const std::uint8_t** bytes) {
+            *bytes = static_cast<const PackEntry*>(c)[i].bytes;
+            return Status::Ok;
+          },
+      .ctx = entries};
+  return write_pack(from, count, sink, ctx);
+}
+
+Result<void> pack_write(const Hash32* roots, std::uint32_t count, PackPageFn page, void* pctx, ByteSink sink,
+                        void* ctx) {
+  const PageCallback cb{.roots = roots, .page = page, .pctx = pctx};
+  const WriteFrom from{.root = [](const void* c, std::uint32_t i) -> const Hash32& {
+                         return static_cast<const PageCallback*>(c)->roots[i];
+                       },
+                       .page =
+                           [](const void* c, std::uint32_t i, const std::uint8_t** bytes) {
+                             const auto* p = static_cast<const PageCallback*>(c);
+                             return p->page(p->pctx, i, bytes);
+                           },
+                       .ctx = &cb};
+  return write_pack(from, count, sink, ctx);
 }
 
 }  // namespace capmem::store
