@@ -91,6 +91,9 @@ class Overlay {
   // Commit: inserts or replaces the entry for r.page(); cannot fail.
   void publish(OverlayReservation&& r, Slot s);
   Result<void> put(std::uint32_t page, Slot s);
+  // Replaces the existing entry for `page` in place (traps if there is none): no node is
+  // allocated, so it cannot fail (DataCap::resolve's commit step, rule 8.4).
+  void replace(std::uint32_t page, Slot s);
 
   // A deep copy (slots shared by reference). OutOfFrames leaves nothing behind.
   Result<Overlay> clone() const;

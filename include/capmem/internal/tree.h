@@ -91,9 +91,15 @@ Hash32 cap_root(const Node* root, std::uint64_t size);
 Result<Backing*> backing_alloc();  // refs = 1, everything else zero
 // Fill in a fresh backing for tree `root` (ownership of one reference moves in).
 void backing_init(Backing* b, Node* root, std::uint64_t size);
+// The same for a tree whose slot roots all equal those of `like`'s tree (Txn::resolve only):
+// size, extent and cap_root are taken from `like`, nothing is hashed (rule 2.3).
+void backing_init_like(Backing* b, Node* root, const Backing& like);
 void backing_ref(Backing* b);
 void backing_unref(Backing* b);
 void backing_free_unused(Backing* b);  // a backing_alloc() result that was never initialized
+
+// Missing slots in the tree (rule 8.1): O(nodes).
+std::uint32_t count_missing(const Node* root);
 
 // Live counts (tests / docs).
 std::uint64_t live_nodes();
@@ -113,9 +119,23 @@ class Txn {
   ~Txn();
 
   Result<void> set(std::uint32_t page, Slot s);
+  // Rule 8.4 / 2.3: the slot of `page` in the Txn's tree must be Missing(s.root())
+  // (InvalidArgument otherwise: nothing copied) and becomes `s` (Loaded) by a path copy that
+  // marks nothing dirty: commit() rehashes no position for it, since no slot root changed.
+  // OutOfFrames as set().
+  Result<void> resolve(std::uint32_t page, Slot s);
+  // The slot of `page` in the Txn's current tree (nullptr reads Empty), as lookup().
+  [[nodiscard]] const Slot* find(std::uint32_t page) const { return lookup(root_, page); }
+  // Moves the slot of `page` out of the Txn's tree (leaving Empty there) for a Txn used as a
+  // scratch map of pages (base nullptr, never committed): every node on the path must be
+  // fresh (traps otherwise). Empty if there is none.
+  Slot take(std::uint32_t page);
   [[nodiscard]] Node* commit();
 
  private:
+  // Path-copies down to the leaf of `page` (fresh nodes marked dirty on the path when
+  // `mark`); nullptr on OutOfFrames, the tree so far a faithful copy.
+  Node* leaf_for(std::uint32_t page, bool mark);
   Node* root_;
   Node* fresh_[kLevels] = {};
 };

@@ -109,6 +109,20 @@ Result<void> Overlay::put(std::uint32_t page, Slot s) {
   return {};
 }
 
+void Overlay::replace(std::uint32_t page, Slot s) {
+  ONode* n = root_;
+  for (unsigned level = kLevels - 1; n != nullptr; --level) {
+    const unsigned i = index_at(page, level);
+    if ((n->present & (1u << i)) == 0) break;
+    if (level == 0) {
+      n->u.slots[i] = static_cast<Slot&&>(s);
+      return;
+    }
+    n = n->u.kids[i];
+  }
+  env::panic("Overlay::replace: no entry for the page");
+}
+
 namespace {
 ONode* clone_node(const ONode* src) {
   ONode* n = onode_new();

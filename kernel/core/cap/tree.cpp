@@ -181,6 +181,25 @@ void backing_init(Backing* b, Node* root, std::uint64_t size) {
   b->cap_root = cap_root(root, size);
 }
 
+void backing_init_like(Backing* b, Node* root, const Backing& like) {
+  CAPMEM_ASSERT(node_root(root, kLevels - 1) == node_root(like.root, kLevels - 1));
+  b->root = root;
+  b->size = like.size;
+  b->extent = like.extent;
+  b->cap_root = like.cap_root;
+}
+
+std::uint32_t count_missing(const Node* n) {
+  if (n == nullptr) return 0;
+  std::uint32_t c = 0;
+  if (n->level == 0) {
+    for (const auto& s : n->u.slots) c += s.kind() == SlotKind::Missing ? 1 : 0;
+  } else {
+    for (const Node* k : n->u.kids) c += count_missing(k);  // recursion depth <= 3
+  }
+  return c;
+}
+
 void backing_ref(Backing* b) {
   if (b->refs.fetch_add(1, std::memory_order_relaxed) == 0) env::panic("backing: ref of a dead backing");
 }
@@ -210,9 +229,8 @@ Txn::~Txn() {
   if (root_ != nullptr) node_unref(root_);  // fresh nodes are reachable only from root_
 }
 
-Result<void> Txn::set(std::uint32_t page, Slot s) {
+Node* Txn::leaf_for(std::uint32_t page, bool mark) {
   CAPMEM_ASSERT(page < kMaxPages);
-  if (s.empty() && lookup(root_, page) == nullptr) return {};  // Empty over Empty
   Node** link = &root_;
   Node* parent = nullptr;
   for (unsigned level = kLevels - 1;; --level) {
@@ -220,8 +238,8 @@ Result<void> Txn::set(std::uint32_t page, Slot s) {
     Node* n = *link;
     if (n == nullptr || n->fresh == 0) {
       Node* c = n == nullptr ? node_new(level) : node_copy(n);
-      if (c == nullptr) return Status::OutOfFrames;  // the tree so far is a faithful copy
-      if (n != nullptr) node_unref(n);               // drop the reference the parent (or the Txn) held
+      if (c == nullptr) return nullptr;  // the tree so far is a faithful copy
+      if (n != nullptr) node_unref(n);   // drop the reference the parent (or the Txn) held
       c->fresh = 1;
       c->parent = parent;
       c->index = static_cast<std::uint8_t>(idx);
@@ -231,14 +249,42 @@ Result<void> Txn::set(std::uint32_t page, Slot s) {
       n = c;
     }
     const unsigned i = (page >> (kFanBits * level)) & (kFan - 1);
-    n->dirty |= 1u << i;
-    if (level == 0) {
-      n->u.slots[i] = static_cast<Slot&&>(s);
-      return {};
-    }
+    if (mark) n->dirty |= 1u << i;
+    if (level == 0) return n;
     parent = n;
     link = &n->u.kids[i];
   }
+}
+
+Result<void> Txn::set(std::uint32_t page, Slot s) {
+  CAPMEM_ASSERT(page < kMaxPages);
+  if (s.empty() && lookup(root_, page) == nullptr) return {};  // Empty over Empty
+  Node* leaf = leaf_for(page, true);
+  if (leaf == nullptr) return Status::OutOfFrames;
+  leaf->u.slots[page & (kFan - 1)] = static_cast<Slot&&>(s);
+  return {};
+}
+
+Result<void> Txn::resolve(std::uint32_t page, Slot s) {
+  const Slot* cur = lookup(root_, page);
+  if (cur == nullptr || cur->kind() != SlotKind::Missing || s.kind() != SlotKind::Loaded || !(cur->root() == s.root()))
+    return Status::InvalidArgument;
+  Node* leaf = leaf_for(page, false);  // no dirty bit: the slot root, and so every hash, stays
+  if (leaf == nullptr) return Status::OutOfFrames;
+  leaf->u.slots[page & (kFan - 1)] = static_cast<Slot&&>(s);
+  return {};
+}
+
+Slot Txn::take(std::uint32_t page) {
+  CAPMEM_ASSERT(page < kMaxPages);
+  Node* n = root_;
+  for (unsigned level = kLevels - 1; n != nullptr; --level) {
+    if (n->fresh == 0) env::panic("tree::Txn::take on a shared node");
+    const unsigned i = (page >> (kFanBits * level)) & (kFan - 1);
+    if (level == 0) return static_cast<Slot&&>(n->u.slots[i]);
+    n = n->u.kids[i];
+  }
+  return Slot{};
 }
 
 Node* Txn::commit() {
