@@ -20,7 +20,7 @@ constexpr CmdlineKey kKeys[] = {
     ktest::kOutputKey,
     {.key = "ktest.pack",
      .kind = CmdlineKind::U64,
-     .help = "the loader passed a page pack of this many pages (boot_modules_* cases; without it: no module)"},
+     .help = "the loader passed a page pack of this many pages: boot_modules_as_the_loader_passed requires it"},
     {.key = "crash",
      .kind = CmdlineKind::Choice,
      .choices = "pf|ud|panic|stack-overflow|triple|ap-panic|ap-pf|ap-stack-overflow",

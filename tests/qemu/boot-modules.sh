@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # boot-modules: the boot modules both loaders pass (docs/boot.md "Boot modules").
-#   PVH (QEMU -initrd): the demo's page pack becomes the page store, and the kernel's
+#   PVH (QEMU -initrd): without it no module; the demo's page pack becomes the page store, and the kernel's
 #   boot_modules_as_the_loader_passed case checks every page arrived and is reserved; a
 #   pack with a bad flags word and a pack cut one byte short fail the boot naming the module,
 #   the status and its offset; a module that is no pack is reported and the boot goes on.
@@ -27,6 +27,11 @@ check() {  # check DESCRIPTION REGEX
   grep -qE "$2" <<<"$out" || { echo "boot-modules: FAIL: $1 (no line matching /$2/)"; fail=1; }
 }
 hex='0x[0-9a-f]+'
+
+echo "== PVH: no -initrd: no module list"
+boot 0 "$kernel" --timeout 60 -append ktest=boot_modules
+grep -q '^boot: module' <<<"$out" && { echo "boot-modules: FAIL: a module without -initrd"; fail=1; }
+check "the case ran" '^\[ OK \] boot_modules_as_the_loader_passed$'
 
 echo "== PVH: -initrd the demo's pack ($pages pages)"
 boot 0 "$kernel" --timeout 60 -initrd "$pack" -append "ktest=boot_modules ktest.pack=$pages"
