@@ -7,9 +7,12 @@
 #   Multiboot2 (GRUB module2, kernel/image/mkiso.sh --module): a file that is no pack, the
 #   demo's pack, a second (empty) pack: the first pack is the page store, the second is
 #   ignored, saying so; a module of size 0 fails the boot; a malformed second pack too.
-# Usage: boot-modules.sh QEMU_RUN KERNEL MKISO PACK
+#   And a real overlap: with -m 4M QEMU puts the initrd just below the top of RAM, which a
+#   file of the right size makes the middle of the kernel's .bss (boot.S zeroes .bss, so the
+#   kernel runs): the boot fails naming the module and the kernel image.
+# Usage: boot-modules.sh QEMU_RUN KERNEL MKISO PACK NM
 set -u
-run=$1 kernel=$2 mkiso=$3 pack=$4
+run=$1 kernel=$2 mkiso=$3 pack=$4 nm=$5
 dir=$(mktemp -d "${TMPDIR:-/tmp}/capmem-modules.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 fail=0
@@ -55,6 +58,15 @@ head -c 10000 /dev/zero | tr '\0' 'x' >"$dir/notes.txt"
 echo "== PVH: a module that is no pack"
 boot 0 "$kernel" --timeout 60 -initrd "$dir/notes.txt" -append ktest=boot_rsdp
 check "reported, left reserved" "^boot: module 0 \[$hex, $hex\), 10000 bytes: not a page pack \(left reserved\)$"
+
+# QEMU 7.2 (hw/i386/x86.c x86_load_linux) places the initrd at (RAM below 4 GiB - ACPI
+# data - 1 - size) & ~4095: with -m 4M, a size that puts it in the middle of .bss.
+read -r bss_start bss_end < <("$nm" "$kernel" | awk '$3 == "__bss_start" { s = $1 } $3 == "__bss_end" { e = $1 } END { print s, e }')
+mid=$(((0x${bss_start:8} + 0x${bss_end:8}) / 2 - 0x80000000))
+head -c $((0x400000 - 0x20000 - mid)) /dev/zero >"$dir/over.bin"
+echo "== PVH: -m 4M, an initrd that QEMU places over the kernel's .bss (near 0x$(printf %x $mid))"
+boot 1 "$kernel" --timeout 60 -m 4M -initrd "$dir/over.bin" -append ktest=boot_rsdp
+check "the overlap named" "^capmem: boot failed: boot module 0 \[$hex, $hex\): overlaps the kernel image \[0x100000, $hex\)$"
 
 # An empty pack (0 pages, 4096 bytes): the header, pages_offset 4096, zero pad.
 { printf 'CAPMPAK1\000\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000'; head -c $((4096 - 24)) /dev/zero; } >"$dir/empty.pack"
