@@ -103,10 +103,10 @@ class DataCap {
   Result<void> read(std::uint64_t offset, std::uint8_t* out, std::size_t len) const;
 
   // --- Mappers: checkpoints (rule 3.8) and turns (rule 3.9); mapper.h ------------------
-  // copy, write_page, write_slot, put_page, place_shared and flush are checkpoints for the
-  // mappers of this cap (whatever region they map it as): Busy (nothing changed) while one
-  // of them is executing; with all of them paused, every store they made before the call
-  // is in the result and every store after they resume lands in the cap (fault.h
+  // copy, write_page, write_slot, put_page, place_shared, flush and the resolve calls are
+  // checkpoints for the mappers of this cap (whatever region they map it as): Busy (nothing
+  // changed) while one of them is executing; with all of them paused, every store they made
+  // before the call is in the result and every store after they resume lands in the cap (fault.h
   // "Checkpoints"). A run attaches one node per region in its constructor and detaches
   // them in its destructor. The list and the turn are registration, not content: they
   // change on a const cap (a run's code cap is const to it).
@@ -146,33 +146,45 @@ class DataCap {
   // Misaligned / OutOfExtent (offset > size) / OutOfFrames; on failure nothing changes.
   Result<void> place_shared(const DataCap& b, std::uint64_t offset);
   // --- Resolving Missing pages (rule 8.4; docs/rules.md section 8) -------------------
-  // A checkpoint-class call (rule 3.8): Busy while a run that maps the cap executes. Page
-  // `page` must be < page_count() (OutOfExtent) and its effective slot (overlay entry or
-  // backing, rule 3.3) Missing(h) (NotMissing otherwise: a late or duplicate answer),
-  // h neither zero(32) nor the all-zero page's root (UnresolvableMissing). The source must
-  // hold exactly 4096 bytes (BadLength); they are read once (5.3) into a fresh aligned
-  // frame and hashed there; HashMismatch unless that hash is h. On success the slot becomes
-  // Loaded where the Missing slot was (a backing slot by a path copy that keeps the root
-  // and rehashes no node, 2.3; an overlay entry in place), and paused runs' leaves of the
-  // page are refreshed. Every failure (OutOfFrames included) leaves the cap, its root, the
-  // frame and slab counts exactly as before. Never called from the fault path (8.5).
+  // A checkpoint-class call (rule 3.8): Busy while a run that maps the cap executes (checked
+  // first, before any byte is read). Page `page` must be < page_count() (OutOfExtent) and
+  // its effective slot (overlay entry or backing, rule 3.3) Missing(h) (NotMissing
+  // otherwise: a late or duplicate answer), h neither zero(32) nor the all-zero page's root
+  // (UnresolvableMissing). The source must hold exactly 4096 bytes (BadLength); they are
+  // read once (5.3, one copy_in of [0, 4096)) into a fresh aligned frame and hashed there;
+  // HashMismatch unless that hash is h. On success the slot becomes Loaded where the
+  // Missing slot was, keeping the root and rehashing no node (2.3): a backing slot in place
+  // when this cap alone holds the backing and the tree path to it (no allocation), else by
+  // a path copy into a new backing that takes size, extent and root from the old one (other
+  // caps sharing the old nodes keep their Missing slot); an overlay entry in place. Paused
+  // runs' leaves of the page are refreshed (prepared first). Every failure (OutOfFrames
+  // included) leaves the cap, its root, the frame and slab counts exactly as before. Never
+  // called from the fault path (8.5). Cost: one 4 KiB copy and one page hash, plus (path
+  // copy) 4 tree nodes and a backing from their slabs.
   Result<void> resolve(std::uint32_t page, const ByteSource& src);
+  // The same from memory: ByteSource::memory(bytes, len) (len != 4096 is BadLength).
   Result<void> resolve(std::uint32_t page, const std::uint8_t* bytes, std::size_t len);
   // The same with a page shared by reference, no copy and no SHA-256: `p` must be a hashed
-  // page (UnhashedPage for an unhashed copy, rule 1.3) whose hash is h (HashMismatch).
+  // page (UnhashedPage for an unhashed copy, rule 1.3) whose hash is h (HashMismatch). The
+  // slot takes its own reference; the caller keeps `p` (a host cache verifies each distinct
+  // page once and hands it to any number of caps).
   Result<void> resolve_page(std::uint32_t page, PageRef p);
-  // A prefetch batch in one transaction (one new backing, shared path nodes copied once):
-  // all or nothing. Each item names its page and either `ref` (a hashed page, as
-  // resolve_page) or `src` (bytes, as resolve). On failure nothing changed, the status is
-  // the first failing item's and *failed (if non-null) is that item's index. Duplicate
-  // pages in one batch are InvalidArgument.
+  // A prefetch batch in one transaction (in place, or one new backing with shared path
+  // nodes copied once; byte items hashed 16 at a time through the multi-buffer page hash):
+  // all or nothing.
+  // Each item names its page and either `ref` (non-null: a hashed page, as resolve_page) or
+  // `src` (bytes, as resolve). On failure nothing changed, the status is the first failing
+  // item's (in item order) and *failed (if non-null) is that item's index (0 for EmptyCap
+  // and Busy, which concern the whole batch). A page named twice is InvalidArgument at the
+  // second item. n == 0 is Ok and changes nothing.
   struct ResolveItem {
     std::uint32_t page = 0;
     ByteSource src{};
     FrameDesc* ref = nullptr;  // borrowed: the caller keeps its reference
   };
   Result<void> resolve_many(const ResolveItem* items, std::size_t n, std::size_t* failed = nullptr);
-  // Missing pages of the effective slots (thin caps, rule 8.1): how many.
+  // Missing pages of the effective slots (thin caps, rule 8.1): how many. O(tree nodes of
+  // the backing + overlay entries); a read like slot() (not for the fault path).
   [[nodiscard]] std::uint32_t missing_count() const;
 
   // Rule 3.5. k dirty pages: k page hashes + O(k log n) node hashes. MissingInOverlay or

@@ -70,7 +70,7 @@ struct PageRequest {
 
 struct Answer {
   Outcome outcome;
-  VirtAddr addr;  // the faulting address (CR2) for GuestFault/OutOfGas/OutOfFrames
+  VirtAddr addr;  // the faulting address (CR2) for GuestFault/OutOfGas/OutOfFrames/NeedPage
 };
 
 // A read-only range of the `mem` cap, in pages relative to DATA_BASE.
@@ -90,6 +90,7 @@ struct Counters {
   std::uint64_t spurious = 0;       // faults on pages already mapped as needed
   std::uint64_t guest_faults = 0;
   std::uint64_t out_of_frames = 0;
+  std::uint64_t need_page = 0;  // NeedPage answers (rule 8.2; resolve_missing runs only)
 };
 
 struct RunConfig {
@@ -296,6 +297,13 @@ class Run {
     ++counters_.guest_faults;
     return {Outcome::GuestFault, va};
   }
+  // Rule 8.2: the access at `va` met the Missing page `w.page` of `w.cap`: records the
+  // request and answers NeedPage (nothing allocated, mapped or charged; the caller checked
+  // gas first, 8.3). Reads the slot's hash; never hashes (8.5).
+  Answer need_page(const Where& w, VirtAddr va);
+  // Rule 8.3: is a Missing page (no source frame) a NeedPage after the gas check rather
+  // than the guest page fault of 4.3?
+  [[nodiscard]] bool resolving() const { return cfg_.resolve_missing; }
   Answer map_cluster(const Where& w, VirtAddr va);
   Answer page_in(const Where& w, VirtAddr va);
   Answer copy_on_write(const Where& w, VirtAddr va);
@@ -343,6 +351,10 @@ class Run {
   static constexpr std::uint32_t kStalePagesPerChunk = PAGE_SIZE * 8;
   FrameDesc* stale_[2][tree::kMaxPages / kStalePagesPerChunk]{};
   bool stale_any_[2]{};
+  // Rule 8.2: the request of the last NeedPage answer while has_pending_ (cleared by the
+  // next handle_page_fault or by decline()).
+  PageRequest pending_{};
+  bool has_pending_ = false;
   // This run's entries on its caps' mapper lists (mapper.h), one per region.
   MapperNode code_node_;
   MapperNode mem_node_;

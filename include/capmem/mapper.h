@@ -7,7 +7,7 @@
 // a small table of operations (no virtual dispatch: one implementation in the core, and a
 // test may supply its own table for a fake mapper). The cap calls them as follows:
 //   - try_hold / release: a checkpoint (DataCap::flush, copy, write_page, write_slot,
-//     put_page, place_shared) claims every mapper paused before its first step; try_hold is
+//     put_page, place_shared, resolve*) claims every mapper paused before its first step; try_hold is
 //     false, with nothing changed, while the mapper executes (the call is then Busy). Holds
 //     stack: a mapper listed twice, or held by two checkpoints, is held twice.
 //   - prepare(page): the fallible step before protect / refresh / published of `page` (may

@@ -15,6 +15,12 @@
 //                 itself uses.
 //   BM_PageIn     one read fault on a not-present page of the CoW range (path built): map
 //                 the backing's frame read-only.
+//   BM_NeedPageRoundTrip/<engine>  (rule 8.2) one guest load through a hosted engine
+//                 (hostsim's MMU + #PF handler, or the interpreter) of a Missing page of a thin
+//                 mem cap with RunConfig::resolve_missing: the access answers NeedPage, the
+//                 host resolves the page by reference (DataCap::resolve_page of a hashed page
+//                 it holds: no copy, no SHA-256), and the same access runs again (page-in).
+//                 Reported, no target.
 //
 // Batching: each timed iteration faults kPages pages in turn (items = faults); the state
 // is put back outside the timed region once per batch (one PauseTiming per kPages faults).
@@ -30,6 +36,7 @@
 #include "capmem/frame.h"
 #include "capmem/mem.h"
 #include "capmem/pt.h"
+#include "engines.h"
 #include "hostsim/cpus.h"
 
 using namespace capmem;
@@ -202,5 +209,73 @@ void BM_PageIn(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * kPages);
 }
 BENCHMARK(BM_PageIn);
+
+// A thin copy of a full cap of kPages Loaded pages (every slot Missing(hash)), the host's
+// hashed pages of the full cap, and a run + engine over the thin cap, re-made per batch.
+struct ThinWorld {
+  DataCap code = DataCap::from_bytes(random_bytes(PAGE_SIZE, 1).data(), PAGE_SIZE).release_value();
+  DataCap full = DataCap::from_bytes(random_bytes(kBytes, 2).data(), kBytes).release_value();
+  DataCap thin_base;
+  DataCap mem;
+  pt::PageTable table = pt::PageTable::create().release_value();
+  std::optional<Run> run;
+  std::optional<hostsim::GuestCpu> cpu;
+  hostsim::EngineKind kind;
+
+  explicit ThinWorld(hostsim::EngineKind k) : kind(k) {
+    std::vector<std::uint8_t> enc(full.encoded_size(EncodeOptions{.thin = true}).value());
+    (void)full.encode(enc.data(), enc.size(), EncodeOptions{.thin = true});
+    thin_base = DataCap::decode(enc.data(), enc.size(), DecodeOptions{.thin = true}).release_value();
+    reset();
+  }
+  ~ThinWorld() {
+    cpu.reset();
+    run.reset();
+    table.teardown();
+  }
+  void reset() {
+    cpu.reset();
+    run.reset();
+    for (std::uint32_t p = 0; p < kPages; ++p) (void)table.unmap(data_va(p).page_base());
+    mem = thin_base.copy().release_value();
+    run.emplace(RunConfig{.table = &table,
+                          .code = &code,
+                          .mem = &mem,
+                          .pinned = {},
+                          .gas = ~std::uint64_t{0} >> 1,
+                          .resolve_missing = true});
+    cpu.emplace(kind, *run);
+  }
+};
+
+void BM_NeedPageRoundTrip(benchmark::State& state, hostsim::EngineKind kind) {
+  ThinWorld w(kind);
+  if (w.mem.missing_count() != kPages) {
+    state.SkipWithError("setup: the thin cap is not all Missing");
+    return;
+  }
+  for (auto _ : state) {
+    bool ok = true;
+    for (std::uint32_t p = 0; p < kPages && ok; ++p) {
+      const auto addr = static_cast<std::uint32_t>(data_va(p).value());
+      const AccessResult need = w.cpu->load(addr, 8);
+      const PageRef page = PageRef::ref_existing(w.full.effective(p).frame);
+      ok = need.outcome == Outcome::NeedPage && w.mem.resolve_page(p, page).ok();
+      const AccessResult again = w.cpu->load(addr, 8);
+      ok = ok && again.outcome == Outcome::Retry;
+      benchmark::DoNotOptimize(again.value);
+    }
+    state.PauseTiming();
+    if (ok) w.reset();
+    state.ResumeTiming();
+    if (!ok) {
+      state.SkipWithError("the round trip did not answer NeedPage, resolve, then Retry");
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * kPages);
+}
+BENCHMARK_CAPTURE(BM_NeedPageRoundTrip, mmu, hostsim::EngineKind::Mmu);
+BENCHMARK_CAPTURE(BM_NeedPageRoundTrip, interpreter, hostsim::EngineKind::Interpreter);
 
 }  // namespace

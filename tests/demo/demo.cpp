@@ -1,5 +1,6 @@
 #include "demo.h"
 
+#include "capmem/env.h"
 #include "capmem/log.h"
 #include "capmem/page.h"
 
@@ -92,6 +93,105 @@ Result<Image> build() {
   return Image{.code = static_cast<DataCap&&>(code), .mem = static_cast<DataCap&&>(mem)};
 }
 
+// --- Thin mode -------------------------------------------------------------------------
+
+namespace {
+
+// The thin cap of `full`: the same size and root (rule 2.3), each Loaded page at or past
+// keep_first Missing(its hash) in the backing. The marks go into the overlay of an O(1)
+// copy of `full` (write_slot) and place_shared carries them, by reference, into a fresh
+// backing (a Missing slot hashes as its hash, so no page is hashed again).
+Result<DataCap> thin_of(const DataCap& full, std::uint32_t keep_first) {
+  DataCap marks = CAPMEM_TRY(full.copy());
+  for (std::uint32_t i = keep_first; i < full.page_count(); ++i) {
+    const SlotView v = full.effective(i);
+    if (v.kind != SlotKind::Loaded) continue;
+    Slot m = CAPMEM_TRY(Slot::missing(*v.hash));
+    CAPMEM_TRY(marks.write_slot(i, static_cast<Slot&&>(m)));
+  }
+  DataCap thin = CAPMEM_TRY(DataCap::create(full.size()));
+  CAPMEM_TRY(thin.place_shared(marks, 0));
+  const Hash32 want = CAPMEM_TRY(full.root());
+  const Hash32 got = CAPMEM_TRY(thin.root());
+  if (!(want == got)) env::panic("demo::make_thin: the thin cap's root differs from the full cap's (rule 2.3)");
+  return thin;
+}
+
+Status image_find(void* ctx, const Hash32& hash, ByteSource* out) {
+  const Image& full = *static_cast<const Image*>(ctx);
+  for (const DataCap* cap : {&full.code, &full.mem}) {
+    for (std::uint32_t i = 0; i < cap->page_count(); ++i) {
+      const SlotView v = cap->effective(i);
+      if (v.kind == SlotKind::Loaded && *v.hash == hash) {
+        *out = ByteSource::memory(static_cast<const std::uint8_t*>(v.frame->virt()), PAGE_SIZE);
+        return Status::Ok;
+      }
+    }
+  }
+  return Status::NotInStore;
+}
+
+// An access through the thin host: at most one NeedPage per page of the access is expected
+// (a straddling access: two), each answered once; more means a resolve that left the page
+// Missing, a bug, not a guest property.
+fault::AccessResult thin_access(ThinHost& h, bool write, std::uint32_t addr, unsigned width, std::uint64_t value) {
+  for (unsigned round = 0;; ++round) {
+    const fault::AccessResult r =
+        write ? h.inner.store(h.inner.ctx, addr, width, value) : h.inner.load(h.inner.ctx, addr, width);
+    if (r.outcome != fault::Outcome::NeedPage) return r;
+    if (round >= 4) env::panic("demo::ThinHost: the same access asked again for a page it had resolved");
+    const fault::PageRequest* req = h.run->pending();
+    if (req == nullptr) env::panic("demo::ThinHost: NeedPage without a pending request (rule 8.2)");
+    const Status st = resolve_request(*h.image, *req, h.store);
+    if (st == Status::Ok) ++h.resolved;
+    if (st == Status::Ok || st == Status::NotMissing) continue;  // NotMissing: answered already
+    if (h.error == Status::Ok) h.error = st;
+    const fault::Answer a = h.run->decline();  // the guest page fault of rule 4.3
+    return {a.outcome, a.addr, 0};
+  }
+}
+
+}  // namespace
+
+Result<void> make_thin(Image& image, const ThinOptions& opt) {
+  DataCap code, mem;
+  if (opt.code) code = CAPMEM_TRY(thin_of(image.code, opt.keep_first));
+  if (opt.mem) mem = CAPMEM_TRY(thin_of(image.mem, opt.keep_first));
+  if (opt.code) image.code = static_cast<DataCap&&>(code);
+  if (opt.mem) image.mem = static_cast<DataCap&&>(mem);
+  return {};
+}
+
+PageStore image_store(const Image& full) { return PageStore{.ctx = const_cast<Image*>(&full), .find = &image_find}; }
+
+PageStore PackStore::store() {
+  return PageStore{.ctx = this, .find = [](void* ctx, const Hash32& hash, ByteSource* out) {
+                     auto* self = static_cast<PackStore*>(ctx);
+                     auto p = self->pack.find(hash);
+                     if (!p.ok()) return p.status();
+                     self->page = self->pack.page_source(p.value());
+                     *out = self->page.source();
+                     return Status::Ok;
+                   }};
+}
+
+Status resolve_request(Image& image, const fault::PageRequest& req, const PageStore& store) {
+  ByteSource src{};
+  if (const Status st = store.find(store.ctx, req.hash, &src); st != Status::Ok) return st;
+  DataCap& cap = req.region == Region::Code ? image.code : image.mem;
+  return cap.resolve(req.page, src).status();
+}
+
+Engine ThinHost::engine() {
+  return Engine{
+      .ctx = this,
+      .load = [](void* c, std::uint32_t a,
+                 unsigned w) { return thin_access(*static_cast<ThinHost*>(c), false, a, w, 0); },
+      .store = [](void* c, std::uint32_t a, unsigned w,
+                  std::uint64_t v) { return thin_access(*static_cast<ThinHost*>(c), true, a, w, v); },
+  };
+}
+
 Progress run_ops(const Engine& e) {
   Progress p{.stop = fault::Outcome::Retry, .addr = VirtAddr{}, .ops_done = 0, .checksum = 0};
   for (std::uint32_t i = 0;; ++i) {
@@ -143,11 +243,8 @@ struct Buf {
     put(z);
   }
 };
-}  // namespace
 
-std::size_t format_line(char* out, std::size_t cap, const Hash32& root, std::uint64_t gas_used,
-                        const fault::Counters& counters) {
-  Buf b{out, cap};
+void put_line(Buf& b, const Hash32& root, std::uint64_t gas_used, const fault::Counters& counters) {
   char hex[65];
   log::fmt_hex32(hex, root.b.data());
   b.put("root=");
@@ -158,8 +255,28 @@ std::size_t format_line(char* out, std::size_t cap, const Hash32& root, std::uin
   b.num(counters.cow);
   b.put(" page_in=");
   b.num(counters.page_in + counters.clusters);
-  if (cap != 0) out[b.n < cap ? b.n : cap - 1] = '\0';
+}
+
+std::size_t finish(Buf& b) {
+  if (b.cap != 0) b.out[b.n < b.cap ? b.n : b.cap - 1] = '\0';
   return b.n;
+}
+}  // namespace
+
+std::size_t format_line(char* out, std::size_t cap, const Hash32& root, std::uint64_t gas_used,
+                        const fault::Counters& counters) {
+  Buf b{out, cap};
+  put_line(b, root, gas_used, counters);
+  return finish(b);
+}
+
+std::size_t format_thin_line(char* out, std::size_t cap, const Hash32& root, std::uint64_t gas_used,
+                             const fault::Counters& counters) {
+  Buf b{out, cap};
+  put_line(b, root, gas_used, counters);
+  b.put(" need_page=");
+  b.num(counters.need_page);
+  return finish(b);
 }
 
 }  // namespace capmem::demo

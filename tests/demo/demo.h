@@ -13,6 +13,7 @@
 
 #include "capmem/datacap.h"
 #include "capmem/fault.h"
+#include "capmem/pack.h"
 
 namespace capmem::demo {
 
@@ -59,10 +60,72 @@ struct Progress {
 // Executes the op table through `e`: for each op, guest loads of its fields, then the op.
 Progress run_ops(const Engine& e);
 
+// --- Thin mode (rule 8; `capmem demo --thin`, the kernel's thin demo case) ---------------
+// The same guest over thin caps: Loaded pages of the chosen caps become Missing(hash) (same
+// roots, rule 2.3); the run resolves Missing pages (RunConfig::resolve_missing) and the host
+// answers each NeedPage from a page store. Root, gas, cow and page_in equal the normal
+// demo's (rule 8.3); the line adds need_page=N (counters.need_page).
+struct ThinOptions {
+  bool mem = true;               // make `mem` thin
+  bool code = false;             // make `code` thin too (the op table then arrives on demand)
+  std::uint32_t keep_first = 0;  // pages [0, keep_first) of each thin cap keep their bytes
+};
+// Replaces image.mem / image.code (as `opt` says) by a thin cap of the same size and root:
+// each Loaded page at or past keep_first becomes Missing(its hash) in the backing (Empty
+// pages stay Empty); the full cap's pages are dropped. On failure nothing changed.
+Result<void> make_thin(Image& image, const ThinOptions& opt);
+
+// A host-side page store, keyed by page root (rule 1.2). `find` sets *out to a 4096-byte
+// ByteSource of the page whose root is `hash` (valid until the next find on this store) and
+// answers Status::Ok, or answers Status::NotInStore. What it gives is never trusted:
+// resolve_request verifies it (DataCap::resolve, rule 8.4). The kernel supplies one over
+// its boot-module pack (Pack::find + PackPageSource), the hosted demo image_store().
+struct PageStore {
+  void* ctx;
+  Status (*find)(void* ctx, const Hash32& hash, ByteSource* out);
+};
+// A store over a full image's pages (code and mem, as build() makes them): a linear scan
+// (the demo's 1040 pages). `full` must outlive the store's use.
+PageStore image_store(const Image& full);
+// A store over a page pack (rule 8.7, store::Pack): the kernel's boot module, or the pack
+// `capmem demo --pack` writes (hostsim::write_demo_pack). Pack::find (binary search of the
+// index, a hint: resolve verifies every page) and the page as a ByteSource pointing at
+// `page`. The PackStore must outlive the PageStore's use.
+struct PackStore {
+  store::Pack pack;
+  store::PackPageSource page{};  // the page last found
+  PageStore store();
+};
+
+// Answers one NeedPage: the page `req` names (in image.code for Region::Code, image.mem
+// otherwise) resolved from `store` with DataCap::resolve (bytes read once and hashed,
+// rule 8.4). Ok, NotInStore, or resolve's status (HashMismatch, Busy, OutOfFrames, ...);
+// on failure nothing changed and the caller declines (Run::decline) or retries.
+Status resolve_request(Image& image, const fault::PageRequest& req, const PageStore& store);
+
+// The host loop of a thin run over an engine: load/store call `inner`; an access answering
+// NeedPage is resolved (resolve_request from `store` into `image`) and the same access runs
+// again; a request the host cannot answer is declined (Run::decline: the guest page fault
+// of rule 4.3) and the first such status kept in `error`. `resolved` counts answered
+// requests. Between accesses the run is paused (the engine's contract), so resolving is
+// allowed (rule 8.4: Busy otherwise).
+struct ThinHost {
+  Engine inner;
+  fault::Run* run;
+  Image* image;
+  PageStore store;
+  std::uint64_t resolved = 0;
+  Status error = Status::Ok;
+  Engine engine();  // accessors for run_ops(); `this` must outlive them
+};
+
 // The closing line both engines and the kernel must agree on:
 // `root=<64 hex> gas=<n> cow=<n> page_in=<n>` (page_in counts page-in charges: CoW-range
 // page-ins plus read-only clusters). Writes a NUL-terminated line into `out`.
 std::size_t format_line(char* out, std::size_t cap, const Hash32& root, std::uint64_t gas_used,
                         const fault::Counters& counters);
+// The thin demo's line: format_line's, then ` need_page=<counters.need_page>`.
+std::size_t format_thin_line(char* out, std::size_t cap, const Hash32& root, std::uint64_t gas_used,
+                             const fault::Counters& counters);
 
 }  // namespace capmem::demo

@@ -1,5 +1,10 @@
 #include "engines.h"
 
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <vector>
+
 #include "capmem/frame.h"
 
 namespace capmem::hostsim {
@@ -55,12 +60,28 @@ demo::Engine GuestCpu::engine() {
   };
 }
 
-DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
+DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt) {
   DemoReport rep;
   auto image = demo::build();
   if (!image.ok()) {
     rep.error = std::string("building the demo image: ") + status_name(image.status());
     return rep;
+  }
+  // Thin: the host's page store is a second, full build (the thin image drops its pages).
+  std::optional<demo::Image> full;
+  if (opt.thin && opt.pack == nullptr) {
+    auto f = demo::build();
+    if (!f.ok()) {
+      rep.error = std::string("building the demo's page store: ") + status_name(f.status());
+      return rep;
+    }
+    full.emplace(f.release_value());
+  }
+  if (opt.thin) {
+    if (auto t = demo::make_thin(image.value(), opt.thin_opt); !t.ok()) {
+      rep.error = std::string("making the demo image thin: ") + status_name(t.status());
+      return rep;
+    }
   }
   auto table = pt::PageTable::create();
   if (!table.ok()) {
@@ -72,10 +93,21 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
                                     .code = &image->code,
                                     .mem = &image->mem,
                                     .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
-                                    .gas = gas});
+                                    .gas = gas,
+                                    .resolve_missing = opt.thin});
     {
       GuestCpu cpu(kind, run);
-      rep.progress = demo::run_ops(cpu.engine());
+      if (opt.thin) {
+        demo::PackStore pack_store{.pack = opt.pack != nullptr ? *opt.pack : store::Pack{}};
+        demo::ThinHost host{.inner = cpu.engine(),
+                            .run = &run,
+                            .image = &image.value(),
+                            .store = opt.pack != nullptr ? pack_store.store() : demo::image_store(*full)};
+        rep.progress = demo::run_ops(host.engine());
+        rep.resolve_error = host.error;
+      } else {
+        rep.progress = demo::run_ops(cpu.engine());
+      }
     }
     rep.counters = run.counters();
     rep.gas_used = run.gas_used();
@@ -91,11 +123,31 @@ DemoReport run_demo(EngineKind kind, std::uint64_t gas) {
     }
     rep.root = root.value();
     char line[160];
-    demo::format_line(line, sizeof line, rep.root, rep.gas_used, rep.counters);
+    if (opt.thin) demo::format_thin_line(line, sizeof line, rep.root, rep.gas_used, rep.counters);
+    else demo::format_line(line, sizeof line, rep.root, rep.gas_used, rep.counters);
     rep.line = line;
   }
   rep.ok = true;
   return rep;
+}
+
+Result<void> write_demo_pack(ByteSink sink, void* ctx) {
+  demo::Image image = CAPMEM_TRY(demo::build());
+  std::vector<store::PackEntry> entries;
+  for (const DataCap* cap : {&image.code, &image.mem}) {
+    for (std::uint32_t i = 0; i < cap->page_count(); ++i) {
+      const SlotView v = cap->effective(i);
+      if (v.kind == SlotKind::Loaded)
+        entries.push_back({.root = *v.hash, .bytes = static_cast<const std::uint8_t*>(v.frame->virt())});
+    }
+  }
+  std::sort(entries.begin(), entries.end(), [](const store::PackEntry& a, const store::PackEntry& b) {
+    return std::memcmp(a.root.b.data(), b.root.b.data(), 32) < 0;
+  });
+  entries.erase(std::unique(entries.begin(), entries.end(),
+                            [](const store::PackEntry& a, const store::PackEntry& b) { return a.root == b.root; }),
+                entries.end());
+  return store::pack_write(entries.data(), static_cast<std::uint32_t>(entries.size()), sink, ctx);
 }
 
 }  // namespace capmem::hostsim

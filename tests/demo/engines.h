@@ -44,6 +44,20 @@ class GuestCpu {
 
 // The whole demo on one engine: build the image, run the op table, tear the page table
 // down, flush `mem` and take its root.
+//
+// Thin (rule 8, `capmem demo --thin`): the caps `thin_opt` names are made thin
+// (demo::make_thin), the run resolves Missing pages (RunConfig::resolve_missing) and a
+// demo::ThinHost answers each NeedPage from a store over a second, full build of the image
+// (demo::image_store), re-executing the access. Root, gas, cow and page_in equal the
+// normal demo's; the line is demo::format_thin_line's (need_page=N added). A request the
+// store cannot answer is declined (the run then stops with a guest page fault) and its
+// status is kept in DemoReport::resolve_error.
+struct DemoOptions {
+  bool thin = false;
+  demo::ThinOptions thin_opt{};
+  // Thin: answer from this pack (demo::PackStore) instead of a full build of the image.
+  const store::Pack* pack = nullptr;
+};
 struct DemoReport {
   bool ok = false;    // ran (to the end or to a stop); false = host failure
   std::string error;  // when !ok
@@ -51,8 +65,15 @@ struct DemoReport {
   fault::Counters counters{};
   std::uint64_t gas_used = 0;
   Hash32 root{};
-  std::string line;  // root=... gas=... cow=... page_in=...
+  std::string line;                   // root=... gas=... cow=... page_in=... [need_page=...]
+  Status resolve_error = Status::Ok;  // thin: the first request the store could not answer
 };
-DemoReport run_demo(EngineKind kind, std::uint64_t gas);
+DemoReport run_demo(EngineKind kind, std::uint64_t gas, const DemoOptions& opt = {});
+
+// `capmem demo --pack OUT`: the pack (rule 8.7, store::pack_write) of every distinct Loaded
+// page of the demo image (code and mem), streamed to `sink`; the store a thin demo (here or
+// in the kernel, from a boot module) resolves from. Status of the build, the hashing or the
+// sink.
+Result<void> write_demo_pack(ByteSink sink, void* ctx);
 
 }  // namespace capmem::hostsim

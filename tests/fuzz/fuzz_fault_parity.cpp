@@ -11,6 +11,15 @@
 // computed here from rules 2.2/3.4 must be the engines' root.
 // Every frame comes back (FrameLeakGuard).
 //
+// Thin (rule 8.3): the same world is also run with some pages Missing (made by the thin wire
+// encoding, rule 8.6) and RunConfig::resolve_missing, in both engines, every NeedPage
+// answered by demo::ThinHost from the full caps, and before each guest access, at random,
+// an early resolve of a Missing page (in a random order), a flush or a copy of `mem`
+// (checkpoints, rule 3.8). The Missing set and that schedule come from a hash of the whole
+// input (the format above is unchanged). Stop, address, ops done, checksum, gas used, the
+// charge counters (page_in, clusters, cow, guest_faults) and the root must equal those of
+// the all-present run with no injected failure (the oracle).
+//
 // Input: header of 7 bytes, then 8-byte op records (at most kMaxOps):
 //   h0 mem pages = 1 + h0 % 24           h1 Empty-page mask (page i Empty if bit i % 8)
 //   h2, h3 pinned range: none if h3 == 0, else first = h2 % pages, 1 + (h3 - 1) % (pages - first) pages
@@ -192,6 +201,150 @@ Outcome run_engine(const Scenario& s, const DataCap& code0, const DataCap& mem0,
   return o;
 }
 
+// --- Thin runs (rule 8.3) ------------------------------------------------------------------
+
+// The thin cap of `full`: page i Missing(its hash) iff bit i of `mask` is set (Loaded pages
+// only: Empty stays Empty), by encode thin -> decode thin (rule 8.6).
+DataCap thin_of(const DataCap& full, std::uint64_t mask) {
+  EncodeOptions opt{.thin = true,
+                    .keep = [](void* c, std::uint32_t p) { return ((*static_cast<std::uint64_t*>(c) >> p) & 1) == 0; },
+                    .keep_ctx = &mask};
+  const auto n = full.encoded_size(opt);
+  FUZZ_CHECK_MSG(n.ok(), "thin encoded_size: %s", status_name(n.status()));
+  std::vector<std::uint8_t> buf(n.value());
+  const auto e = full.encode(buf.data(), buf.size(), opt);
+  FUZZ_CHECK_MSG(e.ok(), "thin encode: %s", status_name(e.status()));
+  auto d = DataCap::decode(buf.data(), buf.size(), DecodeOptions{.thin = true});
+  FUZZ_CHECK_MSG(d.ok(), "thin decode: %s", status_name(d.status()));
+  return d.release_value();
+}
+
+// Before each access of the thin run: maybe resolve a Missing page early, flush or copy mem.
+struct Checkpoints {
+  demo::Engine inner;
+  demo::Image* image;
+  const demo::PageStore* store;
+  std::uint64_t rng;
+  std::vector<fault::PageRequest> early;  // pages to resolve early, in a random order
+  std::vector<DataCap> copies;
+  void step() {
+    rng = mix(rng);
+    switch (rng % 8) {
+      case 0:
+        if (!early.empty()) {
+          const Status st = demo::resolve_request(*image, early.back(), *store);
+          FUZZ_CHECK_MSG(st == Status::Ok || st == Status::NotMissing, "early resolve: %s", status_name(st));
+          early.pop_back();
+        }
+        break;
+      case 1: {
+        const auto f = image->mem.flush();
+        FUZZ_CHECK_MSG(f.ok(), "checkpoint flush: %s", status_name(f.status()));
+        break;
+      }
+      case 2: {
+        auto c = image->mem.copy();
+        FUZZ_CHECK_MSG(c.ok(), "checkpoint copy: %s", status_name(c.status()));
+        copies.push_back(c.release_value());
+        break;
+      }
+      default: break;
+    }
+  }
+  demo::Engine engine() {
+    return demo::Engine{
+        .ctx = this,
+        .load =
+            [](void* c, std::uint32_t a, unsigned w) {
+              auto* self = static_cast<Checkpoints*>(c);
+              self->step();
+              return self->inner.load(self->inner.ctx, a, w);
+            },
+        .store =
+            [](void* c, std::uint32_t a, unsigned w, std::uint64_t v) {
+              auto* self = static_cast<Checkpoints*>(c);
+              self->step();
+              return self->inner.store(self->inner.ctx, a, w, v);
+            },
+    };
+  }
+};
+
+Outcome run_thin(const Scenario& s, const DataCap& code0, const DataCap& mem0, EngineKind kind, std::uint64_t seed) {
+  const std::uint64_t code_mask = mix(seed) & ((1ull << s.code_pages) - 1);
+  const std::uint64_t mem_mask = mix(seed + 1) & ((1ull << s.mem_pages) - 1);
+  auto fc = code0.copy(), fm = mem0.copy();
+  FUZZ_CHECK_MSG(fc.ok() && fm.ok(), "copy");
+  const demo::Image full{.code = fc.release_value(), .mem = fm.release_value()};
+  const demo::PageStore store = demo::image_store(full);
+  demo::Image image{.code = thin_of(code0, code_mask), .mem = thin_of(mem0, mem_mask)};
+  Checkpoints cp{.inner = {}, .image = &image, .store = &store, .rng = mix(seed + 2), .early = {}, .copies = {}};
+  // Early answers: every page Missing in the thin caps (Loaded in the full ones), shuffled.
+  for (const Region region : {Region::Code, Region::Mem}) {
+    const DataCap& f = region == Region::Code ? full.code : full.mem;
+    const std::uint64_t mask = region == Region::Code ? code_mask : mem_mask;
+    for (std::uint32_t p = 0; p < f.page_count(); ++p) {
+      const SlotView v = f.effective(p);
+      if (((mask >> p) & 1) != 0 && v.kind == SlotKind::Loaded)
+        cp.early.push_back({.region = region, .page = p, .hash = *v.hash, .addr = VirtAddr{}});
+    }
+  }
+  for (std::size_t i = cp.early.size(); i > 1; --i) std::swap(cp.early[i - 1], cp.early[mix(seed + 3 + i) % i]);
+  auto t = pt::PageTable::create();
+  FUZZ_CHECK_MSG(t.ok(), "PageTable::create");
+  pt::PageTable table = t.release_value();
+  Outcome o{};
+  {
+    fault::Run run(fault::RunConfig{.table = &table,
+                                    .code = &image.code,
+                                    .mem = &image.mem,
+                                    .pinned = std::span<const fault::PinnedRange>(&s.pinned, s.has_pinned ? 1 : 0),
+                                    .gas = s.gas,
+                                    .resolve_missing = true});
+    {
+      hostsim::GuestCpu cpu(kind, run);
+      demo::ThinHost host{.inner = cpu.engine(), .run = &run, .image = &image, .store = store};
+      cp.inner = host.engine();
+      o.progress = demo::run_ops(cp.engine());
+      FUZZ_CHECK_MSG(host.error == Status::Ok, "%s thin: a request was not answered: %s", hostsim::engine_name(kind),
+                     status_name(host.error));
+    }
+    o.counters = run.counters();
+    o.gas_used = run.gas_used();
+  }
+  table.teardown();
+  const auto f = image.mem.flush();
+  FUZZ_CHECK_MSG(f.ok(), "thin flush: %s", status_name(f.status()));
+  const auto r = image.mem.root();
+  FUZZ_CHECK_MSG(r.ok(), "thin root: %s", status_name(r.status()));
+  o.root = r.value();
+  return o;
+}
+
+void check_thin(const Outcome& want, const Outcome& got, EngineKind kind) {
+  const char* e = hostsim::engine_name(kind);
+  FUZZ_CHECK_MSG(got.progress.stop == want.progress.stop, "%s thin stop %s, all present %s", e,
+                 fault::outcome_name(got.progress.stop), fault::outcome_name(want.progress.stop));
+  FUZZ_CHECK_MSG(got.progress.addr == want.progress.addr, "%s thin stop address %#llx, all present %#llx", e,
+                 static_cast<unsigned long long>(got.progress.addr.value()),
+                 static_cast<unsigned long long>(want.progress.addr.value()));
+  FUZZ_CHECK_MSG(got.progress.ops_done == want.progress.ops_done, "%s thin ops done %u, all present %u", e,
+                 got.progress.ops_done, want.progress.ops_done);
+  FUZZ_CHECK_MSG(got.progress.checksum == want.progress.checksum, "%s thin checksum", e);
+  FUZZ_CHECK_MSG(got.gas_used == want.gas_used, "%s thin gas %llu, all present %llu", e,
+                 static_cast<unsigned long long>(got.gas_used), static_cast<unsigned long long>(want.gas_used));
+  const fault::Counters& x = got.counters;
+  const fault::Counters& y = want.counters;
+  FUZZ_CHECK_MSG(
+      x.page_in == y.page_in && x.clusters == y.clusters && x.cow == y.cow && x.guest_faults == y.guest_faults,
+      "%s thin counters page_in=%llu clusters=%llu cow=%llu guest_faults=%llu; all present %llu %llu %llu "
+      "%llu",
+      e, (unsigned long long)x.page_in, (unsigned long long)x.clusters, (unsigned long long)x.cow,
+      (unsigned long long)x.guest_faults, (unsigned long long)y.page_in, (unsigned long long)y.clusters,
+      (unsigned long long)y.cow, (unsigned long long)y.guest_faults);
+  FUZZ_CHECK_MSG(got.root == want.root, "%s thin root differs from the all-present root", e);
+}
+
 // The op table as run_ops reads it, applied to a byte model of both caps.
 void check_model(const Scenario& s, const Outcome& o) {
   std::vector<std::uint8_t> mem = s.mem_bytes;
@@ -252,6 +405,15 @@ int run_one(const std::uint8_t* data, std::size_t size) {
     const DataCap mem = cap_of(s.mem_bytes);
     a = run_engine(s, code, mem, EngineKind::Mmu);
     b = run_engine(s, code, mem, EngineKind::Interpreter);
+    // Thin runs against the all-present oracle without an injected failure (resolving
+    // allocates frames of its own, so the n-th allocation is another step there).
+    Scenario plain = s;
+    plain.inject = 0;
+    const Outcome oracle = s.inject == 0 ? a : run_engine(plain, code, mem, EngineKind::Mmu);
+    std::uint64_t seed = 0x7e1fu;
+    for (std::size_t i = 0; i < size; ++i) seed = mix(seed ^ data[i]);
+    for (const EngineKind kind : {EngineKind::Mmu, EngineKind::Interpreter})
+      check_thin(oracle, run_thin(plain, code, mem, kind, seed), kind);
   }
   FUZZ_CHECK_MSG(a.progress.stop == b.progress.stop, "stop: mmu %s, interpreter %s",
                  fault::outcome_name(a.progress.stop), fault::outcome_name(b.progress.stop));

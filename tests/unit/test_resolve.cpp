@@ -153,27 +153,35 @@ TEST(Rule8_4, ResolvingEveryPageKeepsTheRootAndGivesTheFullEncoding) {
 }
 
 TEST(Rule8_4, HostileBytesChangeNothingAndTheRightBytesStillResolve) {
-  Thin t;
-  const std::uint32_t p = 5;
-  std::vector<std::uint8_t> wrong(page_bytes(t.bytes, p), page_bytes(t.bytes, p) + PAGE_SIZE);
-  wrong[4095] ^= 1;
-  std::vector<std::uint8_t> longer(page_bytes(t.bytes, p), page_bytes(t.bytes, p) + PAGE_SIZE);
-  longer.push_back(0);
-  const std::vector<std::uint8_t> zeros(PAGE_SIZE, 0);
-  const Snapshot before = snap(t.thin);
-  EXPECT_EQ(t.thin.resolve(p, wrong.data(), wrong.size()).status(), Status::HashMismatch);
-  EXPECT_EQ(snap(t.thin), before);
-  EXPECT_EQ(t.thin.resolve(p, page_bytes(t.bytes, p), PAGE_SIZE - 1).status(), Status::BadLength);
-  EXPECT_EQ(t.thin.resolve(p, longer.data(), longer.size()).status(), Status::BadLength);
-  EXPECT_EQ(t.thin.resolve(p, nullptr, 0).status(), Status::BadLength);
-  EXPECT_EQ(t.thin.resolve(p, page_bytes(t.bytes, p + 1), PAGE_SIZE).status(), Status::HashMismatch);  // another page
-  EXPECT_EQ(t.thin.resolve(p, zeros.data(), zeros.size()).status(), Status::HashMismatch);
-  EXPECT_EQ(snap(t.thin), before);
-  EXPECT_TRUE(t.thin.resolve(p, page_bytes(t.bytes, p), PAGE_SIZE).ok());
-  EXPECT_EQ(t.thin.missing_count(), before.missing - 1);
-  EXPECT_EQ(root_of(t.thin), root_of(t.full));
-  for (Status s : {Status::NotMissing, Status::HashMismatch, Status::BadLength, Status::UnhashedPage})
-    EXPECT_STREQ(status_rule(s), "8.4") << status_name(s);
+  for (bool shared : {false, true}) {
+    SCOPED_TRACE(shared ? "backing shared with a copy" : "backing held by the cap alone");
+    Thin t;
+    DataCap other;
+    if (shared) other = t.thin.copy().release_value();
+    const std::uint32_t p = 5;
+    std::vector<std::uint8_t> wrong(page_bytes(t.bytes, p), page_bytes(t.bytes, p) + PAGE_SIZE);
+    wrong[4095] ^= 1;
+    std::vector<std::uint8_t> longer(page_bytes(t.bytes, p), page_bytes(t.bytes, p) + PAGE_SIZE);
+    longer.push_back(0);
+    const std::vector<std::uint8_t> zeros(PAGE_SIZE, 0);
+    const Snapshot before = snap(t.thin);
+    EXPECT_EQ(t.thin.resolve(p, wrong.data(), wrong.size()).status(), Status::HashMismatch);
+    EXPECT_EQ(snap(t.thin), before);
+    EXPECT_EQ(t.thin.resolve(p, page_bytes(t.bytes, p), PAGE_SIZE - 1).status(), Status::BadLength);
+    EXPECT_EQ(t.thin.resolve(p, longer.data(), longer.size()).status(), Status::BadLength);
+    EXPECT_EQ(t.thin.resolve(p, nullptr, 0).status(), Status::BadLength);
+    EXPECT_EQ(t.thin.resolve(p, page_bytes(t.bytes, p + 1), PAGE_SIZE).status(), Status::HashMismatch);  // another page
+    EXPECT_EQ(t.thin.resolve(p, zeros.data(), zeros.size()).status(), Status::HashMismatch);
+    EXPECT_EQ(snap(t.thin), before);
+    EXPECT_TRUE(t.thin.resolve(p, page_bytes(t.bytes, p), PAGE_SIZE).ok());
+    EXPECT_EQ(t.thin.missing_count(), before.missing - 1);
+    EXPECT_EQ(root_of(t.thin), root_of(t.full));
+    for (Status s : {Status::NotMissing, Status::HashMismatch, Status::BadLength, Status::UnhashedPage})
+      EXPECT_STREQ(status_rule(s), "8.4") << status_name(s);
+    if (shared) {
+      EXPECT_EQ(other.effective(p).kind, SlotKind::Missing);
+    }
+  }
 }
 
 namespace {
@@ -282,7 +290,9 @@ TEST(Rule8_4, MissingSlotsCarriedByPlaceSharedResolve) {
   ASSERT_TRUE(big.place_shared(t.thin, kPages * PAGE_SIZE).ok());
   EXPECT_EQ(big.missing_count(), kPages - 3);
   for (std::uint32_t p = 0; p < kPages; ++p)
-    if (loaded_in_full(p)) ASSERT_TRUE(big.resolve(kPages + p, t.src(p)).ok()) << p;
+    if (loaded_in_full(p)) {
+      ASSERT_TRUE(big.resolve(kPages + p, t.src(p)).ok()) << p;
+    }
   EXPECT_EQ(big.missing_count(), 0u);
   std::vector<std::uint8_t> expect(2 * kPages * PAGE_SIZE, 0);
   std::memcpy(expect.data() + kPages * PAGE_SIZE, t.bytes.data(), t.bytes.size());
@@ -312,62 +322,106 @@ TEST(Rule8_4, ResolvePageSharesAHashedPageAndRefusesAnUnhashedCopy) {
   EXPECT_EQ(good.ref_count(), 3u);
 }
 
+// A cap whose tree only it holds resolves in place (no allocation but the frame for the
+// bytes); one that shares its backing (a copy exists) path-copies (a backing, tree nodes).
+// Out of frames at each of those allocations changes nothing, in both.
 TEST(Rule8_4, OutOfFramesAtEveryAllocationChangesNothing) {
+  for (bool shared : {false, true}) {
+    SCOPED_TRACE(shared ? "backing shared with a copy" : "backing held by the cap alone");
+    Thin t;
+    DataCap other;
+    if (shared) other = t.thin.copy().release_value();
+    const void* backing = t.thin.backing_id();
+    for (std::uint32_t p : {0u, 31u, 32u, 39u}) sweep_oom(t.thin, [&] { return t.thin.resolve(p, t.src(p)).status(); });
+    EXPECT_EQ(t.thin.backing_id() == backing, !shared) << "in place exactly when nothing else holds the backing";
+    auto good = PageRef::from_content(page_bytes(t.bytes, 10), PAGE_SIZE).release_value();
+    sweep_oom(t.thin, [&] { return t.thin.resolve_page(10, good).status(); });
+    // A batch: both leaves, bytes and references.
+    auto ref20 = PageRef::from_content(page_bytes(t.bytes, 20), PAGE_SIZE).release_value();
+    const DataCap::ResolveItem items[] = {
+        {.page = 1, .src = t.src(1)}, {.page = 20, .ref = ref20.desc()}, {.page = 35, .src = t.src(35)}};
+    if (shared) other = t.thin.copy().release_value();  // shared again
+    sweep_oom(t.thin, [&] { return t.thin.resolve_many(items, 3).status(); });
+    EXPECT_EQ(t.thin.missing_count(), kPages - 3 - 8);
+    EXPECT_EQ(root_of(t.thin), root_of(t.full));
+    if (shared) {
+      EXPECT_EQ(other.missing_count(), kPages - 3 - 5) << "the copy keeps its Missing slots";
+      EXPECT_EQ(other.effective(20).kind, SlotKind::Missing);
+    }
+  }
+}
+
+// In place only where nothing else can reach the path: after a copy wrote and flushed, the
+// two caps have their own backings but still share the subtrees the write did not touch.
+// Resolving a page in a shared subtree must leave the other cap's slot Missing.
+TEST(Rule8_4, ASubtreeSharedWithAnotherCapIsPathCopied) {
   Thin t;
-  // Backing slots: the frame for the bytes, the backing, the path's tree nodes.
-  for (std::uint32_t p : {0u, 31u, 32u, 39u}) sweep_oom(t.thin, [&] { return t.thin.resolve(p, t.src(p)).status(); });
-  auto good = PageRef::from_content(page_bytes(t.bytes, 10), PAGE_SIZE).release_value();
-  sweep_oom(t.thin, [&] { return t.thin.resolve_page(10, good).status(); });
-  // A batch: both leaves, bytes and references.
-  auto ref20 = PageRef::from_content(page_bytes(t.bytes, 20), PAGE_SIZE).release_value();
-  const DataCap::ResolveItem items[] = {
-      {.page = 1, .src = t.src(1)}, {.page = 20, .ref = ref20.desc()}, {.page = 35, .src = t.src(35)}};
-  sweep_oom(t.thin, [&] { return t.thin.resolve_many(items, 3).status(); });
-  EXPECT_EQ(t.thin.missing_count(), kPages - 3 - 8);
+  DataCap y = t.thin.copy().release_value();
+  ASSERT_TRUE(y.write_page(0, PageRef::from_content(page_bytes(t.bytes, 0), PAGE_SIZE).release_value()).ok());
+  ASSERT_TRUE(y.flush().ok());  // y: new root and leaf 0; leaf 1 (pages 32..39) shared
+  ASSERT_NE(y.backing_id(), t.thin.backing_id());
+  ASSERT_TRUE(t.thin.resolve(35, t.src(35)).ok());
+  ASSERT_TRUE(t.thin.resolve(1, t.src(1)).ok());
+  EXPECT_EQ(y.effective(35).kind, SlotKind::Missing);
+  EXPECT_EQ(y.effective(1).kind, SlotKind::Missing);
+  EXPECT_EQ(y.missing_count(), kPages - 3 - 1);
+  EXPECT_EQ(t.thin.effective(35).kind, SlotKind::Loaded);
+  EXPECT_EQ(root_of(y), root_of(t.full));
   EXPECT_EQ(root_of(t.thin), root_of(t.full));
+  // Once y is gone, the rest of the thin cap's tree is its own again: in place.
+  y = DataCap{};
+  const void* backing = t.thin.backing_id();
+  ASSERT_TRUE(t.thin.resolve(36, t.src(36)).ok());
+  EXPECT_EQ(t.thin.backing_id(), backing);
 }
 
 TEST(Rule8_4, ResolveManyIsAllOrNothing) {
-  Thin t;
-  std::vector<std::uint8_t> wrong(page_bytes(t.bytes, 8), page_bytes(t.bytes, 8) + PAGE_SIZE);
-  wrong[17] ^= 4;
-  auto ref30 = PageRef::from_content(page_bytes(t.bytes, 30), PAGE_SIZE).release_value();
-  std::vector<DataCap::ResolveItem> items = {{.page = 1, .src = t.src(1)},
-                                             {.page = 30, .ref = ref30.desc()},
-                                             {.page = 8, .src = ByteSource::memory(wrong.data(), wrong.size())},
-                                             {.page = 2, .src = t.src(2)},
-                                             {.page = 36, .src = t.src(36)}};
-  const Snapshot before = snap(t.thin);
-  std::size_t failed = 99;
-  EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::HashMismatch);
-  EXPECT_EQ(failed, 2u);
-  EXPECT_EQ(snap(t.thin), before);
-  EXPECT_EQ(ref30.ref_count(), 1u);
-  // A duplicate page: InvalidArgument at the second one.
-  items[2] = {.page = 1, .src = t.src(1)};
-  EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::InvalidArgument);
-  EXPECT_EQ(failed, 2u);
-  items[2] = {.page = 36, .src = t.src(36)};  // duplicate of a later item: the later one fails
-  EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::InvalidArgument);
-  EXPECT_EQ(failed, 4u);
-  // A failure that is found without reading (past page_count) after a mismatch still names the
-  // first failing item.
-  items[2] = {.page = 8, .src = ByteSource::memory(wrong.data(), wrong.size())};
-  items[4] = {.page = kPages, .src = t.src(0)};
-  EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::HashMismatch);
-  EXPECT_EQ(failed, 2u);
-  EXPECT_EQ(snap(t.thin), before);
-  // The right batch: one new backing, every page Loaded, the root kept.
-  items[2] = {.page = 8, .src = t.src(8)};
-  items[4] = {.page = 36, .src = t.src(36)};
-  const auto backings = tree::live_backings();
-  ASSERT_TRUE(t.thin.resolve_many(items.data(), items.size(), &failed).ok());
-  EXPECT_EQ(tree::live_backings(), backings) << "one new backing replaced the old one";
-  for (const auto& it : items) EXPECT_EQ(t.thin.effective(it.page).kind, SlotKind::Loaded) << it.page;
-  EXPECT_EQ(t.thin.effective(30).frame, ref30.desc());
-  EXPECT_EQ(t.thin.missing_count(), before.missing - 5);
-  EXPECT_EQ(root_of(t.thin), root_of(t.full));
-  EXPECT_TRUE(t.thin.resolve_many(nullptr, 0).ok());
+  for (bool shared : {false, true}) {
+    SCOPED_TRACE(shared ? "backing shared with a copy" : "backing held by the cap alone");
+    Thin t;
+    DataCap other;
+    if (shared) other = t.thin.copy().release_value();
+    std::vector<std::uint8_t> wrong(page_bytes(t.bytes, 8), page_bytes(t.bytes, 8) + PAGE_SIZE);
+    wrong[17] ^= 4;
+    auto ref30 = PageRef::from_content(page_bytes(t.bytes, 30), PAGE_SIZE).release_value();
+    std::vector<DataCap::ResolveItem> items = {{.page = 1, .src = t.src(1)},
+                                               {.page = 30, .ref = ref30.desc()},
+                                               {.page = 8, .src = ByteSource::memory(wrong.data(), wrong.size())},
+                                               {.page = 2, .src = t.src(2)},
+                                               {.page = 36, .src = t.src(36)}};
+    const Snapshot before = snap(t.thin);
+    std::size_t failed = 99;
+    EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::HashMismatch);
+    EXPECT_EQ(failed, 2u);
+    EXPECT_EQ(snap(t.thin), before);
+    EXPECT_EQ(ref30.ref_count(), 1u);
+    // A duplicate page: InvalidArgument at the second one.
+    items[2] = {.page = 1, .src = t.src(1)};
+    EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::InvalidArgument);
+    EXPECT_EQ(failed, 2u);
+    items[2] = {.page = 36, .src = t.src(36)};  // duplicate of a later item: the later one fails
+    EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::InvalidArgument);
+    EXPECT_EQ(failed, 4u);
+    // A failure that is found without reading (past page_count) after a mismatch still names the
+    // first failing item.
+    items[2] = {.page = 8, .src = ByteSource::memory(wrong.data(), wrong.size())};
+    items[4] = {.page = kPages, .src = t.src(0)};
+    EXPECT_EQ(t.thin.resolve_many(items.data(), items.size(), &failed).status(), Status::HashMismatch);
+    EXPECT_EQ(failed, 2u);
+    EXPECT_EQ(snap(t.thin), before);
+    // The right batch: one new backing, every page Loaded, the root kept.
+    items[2] = {.page = 8, .src = t.src(8)};
+    items[4] = {.page = 36, .src = t.src(36)};
+    const auto backings = tree::live_backings();
+    ASSERT_TRUE(t.thin.resolve_many(items.data(), items.size(), &failed).ok());
+    EXPECT_EQ(tree::live_backings(), backings + (shared ? 1 : 0)) << "at most one new backing";
+    for (const auto& it : items) EXPECT_EQ(t.thin.effective(it.page).kind, SlotKind::Loaded) << it.page;
+    EXPECT_EQ(t.thin.effective(30).frame, ref30.desc());
+    EXPECT_EQ(t.thin.missing_count(), before.missing - 5);
+    EXPECT_EQ(root_of(t.thin), root_of(t.full));
+    EXPECT_EQ(t.thin.backing_id() == before.backing, !shared);
+    EXPECT_TRUE(t.thin.resolve_many(nullptr, 0).ok());
+  }
 }
 
 TEST(Rule8_4, ResolveManyMixesOverlayAndBackingSlotsInOneBatch) {

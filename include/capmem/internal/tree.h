@@ -38,7 +38,8 @@ struct Node {
   // Invariants (committed node): refs >= 1 counts parents + backings + open Txns holding it;
   // h[i-1] is heap position i of the node's binary subtree (1 = node root, 2..3 its
   // children, ..., 16..31 the parents of the 32 bottom items); a committed node is never
-  // modified; fresh == 0.
+  // modified (one exception: DataCap::resolve* turns a Missing slot into a Loaded slot with
+  // the same root in place, on a path only its cap can reach: tree::exclusive_slot); fresh == 0.
   std::atomic<std::uint32_t> refs;
   std::uint8_t level;  // 0 = leaf (u.slots), 1..3 = internal (u.kids)
   // --- scratch, meaningful only while fresh (created by the open Txn, refs == 1) ---
@@ -97,6 +98,14 @@ void backing_init_like(Backing* b, Node* root, const Backing& like);
 void backing_ref(Backing* b);
 void backing_unref(Backing* b);
 void backing_free_unused(Backing* b);  // a backing_alloc() result that was never initialized
+
+// Rule 8.4 in place: true if every node on the path from `root` to `page`'s leaf (as far as
+// it exists) has refs == 1, so that with a backing only one cap holds, nobody else can reach
+// the path. exclusive_slot: the leaf slot of `page` on such a path (nullptr if the path is
+// cut short), which the caller may change only to a slot with the same root (the cached
+// hashes stay true), with no run executing over the cap (DataCap::resolve*).
+bool path_exclusive(const Node* root, std::uint32_t page);
+Slot* exclusive_slot(Node* root, std::uint32_t page);
 
 // Missing slots in the tree (rule 8.1): O(nodes).
 std::uint32_t count_missing(const Node* root);

@@ -68,16 +68,30 @@ Result<void> DataCap::resolve_many(const ResolveItem* items, std::size_t n, std:
   const RunsHold hold(*this);
   CAPMEM_TRY(hold.claimed());
 
-  tree::Txn txn(backing_->root);  // backing slots resolved (never rehashed)
-  tree::Txn scratch(nullptr);     // overlay entries resolved, until the commit
-  tree::Backing* nb = nullptr;    // the new backing, once an item resolves a backing slot
+  // In place or by path copy. A backing that only this cap holds, with every node on the
+  // items' paths held only by its parent (refs == 1), is reachable from nowhere else: its
+  // Missing slots become Loaded where they are (same slot root, so no cached hash changes
+  // and nothing is allocated). Otherwise a Txn path-copies (other holders keep the old
+  // nodes). Decided before anything takes a reference; a bad item fails either way.
+  bool in_place = backing_->refs.load(std::memory_order_acquire) == 1;
+  for (std::size_t i = 0; i < n && in_place; ++i)
+    in_place = items[i].page >= page_count() || tree::path_exclusive(backing_->root, items[i].page);
+
+  tree::Txn txn(in_place ? nullptr : backing_->root);  // backing slots by path copy (never rehashed)
+  tree::Txn scratch(nullptr);                          // verified pages waiting for the commit (overlay, or in place)
+  Slot single;                                         // the same for a one-item call (no scratch node)
+  tree::Backing* nb = nullptr;                         // the new backing, once an item resolves a backing slot by copy
   Pending pend[kBatch];
   std::size_t npend = 0;
   std::size_t bad = 0;
 
   // Puts a verified page where it goes; InvalidArgument for a second item of a page.
   auto place = [&](bool overlay, std::uint32_t page, PageRef p) -> Status {
-    if (overlay) {
+    if (overlay || in_place) {
+      if (n == 1) {
+        single = Slot::loaded(static_cast<PageRef&&>(p));
+        return Status::Ok;
+      }
       if (scratch.find(page) != nullptr) return Status::InvalidArgument;
       return scratch.set(page, Slot::loaded(static_cast<PageRef&&>(p))).status();
     }
@@ -178,8 +192,15 @@ Result<void> DataCap::resolve_many(const ResolveItem* items, std::size_t n, std:
     tree::backing_unref(backing_);
     backing_ = nb;
   }
-  for (std::size_t i = 0; i < n; ++i)
-    if (scratch.find(items[i].page) != nullptr) overlay_.replace(items[i].page, scratch.take(items[i].page));
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t page = items[i].page;
+    if (n != 1 && scratch.find(page) == nullptr) continue;  // resolved by the Txn
+    if (n == 1 && single.empty()) continue;
+    Slot s = n == 1 ? static_cast<Slot&&>(single) : scratch.take(page);
+    const Slot* o = overlay_.count() != 0 ? overlay_.find(page) : nullptr;
+    if (o != nullptr && !o->empty()) overlay_.replace(page, static_cast<Slot&&>(s));
+    else tree::exclusive_slot(backing_->root, page)->swap(s);  // in place; s now holds the Missing box
+  }
   for (std::size_t i = 0; i < n; ++i) refresh_runs(items[i].page, 1);
   return {};
 }

@@ -189,6 +189,26 @@ void backing_init_like(Backing* b, Node* root, const Backing& like) {
   b->cap_root = like.cap_root;
 }
 
+bool path_exclusive(const Node* n, std::uint32_t page) {
+  if (page >= kMaxPages) return false;
+  for (unsigned level = kLevels - 1; n != nullptr; --level) {
+    if (n->refs.load(std::memory_order_acquire) != 1) return false;
+    if (level == 0) return true;
+    n = n->u.kids[(page >> (kFanBits * level)) & (kFan - 1)];
+  }
+  return true;
+}
+
+Slot* exclusive_slot(Node* n, std::uint32_t page) {
+  CAPMEM_ASSERT(path_exclusive(n, page));
+  for (unsigned level = kLevels - 1; n != nullptr; --level) {
+    const unsigned i = (page >> (kFanBits * level)) & (kFan - 1);
+    if (level == 0) return &n->u.slots[i];
+    n = n->u.kids[i];
+  }
+  return nullptr;
+}
+
 std::uint32_t count_missing(const Node* n) {
   if (n == nullptr) return 0;
   std::uint32_t c = 0;

@@ -235,7 +235,7 @@ void Run::refresh_page(Region region, std::uint32_t page) {
     set_paid(page, t->flags.writable ? kPaidRead | kPaidWrite : kPaidRead);
   bool missing = false;
   FrameDesc* f = source_frame(cap_of(region), page, &missing);
-  if (f == nullptr) {  // Missing now: the next access is a guest page fault (rule 2.1)
+  if (f == nullptr) {  // Missing now: the next access is a guest page fault (4.3) or a NeedPage (8.2)
     const auto r = cfg_.table->unmap(va);
     CAPMEM_ASSERT(r.ok());
     return;
@@ -302,7 +302,7 @@ void Run::settle_stale() {
           CAPMEM_ASSERT(u.ok());
           bool missing = false;
           FrameDesc* f = source_frame(cap_of(region), page, &missing);
-          if (f == nullptr) continue;  // Missing now: the next access is a guest page fault
+          if (f == nullptr) continue;  // Missing now: the next access faults (4.3) or asks (8.2)
           // The tables of the path stay (unmap never frees one): this cannot need a frame.
           const auto m2 = cfg_.table->map_leaf(va, f->phys(), guest_leaf(false));
           CAPMEM_ASSERT(m2.ok());
@@ -333,6 +333,7 @@ Run::Where Run::classify(VirtAddr va) const {
 }
 
 Answer Run::handle_page_fault(VirtAddr cr2, std::uint32_t error_code) {
+  has_pending_ = false;  // a request lives until the run's next fault (rule 8.2)
   const bool write = (error_code & pt::ErrorCode::kWrite) != 0;
   const Where w = classify(cr2);
   if (w.kind == Kind::None) return fault(cr2);                       // null guard, gaps (4.3)
@@ -358,6 +359,27 @@ Answer Run::handle_page_fault(VirtAddr cr2, std::uint32_t error_code) {
   return fault(cr2);
 }
 
+// Rule 8.2: with resolve_missing, a Missing page ends the access with a request the host
+// answers (DataCap::resolve* then the same access again, or decline()). The handler only
+// reads the slot's hash (8.5: no hashing, no allocation, no waiting).
+Answer Run::need_page(const Where& w, VirtAddr va) {
+  const SlotView v = w.cap->effective(w.page);
+  CAPMEM_ASSERT(v.kind == SlotKind::Missing && v.hash != nullptr);
+  pending_ = PageRequest{
+      .region = w.kind == Kind::Code ? Region::Code : Region::Mem, .page = w.page, .hash = *v.hash, .addr = va};
+  has_pending_ = true;
+  ++counters_.need_page;
+  return {Outcome::NeedPage, va};
+}
+
+const PageRequest* Run::pending() const { return has_pending_ ? &pending_ : nullptr; }
+
+Answer Run::decline() {
+  if (!has_pending_) env::panic("rule 8.2: Run::decline() without a pending NeedPage request");
+  has_pending_ = false;
+  return fault(pending_.addr);  // the guest page fault of rule 4.3, charging nothing
+}
+
 // Read-only region: materialize the whole 2 MiB cluster at once, one page-in charge per
 // cluster (rule 4.5): every non-Missing page of every read-only range inside the cluster
 // (the code region clipped to the cluster, or each pinned range that meets it). A cluster
@@ -367,10 +389,14 @@ Answer Run::handle_page_fault(VirtAddr cr2, std::uint32_t error_code) {
 Answer Run::map_cluster(const Where& w, VirtAddr va) {
   bool missing = false;
   FrameDesc* first = source_frame(*w.cap, w.page, &missing);
-  if (missing) return fault(va);  // rule 2.1: a Missing page is a guest page fault
+  if (missing && !resolving()) return fault(va);  // rule 4.3: a Missing page is a guest page fault
   const std::uint64_t cluster = va.value() / CLUSTER_SIZE;
   const bool charge = !cluster_charged(cluster);
   if (charge && gas_ < cfg_.costs.page_in) return {Outcome::OutOfGas, va};
+  // Rule 8.2/8.3: gas first, then the Missing test. A cluster not charged yet stays
+  // uncharged (its re-executed access charges it once and maps it whole); in a charged
+  // cluster the resolved page is mapped free below (the "!charge" path).
+  if (missing) return need_page(w, va);
 
   // Prepare: the faulting page's leaf (builds PDPT/PD/PT as needed; no partial path).
   if (!cfg_.table->map_leaf(va.page_base(), first->phys(), guest_leaf(false)).ok()) {
@@ -383,7 +409,8 @@ Answer Run::map_cluster(const Where& w, VirtAddr va) {
   if (!charge) return {Outcome::Retry, va};
 
   // Commit: the rest of the cluster's read-only pages, skipping Missing pages (they stay
-  // unmapped, so touching one faults and is reported as a guest page fault then).
+  // unmapped, so touching one faults then: a guest page fault, or with resolve_missing a
+  // NeedPage whose resolved page is mapped free by the "!charge" path above, rule 8.3).
   const std::uint64_t lo = cluster * CLUSTER_SIZE, hi = lo + CLUSTER_SIZE;
   std::uint64_t mapped = 1;
   if (w.kind == Kind::Code) {
@@ -426,9 +453,10 @@ std::uint64_t Run::map_readonly_range(const Where& w, std::uint64_t lo, std::uin
 Answer Run::page_in(const Where& w, VirtAddr va) {
   bool missing = false;
   FrameDesc* src = source_frame(*w.cap, w.page, &missing);
-  if (missing) return fault(va);
+  if (missing && !resolving()) return fault(va);
   const bool charge = (paid(w.page) & kPaidRead) == 0;
   if (charge && gas_ < cfg_.costs.page_in) return {Outcome::OutOfGas, va};
+  if (missing) return need_page(w, va);  // rule 8.3: after the gas check
   if (!cfg_.table->map_leaf(va.page_base(), src->phys(), guest_leaf(false)).ok()) {
     ++counters_.out_of_frames;
     return {Outcome::OutOfFrames, va};
@@ -450,9 +478,10 @@ Answer Run::page_in(const Where& w, VirtAddr va) {
 Answer Run::copy_on_write(const Where& w, VirtAddr va) {
   bool missing = false;
   FrameDesc* src = source_frame(*w.cap, w.page, &missing);
-  if (missing) return fault(va);
+  if (missing && !resolving()) return fault(va);
   const bool charge = (paid(w.page) & kPaidWrite) == 0;
   if (charge && gas_ < cfg_.costs.cow) return {Outcome::OutOfGas, va};  // before anything is allocated
+  if (missing) return need_page(w, va);                                 // rule 8.3: after the gas check
 
   auto reservation = cfg_.mem->reserve_overlay(w.page, &mem_node_);
   if (!reservation.ok()) {

@@ -1,0 +1,162 @@
+// Resolving Missing pages (rule 8.4, issue 22 "Measured"). Reported, never asserted;
+// run-bench.sh prints the ratios with the hash back end:
+//   BM_Resolve        DataCap::resolve from memory: a 4 KiB copy into a fresh frame, the
+//                     page hash of the copy, the install (path copy, no rehash). Target:
+//                     <= 1.3 x (BM_PageRoot + BM_Memcpy4K/threads:1).
+//   BM_ResolveShared  DataCap::resolve_page with a hashed page from a host cache: no copy,
+//                     no SHA-256, only the install. Target: <= 0.3 x BM_PageRoot.
+//   BM_ResolveMany/16 resolve_many in batches of 16 byte items (one transaction, hashes
+//                     through the multi-buffer back end); per page, for information.
+//   BM_ResolveIntoCopy, BM_ResolveSharedIntoCopy: the same into an O(1) copy of the thin
+//                     cap (a run's own copy of a shared thin code cap): the backing is
+//                     shared, so each resolve path-copies its tree path; for information.
+// The cap: 2^16 Missing pages (256 MiB of content, 1024 distinct pages placed 64 times),
+// resolved in a shuffled order, a distinct page per item. Every kWindow items the resolved
+// cap is dropped and a fresh one taken with the timer paused (a thin decode of the wire, so
+// the cap holds its tree alone as after a real decode; or a copy), so no item meets a page
+// that is already Loaded and the frames stay bounded.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "capmem/datacap.h"
+#include "capmem/hash.h"
+
+using namespace capmem;
+
+namespace {
+
+constexpr std::uint32_t kDistinct = 1024;
+constexpr std::uint32_t kPages = 1u << 16;
+constexpr std::uint32_t kWindow = 16384;  // 64 MiB of resolved frames at most
+
+struct ThinWorld {
+  std::vector<std::uint8_t> bytes;  // kDistinct pages: page p of the cap is bytes page p % kDistinct
+  DataCap thin;                     // kPages Missing slots, no frame
+  std::vector<std::uint8_t> wire;   // its thin encoding
+  std::vector<std::uint32_t> order;
+  bool ok = false;
+  ThinWorld() : bytes(std::size_t{kDistinct} * PAGE_SIZE) {
+    std::mt19937 rng(22);
+    for (auto& b : bytes) b = static_cast<std::uint8_t>(rng() | 1);
+    auto full = DataCap::from_bytes(bytes.data(), bytes.size());
+    if (!full.ok()) return;
+    const EncodeOptions opt{.thin = true};
+    auto n = full->encoded_size(opt);
+    if (!n.ok()) return;
+    std::vector<std::uint8_t> small(n.value());
+    if (!full->encode(small.data(), small.size(), opt).ok()) return;
+    auto part = DataCap::decode(small.data(), small.size(), DecodeOptions{.thin = true});
+    auto big = DataCap::create(std::uint64_t{kPages} * PAGE_SIZE);
+    if (!part.ok() || !big.ok()) return;
+    for (std::uint32_t at = 0; at < kPages; at += kDistinct)
+      if (!big->place_shared(part.value(), std::uint64_t{at} * PAGE_SIZE).ok()) return;
+    thin = big.release_value();
+    auto m = thin.encoded_size(opt);
+    if (!m.ok()) return;
+    wire.resize(m.value());
+    if (!thin.encode(wire.data(), wire.size(), opt).ok()) return;
+    order.resize(kPages);
+    for (std::uint32_t i = 0; i < kPages; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    ok = thin.missing_count() == kPages;
+  }
+  const std::uint8_t* page(std::uint32_t p) const { return bytes.data() + std::size_t{p % kDistinct} * PAGE_SIZE; }
+};
+
+// A fresh thin cap: decoded (the cap holds its tree alone) or an O(1) copy (shared backing).
+Result<DataCap> fresh(const ThinWorld& w, bool copy) {
+  if (copy) return w.thin.copy();
+  return DataCap::decode(w.wire.data(), w.wire.size(), DecodeOptions{.thin = true});
+}
+
+// Runs `one(cap, page)` for a distinct Missing page per item (items per iteration: `per`).
+template <typename One>
+void resolve_loop(benchmark::State& state, const ThinWorld& w, bool copy, std::uint32_t per, One one) {
+  hash::init();
+  if (!w.ok) {
+    state.SkipWithError("could not build the thin cap (simulated RAM?)");
+    return;
+  }
+  auto first = fresh(w, copy);
+  if (!first.ok()) {
+    state.SkipWithError((std::string("thin cap: ") + status_name(first.status())).c_str());
+    return;
+  }
+  DataCap cap = first.release_value();
+  std::uint32_t next = 0, used = 0;  // kPages and kWindow are multiples of `per`
+  for (auto _ : state) {
+    if (used + per > kWindow) {
+      state.PauseTiming();
+      cap = DataCap{};
+      auto c = fresh(w, copy);
+      if (!c.ok()) {
+        state.SkipWithError((std::string("thin cap: ") + status_name(c.status())).c_str());
+        return;
+      }
+      cap = c.release_value();
+      used = 0;
+      state.ResumeTiming();
+    }
+    if (next + per > kPages) next = 0;
+    if (!one(cap, &w.order[next], w)) {
+      state.SkipWithError("resolve failed");
+      return;
+    }
+    next += per;
+    used += per;
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * per);
+  state.SetLabel(hash::impl_name(hash::active()));
+}
+
+void resolve_bytes(benchmark::State& state, bool copy) {
+  const ThinWorld w;
+  resolve_loop(state, w, copy, 1, [](DataCap& cap, const std::uint32_t* p, const ThinWorld& tw) {
+    return cap.resolve(*p, tw.page(*p), PAGE_SIZE).ok();
+  });
+}
+
+void resolve_shared(benchmark::State& state, bool copy) {
+  const ThinWorld w;
+  // The host cache: each distinct page verified once, outside the timed region.
+  std::vector<PageRef> cache;
+  for (std::uint32_t i = 0; i < kDistinct; ++i) {
+    auto p = PageRef::from_content(w.page(i), PAGE_SIZE);
+    if (!p.ok()) {
+      state.SkipWithError("out of simulated frames");
+      return;
+    }
+    cache.push_back(p.release_value());
+  }
+  resolve_loop(state, w, copy, 1, [&cache](DataCap& cap, const std::uint32_t* p, const ThinWorld&) {
+    return cap.resolve_page(*p, cache[*p % kDistinct]).ok();
+  });
+}
+
+void BM_Resolve(benchmark::State& state) { resolve_bytes(state, false); }
+BENCHMARK(BM_Resolve);
+void BM_ResolveShared(benchmark::State& state) { resolve_shared(state, false); }
+BENCHMARK(BM_ResolveShared);
+void BM_ResolveIntoCopy(benchmark::State& state) { resolve_bytes(state, true); }
+BENCHMARK(BM_ResolveIntoCopy);
+void BM_ResolveSharedIntoCopy(benchmark::State& state) { resolve_shared(state, true); }
+BENCHMARK(BM_ResolveSharedIntoCopy);
+
+void BM_ResolveMany(benchmark::State& state) {
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  const ThinWorld w;
+  std::vector<DataCap::ResolveItem> items(n);
+  resolve_loop(state, w, false, n, [&items, n](DataCap& cap, const std::uint32_t* p, const ThinWorld& tw) {
+    for (std::uint32_t i = 0; i < n; ++i)
+      items[i] = {.page = p[i], .src = ByteSource::memory(tw.page(p[i]), PAGE_SIZE)};
+    return cap.resolve_many(items.data(), n).ok();
+  });
+}
+BENCHMARK(BM_ResolveMany)->Arg(16);
+
+}  // namespace
