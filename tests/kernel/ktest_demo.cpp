@@ -440,3 +440,175 @@ KTEST(demo_ring3_on_every_cpu_at_once) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Missing pages resolved on demand at ring 3 (rule 8.2; guest_run.h RunExit::NeedPage): the
+// demo over a thin mem cap (demo::make_thin, as `capmem demo --thin`), each NeedPage exit
+// answered from the boot page store (kernel.h boot_pack(): `-initrd demo.pack`, GRUB
+// `module2`) through guest_run's PackResolver, and the guest entered again at the access.
+namespace {
+
+// Without a boot page store: the demo host's own answer (demo::resolve_request from a store
+// over an untouched copy of the full image), the same DataCap::resolve, so every boot runs
+// the round trip.
+struct DemoResolver {
+  demo::Image* image;
+  demo::PageStore store;
+  static Result<void> resolve(void* ctx, const fault::PageRequest& req) {
+    auto& self = *static_cast<DemoResolver*>(ctx);
+    const Status s = demo::resolve_request(*self.image, req, self.store);
+    if (s != Status::Ok) return s;
+    return {};
+  }
+};
+
+Result<GuestResult> run_demo_thin(demo::Image& image, PageResolver resolver) {
+  UserRegs regs{};
+  regs.rip = fault::JIT_BASE;
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;
+  return run_guest(GuestSpec{.code = &image.code,
+                             .mem = &image.mem,
+                             .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
+                             .gas = demo::kDefaultGas,
+                             .program = ring3_demo_prog,
+                             .program_end = ring3_demo_prog_end,
+                             .resolver = resolver},
+                   regs);
+}
+
+KTEST(demo_ring3_thin_resolves_each_need_page) {
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
+  const auto free0 = frames().stats().free;
+  {
+    // One image (memory is tight in the lowmem lanes): the reference run, the byte source and
+    // the thin cap share its pages through O(1) copies.
+    auto image = demo::build();
+    KASSERT(image.ok());
+    auto spare_code = image->code.copy();
+    auto spare_mem = image->mem.copy();
+    auto ref_code = image->code.copy();
+    auto ref_mem = image->mem.copy();
+    KASSERT(spare_code.ok() && spare_mem.ok() && ref_code.ok() && ref_mem.ok());
+    demo::Image spare{.code = spare_code.release_value(), .mem = spare_mem.release_value()};  // untouched
+    // The reference: the same demo with every page present (demo_ring3_same_line_as_interpreter
+    // ties it to the interpreter engine and `capmem demo`).
+    demo::Image full{.code = ref_code.release_value(), .mem = ref_mem.release_value()};
+    auto ref = run_demo_ring3(t, full, demo::kDefaultGas);
+    KASSERT(ref.ran && ref.r.exit == RunExit::ExitGate);
+    KASSERT(full.mem.flush().ok());
+    auto ref_root = full.mem.root();
+    KASSERT(ref_root.ok());
+
+    KASSERT(demo::make_thin(image.value(), demo::ThinOptions{.mem = true}).ok());
+    const std::uint32_t missing0 = image->mem.missing_count();
+    KEXPECT(missing0 > 0u);
+
+    const store::Pack* pack = boot_pack();
+    PackResolver from_pack{.pack = pack, .code = &image->code, .mem = &image->mem};
+    DemoResolver from_image{.image = &image.value(), .store = demo::image_store(spare)};
+    log::str("kernel demo thin: ");
+    log::dec(missing0);
+    log::str(" of ");
+    log::dec(demo::kMemPages);
+    log::str(" mem pages Missing; page store: ");
+    if (pack != nullptr) {
+      log::str("boot module ");
+      log::dec(static_cast<std::uint64_t>(boot_pack_module()));
+      log::str(" (");
+      log::dec(pack->count());
+      log::str(" pages)\n");
+    } else {
+      log::str("none (no boot module): pages from the full demo image\n");
+    }
+    auto res = run_demo_thin(image.value(), pack != nullptr
+                                                ? from_pack.resolver()
+                                                : PageResolver{.ctx = &from_image, .resolve = DemoResolver::resolve});
+    KASSERT(res.ok());
+    const GuestResult& g = res.value();
+    KEXPECT(g.result.exit == RunExit::ExitGate);
+    KEXPECT(g.declined == Status::Ok);
+    KEXPECT(g.need_page > 0u);
+    KEXPECT_EQ(g.counters.need_page, g.need_page);
+    KEXPECT_EQ(g.entries, g.need_page + 1);
+    // Every NeedPage resolved one page, once (rule 8.2: nothing else changed the slots).
+    KEXPECT_EQ(std::uint64_t{image->mem.missing_count()}, missing0 - g.need_page);
+    // Rule 8.3: the guest saw, paid and left exactly what it did with every page present:
+    // what it loaded (r8, the checksum), how far it ran (r9), gas, copies and page-in charges.
+    KEXPECT_EQ(g.result.regs.r9, ref.r.regs.r9);
+    KEXPECT_EQ(g.result.regs.r8, ref.r.regs.r8);
+    KEXPECT_EQ(g.gas_used, ref.gas_used);
+    KEXPECT_EQ(g.counters.cow, ref.counters.cow);
+    KEXPECT_EQ(g.counters.page_in, ref.counters.page_in);
+    KEXPECT_EQ(g.counters.clusters, ref.counters.clusters);
+    // (Not cluster_pages nor faults_resumed: a read-only cluster maps only its pages present
+    // at the time, so its Missing pages fault, ask and map later, free of charge, rule 8.3.)
+    KEXPECT(image->mem.flush().ok());
+    auto root = image->mem.root();
+    KASSERT(root.ok());
+    KEXPECT(root.value() == ref_root.value());
+    // The line `capmem demo --thin` prints (tests/qemu demo-thin-parity compares them).
+    char line[192];
+    demo::format_thin_line(line, sizeof line, root.value(), g.gas_used, g.counters);
+    log::str("kernel demo thin: ");
+    log::str(line);
+    log::nl();
+  }
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
+  KEXPECT_EQ(frames().stats().free, free0);
+}
+
+// A request the host declines (rule 8.2): the guest fault of rule 4.3 at that access, nothing
+// resolved; a resolver offering another page's bytes is refused by resolve itself
+// (HashMismatch, declined): the slot stays Missing(h) and the same access asks again.
+KTEST(demo_ring3_thin_declined_is_guest_fault) {
+  auto image = demo::build();
+  KASSERT(image.ok());
+  auto spare = image->mem.copy();  // the full bytes, shared
+  KASSERT(spare.ok());
+  KASSERT(demo::make_thin(image.value(), demo::ThinOptions{.mem = true}).ok());
+  const std::uint32_t missing0 = image->mem.missing_count();
+
+  struct Declines {
+    static Result<void> resolve(void*, const fault::PageRequest&) { return Status::NotInStore; }
+  };
+  auto res = run_demo_thin(image.value(), PageResolver{.ctx = nullptr, .resolve = Declines::resolve});
+  KASSERT(res.ok());
+  KEXPECT(res->result.exit == RunExit::PageFault);
+  KEXPECT_EQ(res->result.code, static_cast<std::uint64_t>(fault::Outcome::GuestFault));
+  KEXPECT(res->declined == Status::NotInStore);
+  KEXPECT_EQ(res->need_page, 1u);
+  KEXPECT_EQ(res->declined_request.region, Region::Mem);
+  KEXPECT_EQ(res->result.cr2, res->declined_request.addr.value());
+  KEXPECT_EQ(res->result.cr2 >> 12, (fault::DATA_BASE >> 12) + res->declined_request.page);
+  KEXPECT_EQ(res->counters.guest_faults, 1u);
+  KEXPECT_EQ(image->mem.missing_count(), missing0);
+  const SlotView v = image->mem.effective(res->declined_request.page);  // still Missing(h)
+  KEXPECT(v.kind == SlotKind::Missing && *v.hash == res->declined_request.hash);
+
+  // Another page's bytes (the requested page's neighbour): HashMismatch, declined.
+  struct Wrong {
+    const DataCap* full;
+    DataCap* mem;
+    static Result<void> resolve(void* ctx, const fault::PageRequest& req) {
+      const auto& self = *static_cast<const Wrong*>(ctx);
+      static std::uint8_t page[PAGE_SIZE];
+      if (auto r = self.full->read(std::uint64_t{(req.page + 1) % demo::kMemPages} * PAGE_SIZE, page, PAGE_SIZE);
+          !r.ok())
+        return r.status();
+      return self.mem->resolve(req.page, page, PAGE_SIZE);
+    }
+  };
+  Wrong wrong{.full = &spare.value(), .mem = &image->mem};
+  auto res2 = run_demo_thin(image.value(), PageResolver{.ctx = &wrong, .resolve = Wrong::resolve});
+  KASSERT(res2.ok());
+  KEXPECT(res2->result.exit == RunExit::PageFault);
+  KEXPECT_EQ(res2->result.code, static_cast<std::uint64_t>(fault::Outcome::GuestFault));
+  KEXPECT(res2->declined == Status::HashMismatch);
+  KEXPECT_EQ(res2->need_page, 1u);
+  KEXPECT_EQ(res2->declined_request.page, res->declined_request.page);  // the same access asks again
+  KEXPECT_EQ(image->mem.missing_count(), missing0);
+  const SlotView v2 = image->mem.effective(res2->declined_request.page);
+  KEXPECT(v2.kind == SlotKind::Missing && *v2.hash == res2->declined_request.hash);
+}
+
+}  // namespace
