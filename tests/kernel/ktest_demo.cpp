@@ -10,6 +10,7 @@
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
+#include "capmem/pack.h"
 #include "capmem/page.h"
 #include "capmem/slot.h"
 #include "demo.h"
@@ -611,4 +612,82 @@ KTEST(demo_ring3_thin_declined_is_guest_fault) {
   KEXPECT(v2.kind == SlotKind::Missing && *v2.hash == res2->declined_request.hash);
 }
 
+}  // namespace
+
+namespace {
+// guest_run.h PackResolver over a pack built here (store::pack_write into a buffer): a page
+// the pack holds resolves; a page whose bytes were changed under a true index entry is
+// HashMismatch (rule 8.7: the index is a hint, resolve checks the bytes) and stays Missing; a
+// root the pack lacks is NotInStore; a request for a cap the resolver was not given declines.
+KTEST(guest_run_pack_resolver_checks_every_page) {
+  auto image = demo::build();
+  KASSERT(image.ok());
+  auto spare = image->mem.copy();
+  KASSERT(spare.ok());
+  KASSERT(demo::make_thin(image.value(), demo::ThinOptions{.mem = true}).ok());
+  // Three Missing pages of the thin mem cap: a (in the pack), b (in the pack, bytes changed),
+  // c (not in the pack).
+  std::uint32_t pick[3] = {};
+  for (std::uint32_t p = 0, k = 0; p < demo::kMemPages && k < 3; ++p)
+    if (image->mem.effective(p).kind == SlotKind::Missing) pick[k++] = p;
+  KASSERT(pick[2] != 0);
+  static std::uint8_t bytes[2][PAGE_SIZE];
+  store::PackEntry e[2];
+  for (int k = 0; k < 2; ++k) {
+    const SlotView v = spare->effective(pick[k]);
+    KASSERT(v.kind == SlotKind::Loaded);
+    const auto* src = static_cast<const std::uint8_t*>(v.frame->virt());
+    for (std::size_t i = 0; i < PAGE_SIZE; ++i) bytes[k][i] = src[i];
+    e[k] = store::PackEntry{.root = *v.hash, .bytes = bytes[k]};
+  }
+  bytes[1][100] ^= 0x40;  // b's bytes changed; its index entry still names b's root
+  if (store::root_compare(e[0].root, e[1].root) > 0) {
+    const store::PackEntry x = e[0];
+    e[0] = e[1];
+    e[1] = x;
+  }
+  static std::uint8_t buf[store::pack_size(2)];
+  struct Out {
+    std::uint8_t* at;
+    std::size_t left;
+  } out{buf, sizeof buf};
+  KASSERT(store::pack_write(
+              e, 2,
+              [](void* ctx, const std::uint8_t* d, std::size_t n) {
+                auto& o = *static_cast<Out*>(ctx);
+                if (n > o.left) return Status::InvalidArgument;
+                for (std::size_t i = 0; i < n; ++i) o.at[i] = d[i];
+                o.at += n;
+                o.left -= n;
+                return Status::Ok;
+              },
+              &out)
+              .ok());
+  auto pack = store::Pack::parse(buf, sizeof buf);
+  KASSERT(pack.ok());
+  PackResolver r{.pack = &pack.value(), .code = nullptr, .mem = &image->mem};
+  const PageResolver pr = r.resolver();
+  auto request = [&](std::uint32_t page, Region region) {
+    const SlotView v = (region == Region::Mem ? image->mem : image->code).effective(page);
+    return fault::PageRequest{.region = region,
+                              .page = page,
+                              .hash = v.hash != nullptr ? *v.hash : Hash32{},
+                              .addr = VirtAddr{fault::DATA_BASE + std::uint64_t{page} * PAGE_SIZE}};
+  };
+  const std::uint32_t missing0 = image->mem.missing_count();
+  const auto ra = pr.resolve(pr.ctx, request(pick[0], Region::Mem));
+  KEXPECT(ra.ok());
+  KEXPECT(image->mem.effective(pick[0]).kind == SlotKind::Loaded);
+  const auto rb = pr.resolve(pr.ctx, request(pick[1], Region::Mem));
+  KEXPECT(!rb.ok() && rb.status() == Status::HashMismatch);
+  KEXPECT(image->mem.effective(pick[1]).kind == SlotKind::Missing);
+  const auto rc = pr.resolve(pr.ctx, request(pick[2], Region::Mem));
+  KEXPECT(!rc.ok() && rc.status() == Status::NotInStore);
+  KEXPECT(image->mem.effective(pick[2]).kind == SlotKind::Missing);
+  const auto rcode = pr.resolve(pr.ctx, request(0, Region::Code));  // no code cap given
+  KEXPECT(!rcode.ok() && rcode.status() == Status::NotInStore);
+  KEXPECT_EQ(image->mem.missing_count(), missing0 - 1);
+  const auto again = pr.resolve(pr.ctx, request(pick[0], Region::Mem));  // a late answer: harmless
+  KEXPECT(!again.ok() && again.status() == Status::NotMissing);
+}
 }  // namespace
