@@ -147,11 +147,12 @@ class DataCap {
   Result<void> place_shared(const DataCap& b, std::uint64_t offset);
   // --- Resolving Missing pages (rule 8.4; docs/rules.md section 8) -------------------
   // A checkpoint-class call (rule 3.8): Busy while a run that maps the cap executes (checked
-  // first, before any byte is read). Page `page` must be < page_count() (OutOfExtent) and
-  // its effective slot (overlay entry or backing, rule 3.3) Missing(h) (NotMissing
-  // otherwise: a late or duplicate answer), h neither zero(32) nor the all-zero page's root
-  // (UnresolvableMissing). The source must hold exactly 4096 bytes (BadLength); they are
-  // read once (5.3, one copy_in of [0, 4096)) into a fresh aligned frame and hashed there;
+  // first, before any byte is read; the hold lasts through the copy and the hash, a few
+  // microseconds, during which a run of the cap that enters on another CPU waits). Page
+  // `page` must be < page_count() (OutOfExtent) and its effective slot (overlay entry or
+  // backing, rule 3.3) Missing(h) (NotMissing otherwise: a late or duplicate answer), h
+  // neither zero(32) nor the all-zero page's root (UnresolvableMissing). The source must hold exactly 4096 bytes
+  // (BadLength); they are read once (5.3, one copy_in of [0, 4096)) into a fresh aligned frame and hashed there;
   // HashMismatch unless that hash is h. On success the slot becomes Loaded where the
   // Missing slot was, keeping the root and rehashing no node (2.3): a backing slot in place
   // when this cap alone holds the backing and the tree path to it (no allocation), else by
@@ -180,7 +181,7 @@ class DataCap {
   struct ResolveItem {
     std::uint32_t page = 0;
     ByteSource src{};
-    FrameDesc* ref = nullptr;  // borrowed: the caller keeps its reference
+    FrameDesc* ref = nullptr;  // borrowed: the caller keeps its reference (a Page frame, else InvalidArgument)
   };
   Result<void> resolve_many(const ResolveItem* items, std::size_t n, std::size_t* failed = nullptr);
   // Missing pages of the effective slots (thin caps, rule 8.1): how many. O(tree nodes of

@@ -10,11 +10,12 @@
 //   BM_ResolveIntoCopy, BM_ResolveSharedIntoCopy: the same into an O(1) copy of the thin
 //                     cap (a run's own copy of a shared thin code cap): the backing is
 //                     shared, so each resolve path-copies its tree path; for information.
-// The cap: 2^16 Missing pages (256 MiB of content, 1024 distinct pages placed 64 times),
-// resolved in a shuffled order, a distinct page per item. Every kWindow items the resolved
-// cap is dropped and a fresh one taken with the timer paused (a thin decode of the wire, so
-// the cap holds its tree alone as after a real decode; or a copy), so no item meets a page
-// that is already Loaded and the frames stay bounded.
+// The cap: 2^16 Missing pages (256 MiB of content: 64 blocks, each the same 1024 distinct
+// pages), a thin decode of its wire, so that it holds its tree alone as after a real decode
+// (or, IntoCopy, an O(1) copy of one). Blocks are resolved in a shuffled order, the pages of
+// a block in a shuffled order, a distinct Missing page per item; after each block the timer
+// pauses and the block is made Missing again (the frames go back to the allocator and the
+// next block reuses them, as BM_CowFault's batches do; a copy is simply taken again).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -32,11 +33,12 @@ namespace {
 
 constexpr std::uint32_t kDistinct = 1024;
 constexpr std::uint32_t kPages = 1u << 16;
-constexpr std::uint32_t kWindow = 16384;  // 64 MiB of resolved frames at most
+constexpr std::uint32_t kWindow = kDistinct;  // one block: 4 MiB of resolved frames at most
 
 struct ThinWorld {
   std::vector<std::uint8_t> bytes;  // kDistinct pages: page p of the cap is bytes page p % kDistinct
-  DataCap thin;                     // kPages Missing slots, no frame
+  DataCap part;                     // the thin cap of those kDistinct pages (a block)
+  DataCap thin;                     // kPages Missing slots (kBlocks blocks), no frame
   std::vector<std::uint8_t> wire;   // its thin encoding
   std::vector<std::uint32_t> order;
   bool ok = false;
@@ -55,14 +57,21 @@ struct ThinWorld {
     if (!part.ok() || !big.ok()) return;
     for (std::uint32_t at = 0; at < kPages; at += kDistinct)
       if (!big->place_shared(part.value(), std::uint64_t{at} * PAGE_SIZE).ok()) return;
+    this->part = part.release_value();
     thin = big.release_value();
     auto m = thin.encoded_size(opt);
     if (!m.ok()) return;
     wire.resize(m.value());
     if (!thin.encode(wire.data(), wire.size(), opt).ok()) return;
-    order.resize(kPages);
-    for (std::uint32_t i = 0; i < kPages; ++i) order[i] = i;
-    std::shuffle(order.begin(), order.end(), rng);
+    // Blocks in a shuffled order, the pages of each block in a shuffled order.
+    std::vector<std::uint32_t> blocks(kPages / kDistinct), in_block(kDistinct);
+    for (std::uint32_t b = 0; b < blocks.size(); ++b) blocks[b] = b;
+    std::shuffle(blocks.begin(), blocks.end(), rng);
+    for (std::uint32_t b : blocks) {
+      for (std::uint32_t i = 0; i < kDistinct; ++i) in_block[i] = i;
+      std::shuffle(in_block.begin(), in_block.end(), rng);
+      for (std::uint32_t i : in_block) order.push_back(b * kDistinct + i);
+    }
     ok = thin.missing_count() == kPages;
   }
   const std::uint8_t* page(std::uint32_t p) const { return bytes.data() + std::size_t{p % kDistinct} * PAGE_SIZE; }
@@ -91,14 +100,25 @@ void resolve_loop(benchmark::State& state, const ThinWorld& w, bool copy, std::u
   std::uint32_t next = 0, used = 0;  // kPages and kWindow are multiples of `per`
   for (auto _ : state) {
     if (used + per > kWindow) {
+      // The block just resolved becomes Missing again: a copy starts over from the shared
+      // thin cap; a decoded cap gets the block's Missing slots back (place_shared), so its
+      // frames return to the allocator and the next block reuses them, the way
+      // BM_CowFault's batches do.
       state.PauseTiming();
-      cap = DataCap{};
-      auto c = fresh(w, copy);
-      if (!c.ok()) {
-        state.SkipWithError((std::string("thin cap: ") + status_name(c.status())).c_str());
+      const std::uint32_t block = w.order[next - per] / kDistinct;
+      bool ok = false;
+      if (copy) {
+        cap = DataCap{};
+        auto c = fresh(w, copy);
+        ok = c.ok();
+        if (ok) cap = c.release_value();
+      } else {
+        ok = cap.place_shared(w.part, std::uint64_t{block} * kDistinct * PAGE_SIZE).ok();
+      }
+      if (!ok) {
+        state.SkipWithError("re-thinning failed");
         return;
       }
-      cap = c.release_value();
       used = 0;
       state.ResumeTiming();
     }

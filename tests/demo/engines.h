@@ -21,6 +21,10 @@ const char* engine_name(EngineKind k);
 // between them: the host may take checkpoints (flush, copy, ...) of its caps, and other
 // runs over them may take their turn (rule 3.9), between accesses. A load/store while
 // another run over one of its caps executes answers Outcome::Busy and does nothing.
+// With RunConfig::resolve_missing, an access that meets a Missing page answers
+// Outcome::NeedPage (the handler's answer, rule 8.2) and did nothing: the host resolves
+// Run::pending() (the run is paused again) and calls the same load/store again, or calls
+// Run::decline(). demo::ThinHost is that loop for run_ops().
 class GuestCpu {
  public:
   GuestCpu(EngineKind kind, fault::Run& run);

@@ -171,7 +171,7 @@ def main() -> None:
     write("pack_parse", "bad-length", good[:-1])
 
     # --- cap_ops: programs in the format of fuzz_cap_ops.cpp. Opcodes:
-    W_PAGE, W_BYTES, W_EMPTY, W_MISSING, PUT, PLACE, COPY, SWAP, FLUSH, TRIP, READ, ROOT, INJECT = range(13)
+    W_PAGE, W_BYTES, W_EMPTY, W_MISSING, PUT, PLACE, COPY, SWAP, FLUSH, TRIP, READ, ROOT, RESOLVE, INJECT = range(14)
     fill = lambda v: bytes([1, v])           # gen_page: a fill byte
     zero = bytes([0])                        # gen_page: zeros
     lcg = lambda s: bytes([4]) + struct.pack("<I", s)
@@ -198,6 +198,13 @@ def main() -> None:
                                    INJECT, 1, COPY, INJECT, 2, FLUSH, W_BYTES, 4]) + struct.pack("<HH", 0, 4096) + bytes([9, 1,
                                    INJECT, 3, PLACE, 2, 0, 1, 2]) + fill(8) + fill(9) + zero + bytes([0,
                                    INJECT, 0, FLUSH, INJECT, 1, TRIP, 1]),
+        # Rule 8.4: Missing in the overlay and (placed from a copy) in the backing, resolved with
+        # wrong, short and unhashed offers first, then the right bytes and by reference.
+        "resolve": bytes([3, 0, W_MISSING, 1]) + fill(0x31) + bytes([RESOLVE, 1, 1]) + fill(0x32) + bytes([
+                                   RESOLVE, 1, 4, RESOLVE, 1, 3, RESOLVE, 1, 0, RESOLVE, 1, 0,
+                                   W_MISSING, 2]) + fill(0x41) + bytes([COPY, SWAP, PLACE, 1, 0, 0,
+                                   INJECT, 0, RESOLVE, 2, 2, INJECT, 1, RESOLVE, 2, 0, RESOLVE, 2, 2, RESOLVE, 3, 0]) + zero + bytes([
+                                   FLUSH, TRIP, 1]),
         # 64 pages (count byte >= 192), short tail through from_bytes with a target size.
         "big-tail": bytes([255, 2, 2, 63]) + lcg(3) + bytes([0]) + fill(0x99) + struct.pack("<H", 1000) + bytes([
                                    W_PAGE, 62]) + lcg(11) + bytes([0, 0, 0, FLUSH, TRIP, 0,

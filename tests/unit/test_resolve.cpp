@@ -240,6 +240,11 @@ TEST(Rule8_4, OnlyMissingPagesBelowPageCountResolve) {
   // An overlay entry shadows: a Loaded entry over a Missing backing slot is not Missing.
   ASSERT_TRUE(t.thin.write_page(6, PageRef::from_content(page_bytes(t.bytes, 6), PAGE_SIZE).release_value()).ok());
   EXPECT_EQ(t.thin.resolve(6, t.src(6)).status(), Status::NotMissing);
+  // An explicit Empty overlay entry is inert (rule 3.3): the backing's Missing slot decides.
+  ASSERT_TRUE(t.thin.write_slot(8, Slot{}).ok());
+  ASSERT_TRUE(t.thin.resolve(8, t.src(8)).ok());
+  EXPECT_EQ(t.thin.effective(8).kind, SlotKind::Loaded);
+  EXPECT_EQ(t.thin.overlay_count(), 2u);  // pages 6 and 8
   // An empty cap holds nothing.
   DataCap empty;
   EXPECT_EQ(empty.resolve(0, t.src(0)).status(), Status::EmptyCap);
@@ -307,6 +312,12 @@ TEST(Rule8_4, ResolvePageSharesAHashedPageAndRefusesAnUnhashedCopy) {
   auto other = PageRef::from_content(page_bytes(t.bytes, p + 1), PAGE_SIZE).release_value();
   const Snapshot before = snap(t.thin);
   EXPECT_EQ(t.thin.resolve_page(p, unhashed).status(), Status::UnhashedPage);
+  EXPECT_EQ(t.thin.resolve_page(p, PageRef{}).status(), Status::InvalidArgument);
+  FrameDesc* table = frames().alloc(FrameKind::Table);  // not a page
+  ASSERT_NE(table, nullptr);
+  const DataCap::ResolveItem not_a_page{.page = p, .ref = table};
+  EXPECT_EQ(t.thin.resolve_many(&not_a_page, 1).status(), Status::InvalidArgument);
+  frames().unref(table);
   EXPECT_EQ(t.thin.resolve_page(p, other).status(), Status::HashMismatch);
   EXPECT_EQ(unhashed.ref_count(), 1u);
   EXPECT_EQ(other.ref_count(), 1u);

@@ -33,6 +33,13 @@ Result<PageRef> fresh_frame() {
   return PageRef::adopt(d);
 }
 
+// A page offered by reference: a Page frame (InvalidArgument otherwise) with a computed hash
+// (UnhashedPage for an unhashed copy, rule 1.3).
+Status check_ref(const FrameDesc& f) {
+  if (f.kind != FrameKind::Page) return Status::InvalidArgument;
+  return f.hash.is_zero() ? Status::UnhashedPage : Status::Ok;
+}
+
 // Pages read from the host, not yet hashed: the item index, the hash the slot wants, the
 // frame and where it goes.
 struct Pending {
@@ -138,7 +145,7 @@ Result<void> DataCap::resolve_many(const ResolveItem* items, std::size_t n, std:
       s = overlay ? o : tree::lookup(backing_->root, it.page);
       if (s == nullptr || s->kind() != SlotKind::Missing) item_st = Status::NotMissing;
       else if (!codec::missing_resolvable(s->root())) item_st = Status::UnresolvableMissing;
-      else if (it.ref != nullptr) item_st = it.ref->hash.is_zero() ? Status::UnhashedPage : Status::Ok;
+      else if (it.ref != nullptr) item_st = check_ref(*it.ref);
       else if (it.src.len != PAGE_SIZE) item_st = Status::BadLength;
       else if (it.src.copy_in == nullptr) item_st = Status::InvalidArgument;
     }
