@@ -6,7 +6,8 @@
 #   the status and its offset; a module that is no pack is reported and the boot goes on.
 #   Multiboot2 (GRUB module2, kernel/image/mkiso.sh --module): a file that is no pack, the
 #   demo's pack, a second (empty) pack: the first pack is the page store, the second is
-#   ignored, saying so; a module of size 0 fails the boot; a malformed second pack too.
+#   ignored, saying so; a module of size 0 fails the boot; a malformed second pack too; and
+#   nine modules (one more than the kernel keeps).
 #   And a real overlap: with -m 4M QEMU puts the initrd just below the top of RAM, which a
 #   file of the right size makes the middle of the kernel's .bss (boot.S zeroes .bss, so the
 #   kernel runs): the boot fails naming the module and the kernel image.
@@ -97,6 +98,13 @@ check "size 0 named" "^capmem: boot failed: boot module 0 \[$hex, $hex\) \"zero.
 echo "== Multiboot2: the demo's pack, then a malformed pack"
 boot 1 "$dir/two.iso" --timeout 120
 check "the second, malformed pack named" "^capmem: boot failed: boot module 1 \[$hex, $hex\) \"flags.pack\": malformed page pack: page pack flags are not 0 at offset 12 \(rule 8.7\)$"
+
+nine=()
+for _ in 1 2 3 4 5 6 7 8 9; do nine+=(--module "$dir/notes.txt"); done
+"$mkiso" "${nine[@]}" "$kernel" "$dir/nine.iso" ktest=boot_rsdp >/dev/null || fail=1
+echo "== Multiboot2: nine modules (the kernel keeps 8)"
+boot 1 "$dir/nine.iso" --timeout 120
+check "too many named" "^capmem: boot failed: the loader passed 9 boot modules; the kernel takes at most 8$"
 
 [ $fail = 0 ] && echo "boot-modules: ok"
 exit $fail
