@@ -29,6 +29,8 @@
 #define MB2_CMDLINE_MAX   4097         /* kernel.h kCmdlineMax + 1: see mb2_to_pvh */
 #define MB2_MEMMAP_MAX    256          /* E820 entries kept; more are counted in mb2_memmap_dropped */
 #define MB2_RSDP_MAX      36           /* ACPI 2.0+ RSDP (ACPI 6.5 5.2.5.3) */
+#define MB2_MODULES_MAX   8            /* kernel.h kMaxBootModules; more are counted in mb2_modules_dropped */
+#define MB2_MODNAME_MAX   128          /* kernel.h kBootModuleNameMax: a module's string, NUL included */
 
 /* ---- The Multiboot2 header (spec 3.1): in the first 32 KiB of the file, 8-byte aligned;
  * linker/kernel.ld puts .boot.mb2 first in the first PT_LOAD segment. GRUB loads the ELF64
@@ -192,6 +194,11 @@ boot_fail:
  * copies in .bss too. Everything capmem uses is copied here, before anything else runs, so
  * the memory GRUB left its information in needs no protection afterwards (the frame
  * allocator only ever sees the RAM ranges of the memory map minus the image).
+ *   tag 3  module (mod_start, mod_end: [start, end); its string)    -> mb2_modlist, one
+ *          struct hvm_modlist_entry each {paddr, size = end - start, cmdline_paddr} in the
+ *          order of the tags, at most MB2_MODULES_MAX (more: counted in mb2_modules_dropped,
+ *          and memory_init fails the boot); each string copied into mb2_modnames, at most
+ *          MB2_MODNAME_MAX - 1 bytes and never past the tag's end
  *   tag 1  command line (NUL-terminated)      -> mb2_cmdline: at most 4096 bytes, NUL-
  *          terminated (the buffer's last byte is never written); a line of 4096 bytes or
  *          more thus reaches cmdline_capture without a NUL in its first kCmdlineMax bytes,
@@ -217,6 +224,8 @@ mb2_to_pvh:
 	jz .Ltags_done                             /* end tag */
 	cmp $1, %eax
 	je .Lcmdline
+	cmp $3, %eax
+	je .Lmodule
 	cmp $6, %eax
 	je .Lmemmap
 	cmp $14, %eax
@@ -242,6 +251,41 @@ mb2_to_pvh:
 	stosb
 	loop 1b
 2:	movl $PHYS(mb2_cmdline), PHYS(mb2_start_info) + 24   /* cmdline_paddr */
+	jmp .Lnext
+
+.Lmodule:
+	mov PHYS(mb2_start_info) + 12, %eax        /* nr_modules so far */
+	cmp $MB2_MODULES_MAX, %eax
+	jae .Lmodule_full
+	mov %eax, %edi
+	shl $5, %edi
+	add $PHYS(mb2_modlist), %edi               /* its hvm_modlist_entry (32 bytes) */
+	mov 8(%ebx), %ecx                          /* mod_start */
+	mov %ecx, 0(%edi)                          /* paddr (high dword stays 0: .bss) */
+	mov 12(%ebx), %esi                         /* mod_end */
+	sub %ecx, %esi
+	mov %esi, 8(%edi)                          /* size (end before start: huge, refused later) */
+	shl $7, %eax
+	add $PHYS(mb2_modnames), %eax              /* its name buffer (MB2_MODNAME_MAX bytes) */
+	mov %eax, 16(%edi)                         /* cmdline_paddr */
+	mov %eax, %edi
+	mov 4(%ebx), %ecx
+	sub $16, %ecx                              /* string bytes inside the tag */
+	jbe 2f                                     /* none */
+	cmp $(MB2_MODNAME_MAX - 1), %ecx
+	jbe 1f
+	mov $(MB2_MODNAME_MAX - 1), %ecx
+1:	lea 16(%ebx), %esi
+3:	lodsb
+	test %al, %al
+	jz 2f
+	stosb
+	loop 3b
+2:	incl PHYS(mb2_start_info) + 12             /* nr_modules */
+	movl $PHYS(mb2_modlist), PHYS(mb2_start_info) + 16   /* modlist_paddr */
+	jmp .Lnext
+.Lmodule_full:                                 /* counted; memory_init fails the boot */
+	incl PHYS(mb2_modules_dropped)
 	jmp .Lnext
 
 .Lmemmap:
@@ -380,9 +424,10 @@ boot_stack_top:
 	/* Which entry ran (0 = PVH, 1 = Multiboot2) and, for Multiboot2, the hand-off built by
 	 * mb2_to_pvh (inside the image: never given to the frame allocator). */
 	.balign 8
-	.globl boot_protocol, mb2_start_info, mb2_memmap_dropped
+	.globl boot_protocol, mb2_start_info, mb2_memmap_dropped, mb2_modules_dropped
 boot_protocol:  .skip 4
 mb2_memmap_dropped: .skip 4    /* Multiboot2 memory-map entries past MB2_MEMMAP_MAX */
+mb2_modules_dropped: .skip 4   /* Multiboot2 module tags past MB2_MODULES_MAX */
 	.balign 8
 mb2_start_info: .skip 56       /* struct hvm_start_info, kernel.h HvmStartInfo */
 mb2_memmap:     .skip MB2_MEMMAP_MAX * 24
@@ -390,5 +435,8 @@ mb2_rsdp_v1:    .skip MB2_RSDP_MAX
 	.balign 8
 mb2_rsdp_v2:    .skip MB2_RSDP_MAX
 mb2_cmdline:    .skip MB2_CMDLINE_MAX
+	.balign 8
+mb2_modlist:    .skip MB2_MODULES_MAX * 32     /* struct hvm_modlist_entry, kernel.h HvmModlistEntry */
+mb2_modnames:   .skip MB2_MODULES_MAX * MB2_MODNAME_MAX
 
 	.section .note.GNU-stack, "", @progbits

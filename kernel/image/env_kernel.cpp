@@ -42,7 +42,174 @@ void extend_direct_map(std::uint64_t ram_end) {
   arch::write_cr3(arch::read_cr3());  // only not-present entries changed; reload for clarity
 }
 
+// Boot modules (kernel.h): what memory_init kept, and the page store.
+BootModule g_modules[kMaxBootModules];
+char g_module_names[kMaxBootModules][kBootModuleNameMax];
+unsigned g_module_count = 0;
+store::Pack g_pack;
+int g_pack_module = -1;
+
+std::size_t bounded_strlen(const char* s, std::size_t max) {
+  std::size_t n = 0;
+  while (n < max && s[n] != '\0') ++n;
+  return n;
+}
+
+// " module N [0x..., 0x...) \"name\"" (the name only when there is one).
+void log_module(unsigned i, std::uint64_t paddr, std::uint64_t size, const char* name) {
+  log::str("module ");
+  log::dec(i);
+  log::str(" [0x");
+  log::hex(paddr);
+  log::str(", 0x");
+  log::hex(paddr + size);
+  log::str(")");
+  if (name[0] != '\0') {
+    log::str(" \"");
+    log::str(name);
+    log::str("\"");
+  }
+}
+
+[[noreturn]] void module_boot_failed(unsigned i, std::uint64_t paddr, std::uint64_t size, const char* name,
+                                     const char* what) {
+  log::str("capmem: boot failed: boot ");
+  log_module(i, paddr, size, name);
+  log::str(": ");
+  log::str(what);
+  log::nl();
+  exit_qemu(kExitFail);
+}
+
+// Checks every module the loader passed (kernel.h "Boot modules"), keeps the first page pack
+// as the page store, and leaves every module's range out of g_ram. Returns only when every
+// module is acceptable. `used` holds the image and the boot structures (n_used of them) and
+// room for kMaxBootModules more.
+void modules_init(const HvmStartInfo* si, BootSpan* used, std::size_t n_used) {
+  const bool mb2 = boot_protocol == static_cast<std::uint32_t>(BootProtocol::Multiboot2);
+  if (mb2 && mb2_modules_dropped != 0) {
+    log::str("capmem: boot failed: the loader passed ");
+    log::dec(si->nr_modules + mb2_modules_dropped);
+    log::str(" boot modules; the kernel takes at most ");
+    log::dec(kMaxBootModules);
+    log::nl();
+    exit_qemu(kExitFail);
+  }
+  if (si->nr_modules == 0) return;
+  if (si->nr_modules > kMaxBootModules) {
+    log::str("capmem: boot failed: the loader passed ");
+    log::dec(si->nr_modules);
+    log::str(" boot modules; the kernel takes at most ");
+    log::dec(kMaxBootModules);
+    log::nl();
+    exit_qemu(kExitFail);
+  }
+  const std::uint64_t list_end = si->modlist_paddr + std::uint64_t{si->nr_modules} * sizeof(HvmModlistEntry);
+  if (si->modlist_paddr == 0 || list_end < si->modlist_paddr || list_end > g_direct_map_end) {
+    log::str("capmem: boot failed: the boot module list [0x");
+    log::hex(si->modlist_paddr);
+    log::str(", 0x");
+    log::hex(list_end);
+    log::str(") is not readable\n");
+    exit_qemu(kExitFail);
+  }
+  used[n_used++] = BootSpan{.base = si->modlist_paddr, .end = list_end, .name = "the boot module list"};
+  const auto* list = static_cast<const HvmModlistEntry*>(env::phys_to_virt(PhysAddr{si->modlist_paddr}));
+  // Every entry read once, names copied (printable ASCII) before any check.
+  HvmModlistEntry e[kMaxBootModules];
+  for (unsigned i = 0; i < si->nr_modules; ++i) {
+    e[i] = list[i];
+    char* name = g_module_names[i];
+    name[0] = '\0';
+    const std::uint64_t c = e[i].cmdline_paddr;
+    if (c != 0 && c < g_direct_map_end - kBootModuleNameMax) {
+      const char* src = static_cast<const char*>(env::phys_to_virt(PhysAddr{c}));
+      const std::size_t n = bounded_strlen(src, kBootModuleNameMax - 1);
+      for (std::size_t k = 0; k < n; ++k) name[k] = (src[k] >= 0x20 && src[k] < 0x7f) ? src[k] : '?';
+      name[n] = '\0';
+      // A PVH module's string is a boot structure too (Multiboot2's are copies in the image).
+      if (!mb2) used[n_used++] = BootSpan{.base = c, .end = c + n + 1, .name = "a boot module's string"};
+    }
+  }
+  for (unsigned i = 0; i < si->nr_modules; ++i) {
+    const char* name = g_module_names[i];
+    const ModuleCheck chk = check_module(e[i].paddr, e[i].size, used, n_used, g_direct_map_end, firmware_ram);
+    if (chk.problem == ModuleProblem::ZeroSize) module_boot_failed(i, e[i].paddr, e[i].size, name, "size 0");
+    if (chk.problem == ModuleProblem::OutsideRam) {
+      log::str("capmem: boot failed: boot ");
+      log_module(i, e[i].paddr, e[i].size, name);
+      log::str(": not inside one RAM range of the firmware memory map below 0x");
+      log::hex(g_direct_map_end);
+      log::nl();
+      exit_qemu(kExitFail);
+    }
+    if (chk.problem == ModuleProblem::Overlaps) {
+      const BootSpan& u = used[chk.overlapped];
+      log::str("capmem: boot failed: boot ");
+      log_module(i, e[i].paddr, e[i].size, name);
+      log::str(": overlaps ");
+      log::str(u.name);
+      log::str(" [0x");
+      log::hex(u.base);
+      log::str(", 0x");
+      log::hex(u.end);
+      log::str(")\n");
+      exit_qemu(kExitFail);
+    }
+    used[n_used++] = BootSpan{.base = e[i].paddr, .end = e[i].paddr + e[i].size, .name = "an earlier boot module"};
+    g_modules[i] = BootModule{.paddr = e[i].paddr, .size = e[i].size, .name = name, .pack = false};
+    g_module_count = i + 1;
+
+    DecodeError err{.status = Status::Ok, .offset = 0};
+    const auto* bytes = static_cast<const std::uint8_t*>(env::phys_to_virt(PhysAddr{e[i].paddr}));
+    auto pack = store::Pack::parse(bytes, e[i].size, &err);
+    log::str("boot: ");
+    log_module(i, e[i].paddr, e[i].size, name);
+    log::str(", ");
+    log::dec(e[i].size);
+    log::str(" bytes: ");
+    if (!pack.ok() && err.status == Status::PackBadMagic) {
+      log::str("not a page pack (left reserved)\n");
+      continue;
+    }
+    if (!pack.ok()) {
+      log::str("malformed page pack\n");
+      log::str("capmem: boot failed: boot ");
+      log_module(i, e[i].paddr, e[i].size, name);
+      log::str(": malformed page pack: ");
+      log::str(status_name(err.status));
+      log::str(" at offset ");
+      log::dec(err.offset);
+      log::str(" (rule 8.7)\n");
+      exit_qemu(kExitFail);
+    }
+    g_modules[i].pack = true;
+    log::str("page pack of ");
+    log::dec(pack->count());
+    log::str(pack->count() == 1 ? " page" : " pages");
+    if (g_pack_module < 0) {
+      g_pack = pack.value();
+      g_pack_module = static_cast<int>(i);
+      log::str(": the page store\n");
+    } else {
+      log::str(": ignored, module ");
+      log::dec(static_cast<std::uint64_t>(g_pack_module));
+      log::str(" is the page store (the first pack wins)\n");
+    }
+  }
+  for (unsigned i = 0; i < g_module_count; ++i)
+    g_ram.remove(g_modules[i].paddr, g_modules[i].paddr + g_modules[i].size);
+}
+
 }  // namespace
+
+unsigned boot_module_count() { return g_module_count; }
+const BootModule& boot_module(unsigned i) {
+  CAPMEM_ASSERT(i < g_module_count);
+  return g_modules[i];
+}
+const store::Pack* boot_pack() { return g_pack_module >= 0 ? &g_pack : nullptr; }
+int boot_pack_module() { return g_pack_module; }
 
 bool memory_init(std::uint64_t start_info_pa) {
   // The hand-off is read through the direct map (the identity mapping is gone).
@@ -89,6 +256,23 @@ bool memory_init(std::uint64_t start_info_pa) {
   g_ram.remove(start_info_pa, start_info_pa + sizeof(HvmStartInfo));
   g_ram.remove(si->memmap_paddr, si->memmap_paddr + si->memmap_entries * sizeof(HvmMemmapEntry));
   if (si->cmdline_paddr != 0) g_ram.remove(si->cmdline_paddr, si->cmdline_paddr + kCmdlineMax);
+  // Boot modules: checked against the image and the boot structures (byte-exact: the
+  // command line by its length, not the kCmdlineMax reserved above), then left out.
+  BootSpan used[5 + 2 * kMaxBootModules];
+  std::size_t n_used = 0;
+  used[n_used++] = BootSpan{.base = reinterpret_cast<std::uint64_t>(__kernel_phys_start),
+                            .end = reinterpret_cast<std::uint64_t>(__kernel_phys_end),
+                            .name = "the kernel image"};
+  used[n_used++] =
+      BootSpan{.base = start_info_pa, .end = start_info_pa + sizeof(HvmStartInfo), .name = "the start_info"};
+  used[n_used++] = BootSpan{.base = si->memmap_paddr,
+                            .end = si->memmap_paddr + si->memmap_entries * sizeof(HvmMemmapEntry),
+                            .name = "the firmware memory map"};
+  if (si->cmdline_paddr != 0)
+    used[n_used++] = BootSpan{.base = si->cmdline_paddr,
+                              .end = si->cmdline_paddr + bounded_strlen(cmdline(), kCmdlineMax) + 1,
+                              .name = "the command line"};
+  modules_init(si, used, n_used);
 
   // What the frame allocator gets, exactly (FrameAllocator::init_from_env takes every range
   // env::memory_ranges() reports), and whatever RAM is left out, by name.

@@ -65,16 +65,59 @@ RunResult enter_guest(fault::Run& run, const UserRegs& regs, std::uint64_t* hand
       run_user(RunSpec{.cr3 = run.table().root(), .regs = regs, .page_fault_hook = route_page_fault, .hook_ctx = &ctx});
   run.leave();
   arch::irq_restore(irq_on);
+  if (r.exit == RunExit::PageFault && r.code == static_cast<std::uint64_t>(fault::Outcome::NeedPage)) {
+    CAPMEM_ASSERT(run.pending() != nullptr);
+    RunResult need = r;
+    need.exit = RunExit::NeedPage;
+    return need;
+  }
   return r;
+}
+
+Result<void> PackResolver::resolve_from_pack(void* ctx, const fault::PageRequest& req) {
+  const auto& self = *static_cast<const PackResolver*>(ctx);
+  DataCap* cap = req.region == Region::Mem ? self.mem : self.code;
+  if (self.pack == nullptr || cap == nullptr) return Status::NotInStore;
+  const store::PackPage where = CAPMEM_TRY(self.pack->find(req.hash));
+  const std::uint8_t* bytes = self.pack->page_bytes(where);
+  if (bytes != nullptr) return cap->resolve(req.page, bytes, PAGE_SIZE);
+  const store::PackPageSource src = self.pack->page_source(where);
+  return cap->resolve(req.page, src.source());
 }
 
 Result<GuestResult> run_guest(const GuestSpec& spec, const UserRegs& regs) {
   pt::PageTable table = CAPMEM_TRY(guest_table(spec.program, spec.program_end));
   GuestResult out;
   {
-    fault::Run run(
-        fault::RunConfig{.table = &table, .code = spec.code, .mem = spec.mem, .pinned = spec.pinned, .gas = spec.gas});
+    const bool resolving = spec.resolver.resolve != nullptr;
+    fault::Run run(fault::RunConfig{.table = &table,
+                                    .code = spec.code,
+                                    .mem = spec.mem,
+                                    .pinned = spec.pinned,
+                                    .gas = spec.gas,
+                                    .resolve_missing = resolving});
+    std::uint64_t resumed = 0;
     out.result = enter_guest(run, regs);
+    ++out.entries;
+    resumed += out.result.faults_resumed;
+    while (resolving && out.result.exit == RunExit::NeedPage) {  // only a resolving run asks
+      ++out.need_page;
+      const fault::PageRequest req = *run.pending();
+      const auto answered = spec.resolver.resolve(spec.resolver.ctx, req);
+      if (!answered.ok()) {
+        // Rule 8.2: declined, the request is the guest fault of 4.3; the guest is not entered.
+        out.declined = answered.status();
+        out.declined_request = req;
+        const fault::Answer a = run.decline();
+        out.result.exit = RunExit::PageFault;
+        out.result.code = static_cast<std::uint64_t>(a.outcome);
+        break;
+      }
+      out.result = enter_guest(run, out.result.regs);  // re-executes the access
+      ++out.entries;
+      resumed += out.result.faults_resumed;
+    }
+    out.result.faults_resumed = resumed;
     out.counters = run.counters();
     out.gas_used = run.gas_used();
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 
+#include "capmem/pack.h"
 #include "capmem/types.h"
 
 namespace capmem::kernel {
@@ -55,13 +56,23 @@ struct HvmMemmapEntry {
   std::uint32_t type;  // 1 = RAM (E820 numbering)
   std::uint32_t reserved;
 };
+// One boot module (start_info.h struct hvm_modlist_entry): QEMU's PVH option ROM passes
+// `-initrd FILE` as the only one; boot.S converts Multiboot2 module tags into these.
+struct HvmModlistEntry {
+  std::uint64_t paddr;
+  std::uint64_t size;
+  std::uint64_t cmdline_paddr;  // NUL-terminated string, 0 if none
+  std::uint64_t reserved;
+};
 inline constexpr std::uint32_t kHvmStartMagic = 0x336ec578;
 inline constexpr std::uint32_t kE820Ram = 1;
 // boot.S writes these fields by offset when it converts Multiboot2 information.
-static_assert(sizeof(HvmStartInfo) == 56 && offsetof(HvmStartInfo, cmdline_paddr) == 24 &&
+static_assert(sizeof(HvmStartInfo) == 56 && offsetof(HvmStartInfo, nr_modules) == 12 &&
+              offsetof(HvmStartInfo, modlist_paddr) == 16 && offsetof(HvmStartInfo, cmdline_paddr) == 24 &&
               offsetof(HvmStartInfo, rsdp_paddr) == 32 && offsetof(HvmStartInfo, memmap_paddr) == 40 &&
               offsetof(HvmStartInfo, memmap_entries) == 48);
 static_assert(sizeof(HvmMemmapEntry) == 24);
+static_assert(sizeof(HvmModlistEntry) == 32 && offsetof(HvmModlistEntry, cmdline_paddr) == 16);
 
 // What the loader handed over, beyond memory (main.cpp fills it before the frame allocator
 // exists; valid from then on).
@@ -81,9 +92,10 @@ struct BootInfo {
 };
 const BootInfo& boot_info();
 // NOLINTBEGIN(bugprone-dynamic-static-initializers): see above.
-extern "C" std::uint32_t boot_protocol;       // boot.S: 0 = PVH, 1 = Multiboot2
-extern "C" HvmStartInfo mb2_start_info;       // boot.S: the converted Multiboot2 hand-off
-extern "C" std::uint32_t mb2_memmap_dropped;  // boot.S: Multiboot2 map entries it had no room for
+extern "C" std::uint32_t boot_protocol;        // boot.S: 0 = PVH, 1 = Multiboot2
+extern "C" HvmStartInfo mb2_start_info;        // boot.S: the converted Multiboot2 hand-off
+extern "C" std::uint32_t mb2_memmap_dropped;   // boot.S: Multiboot2 map entries it had no room for
+extern "C" std::uint32_t mb2_modules_dropped;  // boot.S: Multiboot2 module tags it had no room for
 // NOLINTEND(bugprone-dynamic-static-initializers)
 
 // --- Console and exit (console.cpp) ------------------------------------------------------
@@ -159,6 +171,34 @@ std::uint64_t boot_cr3();
 std::uint64_t direct_map_end();
 // True if the firmware memory map says [base, end) is RAM (E820 type 1) in full.
 bool firmware_ram(std::uint64_t base, std::uint64_t end);
+
+// --- Boot modules (env_kernel.cpp memory_init; docs/boot.md "Boot modules") ---------------
+// What the loader passed besides the kernel: PVH start_info's module list (QEMU `-initrd`),
+// Multiboot2 module tags (GRUB `module2`, converted by boot.S). memory_init checks each in
+// the loader's order (ram_ranges.h check_module): size 0, a range not wholly inside one
+// firmware RAM range below the direct map's end, or an overlap with the kernel image, a boot
+// structure (start_info, memory map, command line, module list and names) or an earlier
+// module fails the boot naming the module; so does a module that starts like a page pack
+// (store::Pack::parse: anything but PackBadMagic) and is malformed, naming the status and
+// its offset; and more than kMaxBootModules modules. Every module's range is then left out
+// of the frame allocator's RAM (whole pages) for good. The first page pack is the page
+// store; a later one is reported and ignored.
+inline constexpr unsigned kMaxBootModules = 8;       // boot.S MB2_MODULES_MAX
+inline constexpr unsigned kBootModuleNameMax = 128;  // boot.S MB2_MODNAME_MAX, the NUL included
+struct BootModule {
+  std::uint64_t paddr = 0;
+  std::uint64_t size = 0;
+  const char* name = "";  // the loader's string for it (printable ASCII kept, others '?'), "" if none
+  bool pack = false;      // a well-formed page pack
+};
+unsigned boot_module_count();
+const BootModule& boot_module(unsigned i);  // i < boot_module_count()
+// The page store: the first module that is a page pack, parsed in place through the direct
+// map (its pages are read by DataCap::resolve, which checks every one, rule 8.7); nullptr
+// when the loader passed none. boot_pack_module(): its index, -1 when none.
+const store::Pack* boot_pack();
+int boot_pack_module();
+
 // Write out this CPU's unfinished console line (env_kernel.cpp buffers lines per CPU).
 void console_flush();
 

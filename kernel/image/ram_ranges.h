@@ -6,6 +6,10 @@
 // with more separate RAM ranges than the environment keeps: FrameAllocator::kMaxEnvRanges,
 // far more than any real firmware reports), the smallest range is left out and counted in
 // `dropped` / `dropped_bytes`, so the caller can say so and the total it prints is exact.
+//
+// check_module() is the pure part of the boot modules' check (env_kernel.cpp
+// memory_init, docs/boot.md "Boot modules"): whether a module the loader handed over may be
+// kept, given what the boot path already uses and what the firmware calls RAM.
 #pragma once
 
 #include <cstddef>
@@ -108,5 +112,40 @@ struct RamRanges {
     --n;
   }
 };
+
+// A physical range the boot path uses, [base, end), with its name for the boot log.
+struct BootSpan {
+  std::uint64_t base = 0;
+  std::uint64_t end = 0;
+  const char* name = nullptr;
+};
+
+enum class ModuleProblem : std::uint8_t {
+  None,        // the module may be kept: [base, base + size) is RAM and overlaps nothing in use
+  ZeroSize,    // size 0: nothing was loaded (a loader's or a file's mistake)
+  OutsideRam,  // not wholly inside one firmware RAM range, past `addressable_end` (the direct
+               // map), or base + size wraps around 2^64
+  Overlaps,    // overlaps `used[overlapped]` (the image, a boot structure, an earlier module)
+};
+struct ModuleCheck {
+  ModuleProblem problem = ModuleProblem::None;
+  std::size_t overlapped = 0;  // Overlaps: the index into `used`
+};
+
+// Checks one module [base, base + size) in this order: its size, then RAM (`in_ram(base,
+// end)`: true when one firmware RAM range holds [base, end) whole; and end <=
+// addressable_end), then every range of used[0..n_used) in order, the first overlap named.
+// Byte-exact: a module may share a page with a neighbour that it does not overlap (the
+// caller reserves whole pages, RamRanges::remove aligns outward).
+template <typename InRam>
+constexpr ModuleCheck check_module(std::uint64_t base, std::uint64_t size, const BootSpan* used, std::size_t n_used,
+                                   std::uint64_t addressable_end, InRam in_ram) {
+  if (size == 0) return {.problem = ModuleProblem::ZeroSize};
+  const std::uint64_t end = base + size;
+  if (end < base || end > addressable_end || !in_ram(base, end)) return {.problem = ModuleProblem::OutsideRam};
+  for (std::size_t i = 0; i < n_used; ++i)
+    if (base < used[i].end && used[i].base < end) return {.problem = ModuleProblem::Overlaps, .overlapped = i};
+  return {};
+}
 
 }  // namespace capmem::kernel

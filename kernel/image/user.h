@@ -61,6 +61,9 @@ enum class RunExit : std::uint8_t {
   Exception,   // any other exception at CPL 3 (vector, error_code); regs.rip = the instruction
   NotEntered,  // enter_guest() (guest_run.h) did not start the guest: code = fault::Outcome::Busy
                // (another run over one of its caps was executing, rule 3.9); regs = the input
+  NeedPage,    // enter_guest(): the access met a Missing page of a run set up to resolve them
+               // (rule 8.2): code = fault::Outcome::NeedPage, cr2 = the address, the run's
+               // pending() names the page; regs.rip = the access (entering again re-executes it)
 };
 
 struct RunResult {

@@ -2,7 +2,8 @@
 # In-kernel fault benchmarks (docs/performance.md "In-kernel fault benchmarks"): build
 # capmem-kernel-bench in release mode, boot it under KVM with --smp 4 and write
 # OUTDIR/kernel-bench.json from the image's `kbench: {...}` line and its `kbench-smp: {...}`
-# line (CoW faults per second on 1, 2 and 4 CPUs, docs/smp.md).
+# line (CoW faults per second on 1, 2 and 4 CPUs, docs/smp.md) and its `kbench-needpage: {...}`
+# line (the ring-3 NeedPage round trip, rule 8.2: resolve by bytes and by shared page).
 #
 #   tests/bench/run-kernel-bench.sh OUTDIR
 #
@@ -69,7 +70,7 @@ set +e
 "$ROOT/kernel/image/qemu-run.sh" "$image" "${accel[@]}" --smp "$SMP" -m "$MEM" ${APPEND:+-append "$APPEND"} >"$log" 2>&1
 rc=$?
 set -e
-grep -E '^kbench(-smp)?: ' "$log" | if [ $mode = tcg ]; then sed -E 's/^kbench(-smp)?: /kbench\1 (TCG): /'; else cat; fi
+grep -E '^kbench(-smp|-needpage)?: ' "$log" | if [ $mode = tcg ]; then sed -E 's/^kbench(-smp|-needpage)?: /kbench\1 (TCG): /'; else cat; fi
 if [ $rc -ne 0 ]; then
   echo "kernel bench: FAILED (qemu-run.sh status $rc; console in $log)" >&2
   tail -n 20 "$log" >&2
@@ -78,9 +79,10 @@ fi
 
 line=$(grep '^kbench: {' "$log" | tail -n 1 | sed 's/^kbench: //')
 smp_line=$(grep '^kbench-smp: {' "$log" | tail -n 1 | sed 's/^kbench-smp: //')
-python3 - "$json" "$line" "$mode" "$smp_line" <<'PY'
+np_line=$(grep '^kbench-needpage: {' "$log" | tail -n 1 | sed 's/^kbench-needpage: //')
+python3 - "$json" "$line" "$mode" "$smp_line" "$np_line" <<'PY'
 import json, sys
-path, line, mode, smp_line = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+path, line, mode, smp_line, np_line = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 keys = ["cow_write_fault_ns", "read_fault_ns", "read_fault_2mib_ns", "flush_ns_per_page", "tsc_mhz", "pages"]
 smp_keys = ["cow_faults_per_sec_1cpu", "cow_faults_per_sec_2cpu", "cow_faults_per_sec_4cpu", "pages_per_cpu"]
 d = json.loads(line)
@@ -93,8 +95,17 @@ ds = json.loads(smp_line)
 missing = [k for k in smp_keys if k not in ds]
 if missing:
     sys.exit(f"kernel bench: the kbench-smp line lacks {missing}: {smp_line}")
+if not np_line:
+    sys.exit("kernel bench: no kbench-needpage line (the NeedPage round-trip case did not run)")
+dn = json.loads(np_line)
+np_keys = ["need_page_round_trip_bytes_ns", "need_page_round_trip_shared_ns", "need_page_resolve_bytes_ns",
+           "need_page_resolve_shared_ns", "need_page_hash", "need_page_pages"]
+missing = [k for k in np_keys if k not in dn]
+if missing:
+    sys.exit(f"kernel bench: the kbench-needpage line lacks {missing}: {np_line}")
 out = {k: d[k] for k in keys}
 out.update({"smp_" + k: ds[k] for k in smp_keys})
+out.update({k: dn[k] for k in np_keys})
 # The same as wall-clock ns per fault over all CPUs together (run-bench.sh's kernel ratio
 # lines compare ns): 1e9 / faults per second; absent when that many CPUs were not online.
 for n in (1, 2, 4):
@@ -120,4 +131,8 @@ for n in (1, 2, 4):
     ratio = f"  ({v / one:.2f}x 1 CPU)" if one and n > 1 else ""
     print(f"  CoW faults/s {n} CPU{'s' if n > 1 else ' '} {v:>12}{ratio}")
 print(f"  ({ds['pages_per_cpu']} CoW faults per CPU and round)")
+print(f"  ring-3 NeedPage round trip, resolve by bytes (copy + hash {out['need_page_hash']})"
+      f" {out['need_page_round_trip_bytes_ns']:>10} ns/page (resolve {out['need_page_resolve_bytes_ns']})")
+print(f"  ring-3 NeedPage round trip, shared page (resolve_page, no hash)"
+      f" {out['need_page_round_trip_shared_ns']:>10} ns/page (resolve_page {out['need_page_resolve_shared_ns']})")
 PY

@@ -9,6 +9,8 @@
 #     --xcr0 HEX            the XCR0 value the kernel must report (e.g. 0xe7)
 #     --timeout SECS        hang timeout (default 600)
 #     --cmdline "ARGS"      more kernel command line (e.g. crash=ud)
+#     --pack FILE           pass the page pack FILE as a Multiboot2 module (mkiso.sh --module)
+#                           and its page count on the command line (ktest.pack=N)
 #     --cpus N              N emulated processors (bochsrc `cpu: count=N`; default 1)
 #     --keep DIR            copy the console, bochs.log and bochsrc to DIR (for smp-check)
 #     --expect-fail REGEX   the run must FAIL: a console line matching REGEX, no clean
@@ -30,7 +32,7 @@ usage() { echo "usage: $0 MKISO KERNEL MODEL [--ktest F] [--supported LIST] [--a
 [ $# -ge 3 ] || usage
 mkiso=$1 kernel=$2 model=$3
 shift 3
-filter='' supported='' active='' xcr0='' timeout_s=600 extra='' expect_fail='' cpus=1 keep=''
+filter='' supported='' active='' xcr0='' timeout_s=600 extra='' expect_fail='' cpus=1 keep='' pack=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --ktest) filter=$2; shift ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --expect-fail) expect_fail=$2; shift ;;
     --cpus) cpus=$2; shift ;;
     --keep) keep=$2; shift ;;
+    --pack) pack=$2; shift ;;
     *) usage ;;
   esac
   shift
@@ -63,8 +66,13 @@ fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/capmem-bochs.XXXXXX")
 # shellcheck disable=SC2016  # expanded when the trap runs
 trap '[ -n "$keep" ] && mkdir -p "$keep" && cp -f "$dir"/com1.txt "$dir"/bochs.log "$dir"/bochsrc "$keep"/ 2>/dev/null; rm -rf "$dir"' EXIT
+modules=()
+if [ -n "$pack" ]; then
+  modules=(--module "$pack")
+  extra="$extra ktest.pack=$(od -An -tu4 -j8 -N4 "$pack" | tr -d ' ')"
+fi
 # shellcheck disable=SC2086  # $extra: words of the command line
-"$mkiso" "$kernel" "$dir/capmem.iso" ${filter:+ktest=$filter} $extra >"$dir/mkiso.log" 2>&1
+"$mkiso" "${modules[@]}" "$kernel" "$dir/capmem.iso" ${filter:+ktest=$filter} $extra >"$dir/mkiso.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then
   cat "$dir/mkiso.log"
@@ -110,7 +118,7 @@ cpu=$(tail -n 1 "$dir/times.txt" | awk '{ gsub(/[ms]/, " "); printf "%.0f", $1 *
 
 out=$dir/com1.txt
 [ -s "$out" ] || out=$dir/stdout.txt   # no COM1 output at all: judge by port 0xe9
-grep -aE '^(capmem|boot|cpu|hash|ktest|mem|\[ (FAIL|OK) \]|[0-9]+ passed)' "$out" | grep -av '^\[ OK \]'
+grep -aE '^(capmem|boot|cpu|hash|ktest|mem|kernel demo|\[ (FAIL|OK) \]|[0-9]+ passed)' "$out" | grep -av '^\[ OK \]'
 
 fail() {
   echo "bochs-run: FAIL ($model, ${secs}s wall, ${cpu}s CPU): $*" >&2

@@ -10,6 +10,7 @@
 #include "capmem/frame.h"
 #include "capmem/hash.h"
 #include "capmem/log.h"
+#include "capmem/pack.h"
 #include "capmem/page.h"
 #include "capmem/slot.h"
 #include "demo.h"
@@ -439,4 +440,254 @@ KTEST(demo_ring3_on_every_cpu_at_once) {
   KEXPECT_EQ(frames().stats().free, free0);  // every copy and table gone
 }
 
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Missing pages resolved on demand at ring 3 (rule 8.2; guest_run.h RunExit::NeedPage): the
+// demo over a thin mem cap (demo::make_thin, as `capmem demo --thin`), each NeedPage exit
+// answered from the boot page store (kernel.h boot_pack(): `-initrd demo.pack`, GRUB
+// `module2`) through guest_run's PackResolver, and the guest entered again at the access.
+namespace {
+
+// Without a boot page store: the demo host's own answer (demo::resolve_request from a store
+// over an untouched copy of the full image), the same DataCap::resolve, so every boot runs
+// the round trip.
+struct DemoResolver {
+  demo::Image* image;
+  demo::PageStore store;
+  static Result<void> resolve(void* ctx, const fault::PageRequest& req) {
+    auto& self = *static_cast<DemoResolver*>(ctx);
+    const Status s = demo::resolve_request(*self.image, req, self.store);
+    if (s != Status::Ok) return s;
+    return {};
+  }
+};
+
+Result<GuestResult> run_demo_thin(demo::Image& image, PageResolver resolver) {
+  UserRegs regs{};
+  regs.rip = fault::JIT_BASE;
+  regs.rsp = fault::JIT_BASE + PAGE_SIZE;
+  return run_guest(GuestSpec{.code = &image.code,
+                             .mem = &image.mem,
+                             .pinned = std::span<const fault::PinnedRange>(&demo::kPinned, 1),
+                             .gas = demo::kDefaultGas,
+                             .program = ring3_demo_prog,
+                             .program_end = ring3_demo_prog_end,
+                             .resolver = resolver},
+                   regs);
+}
+
+KTEST(demo_ring3_thin_resolves_each_need_page) {
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
+  const auto free0 = frames().stats().free;
+  {
+    // One image (memory is tight in the lowmem lanes): the reference run, the byte source and
+    // the thin cap share its pages through O(1) copies.
+    auto image = demo::build();
+    KASSERT(image.ok());
+    auto spare_code = image->code.copy();
+    auto spare_mem = image->mem.copy();
+    auto ref_code = image->code.copy();
+    auto ref_mem = image->mem.copy();
+    KASSERT(spare_code.ok() && spare_mem.ok() && ref_code.ok() && ref_mem.ok());
+    demo::Image spare{.code = spare_code.release_value(), .mem = spare_mem.release_value()};  // untouched
+    // The reference: the same demo with every page present (demo_ring3_same_line_as_interpreter
+    // ties it to the interpreter engine and `capmem demo`).
+    demo::Image full{.code = ref_code.release_value(), .mem = ref_mem.release_value()};
+    auto ref = run_demo_ring3(t, full, demo::kDefaultGas);
+    KASSERT(ref.ran && ref.r.exit == RunExit::ExitGate);
+    KASSERT(full.mem.flush().ok());
+    auto ref_root = full.mem.root();
+    KASSERT(ref_root.ok());
+
+    KASSERT(demo::make_thin(image.value(), demo::ThinOptions{.mem = true}).ok());
+    const std::uint32_t missing0 = image->mem.missing_count();
+    KEXPECT(missing0 > 0u);
+
+    const store::Pack* pack = boot_pack();
+    PackResolver from_pack{.pack = pack, .code = &image->code, .mem = &image->mem};
+    DemoResolver from_image{.image = &image.value(), .store = demo::image_store(spare)};
+    log::str("kernel demo thin: ");
+    log::dec(missing0);
+    log::str(" of ");
+    log::dec(demo::kMemPages);
+    log::str(" mem pages Missing; page store: ");
+    if (pack != nullptr) {
+      log::str("boot module ");
+      log::dec(static_cast<std::uint64_t>(boot_pack_module()));
+      log::str(" (");
+      log::dec(pack->count());
+      log::str(" pages)\n");
+    } else {
+      log::str("none (no boot module): pages from the full demo image\n");
+    }
+    auto res = run_demo_thin(image.value(), pack != nullptr
+                                                ? from_pack.resolver()
+                                                : PageResolver{.ctx = &from_image, .resolve = DemoResolver::resolve});
+    KASSERT(res.ok());
+    const GuestResult& g = res.value();
+    KEXPECT(g.result.exit == RunExit::ExitGate);
+    KEXPECT(g.declined == Status::Ok);
+    KEXPECT(g.need_page > 0u);
+    KEXPECT_EQ(g.counters.need_page, g.need_page);
+    KEXPECT_EQ(g.entries, g.need_page + 1);
+    // Every NeedPage resolved one page, once (rule 8.2: nothing else changed the slots).
+    KEXPECT_EQ(std::uint64_t{image->mem.missing_count()}, missing0 - g.need_page);
+    // Rule 8.3: the guest saw, paid and left exactly what it did with every page present:
+    // what it loaded (r8, the checksum), how far it ran (r9), gas, copies and page-in charges.
+    KEXPECT_EQ(g.result.regs.r9, ref.r.regs.r9);
+    KEXPECT_EQ(g.result.regs.r8, ref.r.regs.r8);
+    KEXPECT_EQ(g.gas_used, ref.gas_used);
+    KEXPECT_EQ(g.counters.cow, ref.counters.cow);
+    KEXPECT_EQ(g.counters.page_in, ref.counters.page_in);
+    KEXPECT_EQ(g.counters.clusters, ref.counters.clusters);
+    // (Not cluster_pages nor faults_resumed: a read-only cluster maps only its pages present
+    // at the time, so its Missing pages fault, ask and map later, free of charge, rule 8.3.)
+    KEXPECT(image->mem.flush().ok());
+    auto root = image->mem.root();
+    KASSERT(root.ok());
+    KEXPECT(root.value() == ref_root.value());
+    // The line `capmem demo --thin` prints (tests/qemu demo-thin-parity compares them).
+    char line[192];
+    demo::format_thin_line(line, sizeof line, root.value(), g.gas_used, g.counters);
+    log::str("kernel demo thin: ");
+    log::str(line);
+    log::nl();
+  }
+  drain_slab_caches(env::cpu_id());  // cached slab objects hold their frames
+  KEXPECT_EQ(frames().stats().free, free0);
+}
+
+// A request the host declines (rule 8.2): the guest fault of rule 4.3 at that access, nothing
+// resolved; a resolver offering another page's bytes is refused by resolve itself
+// (HashMismatch, declined): the slot stays Missing(h) and the same access asks again.
+KTEST(demo_ring3_thin_declined_is_guest_fault) {
+  auto image = demo::build();
+  KASSERT(image.ok());
+  auto spare = image->mem.copy();  // the full bytes, shared
+  KASSERT(spare.ok());
+  KASSERT(demo::make_thin(image.value(), demo::ThinOptions{.mem = true}).ok());
+  const std::uint32_t missing0 = image->mem.missing_count();
+
+  struct Declines {
+    static Result<void> resolve(void*, const fault::PageRequest&) { return Status::NotInStore; }
+  };
+  auto res = run_demo_thin(image.value(), PageResolver{.ctx = nullptr, .resolve = Declines::resolve});
+  KASSERT(res.ok());
+  KEXPECT(res->result.exit == RunExit::PageFault);
+  KEXPECT_EQ(res->result.code, static_cast<std::uint64_t>(fault::Outcome::GuestFault));
+  KEXPECT(res->declined == Status::NotInStore);
+  KEXPECT_EQ(res->need_page, 1u);
+  KEXPECT_EQ(res->declined_request.region, Region::Mem);
+  KEXPECT_EQ(res->result.cr2, res->declined_request.addr.value());
+  KEXPECT_EQ(res->result.cr2 >> 12, (fault::DATA_BASE >> 12) + res->declined_request.page);
+  KEXPECT_EQ(res->counters.guest_faults, 1u);
+  KEXPECT_EQ(image->mem.missing_count(), missing0);
+  const SlotView v = image->mem.effective(res->declined_request.page);  // still Missing(h)
+  KEXPECT(v.kind == SlotKind::Missing && *v.hash == res->declined_request.hash);
+
+  // Another page's bytes (the requested page's neighbour): HashMismatch, declined.
+  struct Wrong {
+    const DataCap* full;
+    DataCap* mem;
+    static Result<void> resolve(void* ctx, const fault::PageRequest& req) {
+      const auto& self = *static_cast<const Wrong*>(ctx);
+      static std::uint8_t page[PAGE_SIZE];
+      if (auto r = self.full->read(std::uint64_t{(req.page + 1) % demo::kMemPages} * PAGE_SIZE, page, PAGE_SIZE);
+          !r.ok())
+        return r.status();
+      return self.mem->resolve(req.page, page, PAGE_SIZE);
+    }
+  };
+  Wrong wrong{.full = &spare.value(), .mem = &image->mem};
+  auto res2 = run_demo_thin(image.value(), PageResolver{.ctx = &wrong, .resolve = Wrong::resolve});
+  KASSERT(res2.ok());
+  KEXPECT(res2->result.exit == RunExit::PageFault);
+  KEXPECT_EQ(res2->result.code, static_cast<std::uint64_t>(fault::Outcome::GuestFault));
+  KEXPECT(res2->declined == Status::HashMismatch);
+  KEXPECT_EQ(res2->need_page, 1u);
+  KEXPECT_EQ(res2->declined_request.page, res->declined_request.page);  // the same access asks again
+  KEXPECT_EQ(image->mem.missing_count(), missing0);
+  const SlotView v2 = image->mem.effective(res2->declined_request.page);
+  KEXPECT(v2.kind == SlotKind::Missing && *v2.hash == res2->declined_request.hash);
+}
+
+}  // namespace
+
+namespace {
+// guest_run.h PackResolver over a pack built here (store::pack_write into a buffer): a page
+// the pack holds resolves; a page whose bytes were changed under a true index entry is
+// HashMismatch (rule 8.7: the index is a hint, resolve checks the bytes) and stays Missing; a
+// root the pack lacks is NotInStore; a request for a cap the resolver was not given declines.
+KTEST(guest_run_pack_resolver_checks_every_page) {
+  auto image = demo::build();
+  KASSERT(image.ok());
+  auto spare = image->mem.copy();
+  KASSERT(spare.ok());
+  KASSERT(demo::make_thin(image.value(), demo::ThinOptions{.mem = true}).ok());
+  // Three Missing pages of the thin mem cap: a (in the pack), b (in the pack, bytes changed),
+  // c (not in the pack).
+  std::uint32_t pick[3] = {};
+  for (std::uint32_t p = 0, k = 0; p < demo::kMemPages && k < 3; ++p)
+    if (image->mem.effective(p).kind == SlotKind::Missing) pick[k++] = p;
+  KASSERT(pick[2] != 0);
+  static std::uint8_t bytes[2][PAGE_SIZE];
+  store::PackEntry e[2];
+  for (int k = 0; k < 2; ++k) {
+    const SlotView v = spare->effective(pick[k]);
+    KASSERT(v.kind == SlotKind::Loaded);
+    const auto* src = static_cast<const std::uint8_t*>(v.frame->virt());
+    for (std::size_t i = 0; i < PAGE_SIZE; ++i) bytes[k][i] = src[i];
+    e[k] = store::PackEntry{.root = *v.hash, .bytes = bytes[k]};
+  }
+  bytes[1][100] ^= 0x40;  // b's bytes changed; its index entry still names b's root
+  if (store::root_compare(e[0].root, e[1].root) > 0) {
+    const store::PackEntry x = e[0];
+    e[0] = e[1];
+    e[1] = x;
+  }
+  static std::uint8_t buf[store::pack_size(2)];
+  struct Out {
+    std::uint8_t* at;
+    std::size_t left;
+  } out{buf, sizeof buf};
+  KASSERT(store::pack_write(
+              e, 2,
+              [](void* ctx, const std::uint8_t* d, std::size_t n) {
+                auto& o = *static_cast<Out*>(ctx);
+                if (n > o.left) return Status::InvalidArgument;
+                for (std::size_t i = 0; i < n; ++i) o.at[i] = d[i];
+                o.at += n;
+                o.left -= n;
+                return Status::Ok;
+              },
+              &out)
+              .ok());
+  auto pack = store::Pack::parse(buf, sizeof buf);
+  KASSERT(pack.ok());
+  PackResolver r{.pack = &pack.value(), .code = nullptr, .mem = &image->mem};
+  const PageResolver pr = r.resolver();
+  auto request = [&](std::uint32_t page, Region region) {
+    const SlotView v = (region == Region::Mem ? image->mem : image->code).effective(page);
+    return fault::PageRequest{.region = region,
+                              .page = page,
+                              .hash = v.hash != nullptr ? *v.hash : Hash32{},
+                              .addr = VirtAddr{fault::DATA_BASE + std::uint64_t{page} * PAGE_SIZE}};
+  };
+  const std::uint32_t missing0 = image->mem.missing_count();
+  const auto ra = pr.resolve(pr.ctx, request(pick[0], Region::Mem));
+  KEXPECT(ra.ok());
+  KEXPECT(image->mem.effective(pick[0]).kind == SlotKind::Loaded);
+  const auto rb = pr.resolve(pr.ctx, request(pick[1], Region::Mem));
+  KEXPECT(!rb.ok() && rb.status() == Status::HashMismatch);
+  KEXPECT(image->mem.effective(pick[1]).kind == SlotKind::Missing);
+  const auto rc = pr.resolve(pr.ctx, request(pick[2], Region::Mem));
+  KEXPECT(!rc.ok() && rc.status() == Status::NotInStore);
+  KEXPECT(image->mem.effective(pick[2]).kind == SlotKind::Missing);
+  const auto rcode = pr.resolve(pr.ctx, request(0, Region::Code));  // no code cap given
+  KEXPECT(!rcode.ok() && rcode.status() == Status::NotInStore);
+  KEXPECT_EQ(image->mem.missing_count(), missing0 - 1);
+  const auto again = pr.resolve(pr.ctx, request(pick[0], Region::Mem));  // a late answer: harmless
+  KEXPECT(!again.ok() && again.status() == Status::NotMissing);
+}
 }  // namespace

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # mkiso-refuses: kernel/image/mkiso.sh (and so `./dev iso ARGS`) writes ARGS into grub.cfg's
 # kernel line only: a byte outside A-Z a-z 0-9 . , _ = + - : / and the space is refused with a
-# message naming it, before any tool runs and without writing the ISO (no boot needed).
+# message naming it, before any tool runs and without writing the ISO (no boot needed); a
+# --module file whose name (its module2 string) holds such a byte, or that is missing, too.
 #   mkiso-refuses.sh MKISO KERNEL
 set -u
 mkiso=$1 kernel=$2
@@ -33,5 +34,18 @@ refused "hash" '#' 'ktest=a#b'
 refused "tab" '\t' "$(printf 'ktest=a\tb')"
 refused "non-ASCII" '303 251' "$(printf 'ktest=caf\xc3\xa9')"
 refused "the bad word among good ones" '{' ktest=boot 'acpi=scan{'
+# A module's file name becomes its module2 string: the same rule, without '/' and spaces.
+: >"$dir/a;reboot"
+out=$("$mkiso" --module "$dir/a;reboot" "$kernel" "$dir/out.iso" 2>&1)
+rc=$?
+echo "=== module name with ';': rc $rc: $out"
+[ $rc = 1 ] || { echo "mkiso-refuses: FAIL: module name: mkiso.sh returned $rc, want 1"; fail=1; }
+grep -qF "a module's file name may hold only" <<<"$out" || { echo "mkiso-refuses: FAIL: module name: no message"; fail=1; }
+[ ! -e "$dir/out.iso" ] || { echo "mkiso-refuses: FAIL: module name: an ISO was written"; fail=1; }
+out=$("$mkiso" --module "$dir/none" "$kernel" "$dir/out.iso" 2>&1)
+rc=$?
+echo "=== missing module file: rc $rc: $out"
+[ $rc = 1 ] && grep -qF "no module file at $dir/none" <<<"$out" ||
+  { echo "mkiso-refuses: FAIL: a missing module file not refused by name"; fail=1; }
 [ $fail = 0 ] && echo "mkiso-refuses: ok"
 exit $fail

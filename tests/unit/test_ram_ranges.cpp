@@ -169,3 +169,82 @@ TEST(RamRanges, CollectedFragmentedMapGoesWholeToTheAllocator) {
   for (FrameDesc* d : mine) fa.free(d);
   for (FrameDesc* d : got) frames().free(d);
 }
+
+// Boot modules (check_module, as memory_init applies it to each module the loader passed): a
+// module is kept only when it has bytes, lies wholly inside one firmware RAM range below the
+// direct map's end, and overlaps nothing the boot path uses, the first overlap named.
+namespace {
+using capmem::kernel::BootSpan;
+using capmem::kernel::check_module;
+using capmem::kernel::ModuleProblem;
+
+// The firmware map of the cases below: RAM [0, 640 KiB) and [1 MiB, 128 MiB).
+bool test_ram(std::uint64_t base, std::uint64_t end) {
+  return (end <= 640 * 1024) || (base >= 1 * kMiB && end <= 128 * kMiB);
+}
+constexpr std::uint64_t kDirectEnd = 64 * kMiB;  // the direct map stops short of the RAM here
+const BootSpan kUsed[] = {
+    {.base = 1 * kMiB, .end = 3 * kMiB, .name = "the kernel image"},
+    {.base = 0x9000, .end = 0x9038, .name = "the PVH start_info"},
+    {.base = 8 * kMiB + 100, .end = 8 * kMiB + 200, .name = "module 0"},
+};
+}  // namespace
+
+TEST(BootModules, KeptWhenInRamAndOverlappingNothing) {
+  for (const auto& [base, size] : {std::pair<std::uint64_t, std::uint64_t>{3 * kMiB, kPage},  // touches the image
+                                   {8 * kMiB + 200, 1},               // touches module 0 at its end
+                                   {8 * kMiB, 100},                   // ends where module 0 starts
+                                   {0x9038, 1},                       // just after start_info
+                                   {kDirectEnd - kPage, kPage},       // up to the direct map's end
+                                   {4 * kMiB + 1, 3 * kPage + 5}}) {  // unaligned at both ends
+    const auto c = check_module(base, size, kUsed, std::size(kUsed), kDirectEnd, test_ram);
+    EXPECT_EQ(c.problem, ModuleProblem::None) << std::hex << base << "+" << size;
+  }
+}
+
+TEST(BootModules, ZeroSizeComesFirst) {
+  // Size 0 is named even where the address is nonsense or inside the image.
+  EXPECT_EQ(check_module(2 * kMiB, 0, kUsed, std::size(kUsed), kDirectEnd, test_ram).problem, ModuleProblem::ZeroSize);
+  EXPECT_EQ(check_module(~0ull, 0, kUsed, std::size(kUsed), kDirectEnd, test_ram).problem, ModuleProblem::ZeroSize);
+}
+
+TEST(BootModules, OutsideRamOrPastTheDirectMap) {
+  const std::pair<std::uint64_t, std::uint64_t> cases[] = {
+      {640 * 1024 - 10, 20},            // runs off the end of low RAM into the hole
+      {700 * 1024, kPage},              // inside the hole
+      {1 * kMiB - kPage, 2 * kPage},    // straddles the hole and the next RAM range
+      {kDirectEnd - kPage, kPage + 1},  // one byte past the direct map
+      {200 * kMiB, kPage},              // past the end of RAM
+      {~0ull - kPage, 2 * kPage},       // wraps around 2^64
+  };
+  for (const auto& [base, size] : cases) {
+    const auto c = check_module(base, size, kUsed, std::size(kUsed), kDirectEnd, test_ram);
+    EXPECT_EQ(c.problem, ModuleProblem::OutsideRam) << std::hex << base << "+" << size;
+  }
+}
+
+TEST(BootModules, OverlapNamesTheFirstRangeInUse) {
+  struct Case {
+    std::uint64_t base, size;
+    std::size_t want;
+  };
+  const Case cases[] = {
+      {3 * kMiB - 1, kPage, 0},  // the image's last byte
+      {0x8fff, 2, 1},            // start_info's first byte
+      {0x9037, 1, 1},            // start_info's last byte
+      {8 * kMiB + 199, 10, 2},   // module 0's last byte
+      {1 * kMiB, 10 * kMiB, 0},  // covers the image and module 0: the image named
+  };
+  for (const Case& k : cases) {
+    const auto c = check_module(k.base, k.size, kUsed, std::size(kUsed), kDirectEnd, test_ram);
+    EXPECT_EQ(c.problem, ModuleProblem::Overlaps) << std::hex << k.base << "+" << k.size;
+    EXPECT_EQ(c.overlapped, k.want) << std::hex << k.base << "+" << k.size;
+  }
+}
+
+// A module both outside RAM and over a range in use is named outside RAM (the order stated).
+TEST(BootModules, OutsideRamIsNamedBeforeAnOverlap) {
+  // [0x8000, 1 MiB + 4 KiB) covers start_info, the hole and the image's first page.
+  EXPECT_EQ(check_module(0x8000, 1 * kMiB - 0x8000 + kPage, kUsed, std::size(kUsed), kDirectEnd, test_ram).problem,
+            ModuleProblem::OutsideRam);
+}
