@@ -52,4 +52,14 @@ inline std::uint64_t u64_at(const DataCap& c, std::uint64_t off) {
   return v;
 }
 
+// The thin cap of `full` (rule 8.6): encoded thin (every Loaded page travels as Missing(hash)
+// unless `opt.keep` / `opt.keep_first` keep it) and decoded in thin mode, so the backing holds
+// those Missing slots and the root is full's (2.3).
+inline DataCap thin_of(const DataCap& full, EncodeOptions opt = {}) {
+  opt.thin = true;
+  std::vector<std::uint8_t> w(val(full.encoded_size(opt)));
+  EXPECT_TRUE(full.encode(w.data(), w.size(), opt).ok());
+  return val(DataCap::decode(w.data(), w.size(), DecodeOptions{.thin = true}));
+}
+
 }  // namespace capmem::testutil

@@ -44,14 +44,11 @@ constexpr std::uint32_t kMemPages = 16;
 // The thin cap of `full` in which the pages of `missing` travel as Missing(hash) (rule 8.6),
 // decoded in thin mode: the backing holds those Missing slots.
 DataCap thin_of(const DataCap& full, const std::set<std::uint32_t>& missing) {
-  EncodeOptions opt{
-      .thin = true,
-      .keep = [](void* c, std::uint32_t p) { return static_cast<const std::set<std::uint32_t>*>(c)->count(p) == 0; },
-      .keep_ctx = const_cast<std::set<std::uint32_t>*>(&missing)};
-  const std::uint64_t n = val(full.encoded_size(opt));
-  std::vector<std::uint8_t> buf(n);
-  EXPECT_TRUE(full.encode(buf.data(), buf.size(), opt).ok());
-  return val(DataCap::decode(buf.data(), buf.size(), DecodeOptions{.thin = true}));
+  return testutil::thin_of(
+      full, EncodeOptions{
+                .keep = [](void* c,
+                           std::uint32_t p) { return static_cast<const std::set<std::uint32_t>*>(c)->count(p) == 0; },
+                .keep_ctx = const_cast<std::set<std::uint32_t>*>(&missing)});
 }
 
 std::uint64_t le(const std::vector<std::uint8_t>& bytes, std::uint64_t off, unsigned width) {

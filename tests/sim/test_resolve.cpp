@@ -24,18 +24,12 @@ namespace {
 
 using capmem::testutil::cap_of;
 using capmem::testutil::pattern;
+using capmem::testutil::thin_of;
 using capmem::testutil::u64_at;
 using capmem::testutil::val;
 
 constexpr std::uint32_t kData = static_cast<std::uint32_t>(DATA_BASE);
 constexpr std::uint32_t kPages = 16;
-
-DataCap thin_of(const DataCap& full) {
-  const EncodeOptions opt{.thin = true};
-  std::vector<std::uint8_t> w(val(full.encoded_size(opt)));
-  EXPECT_TRUE(full.encode(w.data(), w.size(), opt).ok());
-  return val(DataCap::decode(w.data(), w.size(), DecodeOptions{.thin = true}));
-}
 
 struct World {
   std::vector<std::uint8_t> code_bytes = pattern(8, 1);

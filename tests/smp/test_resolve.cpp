@@ -20,6 +20,7 @@
 #include "hostsim/env_hostsim.h"
 
 using namespace capmem;
+using capmem::testutil::thin_of;
 using capmem::testutil::val;
 
 namespace {
@@ -31,13 +32,6 @@ std::vector<std::uint8_t> content(std::uint32_t pages, std::uint32_t seed) {
   std::vector<std::uint8_t> b(std::size_t{pages} * PAGE_SIZE);
   for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::uint8_t>((i * 131 + seed * 7 + (i >> 12)) | 1);
   return b;
-}
-
-DataCap thin_of(const DataCap& full) {
-  const EncodeOptions opt{.thin = true};
-  std::vector<std::uint8_t> w(val(full.encoded_size(opt)));
-  EXPECT_TRUE(full.encode(w.data(), w.size(), opt).ok());
-  return val(DataCap::decode(w.data(), w.size(), DecodeOptions{.thin = true}));
 }
 
 Hash32 root_of(const std::vector<std::uint8_t>& bytes) {
