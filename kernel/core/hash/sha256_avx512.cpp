@@ -54,12 +54,14 @@ template <class P>
 // working variable j (a = 0 ... h = 7), so no variable is moved: the new a lands in h's
 // slot and the new e in d's. `hk` = h + W[i] + K[i], formed by the caller.
 //
-// vpaddd/vprord/vpternlogd each take 2 cycles, so the chain through e is kept at three
-// (rotate, ternlog, add) and the one through a likewise, with six adds per round (the
-// previous form spent eight): with u = Ch(e,f,g) + hk,
-//   e' = Sigma1(e) + (u + d)
-//   a' = Sigma0(a) + (Maj(a,b,c) + (Sigma1(e) + u))       (Sigma1(e) + u = T1)
-// The translation unit is built with -fno-tree-reassoc so GCC keeps these groupings.
+// vpaddd/vprord/vpternlogd each take 2 cycles, so the round is ordered for the chain
+// through e, which is three ops (rotate, ternlog, add): everything not depending on e is
+// summed first (hkd = hk + d), and T1 is recovered from the new e by one subtraction
+// instead of being summed again:
+//   e' = Sigma1(e) + (Ch(e,f,g) + hkd)
+//   a' = Sigma0(a) + (Maj(a,b,c) + (e' - d))          (e' - d = T1)
+// Seven adds per round (the previous form spent eight). The translation unit is built with
+// -fno-tree-reassoc so GCC keeps these groupings.
 template <int I>
 [[gnu::always_inline]] inline void round(T (&s)[8], T hk) {
   T& a = s[(0 - I) & 7];
@@ -69,10 +71,9 @@ template <int I>
   const T e = s[(4 - I) & 7];
   const T f = s[(5 - I) & 7];
   const T g = s[(6 - I) & 7];
-  const T u = add(ch(e, f, g), hk);
-  const T s1 = big_sigma1(e);
-  s[(3 - I) & 7] = add(s1, add(u, d));
-  s[(7 - I) & 7] = add(big_sigma0(a), add(maj(a, b, c), add(s1, u)));
+  const T e_new = add(big_sigma1(e), add(ch(e, f, g), add(hk, d)));
+  s[(3 - I) & 7] = e_new;
+  s[(7 - I) & 7] = add(big_sigma0(a), add(maj(a, b, c), _mm512_sub_epi32(e_new, d)));
 }
 
 // NB independent batches of 16 lanes advance round by round together: each round's
