@@ -62,8 +62,9 @@ template <class P>
 //   a' = Sigma0(a) + (Maj(a,b,c) + (e' - d))          (e' - d = T1)
 // Seven adds per round (the previous form spent eight). The translation unit is built with
 // -fno-tree-reassoc so GCC keeps these groupings.
+// `hkd` = h + W[i] + K[i] + d.
 template <int I>
-[[gnu::always_inline]] inline void round(T (&s)[8], T hk) {
+[[gnu::always_inline]] inline void round_hkd(T (&s)[8], T hkd) {
   T& a = s[(0 - I) & 7];
   T& b = s[(1 - I) & 7];
   T& c = s[(2 - I) & 7];
@@ -71,10 +72,36 @@ template <int I>
   const T e = s[(4 - I) & 7];
   const T f = s[(5 - I) & 7];
   const T g = s[(6 - I) & 7];
-  const T e_new = add(big_sigma1(e), add(ch(e, f, g), add(hk, d)));
+  const T e_new = add(big_sigma1(e), add(ch(e, f, g), hkd));
   s[(3 - I) & 7] = e_new;
   s[(7 - I) & 7] = add(big_sigma0(a), add(maj(a, b, c), _mm512_sub_epi32(e_new, d)));
 }
+
+template <int I>
+[[gnu::always_inline]] inline void round(T (&s)[8], T hk) {
+  round_hkd<I>(s, add(hk, s[(3 - I) & 7]));
+}
+
+// The first block starts from the constant initial hash value (FIPS 180-4 section 5.3.3),
+// so its first four rounds have constant operands: round 0 is W[0] plus a constant for both
+// new words, and rounds 1-3 have constant h and d (h + K[i] + d folds into one constant).
+// Computed at compile time by the scalar round; saves 22 vector ops per batch.
+struct IvRounds {
+  std::uint32_t e1, a1;  // round 0: e1 = W[0] + e1, a1 = W[0] + a1
+  std::uint32_t hkd[4];  // rounds 1-3: h + K[i] + d (index 0 unused)
+};
+inline constexpr IvRounds kIvRounds = [] {
+  IvRounds r{};
+  const std::uint32_t a = kInit[0], b = kInit[1], c = kInit[2], d = kInit[3];
+  const std::uint32_t e = kInit[4], f = kInit[5], g = kInit[6], h = kInit[7];
+  const std::uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[0];
+  const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+  r.e1 = d + t1;
+  r.a1 = t1 + t2;
+  // Round i in 1..3: h = state word 7 - i, d = state word 3 - i, both still initial values.
+  for (int i = 1; i < 4; ++i) r.hkd[i] = kInit[7 - i] + kK[i] + kInit[3 - i];
+  return r;
+}();
 
 // NB independent batches of 16 lanes advance round by round together: each round's
 // dependency chain is 6 cycles long against about 4 cycles of issue, so a single batch
@@ -95,7 +122,14 @@ template <int NB, int I, bool kSchedule>
       } else {
         wi = wb[I];
       }
-      round<I>(s[b], add(add(s[b][(7 - I) & 7], bcast(k + I)), wi));
+      if constexpr (!kSchedule && I == 0) {
+        s[b][3] = add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.e1)));  // d's slot: new e
+        s[b][7] = add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.a1)));  // h's slot: new a
+      } else if constexpr (!kSchedule && I < 4) {
+        round_hkd<I>(s[b], add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.hkd[I]))));
+      } else {
+        round<I>(s[b], add(add(s[b][(7 - I) & 7], bcast(k + I)), wi));
+      }
     }
     rounds16_msg<NB, I + 1, kSchedule>(s, w, k);
   }
