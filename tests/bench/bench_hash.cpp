@@ -3,6 +3,10 @@
 //   BM_PageRoot                4096 random pages per iteration through page_content_hashes;
 //                              items = pages, ns_per_item = ns per page root.
 //   BM_PageRootOneByOne        the same pages, one page_content_hash() call each.
+//   BM_PageRootHot, BM_PageRootHot_Impl/avx512-v1: the first 64 of those pages (256 KiB,
+//                              they stay in L2) hashed again and again: the kernels' compute
+//                              without the page data's trip from L3/DRAM that BM_PageRoot
+//                              (16 MiB) pays.
 //   BM_MerkleNodes             one level of 8192 nodes (64-byte messages) via nodes();
 //                              items = nodes.
 //   BM_PageRoot_Impl/<impl>, BM_MerkleNodes_Impl/<impl>: forced back end;
@@ -103,20 +107,20 @@ class Pmu {
 // Compressions per page root (rule 1.2): 127 SHA-256 of 64 bytes, two compressions each.
 constexpr double kCompressionsPerPage = 254;
 
-void page_root(benchmark::State& state) {
+void page_root(benchmark::State& state, std::size_t n = kPages) {
   auto& p = pages();
   Pmu insn(PERF_COUNT_HW_INSTRUCTIONS), cycles(PERF_COUNT_HW_CPU_CYCLES);
   insn.start();
   cycles.start();
   for (auto _ : state) {
-    hash::page_content_hashes(p.ptrs.data(), p.out.data(), kPages);
+    hash::page_content_hashes(p.ptrs.data(), p.out.data(), n);
     benchmark::DoNotOptimize(p.out.data());
     benchmark::ClobberMemory();
   }
   const std::uint64_t ni = insn.stop(), nc = cycles.stop();
-  per_item(state, kPages);
+  per_item(state, n);
   if (insn.ok() && cycles.ok() && ni != 0 && nc != 0) {
-    const double c16 = static_cast<double>(state.iterations()) * kPages * kCompressionsPerPage / 16;
+    const double c16 = static_cast<double>(state.iterations()) * static_cast<double>(n) * kCompressionsPerPage / 16;
     state.counters["insn_per_16lane_compression"] = static_cast<double>(ni) / c16;
     state.counters["insn_per_cycle"] = static_cast<double>(ni) / static_cast<double>(nc);
   } else {
@@ -144,6 +148,16 @@ void BM_PageRoot(benchmark::State& state) {
                  (state.counters.count("insn_per_cycle") != 0 ? "" : ", no PMU counters"));
 }
 BENCHMARK(BM_PageRoot);
+
+constexpr std::size_t kHotPages = 64;
+
+void BM_PageRootHot(benchmark::State& state) {
+  hash::init();
+  page_root(state, kHotPages);
+  state.SetLabel(std::string(hash::impl_name(hash::active())) +
+                 (state.counters.count("insn_per_cycle") != 0 ? "" : ", no PMU counters"));
+}
+BENCHMARK(BM_PageRootHot);
 
 void BM_PageRootOneByOne(benchmark::State& state) {
   hash::init();
@@ -185,6 +199,11 @@ const bool g_registered = [] {
     benchmark::RegisterBenchmark(("BM_PageRoot_Impl/" + name).c_str(), [](benchmark::State& s) {
       hash::force_frozen(hash::Frozen::Avx512V1);
       page_root(s);
+      hash::init();
+    });
+    benchmark::RegisterBenchmark(("BM_PageRootHot_Impl/" + name).c_str(), [](benchmark::State& s) {
+      hash::force_frozen(hash::Frozen::Avx512V1);
+      page_root(s, kHotPages);
       hash::init();
     });
   }

@@ -158,6 +158,8 @@ TABLE = [
     ("BM_FlushDirty/1048576/1",
      [(1, "BM_PageRoot"), (25, "BM_MerkleNodes"), (4.0 / 3, "BM_Memcpy4K/threads:1")], 1.25),
     ("BM_PageRoot_Impl/sha-ni", "peer:hashtree:ns_per_page_best", None),
+    # The same kernels with the pages in L2 (compute only; informative, no target).
+    ("BM_PageRootHot", "BM_PageRootHot_Impl/avx512-v1", None),
     ("BM_CowFault/threads:1", "BM_Memcpy4K/threads:1", 1.75),  # issue 23 (was 2.0, issue 9)
     ("BM_FrameAllocFree/threads:1", "BM_GlibcAlignedAllocFree", 0.25),
     # Many CPUs (issue 15, docs/smp.md): CPU time per operation per thread, 2 threads on 2
@@ -330,7 +332,7 @@ for ours, ref, target in RESOLVE_TABLE:
 # For the record (issue 23): the page-root kernels' instructions per 16-lane compression and
 # issue rate (instructions per cycle), medians over the repetitions, where the run had the
 # hardware counters (bench_hash.cpp).
-for name in ("BM_PageRoot", "BM_PageRoot_Impl/avx512-v1"):
+for name in ("BM_PageRoot", "BM_PageRoot_Impl/avx512-v1", "BM_PageRootHot", "BM_PageRootHot_Impl/avx512-v1"):
     runs = [x for x in bench["benchmarks"] if x.get("run_type") == "iteration" and x.get("run_name", x["name"]) == name]
     ops = [x["insn_per_16lane_compression"] for x in runs if "insn_per_16lane_compression" in x]
     ipc = [x["insn_per_cycle"] for x in runs if "insn_per_cycle" in x]

@@ -14,27 +14,157 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-#include "sha256_lanes.h"
+#include "hash_internal.h"
+#include "simd_intrin.h"
 
 namespace capmem::hash::detail {
 namespace {
 
-struct V512 {
-  using T = __m512i;
-  static T set1(std::uint32_t c) { return _mm512_set1_epi32(static_cast<int>(c)); }
-  static T add(T a, T b) { return _mm512_add_epi32(a, b); }
-  template <int n>
-  static T ror(T a) {
-    return _mm512_ror_epi32(a, n);
-  }
-  template <int n>
-  static T shr(T a) {
-    return _mm512_srli_epi32(a, n);
-  }
-  static T xor3(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
-  static T ch(T e, T f, T g) { return _mm512_ternarylogic_epi32(e, f, g, 0xCA); }
-  static T maj(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0xE8); }
+using T = __m512i;
+
+[[gnu::always_inline]] inline T add(T a, T b) { return _mm512_add_epi32(a, b); }
+// A broadcast table entry: GCC folds it into the add as an embedded {1to16} memory operand.
+[[gnu::always_inline]] inline T bcast(const std::uint32_t* p) { return _mm512_set1_epi32(static_cast<int>(*p)); }
+template <int n>
+[[gnu::always_inline]] inline T ror(T a) {
+  return _mm512_ror_epi32(a, n);
+}
+template <int n>
+[[gnu::always_inline]] inline T shr(T a) {
+  return _mm512_srli_epi32(a, n);
+}
+[[gnu::always_inline]] inline T xor3(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
+[[gnu::always_inline]] inline T ch(T e, T f, T g) { return _mm512_ternarylogic_epi32(e, f, g, 0xCA); }
+[[gnu::always_inline]] inline T maj(T a, T b, T c) { return _mm512_ternarylogic_epi32(a, b, c, 0xE8); }
+[[gnu::always_inline]] inline T big_sigma0(T a) { return xor3(ror<2>(a), ror<13>(a), ror<22>(a)); }
+[[gnu::always_inline]] inline T big_sigma1(T e) { return xor3(ror<6>(e), ror<11>(e), ror<25>(e)); }
+[[gnu::always_inline]] inline T small_sigma0(T x) { return xor3(ror<7>(x), ror<18>(x), shr<3>(x)); }
+[[gnu::always_inline]] inline T small_sigma1(T x) { return xor3(ror<17>(x), ror<19>(x), shr<10>(x)); }
+
+// Hides a pointer's value from the optimizer: a table read through it stays a memory
+// operand (not a register held across the rounds), and a schedule word written through
+// one and read back through another is reloaded rather than kept live in a register.
+template <class P>
+[[gnu::always_inline]] inline P* launder(P* p) {
+  asm("" : "+r"(p));
+  return p;
+}
+
+// Round i (FIPS 180-4 section 6.2.2 step 3) on the state ring s[8]: slot (j - i) & 7 holds
+// working variable j (a = 0 ... h = 7), so no variable is moved: the new a lands in h's
+// slot and the new e in d's. `hk` = h + W[i] + K[i], formed by the caller.
+//
+// vpaddd/vprord/vpternlogd each take 2 cycles, so the round is ordered for the chain
+// through e, which is three ops (rotate, ternlog, add): everything not depending on e is
+// summed first (hkd = hk + d), and T1 is recovered from the new e by one subtraction
+// instead of being summed again:
+//   e' = Sigma1(e) + (Ch(e,f,g) + hkd)
+//   a' = Sigma0(a) + (Maj(a,b,c) + (e' - d))          (e' - d = T1)
+// Seven adds per round (the previous form spent eight). The translation unit is built with
+// -fno-tree-reassoc so GCC keeps these groupings.
+// `hkd` = h + W[i] + K[i] + d.
+template <int I>
+[[gnu::always_inline]] inline void round_hkd(T (&s)[8], T hkd) {
+  T& a = s[(0 - I) & 7];
+  T& b = s[(1 - I) & 7];
+  T& c = s[(2 - I) & 7];
+  const T d = s[(3 - I) & 7];
+  const T e = s[(4 - I) & 7];
+  const T f = s[(5 - I) & 7];
+  const T g = s[(6 - I) & 7];
+  const T e_new = add(big_sigma1(e), add(ch(e, f, g), hkd));
+  s[(3 - I) & 7] = e_new;
+  s[(7 - I) & 7] = add(big_sigma0(a), add(maj(a, b, c), _mm512_sub_epi32(e_new, d)));
+}
+
+template <int I>
+[[gnu::always_inline]] inline void round(T (&s)[8], T hk) {
+  round_hkd<I>(s, add(hk, s[(3 - I) & 7]));
+}
+
+// The first block starts from the constant initial hash value (FIPS 180-4 section 5.3.3),
+// so its first four rounds have constant operands: round 0 is W[0] plus a constant for both
+// new words, and rounds 1-3 have constant h and d (h + K[i] + d folds into one constant).
+// Computed at compile time by the scalar round; saves 22 vector ops per batch.
+struct IvRounds {
+  std::uint32_t e1, a1;  // round 0: e1 = W[0] + e1, a1 = W[0] + a1
+  std::uint32_t hkd[4];  // rounds 1-3: h + K[i] + d (index 0 unused)
 };
+inline constexpr IvRounds kIvRounds = [] {
+  IvRounds r{};
+  const std::uint32_t a = kInit[0], b = kInit[1], c = kInit[2], d = kInit[3];
+  const std::uint32_t e = kInit[4], f = kInit[5], g = kInit[6], h = kInit[7];
+  const std::uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[0];
+  const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+  r.e1 = d + t1;
+  r.a1 = t1 + t2;
+  // Round i in 1..3: h = state word 7 - i, d = state word 3 - i, both still initial values.
+  for (int i = 1; i < 4; ++i) r.hkd[i] = kInit[7 - i] + kK[i] + kInit[3 - i];
+  return r;
+}();
+
+// NB independent batches of 16 lanes advance round by round together: each round's
+// dependency chain is 6 cycles long against about 4 cycles of issue, so a single batch
+// leaves the vector pipes idle; two batches fill them. The state (8 x NB registers) stays in
+// registers; the schedule ring (16 words per batch) lives in memory and is reloaded through
+// laundered pointers (loads are cheap, spills of the state are not), so NB = 2 fits the 32
+// ZMM registers without spills.
+template <int NB, int I, bool kSchedule>
+[[gnu::always_inline]] inline void rounds16_msg(T (&s)[NB][8], T (*w)[16], const std::uint32_t* k) {
+  if constexpr (I < 16) {
+    for (int b = 0; b < NB; ++b) {
+      T* wb = launder(w[b]);
+      T wi;
+      if constexpr (kSchedule) {
+        // W[i] = W[i-16] + sigma0(W[i-15]) + W[i-7] + sigma1(W[i-2])
+        wi = add(add(wb[I], small_sigma0(wb[(I + 1) & 15])), add(wb[(I + 9) & 15], small_sigma1(wb[(I + 14) & 15])));
+        wb[I] = wi;
+      } else {
+        wi = wb[I];
+      }
+      if constexpr (!kSchedule && I == 0) {
+        s[b][3] = add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.e1)));  // d's slot: new e
+        s[b][7] = add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.a1)));  // h's slot: new a
+      } else if constexpr (!kSchedule && I < 4) {
+        round_hkd<I>(s[b], add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.hkd[I]))));
+      } else {
+        round<I>(s[b], add(add(s[b][(7 - I) & 7], bcast(k + I)), wi));
+      }
+    }
+    rounds16_msg<NB, I + 1, kSchedule>(s, w, k);
+  }
+}
+
+template <int NB, int I>
+[[gnu::always_inline]] inline void rounds16_const(T (&s)[NB][8], const std::uint32_t* wk) {
+  if constexpr (I < 16) {
+    for (int b = 0; b < NB; ++b) round<I>(s[b], add(s[b][(7 - I) & 7], bcast(wk + I)));
+    rounds16_const<NB, I + 1>(s, wk);
+  }
+}
+
+// w[b][j] = big-endian word j of every lane's message in batch b (overwritten: it is the
+// schedule ring). out[b][j] = digest word j of batch b.
+template <int NB>
+[[gnu::always_inline]] inline void hash64(T (&w)[NB][16], T (&out)[NB][8]) {
+  alignas(64) T fbuf[NB][8];
+  T(*fm)[8] = launder(fbuf);
+  T s[NB][8];
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < 8; ++j) s[b][j] = _mm512_set1_epi32(static_cast<int>(kInit[j]));
+  const std::uint32_t* k = launder(kK);
+  rounds16_msg<NB, 0, false>(s, w, k);
+#pragma GCC unroll 1
+  for (int base = 16; base < 64; base += 16) rounds16_msg<NB, 0, true>(s, w, k + base);
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < 8; ++j) fm[b][j] = s[b][j] = add(s[b][j], _mm512_set1_epi32(static_cast<int>(kInit[j])));
+  // Second block: the constant padding of a 64-byte message; W+K precomputed (kPadWK).
+  const std::uint32_t* pwk = launder(kPadWK.data());
+#pragma GCC unroll 1
+  for (int base = 0; base < 64; base += 16) rounds16_const<NB, 0>(s, pwk + base);
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < 8; ++j) out[b][j] = add(s[b][j], fm[b][j]);
+}
 
 inline __m512i bswap32_mask() {
   return _mm512_broadcast_i32x4(_mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL));
@@ -111,13 +241,13 @@ inline __m512i bswap32_mask() {
 // and are not stored). All loads happen before any store (in-place levels).
 template <int NB>
 [[gnu::noinline]] void batch(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
-  __m512i w[NB][16];
+  alignas(64) __m512i w[NB][16];
   for (int k = 0; k < NB; ++k) {
     const std::size_t nk = n > 16u * k ? n - 16u * k : 0;
     load16(in + 64 * 16 * k, nk < 16 ? nk : 16, w[k]);
   }
   __m512i s[NB][8];
-  lanes::hash64<V512, NB>(w, s);
+  hash64<NB>(w, s);
   for (int k = 0; k < NB; ++k) {
     const std::size_t nk = n > 16u * k ? n - 16u * k : 0;
     store16(s[k], out + 32 * 16 * k, nk < 16 ? nk : 16);
@@ -127,7 +257,9 @@ template <int NB>
 }  // namespace
 
 void hash64_avx512(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
-  for (std::size_t i = 0; i < n; i += 16) batch<1>(in + 64 * i, out + 32 * i, n - i < 16 ? n - i : 16);
+  std::size_t i = 0;
+  for (; n - i >= 32; i += 32) batch<2>(in + 64 * i, out + 32 * i, 32);
+  for (; i < n; i += 16) batch<1>(in + 64 * i, out + 32 * i, n - i < 16 ? n - i : 16);
 }
 
 }  // namespace capmem::hash::detail

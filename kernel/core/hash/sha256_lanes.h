@@ -1,6 +1,7 @@
 // Multi-buffer SHA-256 of 64-byte messages, generic over the vector width: lane i of every
-// vector belongs to message i (one message per 32-bit lane). Included only by the SIMD
-// translation units (sha256_avx2.cpp, sha256_avx512.cpp), each of which supplies `V`:
+// vector belongs to message i (one message per 32-bit lane). Included only by SIMD
+// translation units (today sha256_avx2.cpp; sha256_avx512.cpp has its own two-batch round
+// code), each of which supplies `V`:
 //   using T;                       the vector type
 //   T set1(u32); T add(T,T);
 //   template<int n> T ror(T);      rotate right each lane
