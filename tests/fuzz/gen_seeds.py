@@ -151,6 +151,12 @@ def main() -> None:
                                                           + [slot_empty()] * 30 + [slot_missing(page_hash(lcg_page(i)))
                                                                                  for i in (33, 34)]
                                                           + [slot_loaded(bytes(sparse))]))
+    # More than one batch of Loaded pages (the decoders verify and hand out 16 at a time):
+    # 17 Loaded pages, then a Missing slot (thin mode hands the batch out before it; full mode
+    # refuses it), an Empty one and a Loaded one. The largest seed: -max_len near 75 KB.
+    write("cap_decode", "thin-batch-17", cap(20 * PAGE, [slot_loaded(lcg_page(400 + i)) for i in range(17)]
+                                             + [slot_missing(page_hash(lcg_page(417))), slot_empty(),
+                                                slot_loaded(lcg_page(419))]))
     write("cap_decode", "bad-thin-zero-hash", cap(2 * PAGE, [slot_loaded(abc), slot_missing(b"\0" * 32)]))
     write("cap_decode", "bad-thin-zero-page", cap(2 * PAGE, [slot_missing(page_hash(b"")), slot_loaded(abc)]))
 
