@@ -264,6 +264,18 @@ struct StreamRun {
   }
 };
 
+// Rule 5.2's checks of the header and the list's first offset, from the input alone: the
+// point after which decode_pages sets *size.
+bool header_ok(const std::uint8_t* data, std::size_t size) {
+  if (size < 12) return false;
+  const std::uint64_t cap_size = codec::get_u64(data);
+  if (cap_size == 0 || cap_size % PAGE_SIZE != 0 || cap_size > kMaxCapSize || get_u32(data + 8) != 12) return false;
+  if (size == 12) return true;  // no slots
+  if (size < 16) return false;
+  const std::uint32_t start = get_u32(data + 12);
+  return start != 0 && start % 4 == 0 && start <= size - 12 && start / 4 <= cap_size / PAGE_SIZE;
+}
+
 // Runs decode_pages (thin: decode_pages_thin) over the input through a ReadOnceSource.
 Status run_stream(StreamRun* run, bool thin, std::uint64_t* size, DecodeError* err) {
   ReadOnceSource src(run->data, run->size);
@@ -290,11 +302,9 @@ void check_stream(const std::uint8_t* data, std::size_t size, bool thin, Status 
   FUZZ_CHECK_MSG(st == want, "%s: %s, DataCap::decode: %s", thin ? "decode_pages_thin" : "decode_pages",
                  status_name(st), status_name(want));
   // *size: set once the header checks pass, to the header's size.
-  if (got_size != kUnset) FUZZ_CHECK(size >= 12 && got_size == codec::get_u64(data));
-  if (st == Status::Ok || !run.events.empty()) FUZZ_CHECK(got_size != kUnset);
-  if (st == Status::DecodeEmptyBuffer || st == Status::DecodeBadSize || st == Status::DecodeBadFirstOffset ||
-      st == Status::DecodeBadListLength || st == Status::DecodeTooManySlots)
-    FUZZ_CHECK(got_size == kUnset);
+  FUZZ_CHECK_MSG((got_size != kUnset) == header_ok(data, size), "*size %s, header %s",
+                 got_size != kUnset ? "set" : "unset", header_ok(data, size) ? "accepted" : "refused");
+  if (got_size != kUnset) FUZZ_CHECK(got_size == codec::get_u64(data));
   if (st != Status::Ok) {
     FUZZ_CHECK(err.status == st);
     FUZZ_CHECK_MSG(err.offset == want_at, "%s: %s at %llu, DataCap::decode at %llu",
