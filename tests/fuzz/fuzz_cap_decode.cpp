@@ -37,7 +37,9 @@
 //   - the same streaming decode with the k-th callback (k from the input, possibly past the
 //     last) returning a status of its own: the decode stops with that status, named at that
 //     page's slot, after exactly k + 1 callbacks (the first k as before), nothing leaked; past
-//     the last callback the outcome is unchanged.
+//     the last callback the outcome is unchanged; and again with the n-th allocation failing
+//     (n from the input): OutOfFrames named at a Loaded slot after a prefix of the
+//     callbacks, nothing leaked, or the unchanged outcome.
 // A custom mutator rewrites the claimed hash of each Loaded slot to its true hash half of
 // the time, so mutated inputs keep reaching the accepting path.
 // Seeds: tests/fuzz/corpus/cap_decode/ (the tests/vectors encodings plus encodings made
@@ -350,6 +352,29 @@ void check_stream(const std::uint8_t* data, std::size_t size, bool thin, Status 
   }
   for (std::size_t i = 0; i < run.events.size(); ++i)
     FUZZ_CHECK(run.events[i].page == all[i].page && run.events[i].hash == all[i].hash);
+
+  // The same decode with the n-th allocation failing (n in [1, 8] from the input; the only
+  // allocations are the frames Loaded pages are read into): OutOfFrames named at a Loaded
+  // slot, the callbacks made a prefix of the full run's, nothing leaked (run_stream); or,
+  // with fewer allocations, the outcome of the full run.
+  run.stop_at = ~std::size_t{0};
+  const std::uint64_t n = size == 0 ? 1 : 1 + data[size / 3] % 8;
+  DecodeError err3{Status::Ok, ~std::uint64_t{0}};
+  std::uint64_t size3 = kUnset;
+  frames().inject_failure_at(n);
+  const Status st3 = run_stream(&run, thin, &size3, &err3);
+  frames().inject_failure_at(0);
+  FUZZ_CHECK(run.events.size() <= all.size());
+  for (std::size_t i = 0; i < run.events.size(); ++i)
+    FUZZ_CHECK(run.events[i].page == all[i].page && run.events[i].hash == all[i].hash);
+  if (st3 == Status::OutOfFrames) {
+    FUZZ_CHECK(err3.status == st3 && err3.offset < size);
+    FUZZ_CHECK(data[err3.offset] == static_cast<std::uint8_t>(SlotKind::Loaded));
+  } else {
+    FUZZ_CHECK_MSG(st3 == st && run.events.size() == all.size(), "allocation %llu failing: %s, %zu callbacks",
+                   static_cast<unsigned long long>(n), status_name(st3), run.events.size());
+    if (st3 != Status::Ok) FUZZ_CHECK(err3.status == st && err3.offset == err.offset);
+  }
 }
 
 }  // namespace
