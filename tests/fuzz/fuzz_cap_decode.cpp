@@ -23,7 +23,23 @@
 //     has the root merkleized here from the input's slot roots (3.4), keeps that root through
 //     a thin encode of every page and its thin decode, is refused by the full encoder iff it
 //     holds a Missing slot, and decodes the same through the counting ByteSource and under an
-//     injected allocation failure.
+//     injected allocation failure;
+//   - every input through the streaming decoders the capmem tool decodes files with,
+//     codec::decode_pages (full mode) and codec::decode_pages_thin (thin mode), over a
+//     counting ByteSource: each byte read at most once; the status and DecodeError offset of
+//     DataCap::decode in the same mode; *size set to the header's size once the header checks
+//     pass (accepted: the cap's size); every page handed to `fn` is the input's Loaded payload
+//     at that index with its claimed hash, the hash of the bytes, not all zero, and every
+//     Missing slot handed to `missing` is resolvable, all strictly in page order over both
+//     callbacks; accepted: the (page, hash, bytes) handed to `fn` are exactly the cap's Loaded
+//     pages and the (page, hash) handed to `missing` exactly its Missing slots; at most 16
+//     frames in use by the decoder during a callback and none after it returns;
+//   - the same streaming decode with the k-th callback (k from the input, possibly past the
+//     last) returning a status of its own: the decode stops with that status, named at that
+//     page's slot, after exactly k + 1 callbacks (the first k as before), nothing leaked; past
+//     the last callback the outcome is unchanged; and again with the n-th allocation failing
+//     (n from the input): OutOfFrames named at a Loaded slot after a prefix of the
+//     callbacks, nothing leaked, or the unchanged outcome.
 // A custom mutator rewrites the claimed hash of each Loaded slot to its true hash half of
 // the time, so mutated inputs keep reaching the accepting path.
 // Seeds: tests/fuzz/corpus/cap_decode/ (the tests/vectors encodings plus encodings made
@@ -186,6 +202,181 @@ void check_accepted_thin(const DataCap& cap, const std::uint8_t* data, std::size
   FUZZ_CHECK(cap.encoded_size().status() == (any_missing ? Status::MissingPage : Status::Ok));
 }
 
+// --- codec::decode_pages / decode_pages_thin: DataCap::decode's checks, the pages streamed ---
+
+// One callback of a streaming decode: a verified Loaded page (to fn) or a Missing slot (to
+// missing, thin mode), with the page's bytes' hash for a Loaded page.
+struct StreamEvent {
+  bool loaded;
+  std::uint32_t page;
+  Hash32 hash;
+};
+
+// The context of a streaming decode over `data`: every callback is checked against the
+// input on the spot (the bytes are only valid during the call) and recorded; the call with
+// index `stop_at` returns `stop`.
+struct StreamRun {
+  const std::uint8_t* data;
+  std::size_t size;
+  std::uint64_t in_use_before = 0;  // frames in use when the decode started
+  std::size_t stop_at = ~std::size_t{0};
+  Status stop = Status::Ok;
+  std::vector<StreamEvent> events = {};
+
+  // The slot of `page` in the input (its offset in the list, from the list's offset table).
+  [[nodiscard]] const std::uint8_t* slot(std::uint32_t page) const {
+    const std::uint8_t* list = data + 12;
+    FUZZ_CHECK(size >= 16 && 4 * std::size_t{page} + 4 <= get_u32(list) && get_u32(list) <= size - 12);
+    const std::uint32_t start = get_u32(list + 4 * page);
+    FUZZ_CHECK(start <= size - 12);
+    return list + start;
+  }
+  Status record(bool loaded, std::uint32_t page, const Hash32& h) {
+    // Page order over both callbacks, each page once.
+    FUZZ_CHECK_MSG(events.empty() || events.back().page < page, "page %u after page %u", page,
+                   events.empty() ? 0u : events.back().page);
+    // At most one batch of frames (16) held while the caller looks at a page.
+    const std::uint64_t held = capmem::hostsim::quiescent_frame_stats().in_use - in_use_before;
+    FUZZ_CHECK_MSG(held <= 16, "%llu frames held", static_cast<unsigned long long>(held));
+    events.push_back(StreamEvent{.loaded = loaded, .page = page, .hash = h});
+    return events.size() - 1 == stop_at ? stop : Status::Ok;
+  }
+  static Status on_page(void* ctx, std::uint32_t page, const std::uint8_t* bytes, const Hash32& hash) {
+    auto* r = static_cast<StreamRun*>(ctx);
+    // Verified: the input's Loaded slot at this page, its payload, its claimed hash, which
+    // is the hash of the bytes handed out (rule 1.2), which are not all zero.
+    const std::uint8_t* s = r->slot(page);
+    FUZZ_CHECK(s[0] == static_cast<std::uint8_t>(SlotKind::Loaded));
+    FUZZ_CHECK(static_cast<std::size_t>(s + codec::kLoadedLen - r->data) <= r->size);
+    FUZZ_CHECK(std::memcmp(bytes, s + 37, PAGE_SIZE) == 0);
+    FUZZ_CHECK(std::memcmp(hash.b.data(), s + 1, 32) == 0);
+    FUZZ_CHECK(hash::page_content_hash(bytes) == hash);
+    bool zero = true;
+    for (std::size_t i = 0; i < PAGE_SIZE && zero; ++i) zero = bytes[i] == 0;
+    FUZZ_CHECK(!zero);
+    return r->record(true, page, hash);
+  }
+  static Status on_missing(void* ctx, std::uint32_t page, const Hash32& hash) {
+    auto* r = static_cast<StreamRun*>(ctx);
+    const std::uint8_t* s = r->slot(page);
+    FUZZ_CHECK(s[0] == static_cast<std::uint8_t>(SlotKind::Missing));
+    FUZZ_CHECK(std::memcmp(hash.b.data(), s + 1, 32) == 0);
+    FUZZ_CHECK(codec::missing_resolvable(hash));  // checked before the call (8.6)
+    return r->record(false, page, hash);
+  }
+};
+
+// Rule 5.2's checks of the header and the list's first offset, from the input alone: the
+// point after which decode_pages sets *size.
+bool header_ok(const std::uint8_t* data, std::size_t size) {
+  if (size < 12) return false;
+  const std::uint64_t cap_size = codec::get_u64(data);
+  if (cap_size == 0 || cap_size % PAGE_SIZE != 0 || cap_size > kMaxCapSize || get_u32(data + 8) != 12) return false;
+  if (size == 12) return true;  // no slots
+  if (size < 16) return false;
+  const std::uint32_t start = get_u32(data + 12);
+  return start != 0 && start % 4 == 0 && start <= size - 12 && start / 4 <= cap_size / PAGE_SIZE;
+}
+
+// Runs decode_pages (thin: decode_pages_thin) over the input through a ReadOnceSource.
+Status run_stream(StreamRun* run, bool thin, std::uint64_t* size, DecodeError* err) {
+  ReadOnceSource src(run->data, run->size);
+  run->events.clear();
+  run->in_use_before = capmem::hostsim::quiescent_frame_stats().in_use;
+  const Status st =
+      thin ? codec::decode_pages_thin(src.source(), StreamRun::on_page, StreamRun::on_missing, run, size, err)
+           : codec::decode_pages(src.source(), StreamRun::on_page, run, size, err);
+  // Nothing held after the return, whatever the outcome.
+  FUZZ_CHECK_MSG(capmem::hostsim::quiescent_frame_stats().in_use == run->in_use_before, "%s",
+                 "decode_pages kept a frame");
+  return st;
+}
+
+// The streaming decoder in `thin` mode against DataCap::decode in the same mode: `want`
+// (and `want_at`, rejected) or `cap` (accepted).
+void check_stream(const std::uint8_t* data, std::size_t size, bool thin, Status want, std::uint64_t want_at,
+                  const DataCap* cap) {
+  constexpr std::uint64_t kUnset = 0xfeedfacecafebeefull;
+  StreamRun run{.data = data, .size = size};
+  std::uint64_t got_size = kUnset;
+  DecodeError err{Status::Ok, ~std::uint64_t{0}};
+  const Status st = run_stream(&run, thin, &got_size, &err);
+  FUZZ_CHECK_MSG(st == want, "%s: %s, DataCap::decode: %s", thin ? "decode_pages_thin" : "decode_pages",
+                 status_name(st), status_name(want));
+  // *size: set once the header checks pass, to the header's size.
+  FUZZ_CHECK_MSG((got_size != kUnset) == header_ok(data, size), "*size %s, header %s",
+                 got_size != kUnset ? "set" : "unset", header_ok(data, size) ? "accepted" : "refused");
+  if (got_size != kUnset) FUZZ_CHECK(got_size == codec::get_u64(data));
+  if (st != Status::Ok) {
+    FUZZ_CHECK(err.status == st);
+    FUZZ_CHECK_MSG(err.offset == want_at, "%s: %s at %llu, DataCap::decode at %llu",
+                   thin ? "decode_pages_thin" : "decode_pages", status_name(st),
+                   static_cast<unsigned long long>(err.offset), static_cast<unsigned long long>(want_at));
+  } else {
+    // Accepted: the cap's size, its Loaded pages (and, thin, its Missing slots) in page order.
+    FUZZ_CHECK(got_size == cap->size());
+    std::size_t e = 0;
+    for (std::uint32_t i = 0; i < cap->extent(); ++i) {
+      const SlotView v = cap->effective(i);
+      if (v.kind == SlotKind::Empty) continue;
+      FUZZ_CHECK_MSG(e < run.events.size(), "page %u (%s) not handed out", i,
+                     v.kind == SlotKind::Loaded ? "Loaded" : "Missing");
+      const StreamEvent& ev = run.events[e++];
+      FUZZ_CHECK_MSG(ev.page == i && ev.loaded == (v.kind == SlotKind::Loaded), "event %zu: page %u, cap: page %u",
+                     e - 1, ev.page, i);
+      FUZZ_CHECK(ev.hash == *v.hash);
+      // The bytes were compared with the input's in the callback; the cap holds the same.
+      if (ev.loaded) FUZZ_CHECK(hash::page_content_hash(static_cast<const std::uint8_t*>(v.frame->virt())) == ev.hash);
+    }
+    FUZZ_CHECK_MSG(e == run.events.size(), "%zu callbacks, the cap has %zu pages", run.events.size(), e);
+  }
+
+  // The same decode with the k-th callback (k from the input, possibly past the last one)
+  // returning a status of its own: it stops there with that status, named at the page's
+  // slot, after exactly the first k callbacks; past the last one, the outcome is as above.
+  const std::vector<StreamEvent> all = run.events;
+  const std::size_t k = size == 0 ? 0 : (data[size / 4] * 257u + data[size - 1]) % (all.size() + 1);
+  run.stop_at = k;
+  run.stop = Status::InvalidArgument;  // a status no decode check gives
+  std::uint64_t size2 = kUnset;
+  DecodeError err2{Status::Ok, ~std::uint64_t{0}};
+  const Status st2 = run_stream(&run, thin, &size2, &err2);
+  if (k < all.size()) {
+    FUZZ_CHECK_MSG(st2 == Status::InvalidArgument, "stopped at callback %zu: %s", k, status_name(st2));
+    FUZZ_CHECK(err2.status == st2);
+    FUZZ_CHECK(err2.offset == static_cast<std::uint64_t>(run.slot(all[k].page) - data));
+    FUZZ_CHECK(run.events.size() == k + 1);
+  } else {
+    FUZZ_CHECK(st2 == st && run.events.size() == all.size());
+    if (st2 != Status::Ok) FUZZ_CHECK(err2.status == st && err2.offset == err.offset);
+  }
+  for (std::size_t i = 0; i < run.events.size(); ++i)
+    FUZZ_CHECK(run.events[i].page == all[i].page && run.events[i].hash == all[i].hash);
+
+  // The same decode with the n-th allocation failing (n in [1, 8] from the input; the only
+  // allocations are the frames Loaded pages are read into): OutOfFrames named at a Loaded
+  // slot, the callbacks made a prefix of the full run's, nothing leaked (run_stream); or,
+  // with fewer allocations, the outcome of the full run.
+  run.stop_at = ~std::size_t{0};
+  const std::uint64_t n = size == 0 ? 1 : 1 + data[size / 3] % 8;
+  DecodeError err3{Status::Ok, ~std::uint64_t{0}};
+  std::uint64_t size3 = kUnset;
+  frames().inject_failure_at(n);
+  const Status st3 = run_stream(&run, thin, &size3, &err3);
+  frames().inject_failure_at(0);
+  FUZZ_CHECK(run.events.size() <= all.size());
+  for (std::size_t i = 0; i < run.events.size(); ++i)
+    FUZZ_CHECK(run.events[i].page == all[i].page && run.events[i].hash == all[i].hash);
+  if (st3 == Status::OutOfFrames) {
+    FUZZ_CHECK(err3.status == st3 && err3.offset < size);
+    FUZZ_CHECK(data[err3.offset] == static_cast<std::uint8_t>(SlotKind::Loaded));
+  } else {
+    FUZZ_CHECK_MSG(st3 == st && run.events.size() == all.size(), "allocation %llu failing: %s, %zu callbacks",
+                   static_cast<unsigned long long>(n), status_name(st3), run.events.size());
+    if (st3 != Status::Ok) FUZZ_CHECK(err3.status == st && err3.offset == err.offset);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -220,6 +411,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
     }
 
+    // The streaming decoder (the tool's): DataCap::decode's outcome, its pages handed out.
+    check_stream(data, size, false, r.status(), err.offset, r.ok() ? &r.value() : nullptr);
+
     // Thin mode (rule 8.6): a superset of full mode, with the same roots.
     DecodeError terr{Status::Ok, ~std::uint64_t{0}};
     auto t = DataCap::decode(data, size, DecodeOptions{.thin = true}, &terr);
@@ -253,6 +447,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         FUZZ_CHECK(err2.offset <= size);
       }
     }
+    check_stream(data, size, true, t.status(), terr.offset, t.ok() ? &t.value() : nullptr);
   }
   FUZZ_CHECK(Slot::missing_boxes() == boxes);
   return 0;

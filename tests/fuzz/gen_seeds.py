@@ -132,7 +132,7 @@ def main() -> None:
     write("cap_decode", "far-page", cap(1 << 32, [slot_empty()] * 40 + [slot_loaded(ff)]))
     # More than 64 pages, and pages across tree-node boundaries (32 pages per leaf, 1024 per
     # level-1 node): shapes the cap_ops programs (at most 64 pages) never reach. Sparse, so
-    # libFuzzer's -max_len (the largest seed) stays near 25 KB.
+    # they stay near 25 KB (libFuzzer's -max_len is the largest seed's length).
     write("cap_decode", "leaf-edges-70", cap(70 * PAGE, [slot_loaded(lcg_page(200 + i)) if i in (0, 31, 32, 63, 64, 69)
                                                          else slot_empty() for i in range(70)]))
     write("cap_decode", "node-edges-1100", cap(1 << 32, [slot_loaded(lcg_page(300 + i)) if i in (1023, 1024, 1099)
@@ -151,6 +151,12 @@ def main() -> None:
                                                           + [slot_empty()] * 30 + [slot_missing(page_hash(lcg_page(i)))
                                                                                  for i in (33, 34)]
                                                           + [slot_loaded(bytes(sparse))]))
+    # More than one batch of Loaded pages (the decoders verify and hand out 16 at a time):
+    # 17 Loaded pages, then a Missing slot (thin mode hands the batch out before it; full mode
+    # refuses it), an Empty one and a Loaded one. The largest seed (75 KB): it sets -max_len.
+    write("cap_decode", "thin-batch-17", cap(20 * PAGE, [slot_loaded(lcg_page(400 + i)) for i in range(17)]
+                                             + [slot_missing(page_hash(lcg_page(417))), slot_empty(),
+                                                slot_loaded(lcg_page(419))]))
     write("cap_decode", "bad-thin-zero-hash", cap(2 * PAGE, [slot_loaded(abc), slot_missing(b"\0" * 32)]))
     write("cap_decode", "bad-thin-zero-page", cap(2 * PAGE, [slot_missing(page_hash(b"")), slot_loaded(abc)]))
 
