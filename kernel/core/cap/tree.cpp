@@ -429,10 +429,14 @@ Node* Txn::commit() {
   for (unsigned level = 0; level < kLevels; ++level) {
     // Five local levels: width 16 (parents of the bottom items) up to 1 (the node root).
     for (unsigned width = kFan / 2; width >= 1; width /= 2) {
+      // Pair p (children 2p, 2p+1 of this local level) is dirty when either bit is: visit
+      // only those, lowest first (a flush usually dirties one item per node).
+      const std::uint32_t in_level = width == kFan / 2 ? ~0u : (1u << (2 * width)) - 1;
       for (Node* n = fresh_[level]; n != nullptr; n = n->next) {
         std::uint32_t up = 0;
-        for (unsigned p = 0; p < width; ++p) {
-          if (((n->dirty >> (2 * p)) & 3u) == 0) continue;
+        for (std::uint32_t pairs = (n->dirty | (n->dirty >> 1)) & 0x55555555u & in_level; pairs != 0;
+             pairs &= pairs - 1) {
+          const unsigned p = static_cast<unsigned>(__builtin_ctz(pairs)) / 2;
           up |= 1u << p;
           const unsigned pos = width + p;  // heap position; children 2pos, 2pos+1
           batch.add(item(n, 2 * pos), item(n, 2 * pos + 1), &n->h[pos - 1]);
