@@ -38,8 +38,10 @@ struct Node {
   // Invariants (committed node): refs >= 1 counts parents + backings + open Txns holding it;
   // h[i-1] is heap position i of the node's binary subtree (1 = node root, 2..3 its
   // children, ..., 16..31 the parents of the 32 bottom items); a committed node is never
-  // modified (one exception: DataCap::resolve* turns a Missing slot into a Loaded slot with
-  // the same root in place, on a path only its cap can reach: tree::exclusive_slot); fresh == 0.
+  // modified (two exceptions, both on nodes only one cap can reach: DataCap::resolve* turns
+  // a Missing slot into a Loaded slot with the same root in place, tree::exclusive_slot; an
+  // in-place Txn (a flush of a backing only its cap holds) takes over nodes with refs == 1
+  // and rehashes them at commit); fresh == 0.
   std::atomic<std::uint32_t> refs;
   std::uint8_t level;  // 0 = leaf (u.slots), 1..3 = internal (u.kids)
   // --- scratch, meaningful only while fresh (refs == 1: made by the open Txn, fresh == 1,
