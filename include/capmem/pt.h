@@ -9,6 +9,7 @@
 //   PageTable::create()                     -> Result<PageTable>      allocates the PML4
 //   map_leaf(va, pa, LeafFlags)             -> Result<MapOutcome>     Mapped / Replaced
 //   translate(va)                           -> Result<Translation>    pa (+ offset) and flags
+//   leaf_entry(va)                          -> Result<Pte>            the present leaf's entry
 //   unmap(va), protect(va, LeafFlags)       -> Result<void>           both shoot down (rule 7.2)
 //   clear()                                 drop every mapping, keep the (zeroed) PML4
 //   teardown()                              clear() + free the PML4 (also the destructor)
@@ -446,6 +447,25 @@ class BasicPageTable {
                             .executable = !(e4.no_execute() || e3.no_execute() || e2.no_execute() || e1.no_execute())},
         .accessed = e1.accessed(),
         .dirty = e1.dirty()};
+  }
+
+  // The present leaf entry that maps va, for a caller that needs only its bits (the #PF
+  // path's spurious-fault test): the same walk and statuses as translate(), without
+  // decoding the flags or combining the rights.
+  Result<Pte> leaf_entry(VirtAddr va) const {
+    if (!va.canonical()) return Status::NotCanonical;
+    CAPMEM_ASSERT(root_ != nullptr);
+    const Pml4e e4 = read<Level::Pml4>(root_words_, va);
+    if (!e4.present()) return Status::NotMapped;
+    const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
+    if (!e3.present()) return Status::NotMapped;
+    if (e3.maps_page()) return Status::HugePageInWalk;
+    const Pde e2 = read<Level::Pd>(next_table(e3), va);
+    if (!e2.present()) return Status::NotMapped;
+    if (e2.maps_page()) return Status::HugePageInWalk;
+    const Pte e1 = read<Level::Pt>(next_table(e2), va);
+    if (!e1.present()) return Status::NotMapped;
+    return e1;
   }
 
   // Remove the leaf at va (page-aligned): shoots its translation down on every CPU that

@@ -304,6 +304,44 @@ TEST(Rule3_5, FlushIsAllOrNothingUnderOutOfFrames) {
   EXPECT_EQ(shared.root().value(), r0);
 }
 
+// The same for a cap that alone holds its backing, which flush changes in place (datacap.cpp):
+// a failed flush leaves the backing itself as it was, not only what the overlay shows over
+// it (an explicit Empty overlay entry, rule 3.3, would reveal it).
+TEST(Rule3_5, InPlaceFlushIsAllOrNothingUnderOutOfFrames) {
+  std::vector<std::uint8_t> bytes(2100 * PAGE_SIZE, 0);
+  for (std::uint32_t i = 0; i < 2100; i += 2)
+    std::memset(bytes.data() + std::size_t{i} * PAGE_SIZE, 0x40 + i % 7, PAGE_SIZE);
+  auto a = DataCap::from_bytes(bytes.data(), bytes.size()).release_value();
+  const std::vector<std::uint8_t> old_bytes = bytes;
+  std::vector<PageRef> held;
+  std::vector<std::uint32_t> written;
+  for (std::uint32_t i = 0; i < 2100; i += 37) {  // old pages, Empty pages, new leaves
+    std::uint8_t src[PAGE_SIZE];
+    std::memset(src, i % 5 == 0 ? 0 : static_cast<int>(i + 1), sizeof src);  // some all-zero
+    PageRef p = PageRef::unhashed_copy(src).release_value();
+    if (i % 3 == 0) held.push_back(p);  // shared: flush must copy (an allocation point)
+    ASSERT_TRUE(a.write_page(i, p).ok());
+    written.push_back(i);
+    std::memcpy(bytes.data() + std::size_t{i} * PAGE_SIZE, src, PAGE_SIZE);
+  }
+  const void* id = a.backing_id();
+  const auto nodes = tree::live_nodes();
+  sweep([&] { return a.flush().status(); },
+        [&] {
+          EXPECT_EQ(a.backing_id(), id);
+          EXPECT_EQ(a.overlay_count(), written.size());
+          EXPECT_EQ(tree::live_nodes(), nodes);
+          EXPECT_EQ(cap_bytes(a), bytes);
+          auto view = a.copy().release_value();  // the backing alone: Empty over every entry
+          for (std::uint32_t i : written) ASSERT_TRUE(view.write_slot(i, Slot{}).ok());
+          EXPECT_EQ(cap_bytes(view), old_bytes);
+        });
+  EXPECT_EQ(a.backing_id(), id) << "changed in place";
+  EXPECT_EQ(a.overlay_count(), 0u);
+  EXPECT_EQ(a.root().value(), ref_root(bytes));
+  EXPECT_EQ(a.extent(), 2099u);
+}
+
 // --- 3.7 operations -----------------------------------------------------------------------------
 
 TEST(Rule3_7, ReadAndPageAt) {

@@ -8,6 +8,7 @@
 #include "capmem/codec.h"
 #include "capmem/datacap.h"
 #include "capmem/hash.h"
+#include "capmem/mem.h"
 #include "capmem/page.h"
 #include "hostsim/env_hostsim.h"
 
@@ -96,6 +97,24 @@ TEST(Rule1_3, UnhashedCopyHasSentinelAndCloneKeepsBytesAndHash) {
   EXPECT_NE(c.desc(), h.desc());
   EXPECT_EQ(c.hash(), h.hash());
   EXPECT_EQ(std::memcmp(c.bytes(), h.bytes(), PAGE_SIZE), 0);
+}
+
+// Rules 3.5 / 3.6 decide Empty with mem::page_is_zero: any one non-zero bit anywhere in
+// the 4096 bytes, at any alignment of the page, makes it non-zero.
+TEST(Rule3_5, PageIsZeroSeesEveryByte) {
+  std::vector<std::uint8_t> buf(PAGE_SIZE + 8, 0);
+  for (std::size_t shift : {0, 1, 7}) {
+    std::uint8_t* page = buf.data() + shift;
+    EXPECT_TRUE(mem::page_is_zero(page));
+    for (std::size_t i = 0; i < PAGE_SIZE; ++i) {
+      page[i] = static_cast<std::uint8_t>(1u << (i % 8));
+      ASSERT_FALSE(mem::page_is_zero(page)) << "byte " << i << " shift " << shift;
+      page[i] = 0;
+    }
+    buf[shift + PAGE_SIZE] = 0xff;  // past the page: not part of it
+    EXPECT_TRUE(mem::page_is_zero(page));
+    buf[shift + PAGE_SIZE] = 0;
+  }
 }
 
 TEST(Rule1_4, CountLivesInTheDescriptor) {

@@ -216,6 +216,9 @@ TEST(Rule4_2, HugePageInWalkIsAStatus) {
   EXPECT_EQ(t.map_leaf(in2m, PhysAddr{0x4000}, kUserRw).status(), Status::HugePageInWalk);
   EXPECT_EQ(t.map_leaf(in1g, PhysAddr{0x4000}, kUserRw).status(), Status::HugePageInWalk);
   EXPECT_EQ(t.translate(in2m).status(), Status::HugePageInWalk);
+  EXPECT_EQ(t.leaf_entry(in2m).status(), Status::HugePageInWalk);
+  EXPECT_EQ(t.leaf_entry(in1g).status(), Status::HugePageInWalk);
+  EXPECT_EQ(t.leaf_entry(VirtAddr{0x0000800000000000ull}).status(), Status::NotCanonical);
   EXPECT_EQ(t.unmap(in1g).status(), Status::HugePageInWalk);
   EXPECT_EQ(t.protect(in2m, {}).status(), Status::HugePageInWalk);
   pd[1] = 0;
@@ -348,9 +351,14 @@ void run_model(std::uint64_t seed, int ops) {
       } else if (kind < 97) {  // translate (with a random offset)
         const std::uint64_t off = rng() % 4096;
         auto r = t.translate(va + off);
+        auto e = t.leaf_entry(va + off);  // the same walk, the raw leaf
         if (it == model.end()) {
           EXPECT_EQ(r.status(), Status::NotMapped) << "op " << op;
+          EXPECT_EQ(e.status(), Status::NotMapped) << "op " << op;
         } else {
+          ASSERT_TRUE(e.ok()) << "op " << op;
+          EXPECT_EQ(e->addr().value(), it->second.pa) << "op " << op;
+          EXPECT_EQ(e->leaf_flags(), it->second.flags) << "op " << op;
           ASSERT_TRUE(r.ok()) << "op " << op;
           EXPECT_EQ(r->pa.value(), it->second.pa + off) << "op " << op;
           EXPECT_EQ(r->flags, it->second.flags) << "op " << op;

@@ -150,3 +150,169 @@ TEST(Tree, FlushPathCopiesOnlyTheDirtyPathAndMemoryIsUnderTwoPercent) {
   EXPECT_EQ(tree::live_nodes(), 0u);
   EXPECT_EQ(tree::live_backings(), 0u);
 }
+
+namespace {
+// Everything a Txn could change in a tree, read without touching a refcount: per page its
+// slot word (frame or box identity), per node its address, refcount and 31 cached hashes.
+struct Shape {
+  std::vector<std::uintptr_t> nodes;  // address, refs
+  std::vector<Hash32> hashes;
+  std::map<std::uint32_t, const void*> slots;
+  bool operator==(const Shape&) const = default;
+};
+void shape_of(const tree::Node* n, std::uint32_t base, Shape& s) {
+  if (n == nullptr) return;
+  s.nodes.push_back(reinterpret_cast<std::uintptr_t>(n));
+  s.nodes.push_back(n->refs.load());
+  for (const Hash32& h : n->h) s.hashes.push_back(h);
+  for (std::uint32_t i = 0; i < tree::kFan; ++i) {
+    const std::uint32_t at = base | (i << (tree::kFanBits * n->level));
+    if (n->level == 0) {
+      if (!n->u.slots[i].empty()) s.slots[at] = n->u.slots[i].frame();
+    } else {
+      shape_of(n->u.kids[i], at, s);
+    }
+  }
+}
+Shape shape_of(const tree::Node* root) {
+  Shape s;
+  shape_of(root, 0, s);
+  return s;
+}
+}  // namespace
+
+// In place (a flush whose cap alone holds its backing): nodes only the base holds are
+// changed where they are, so changing pages that already have a path makes no node; the
+// roots are those of merkleize, as in the default mode.
+TEST(Tree, InPlaceTxnTakesOverUnsharedNodes) {
+  std::vector<PageRef> pool;
+  for (std::uint32_t i = 0; i < 8; ++i) pool.push_back(page_of(200 + i));
+  std::map<std::uint32_t, Hash32> model;
+  tree::Txn build(nullptr);
+  for (std::uint32_t i = 0; i < 5000; i += 3) {
+    ASSERT_TRUE(build.set(i, Slot::loaded(pool[i % 8])).ok());
+    model[i] = pool[i % 8].hash();
+  }
+  tree::Node* root = build.commit();
+  const auto nodes = tree::live_nodes();
+  const auto refs = pool[5].ref_count();
+  std::uint32_t gained = 0;
+  {
+    tree::Txn t(root, tree::Txn::InPlace{});
+    for (std::uint32_t i = 0; i < 5000; i += 30) {
+      ASSERT_TRUE(t.set(i, Slot::loaded(pool[5])).ok());
+      model[i] = pool[5].hash();
+      gained += i % 8 != 5 ? 1 : 0;
+    }
+    tree::Node* next = t.commit();
+    EXPECT_EQ(next, root) << "the root is taken over, not copied";
+    root = next;
+  }
+  EXPECT_EQ(tree::live_nodes(), nodes) << "no node copied, none released";
+  EXPECT_EQ(pool[5].ref_count(), refs + gained) << "one reference per slot that did not hold it already";
+  EXPECT_EQ(tree::pages_root(root, 70000), ref_pages_root(model, 70000));
+  // New subtrees, and pages made Empty until their leaf is pruned.
+  {
+    tree::Txn t(root, tree::Txn::InPlace{});
+    ASSERT_TRUE(t.set(65000, Slot::loaded(pool[1])).ok());
+    model[65000] = pool[1].hash();
+    for (std::uint32_t i = 0; i < 32; i += 3) {
+      ASSERT_TRUE(t.set(i, Slot{}).ok());
+      model.erase(i);
+    }
+    root = t.commit();
+  }
+  EXPECT_EQ(tree::live_nodes(), nodes + 3 - 1) << "a level-2, a level-1 and a leaf node made; leaf 0 pruned";
+  EXPECT_EQ(tree::pages_root(root, 70000), ref_pages_root(model, 70000));
+  // A shared subtree is path-copied as in the default mode; the other holder keeps its view.
+  tree::Node* other = root;
+  tree::node_ref(other);
+  const Hash32 other_root = tree::pages_root(other, 70000);
+  {
+    tree::Txn t(root, tree::Txn::InPlace{});
+    ASSERT_TRUE(t.set(4998, Slot::loaded(pool[2])).ok());
+    model[4998] = pool[2].hash();
+    root = t.commit();
+  }
+  EXPECT_NE(root, other);
+  EXPECT_EQ(tree::pages_root(root, 70000), ref_pages_root(model, 70000));
+  EXPECT_EQ(tree::pages_root(other, 70000), other_root);
+  tree::node_unref(other);
+  tree::node_unref(root);
+  EXPECT_EQ(tree::live_nodes(), 0u);
+}
+
+// An in-place Txn destroyed uncommitted, after any number of successful set() calls and at
+// every allocation that can fail (nodes, log chunks): the base is exactly as it was (same
+// nodes, refcounts, hashes and slots) and nothing leaks.
+TEST(Tree, InPlaceTxnAbortRestoresTheBaseExactly) {
+  std::vector<PageRef> pool;
+  for (std::uint32_t i = 0; i < 8; ++i) pool.push_back(page_of(300 + i));
+  tree::Txn build(nullptr);
+  for (std::uint32_t i = 0; i < 40000; i += 5) ASSERT_TRUE(build.set(i, Slot::loaded(pool[i % 8])).ok());
+  tree::Node* root = build.commit();
+  // One level-1 subtree (pages 2048..3071) and one leaf (pages 9984..10015) shared with
+  // another holder: the Txn must copy those, and what hangs below a copy.
+  tree::Node* shared_mid = root->u.kids[0]->u.kids[2];
+  tree::Node* shared_leaf = root->u.kids[0]->u.kids[9]->u.kids[24];
+  tree::node_ref(shared_mid);
+  tree::node_ref(shared_leaf);
+  const Shape before = shape_of(root);
+  const auto nodes = tree::live_nodes();
+  std::vector<std::uint32_t> refs;
+  for (const PageRef& p : pool) refs.push_back(p.ref_count());
+  std::mt19937 rng(11);
+  std::vector<std::pair<std::uint32_t, int>> ops;  // page, pool index or -1 for Empty
+  for (int j = 0; j < 400; ++j) {
+    const std::uint32_t pg = j % 4 == 0 ? 2048 + rng() % 1024 : j % 4 == 1 ? 9984 + rng() % 32 : rng() % 70000;
+    ops.emplace_back(pg, rng() % 5 == 0 ? -1 : static_cast<int>(rng() % 8));
+  }
+  const auto apply = [&](tree::Txn& t, std::size_t upto) {
+    for (std::size_t j = 0; j < upto; ++j) {
+      const Status st = t.set(ops[j].first, ops[j].second < 0 ? Slot{} : Slot::loaded(pool[ops[j].second])).status();
+      if (st != Status::Ok) return st;
+    }
+    return Status::Ok;
+  };
+  for (std::size_t upto : {std::size_t{1}, std::size_t{7}, std::size_t{100}, ops.size()}) {
+    {
+      tree::Txn t(root, tree::Txn::InPlace{});
+      ASSERT_EQ(apply(t, upto), Status::Ok);
+    }
+    EXPECT_TRUE(shape_of(root) == before) << "after " << upto << " changes";
+    EXPECT_EQ(tree::live_nodes(), nodes);
+  }
+  int failures = 0;
+  for (std::uint64_t n = 1;; ++n) {
+    const auto in_use = hostsim::quiescent_frame_stats().in_use;
+    Status st = Status::Ok;
+    {
+      tree::Txn t(root, tree::Txn::InPlace{});
+      frames().inject_failure_at(n);
+      st = apply(t, ops.size());
+      frames().inject_failure_at(0);
+    }
+    EXPECT_EQ(hostsim::quiescent_frame_stats().in_use, in_use) << "at allocation " << n;
+    EXPECT_TRUE(shape_of(root) == before) << "at allocation " << n;
+    if (st == Status::Ok) break;
+    ASSERT_EQ(st, Status::OutOfFrames);
+    ++failures;
+    ASSERT_LT(n, 1000u);
+  }
+  EXPECT_GT(failures, 1);
+  for (std::size_t i = 0; i < pool.size(); ++i) EXPECT_EQ(pool[i].ref_count(), refs[i]);
+  // And committed, the result is the default mode's.
+  tree::Txn copy(root);
+  ASSERT_EQ(apply(copy, ops.size()), Status::Ok);
+  tree::Node* expect = copy.commit();
+  tree::Txn t(root, tree::Txn::InPlace{});
+  ASSERT_EQ(apply(t, ops.size()), Status::Ok);
+  root = t.commit();
+  EXPECT_EQ(tree::pages_root(root, tree::kMaxPages), tree::pages_root(expect, tree::kMaxPages));
+  EXPECT_EQ(tree::extent(root), tree::extent(expect));
+  tree::node_unref(expect);
+  tree::node_unref(root);
+  tree::node_unref(shared_mid);
+  tree::node_unref(shared_leaf);
+  EXPECT_EQ(tree::live_nodes(), 0u);
+}

@@ -55,7 +55,9 @@ class OverlayReservation {
   }
   OverlayReservation(const OverlayReservation&) = delete;
   OverlayReservation& operator=(const OverlayReservation&) = delete;
-  ~OverlayReservation() { release(); }
+  ~OverlayReservation() {
+    if (n_ != 0) release();  // inline: the fault path drops moved-from reservations
+  }
   [[nodiscard]] std::uint32_t page() const { return page_; }
 
  private:

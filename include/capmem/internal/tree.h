@@ -38,11 +38,14 @@ struct Node {
   // Invariants (committed node): refs >= 1 counts parents + backings + open Txns holding it;
   // h[i-1] is heap position i of the node's binary subtree (1 = node root, 2..3 its
   // children, ..., 16..31 the parents of the 32 bottom items); a committed node is never
-  // modified (one exception: DataCap::resolve* turns a Missing slot into a Loaded slot with
-  // the same root in place, on a path only its cap can reach: tree::exclusive_slot); fresh == 0.
+  // modified (two exceptions, both on nodes only one cap can reach: DataCap::resolve* turns
+  // a Missing slot into a Loaded slot with the same root in place, tree::exclusive_slot; an
+  // in-place Txn (a flush of a backing only its cap holds) takes over nodes with refs == 1
+  // and rehashes them at commit); fresh == 0.
   std::atomic<std::uint32_t> refs;
   std::uint8_t level;  // 0 = leaf (u.slots), 1..3 = internal (u.kids)
-  // --- scratch, meaningful only while fresh (created by the open Txn, refs == 1) ---
+  // --- scratch, meaningful only while fresh (refs == 1: made by the open Txn, fresh == 1,
+  // or taken over by an in-place Txn, fresh == 2) ---
   std::uint8_t fresh;
   std::uint8_t index;  // position in the parent
   std::uint8_t unused;
@@ -119,10 +122,29 @@ std::uint64_t live_backings();
 // level by level across all touched nodes (batched through hash::nodes), prunes nodes
 // that became all-Empty and returns the new root (one owned reference). Destroying an
 // uncommitted Txn releases every node it made.
+//
+// In place (Txn(base, InPlace{}), a flush whose cap holds the only reference to its
+// backing): the Txn borrows the caller's reference on `base` instead of taking one. A base
+// node whose only reference is the path the Txn came down (refs == 1: the caller's
+// reference for the root, a node taken over for every other) is changed in place ("taken
+// over": no copy, no ref of its 32 children, no release of the old path); a shared node is
+// path-copied as in the default mode. Every change to a taken-over node (a slot replaced, a
+// child replaced by a node the Txn made) is logged first, with the replaced slot or child
+// reference moved into the log, so that:
+//   - set() still fails (OutOfFrames: a node or a log chunk) only before it changes
+//     anything of that call, and destroying an uncommitted Txn puts back every logged slot
+//     and child, newest first, and releases the nodes it made: base is then exactly as it
+//     was (same nodes, slots and hashes; their hashes are only rewritten by commit()) and
+//     the caller's reference is still good;
+//   - commit() releases what the log holds (the replaced pages and subtrees) and consumes
+//     the caller's reference: the root it returns (possibly base itself) replaces it.
+// Until then the caller neither reads nor releases the tree.
 class Txn {
  public:
+  struct InPlace {};
   // `base` stays owned by the caller; the Txn takes its own reference.
   explicit Txn(Node* base);
+  Txn(Node* base, InPlace);
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
   ~Txn();
@@ -136,16 +158,33 @@ class Txn {
   // The slot of `page` in the Txn's current tree (nullptr reads Empty), as lookup().
   [[nodiscard]] const Slot* find(std::uint32_t page) const { return lookup(root_, page); }
   // Moves the slot of `page` out of the Txn's tree (leaving Empty there) for a Txn used as a
-  // scratch map of pages (base nullptr, never committed): every node on the path must be
-  // fresh (traps otherwise). Empty if there is none.
+  // scratch map of pages (base nullptr, never committed): every node on the path must be one
+  // the Txn made (traps otherwise). Empty if there is none.
   Slot take(std::uint32_t page);
   [[nodiscard]] Node* commit();
 
+  struct UndoChunk;
+
  private:
   // Path-copies down to the leaf of `page` (fresh nodes marked dirty on the path when
-  // `mark`); nullptr on OutOfFrames, the tree so far a faithful copy.
+  // `mark`); in place, takes over the nodes only the path holds and logs a made node's
+  // link into a taken-over parent first. nullptr on OutOfFrames, the tree so far a faithful
+  // copy (in place: with every change logged).
   Node* leaf_for(std::uint32_t page, bool mark);
+  // Stores s at slot i of `leaf` (from leaf_for), logging the replaced slot first when the
+  // leaf is taken over (OutOfFrames if the log cannot grow: nothing changed).
+  Result<void> store(Node* leaf, unsigned i, Slot&& s);
+  // Room for one more log entry (a new chunk when the newest is full).
+  [[nodiscard]] bool log_room();
+  void log(Node* n, unsigned index, Node* kid);
+  void release_log();
+  void abort_in_place();
+
   Node* root_;
+  Node* base_ = nullptr;  // in place: the caller's root
+  bool in_place_ = false;
+  bool base_replaced_ = false;  // in place: root_ is a node the Txn made, base_ still the caller's
+  UndoChunk* log_ = nullptr;    // newest chunk first
   Node* fresh_[kLevels] = {};
 };
 

@@ -482,20 +482,36 @@ Result<void> DataCap::flush() {
   // Rule 3.8: no run may keep writing a page this flush settles. A write-protected private
   // copy is referenced by its leaf too, so settle() copies it rather than hashing in place.
   CAPMEM_TRY(protect_runs());
-  tree::Backing* nb = CAPMEM_TRY(tree::backing_alloc());
-  {
-    tree::Txn txn(backing_->root);
+  const auto settle_overlay = [this](tree::Txn& txn) {
     PageBatch batch(txn);
-    st = overlay_.for_each([&](std::uint32_t page, const Slot& s) {
-      if (s.empty()) return Status::Ok;  // inert (rule 3.5)
-      return settle(txn, batch, page, s, true);
+    Status s = overlay_.for_each([&](std::uint32_t page, const Slot& slot) {
+      if (slot.empty()) return Status::Ok;  // inert (rule 3.5)
+      return settle(txn, batch, page, slot, true);
     });
-    if (st == Status::Ok) st = batch.drain();
-    if (st == Status::Ok) install(nb, txn);
-  }
-  if (st != Status::Ok) {
-    tree::backing_free_unused(nb);
-    return st;
+    if (s == Status::Ok) s = batch.drain();
+    return s;
+  };
+  // Rule 3.5 leaves the old backing exactly as it was because other caps may share it. When
+  // none does (refs == 1: this cap's own reference; acquire, as a release on another CPU may
+  // have dropped the last other one), the flush changes it in place: its tree through an
+  // in-place Txn (the nodes only it holds are taken over, not copied and released; a failure
+  // puts everything back), and the backing header itself.
+  if (backing_->refs.load(std::memory_order_acquire) == 1) {
+    tree::Txn txn(backing_->root, tree::Txn::InPlace{});
+    st = settle_overlay(txn);
+    if (st != Status::Ok) return st;  // txn's destructor restores the tree
+    tree::backing_init(backing_, txn.commit(), backing_->size);
+  } else {
+    tree::Backing* nb = CAPMEM_TRY(tree::backing_alloc());
+    {
+      tree::Txn txn(backing_->root);
+      st = settle_overlay(txn);
+      if (st == Status::Ok) install(nb, txn);
+    }
+    if (st != Status::Ok) {
+      tree::backing_free_unused(nb);
+      return st;
+    }
   }
   overlay_.clear();
   return {};

@@ -8,9 +8,28 @@
 
 namespace capmem::tree {
 
+// The in-place Txn's log (tree.h): one entry per change to a taken-over node, holding what
+// the change replaced (a leaf's slot, or an internal node's child reference).
+struct Txn::UndoChunk {
+  struct Entry {
+    Node* node;
+    std::uint32_t index;
+    Slot slot;  // level 0
+    Node* kid;  // level >= 1 (nullptr: an all-Empty subtree)
+  };
+  static constexpr std::uint32_t kEntries = 62;
+  UndoChunk* prev = nullptr;
+  std::uint32_t n = 0;
+  Entry e[kEntries] = {};
+};
+
 namespace {
+constexpr std::uint8_t kMade = 1;   // Node::fresh: made by the open Txn
+constexpr std::uint8_t kTaken = 2;  // Node::fresh: a base node an in-place Txn changes in place
+
 constinit Slab g_nodes{sizeof(Node)};
 constinit Slab g_backings{sizeof(Backing)};
+constinit Slab g_undo{sizeof(Txn::UndoChunk)};
 
 // Heap position `i` (1..63) of node n's binary subtree: 1..31 cached, 32..63 bottom items.
 const Hash32& item(const Node* n, unsigned i) {
@@ -55,6 +74,16 @@ Node* node_copy(const Node* src) {
     }
   }
   return n;
+}
+
+// A node taken over in place was last touched by some earlier flush: in a large tree its
+// cached hashes are cold. commit() reads and rewrites the five heap positions above bottom
+// item i and reads the sibling child's root; ask for those lines now, so that the misses
+// overlap with the rest of the walk and the page hashing instead of stalling commit()
+// level by level. A hint only: nothing is read or written here.
+void prefetch_path(const Node* n, unsigned i) {
+  for (unsigned pos = (kFan + i) >> 1; pos >= 1; pos >>= 1) __builtin_prefetch(&n->h[pos - 1], 1);
+  if (n->level != 0 && n->u.kids[i ^ 1u] != nullptr) __builtin_prefetch(&n->u.kids[i ^ 1u]->h[0], 0);
 }
 
 bool all_empty(const Node* n) {
@@ -245,8 +274,79 @@ Txn::Txn(Node* base) : root_(base) {
   if (root_ != nullptr) node_ref(root_);
 }
 
+Txn::Txn(Node* base, InPlace) : root_(base), base_(base), in_place_(true) {}
+
 Txn::~Txn() {
+  if (in_place_) {
+    abort_in_place();
+    return;
+  }
   if (root_ != nullptr) node_unref(root_);  // fresh nodes are reachable only from root_
+}
+
+bool Txn::log_room() {
+  if (log_ != nullptr && log_->n < UndoChunk::kEntries) return true;
+  void* mem = g_undo.alloc();
+  if (mem == nullptr) return false;
+  auto* c = new (mem) UndoChunk{};
+  c->prev = log_;
+  log_ = c;
+  return true;
+}
+
+// Records that child `index` of taken-over node n was `kid` (its reference moves into the
+// log), or, at level 0, moves the slot out of n into the log. log_room() came first.
+void Txn::log(Node* n, unsigned index, Node* kid) {
+  UndoChunk::Entry& e = log_->e[log_->n++];
+  e.node = n;
+  e.index = index;
+  if (n->level == 0) e.slot = static_cast<Slot&&>(n->u.slots[index]);
+  else e.kid = kid;
+}
+
+// Commit: what the log holds is what the new tree no longer references.
+void Txn::release_log() {
+  while (log_ != nullptr) {
+    UndoChunk* c = log_;
+    log_ = c->prev;
+    for (std::uint32_t i = 0; i < c->n; ++i)
+      if (c->e[i].node->level != 0 && c->e[i].kid != nullptr) node_unref(c->e[i].kid);
+    c->~UndoChunk();  // releases the logged slots
+    g_undo.free(c);
+  }
+}
+
+// Destroyed uncommitted: put base back as it was, release the nodes the Txn made.
+void Txn::abort_in_place() {
+  for (auto& head : fresh_) {
+    for (Node* n = head; n != nullptr;) {
+      Node* next = n->next;
+      n->fresh = 0;
+      n->dirty = 0;
+      n->parent = nullptr;
+      n->next = nullptr;
+      n = next;
+    }
+    head = nullptr;
+  }
+  while (log_ != nullptr) {
+    UndoChunk* c = log_;
+    log_ = c->prev;
+    for (std::uint32_t i = c->n; i-- > 0;) {
+      UndoChunk::Entry& e = c->e[i];
+      if (e.node->level == 0) {
+        e.node->u.slots[e.index].swap(e.slot);  // the slot set() put there goes with the chunk
+      } else {
+        Node* made = e.node->u.kids[e.index];
+        e.node->u.kids[e.index] = e.kid;
+        if (made != nullptr) node_unref(made);
+      }
+    }
+    c->~UndoChunk();
+    g_undo.free(c);
+  }
+  if (base_replaced_ && root_ != nullptr) node_unref(root_);
+  root_ = base_;
 }
 
 Node* Txn::leaf_for(std::uint32_t page, bool mark) {
@@ -257,18 +357,33 @@ Node* Txn::leaf_for(std::uint32_t page, bool mark) {
     const unsigned idx = parent == nullptr ? 0 : (page >> (kFanBits * (level + 1))) & (kFan - 1);
     Node* n = *link;
     if (n == nullptr || n->fresh == 0) {
-      Node* c = n == nullptr ? node_new(level) : node_copy(n);
-      if (c == nullptr) return nullptr;  // the tree so far is a faithful copy
-      if (n != nullptr) node_unref(n);   // drop the reference the parent (or the Txn) held
-      c->fresh = 1;
-      c->parent = parent;
-      c->index = static_cast<std::uint8_t>(idx);
-      c->next = fresh_[level];
-      fresh_[level] = c;
-      *link = c;
-      n = c;
+      // Acquire: another CPU's release of its last other reference happened before.
+      if (in_place_ && n != nullptr && n->refs.load(std::memory_order_acquire) == 1) {
+        n->fresh = kTaken;  // only the path down here holds it: change it in place
+        n->dirty = 0;
+      } else {
+        const bool logged = parent != nullptr && parent->fresh == kTaken;
+        if (logged && !log_room()) return nullptr;
+        Node* c = n == nullptr ? node_new(level) : node_copy(n);
+        if (c == nullptr) return nullptr;  // the tree so far is a faithful copy
+        if (logged) {
+          log(parent, idx, n);  // the parent's reference on n moves into the log
+        } else if (parent == nullptr && in_place_) {
+          base_replaced_ = true;  // base keeps the caller's reference until commit()
+        } else if (n != nullptr) {
+          node_unref(n);  // drop the reference the parent (or the Txn) held
+        }
+        c->fresh = kMade;
+        *link = c;
+        n = c;
+      }
+      n->parent = parent;
+      n->index = static_cast<std::uint8_t>(idx);
+      n->next = fresh_[level];
+      fresh_[level] = n;
     }
     const unsigned i = (page >> (kFanBits * level)) & (kFan - 1);
+    if (level <= 1 && n->fresh == kTaken) prefetch_path(n, i);  // levels 2, 3: 33 nodes, hot
     if (mark) n->dirty |= 1u << i;
     if (level == 0) return n;
     parent = n;
@@ -276,13 +391,22 @@ Node* Txn::leaf_for(std::uint32_t page, bool mark) {
   }
 }
 
+// A slot of a taken-over leaf is changed only after the log holds the one it replaces.
+Result<void> Txn::store(Node* leaf, unsigned i, Slot&& s) {
+  if (leaf->fresh == kTaken) {
+    if (!log_room()) return Status::OutOfFrames;
+    log(leaf, i, nullptr);
+  }
+  leaf->u.slots[i] = static_cast<Slot&&>(s);
+  return {};
+}
+
 Result<void> Txn::set(std::uint32_t page, Slot s) {
   CAPMEM_ASSERT(page < kMaxPages);
   if (s.empty() && lookup(root_, page) == nullptr) return {};  // Empty over Empty
   Node* leaf = leaf_for(page, true);
   if (leaf == nullptr) return Status::OutOfFrames;
-  leaf->u.slots[page & (kFan - 1)] = static_cast<Slot&&>(s);
-  return {};
+  return store(leaf, page & (kFan - 1), static_cast<Slot&&>(s));
 }
 
 Result<void> Txn::resolve(std::uint32_t page, Slot s) {
@@ -291,15 +415,14 @@ Result<void> Txn::resolve(std::uint32_t page, Slot s) {
     return Status::InvalidArgument;
   Node* leaf = leaf_for(page, false);  // no dirty bit: the slot root, and so every hash, stays
   if (leaf == nullptr) return Status::OutOfFrames;
-  leaf->u.slots[page & (kFan - 1)] = static_cast<Slot&&>(s);
-  return {};
+  return store(leaf, page & (kFan - 1), static_cast<Slot&&>(s));
 }
 
 Slot Txn::take(std::uint32_t page) {
   CAPMEM_ASSERT(page < kMaxPages);
   Node* n = root_;
   for (unsigned level = kLevels - 1; n != nullptr; --level) {
-    if (n->fresh == 0) env::panic("tree::Txn::take on a shared node");
+    if (n->fresh != kMade) env::panic("tree::Txn::take on a node the Txn did not make");
     const unsigned i = (page >> (kFanBits * level)) & (kFan - 1);
     if (level == 0) return static_cast<Slot&&>(n->u.slots[i]);
     n = n->u.kids[i];
@@ -308,14 +431,23 @@ Slot Txn::take(std::uint32_t page) {
 }
 
 Node* Txn::commit() {
+  if (in_place_) {
+    release_log();
+    if (base_replaced_ && base_ != nullptr) node_unref(base_);  // the caller's reference
+    in_place_ = false;  // from here on the Txn owns root_ as in the default mode
+  }
   PairBatch batch;
   for (unsigned level = 0; level < kLevels; ++level) {
     // Five local levels: width 16 (parents of the bottom items) up to 1 (the node root).
     for (unsigned width = kFan / 2; width >= 1; width /= 2) {
+      // Pair p (children 2p, 2p+1 of this local level) is dirty when either bit is: visit
+      // only those, lowest first (a flush usually dirties one item per node).
+      const std::uint32_t in_level = width == kFan / 2 ? ~0u : (1u << (2 * width)) - 1;
       for (Node* n = fresh_[level]; n != nullptr; n = n->next) {
         std::uint32_t up = 0;
-        for (unsigned p = 0; p < width; ++p) {
-          if (((n->dirty >> (2 * p)) & 3u) == 0) continue;
+        for (std::uint32_t pairs = (n->dirty | (n->dirty >> 1)) & 0x55555555u & in_level; pairs != 0;
+             pairs &= pairs - 1) {
+          const unsigned p = static_cast<unsigned>(__builtin_ctz(pairs)) / 2;
           up |= 1u << p;
           const unsigned pos = width + p;  // heap position; children 2pos, 2pos+1
           batch.add(item(n, 2 * pos), item(n, 2 * pos + 1), &n->h[pos - 1]);

@@ -344,7 +344,7 @@ Answer Run::handle_page_fault(VirtAddr cr2, std::uint32_t error_code) {
   // (another CPU's fault, or a TLB entry older than the PTE). Invalidate and retry,
   // charging nothing.
   const VirtAddr page_va = cr2.page_base();
-  if (auto t = cfg_.table->translate(page_va); t.ok() && (!write || t->flags.writable)) {
+  if (auto e = cfg_.table->leaf_entry(page_va); e.ok() && (!write || e->writable())) {
     env::tlb_invalidate_page(page_va);
     ++counters_.spurious;
     return {Outcome::Retry, cr2};
