@@ -425,47 +425,25 @@ class BasicPageTable {
   // va -> pa (with va's page offset) and flags. NotMapped if no present leaf;
   // HugePageInWalk for a 1 GiB/2 MiB leaf (the core never builds one); NotCanonical.
   Result<Translation> translate(VirtAddr va) const {
-    if (!va.canonical()) return Status::NotCanonical;
-    CAPMEM_ASSERT(root_ != nullptr);
-    // Unrolled walk, SDM 4.5.4: PML4E -> PDPTE -> PDE -> PTE.
-    const Pml4e e4 = read<Level::Pml4>(root_words_, va);
-    if (!e4.present()) return Status::NotMapped;
-    const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
-    if (!e3.present()) return Status::NotMapped;
-    if (e3.maps_page()) return Status::HugePageInWalk;
-    const Pde e2 = read<Level::Pd>(next_table(e3), va);
-    if (!e2.present()) return Status::NotMapped;
-    if (e2.maps_page()) return Status::HugePageInWalk;
-    const Pte e1 = read<Level::Pt>(next_table(e2), va);
-    if (!e1.present()) return Status::NotMapped;
+    const Walk w = CAPMEM_TRY(walk_to_leaf(va));
     // Rights combine as the AND of R/W and U/S and the OR of XD over the walk (SDM 4.6.1).
     return Translation{
-        .pa = e1.addr() + (va.value() & (PAGE_SIZE - 1)),
-        .flags = e1.leaf_flags(),
-        .effective = Rights{.writable = e4.writable() && e3.writable() && e2.writable() && e1.writable(),
-                            .user = e4.user() && e3.user() && e2.user() && e1.user(),
-                            .executable = !(e4.no_execute() || e3.no_execute() || e2.no_execute() || e1.no_execute())},
-        .accessed = e1.accessed(),
-        .dirty = e1.dirty()};
+        .pa = w.e1.addr() + (va.value() & (PAGE_SIZE - 1)),
+        .flags = w.e1.leaf_flags(),
+        .effective =
+            Rights{.writable = w.e4.writable() && w.e3.writable() && w.e2.writable() && w.e1.writable(),
+                   .user = w.e4.user() && w.e3.user() && w.e2.user() && w.e1.user(),
+                   .executable = !(w.e4.no_execute() || w.e3.no_execute() || w.e2.no_execute() || w.e1.no_execute())},
+        .accessed = w.e1.accessed(),
+        .dirty = w.e1.dirty()};
   }
 
   // The present leaf entry that maps va, for a caller that needs only its bits (the #PF
   // path's spurious-fault test): the same walk and statuses as translate(), without
   // decoding the flags or combining the rights.
   Result<Pte> leaf_entry(VirtAddr va) const {
-    if (!va.canonical()) return Status::NotCanonical;
-    CAPMEM_ASSERT(root_ != nullptr);
-    const Pml4e e4 = read<Level::Pml4>(root_words_, va);
-    if (!e4.present()) return Status::NotMapped;
-    const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
-    if (!e3.present()) return Status::NotMapped;
-    if (e3.maps_page()) return Status::HugePageInWalk;
-    const Pde e2 = read<Level::Pd>(next_table(e3), va);
-    if (!e2.present()) return Status::NotMapped;
-    if (e2.maps_page()) return Status::HugePageInWalk;
-    const Pte e1 = read<Level::Pt>(next_table(e2), va);
-    if (!e1.present()) return Status::NotMapped;
-    return e1;
+    const Walk w = CAPMEM_TRY(walk_to_leaf(va));
+    return w.e1;
   }
 
   // Remove the leaf at va (page-aligned): shoots its translation down on every CPU that
@@ -609,6 +587,32 @@ class BasicPageTable {
   template <Level L>
   EntryWord* next_table(Entry<L> e) const requires(L != Level::Pt) {
     return policy_.table_at(e.addr());
+  }
+
+  // The four entries of the unrolled walk to va's leaf (SDM 4.5.4: PML4E -> PDPTE -> PDE
+  // -> PTE), each read with one load: translate() combines them, leaf_entry() keeps the
+  // leaf. NotMapped if one is not present; HugePageInWalk for a 1 GiB/2 MiB leaf (the core
+  // never builds one); NotCanonical.
+  struct Walk {
+    Pml4e e4;
+    Pdpte e3;
+    Pde e2;
+    Pte e1;
+  };
+  Result<Walk> walk_to_leaf(VirtAddr va) const {
+    if (!va.canonical()) return Status::NotCanonical;
+    CAPMEM_ASSERT(root_ != nullptr);
+    const Pml4e e4 = read<Level::Pml4>(root_words_, va);
+    if (!e4.present()) return Status::NotMapped;
+    const Pdpte e3 = read<Level::Pdpt>(next_table(e4), va);
+    if (!e3.present()) return Status::NotMapped;
+    if (e3.maps_page()) return Status::HugePageInWalk;
+    const Pde e2 = read<Level::Pd>(next_table(e3), va);
+    if (!e2.present()) return Status::NotMapped;
+    if (e2.maps_page()) return Status::HugePageInWalk;
+    const Pte e1 = read<Level::Pt>(next_table(e2), va);
+    if (!e1.present()) return Status::NotMapped;
+    return Walk{.e4 = e4, .e3 = e3, .e2 = e2, .e1 = e1};
   }
 
   // --- TLB shootdown (docs/rules.md rule 7.2; docs/smp.md "Shootdown rules") ------------
