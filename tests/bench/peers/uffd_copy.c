@@ -39,29 +39,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PEER_NAME "uffd_copy"
+#include "peer_util.h"
+
 enum { kPage = 4096 };
-
-static double now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static void die(const char* what) {
-  fprintf(stderr, "uffd_copy: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static size_t parse_count(const char* text, const char* what, size_t max) {
-  char* end = NULL;
-  errno = 0;
-  unsigned long long v = strtoull(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v == 0 || v > max) {
-    fprintf(stderr, "uffd_copy: %s must be an integer from 1 to %zu, not \"%s\"\n", what, max, text);
-    exit(2);
-  }
-  return (size_t)v;
-}
 
 // The byte the handler writes at offset `at` of page `page` (rep mixes in so that a page
 // left from an earlier repetition would not pass the check).
