@@ -32,8 +32,15 @@ class PageBatch {
     hash::page_content_hashes(ptrs, out, n_);
     Status st = Status::Ok;
     for (std::size_t i = 0; i < n_; ++i) {
-      pages_[i].desc()->hash = out[i];
-      if (st == Status::Ok) st = txn_.set(index_[i], Slot::loaded(static_cast<PageRef&&>(pages_[i]))).status();
+      // Rule 2.2: an all-zero page is Empty. Told by its root (the all-zero page's root is
+      // the depth-7 zero subtree; equal roots of different pages would be a SHA-256
+      // collision), so the page is read once, by its hash, not first by a zero scan.
+      if (zero_page_hash(out[i])) {
+        if (st == Status::Ok) st = txn_.set(index_[i], Slot{}).status();
+      } else {
+        pages_[i].desc()->hash = out[i];
+        if (st == Status::Ok) st = txn_.set(index_[i], Slot::loaded(static_cast<PageRef&&>(pages_[i]))).status();
+      }
       pages_[i].reset();
     }
     n_ = 0;
@@ -54,7 +61,7 @@ Status settle(tree::Txn& txn, PageBatch& batch, std::uint32_t page, const Slot& 
   if (s.kind() != SlotKind::Loaded) return txn.set(page, s).status();
   FrameDesc* f = s.frame();
   if (!f->hash.is_zero()) return txn.set(page, zero_page_hash(f->hash) ? Slot{} : s).status();
-  if (mem::page_is_zero(f->virt())) return txn.set(page, Slot{}).status();
+  // An all-zero page becomes Empty when its batch is hashed (PageBatch::drain).
   if (may_hash_in_place && f->refs.load(std::memory_order_acquire) == 1) return batch.add(page, s.page());
   auto c = PageRef::unhashed_copy(static_cast<const std::uint8_t*>(f->virt()));
   if (!c.ok()) return c.status();
@@ -271,8 +278,9 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
       }
       progress(off);
     }
-    // The zero test on `content` only skips work; the one that decides is on the copy, so
-    // content that changes under the call never yields an all-zero Loaded page (3.2, 3.6).
+    // The zero test on `content` only skips work; the one that decides is the copy's root
+    // (PageBatch::drain), so content that changes under the call never yields an all-zero
+    // Loaded page (3.2, 3.6).
     if (n == PAGE_SIZE) {
       if (mem::page_is_zero(src)) continue;
     } else {
@@ -286,7 +294,7 @@ Result<DataCap> DataCap::from_bytes(const std::uint8_t* content, std::size_t len
       break;
     }
     if (n != PAGE_SIZE) __builtin_memcpy(p->mutable_bytes(), src, n);
-    if (!mem::page_is_zero(p->bytes())) st = batch.add(page, p.release_value());
+    st = batch.add(page, p.release_value());  // all-zero after all: Empty (PageBatch::drain)
   }
   if (st == Status::Ok) st = batch.drain();
   if (st != Status::Ok) {
