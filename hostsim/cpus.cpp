@@ -20,9 +20,14 @@ thread_local bool t_if = true;
 thread_local unsigned t_locks = 0;
 thread_local std::uint64_t t_irq_saves = 0;
 std::atomic<bool> g_claimed[env::kMaxCpus];
-std::atomic<std::uint64_t> g_calls{0};
-std::atomic<std::uint64_t> g_pages{0};
-std::atomic<std::uint64_t> g_dropped{0};
+// Shootdown counters, one cache line per simulated CPU, written only by the thread bound
+// to it (plain load + store, no locked add): a CoW fault on every CPU at once counts its
+// shootdown without bouncing a shared line between them (docs/smp.md). Read by summing.
+struct alignas(64) ShootdownCount {
+  std::atomic<std::uint64_t> calls{0}, pages{0}, dropped{0};
+  void add(std::atomic<std::uint64_t>& c, std::uint64_t v) { c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed); }
+};
+ShootdownCount g_counts[env::kMaxCpus];
 
 [[noreturn]] void die(const char* msg, unsigned cpu) {
   std::fprintf(stderr, "hostsim cpus: %s (cpu %u)\n", msg, cpu);
@@ -65,7 +70,13 @@ CpuBinding::~CpuBinding() {
 }
 
 ShootdownCounters shootdown_counters() {
-  return ShootdownCounters{.calls = g_calls.load(), .pages = g_pages.load(), .dropped = g_dropped.load()};
+  ShootdownCounters sum{};
+  for (const ShootdownCount& c : g_counts) {
+    sum.calls += c.calls.load(std::memory_order_relaxed);
+    sum.pages += c.pages.load(std::memory_order_relaxed);
+    sum.dropped += c.dropped.load(std::memory_order_relaxed);
+  }
+  return sum;
 }
 
 }  // namespace capmem::hostsim
@@ -108,9 +119,10 @@ void tlb_shootdown(PhysAddr root, VirtAddr va, std::uint64_t pages) {
     std::fprintf(stderr, "hostsim: TLB shootdown with a capmem lock held (rule 7.2)\n");
     std::abort();
   }
-  hostsim::g_calls.fetch_add(1, std::memory_order_relaxed);
-  hostsim::g_pages.fetch_add(pages, std::memory_order_relaxed);
-  hostsim::g_dropped.fetch_add(hostsim::shootdown_all_cpus(root, va, pages), std::memory_order_relaxed);
+  hostsim::ShootdownCount& c = hostsim::g_counts[cpu_id()];
+  c.add(c.calls, 1);
+  c.add(c.pages, pages);
+  c.add(c.dropped, hostsim::shootdown_all_cpus(root, va, pages));
 }
 
 }  // namespace capmem::env
