@@ -36,6 +36,13 @@ class PageRef {
   // Unhashed copy of a source page (nullptr = zeros): sentinel hash, no SHA-256.
   // The copy-on-write fault path's constructor.
   static Result<PageRef> unhashed_copy(const std::uint8_t* src);
+  // The same in two steps, for the fault path's prepare-then-commit order: a fresh frame
+  // whose bytes are not written yet, its cache lines requested for writing and the source's
+  // for reading (so the misses overlap the caller's other preparation), then
+  // unhashed_fill(src) writes all 4096 bytes (nullptr = zeros). Until the fill the page must
+  // not be read, mapped or shared.
+  static Result<PageRef> unhashed_frame(const std::uint8_t* src);
+  void unhashed_fill(const std::uint8_t* src);
   // A page whose bytes and hash the caller already knows match (the decoder, after it
   // verified the hash): no rehash.
   static Result<PageRef> from_verified(const std::uint8_t* bytes4096, const Hash32& hash);

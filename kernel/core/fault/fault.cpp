@@ -483,18 +483,19 @@ Answer Run::copy_on_write(const Where& w, VirtAddr va) {
   if (charge && gas_ < cfg_.costs.cow) return {Outcome::OutOfGas, va};  // before anything is allocated
   if (missing) return need_page(w, va);                                 // rule 8.3: after the gas check
 
-  auto reservation = cfg_.mem->reserve_overlay(w.page, &mem_node_);
-  if (!reservation.ok()) {
+  // An Empty source needs a zeroed frame, not a copy of the zero frame (docs/edge-cases.md).
+  const std::uint8_t* from = src == frames().zero_frame() ? nullptr : static_cast<const std::uint8_t*>(src->virt());
+  auto copy = PageRef::unhashed_frame(from);  // rule 1.3: sentinel hash, no SHA-256
+  if (!copy.ok()) {
     ++counters_.out_of_frames;
     return {Outcome::OutOfFrames, va};
   }
-  // An Empty source needs a zeroed frame, not a copy of the zero frame (docs/edge-cases.md).
-  const std::uint8_t* from = src == frames().zero_frame() ? nullptr : static_cast<const std::uint8_t*>(src->virt());
-  auto copy = PageRef::unhashed_copy(from);  // rule 1.3: sentinel hash, no SHA-256
-  if (!copy.ok()) {
+  auto reservation = cfg_.mem->reserve_overlay(w.page, &mem_node_);
+  if (!reservation.ok()) {
     ++counters_.out_of_frames;
-    return {Outcome::OutOfFrames, va};  // reservation released by its destructor
+    return {Outcome::OutOfFrames, va};  // the frame goes back, unwritten
   }
+  copy->unhashed_fill(from);
   // map_leaf invalidates the TLB entry when it replaces a present (read-only) leaf, and a
   // not-present leaf is never cached (SDM 4.10.2.3): no second invlpg here.
   if (!cfg_.table->map_leaf(va.page_base(), copy->phys(), guest_leaf(true)).ok()) {

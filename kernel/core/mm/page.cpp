@@ -44,6 +44,21 @@ Result<PageRef> PageRef::unhashed_copy(const std::uint8_t* src) {
   return p;
 }
 
+Result<PageRef> PageRef::unhashed_frame(const std::uint8_t* src) {
+  PageRef p = CAPMEM_TRY(fresh_page());
+  const std::uint8_t* dst = p.bytes();
+  for (std::size_t off = 0; off < PAGE_SIZE; off += 64) {
+    __builtin_prefetch(dst + off, 1);
+    if (src != nullptr) __builtin_prefetch(src + off, 0);
+  }
+  return p;
+}
+
+void PageRef::unhashed_fill(const std::uint8_t* src) {
+  if (src != nullptr) mem::copy_page(mutable_bytes(), src);
+  else mem::zero_page(mutable_bytes());
+}
+
 Result<PageRef> PageRef::from_verified(const std::uint8_t* bytes4096, const Hash32& h) {
   PageRef p = CAPMEM_TRY(fresh_page());
   mem::copy_page(p.mutable_bytes(), bytes4096);
