@@ -8,8 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 
+#include "capmem/datacap.h"
+#include "capmem/fault.h"
 #include "capmem/frame.h"
+#include "capmem/page.h"
 #include "capmem/pt.h"
 #include "hostsim/cpus.h"
 #include "hostsim/mmu.h"
@@ -174,4 +178,58 @@ TEST(Shootdown, NothingCachedNothingDropped) {
   EXPECT_EQ(after.calls, before.calls + 1);
   EXPECT_EQ(after.pages, before.pages + 1);
   EXPECT_EQ(after.dropped, before.dropped);
+}
+
+// A checkpoint that re-points a paused run's leaf (write_page on its mem cap: rule 3.8,
+// Run::refresh_page) while the run's table is still loaded on another CPU (a CPU the run
+// has left; a kernel with PCIDs keeps it there): the old translation goes on every CPU
+// before the old frame can be reused, as unmap's does. Here the old frame is the run's own
+// CoW copy, which the replaced overlay entry and the leaf held: the refresh frees it.
+TEST(Shootdown, CheckpointRefreshOfALeafShootsDownEveryCpu) {
+  hostsim::start_cpus(2);
+  std::uint8_t bytes[PAGE_SIZE];
+  std::memset(bytes, 0x11, sizeof bytes);
+  DataCap code = val(DataCap::create(PAGE_SIZE));
+  DataCap mem = val(DataCap::from_bytes(bytes, sizeof bytes));
+  pt::PageTable table = val(pt::PageTable::create());
+  const VirtAddr va{fault::DATA_BASE};
+  Mmu cpu1;
+  {
+    std::optional<fault::Run> run;
+    run.emplace(fault::RunConfig{.table = &table, .code = &code, .mem = &mem, .gas = 1'000'000});
+    constexpr std::uint32_t kUser = pt::ErrorCode::kUser;
+    ASSERT_EQ(run->handle_page_fault(va, kUser).outcome, fault::Outcome::Retry);
+    ASSERT_EQ(run->handle_page_fault(va, kUser | pt::ErrorCode::kPresent | pt::ErrorCode::kWrite).outcome,
+              fault::Outcome::Retry);  // the run's CoW copy, mapped writable
+    // The copy holds 0x5a where CPU 1 will look.
+    const auto leaf = val(table.translate(va));
+    std::memset(env::phys_to_virt(leaf.pa), 0x5a, PAGE_SIZE);
+    {
+      const CpuBinding on(1);
+      cpu1.make_current();
+      cpu1.load_cr3(table.root());
+    }
+    const auto seen = [&] {
+      const CpuBinding on(1);
+      const auto r = cpu1.load(static_cast<std::uint32_t>(va.value()), 1);
+      return r.status == AccessStatus::Ok ? static_cast<int>(r.value) : -1;
+    };
+    ASSERT_EQ(seen(), 0x5a);
+    ASSERT_TRUE(cpu1.tlb_cached(va));
+    // The checkpoint (the run is paused): page 0 becomes 0x33 bytes.
+    std::memset(bytes, 0x33, sizeof bytes);
+    ASSERT_TRUE(mem.write_page(0, val(PageRef::from_content(bytes, sizeof bytes))).ok());
+    // The old copy is free: whatever it holds next must be out of CPU 1's reach.
+    FrameDesc* reused = filled_frame(0x77);
+    ASSERT_NE(reused, nullptr);
+    EXPECT_NE(seen(), 0x77) << "CPU 1 still reaches the run's old copy through its TLB";
+    EXPECT_EQ(seen(), 0x33);
+    frames().free(reused);
+    {
+      const CpuBinding on(1);
+      Mmu::clear_current();
+    }
+    run.reset();
+  }
+  table.teardown();
 }

@@ -240,8 +240,13 @@ void Run::refresh_page(Region region, std::uint32_t page) {
     CAPMEM_ASSERT(r.ok());
     return;
   }
-  // The leaf exists, so its tables do: replacing it allocates nothing and cannot fail. The
-  // old leaf's TLB entry is invalidated before its frame reference is dropped (pt.h).
+  // The old leaf (another frame, or this one writable) may be cached on any CPU that still
+  // has this table loaded (a CPU the run has left; a kernel with PCIDs keeps it there), not
+  // only on this one: unmap shoots it down everywhere before it drops the old frame's
+  // reference (rule 7.2), then the new leaf goes into the empty entry. Its tables exist, so
+  // mapping it allocates nothing and cannot fail.
+  const auto u = cfg_.table->unmap(va);
+  CAPMEM_ASSERT(u.ok());
   const auto r = cfg_.table->map_leaf(va, f->phys(), guest_leaf(false));
   CAPMEM_ASSERT(r.ok());
 }
