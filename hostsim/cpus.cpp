@@ -25,7 +25,9 @@ std::atomic<bool> g_claimed[env::kMaxCpus];
 // shootdown without bouncing a shared line between them (docs/smp.md). Read by summing.
 struct alignas(64) ShootdownCount {
   std::atomic<std::uint64_t> calls{0}, pages{0}, dropped{0};
-  void add(std::atomic<std::uint64_t>& c, std::uint64_t v) { c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed); }
+  void add(std::atomic<std::uint64_t>& c, std::uint64_t v) {
+    c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+  }
 };
 ShootdownCount g_counts[env::kMaxCpus];
 

@@ -29,6 +29,7 @@
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "guest_run.h"
+#include "kbench_format.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "tsc.h"
@@ -40,17 +41,9 @@ namespace {
 using namespace capmem;
 using namespace capmem::kernel;
 
-// ---- Formatting -------------------------------------------------------------------------
-// Tenths of a nanosecond per item, in integers only (no __int128: no libgcc in the image).
-std::uint64_t ns_x10(std::uint64_t cycles, std::uint64_t items, std::uint64_t khz) {
-  const std::uint64_t cyc_x100 = cycles * 100 / items;
-  return cyc_x100 * 100000 / khz;
-}
-void print_x10(std::uint64_t v) {
-  log::dec(v / 10);
-  log::str(".");
-  log::dec(v % 10);
-}
+// ---- Formatting (kbench_format.h) -------------------------------------------------------
+using kbench::ns_x10;
+using kbench::print_x10;
 
 // ---- Frames -----------------------------------------------------------------------------
 // Write once to every free frame (and give them all back): under KVM the first guest touch

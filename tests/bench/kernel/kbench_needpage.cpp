@@ -22,6 +22,7 @@
 #include "capmem/log.h"
 #include "capmem/page.h"
 #include "guest_run.h"
+#include "kbench_format.h"
 #include "kernel.h"
 #include "ktest.h"
 #include "tsc.h"
@@ -35,15 +36,8 @@ using namespace capmem::kernel;
 
 constexpr std::uint32_t kPages = 1024;
 
-std::uint64_t ns_x10(std::uint64_t cycles, std::uint64_t items, std::uint64_t khz) {
-  const std::uint64_t cyc_x100 = cycles * 100 / items;
-  return cyc_x100 * 100000 / khz;
-}
-void print_x10(std::uint64_t v) {
-  log::dec(v / 10);
-  log::str(".");
-  log::dec(v % 10);
-}
+using kbench::ns_x10;
+using kbench::print_x10;
 
 // kPages distinct, non-zero Loaded pages, flushed (hashed): the host's copy of the bytes.
 Result<DataCap> make_full() {
@@ -146,6 +140,10 @@ KTEST(kbench_need_page_round_trip) {
         if (c < best[shared]) best[shared] = c, best_resolve[shared] = rc;
       }
     if (!t.failed()) {
+      // Tenths of a ns per page: round trip and resolve alone, bytes (0) and shared (1).
+      const std::uint64_t trip[2] = {ns_x10(best[0], kPages, clock.khz), ns_x10(best[1], kPages, clock.khz)};
+      const std::uint64_t res[2] = {ns_x10(best_resolve[0], kPages, clock.khz),
+                                    ns_x10(best_resolve[1], kPages, clock.khz)};
       log::str("kbench: NeedPage round trip at ring 3 (");
       log::dec(kPages);
       log::str(" pages, best of ");
@@ -153,22 +151,22 @@ KTEST(kbench_need_page_round_trip) {
       log::str("; hash back end ");
       log::str(hash::impl_name(hash::active()));
       log::str("): bytes ");
-      print_x10(ns_x10(best[0], kPages, clock.khz));
+      print_x10(trip[0]);
       log::str(" ns/page (resolve ");
-      print_x10(ns_x10(best_resolve[0], kPages, clock.khz));
+      print_x10(res[0]);
       log::str("), shared ");
-      print_x10(ns_x10(best[1], kPages, clock.khz));
+      print_x10(trip[1]);
       log::str(" ns/page (resolve_page ");
-      print_x10(ns_x10(best_resolve[1], kPages, clock.khz));
+      print_x10(res[1]);
       log::str(")\n");
       log::str("kbench-needpage: {\"need_page_round_trip_bytes_ns\":");
-      print_x10(ns_x10(best[0], kPages, clock.khz));
+      print_x10(trip[0]);
       log::str(",\"need_page_round_trip_shared_ns\":");
-      print_x10(ns_x10(best[1], kPages, clock.khz));
+      print_x10(trip[1]);
       log::str(",\"need_page_resolve_bytes_ns\":");
-      print_x10(ns_x10(best_resolve[0], kPages, clock.khz));
+      print_x10(res[0]);
       log::str(",\"need_page_resolve_shared_ns\":");
-      print_x10(ns_x10(best_resolve[1], kPages, clock.khz));
+      print_x10(res[1]);
       log::str(",\"need_page_hash\":\"");
       log::str(hash::impl_name(hash::active()));
       log::str("\",\"need_page_pages\":");
