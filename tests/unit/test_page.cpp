@@ -99,6 +99,30 @@ TEST(Rule1_3, UnhashedCopyHasSentinelAndCloneKeepsBytesAndHash) {
   EXPECT_EQ(std::memcmp(c.bytes(), h.bytes(), PAGE_SIZE), 0);
 }
 
+// The fault path's two-step form (prepare, then copy): the same page as unhashed_copy, and
+// the fill writes every byte over whatever the recycled frame held.
+TEST(Rule1_3, UnhashedFrameThenFillIsAnUnhashedCopy) {
+  std::uint8_t old[PAGE_SIZE], src[PAGE_SIZE];
+  std::memset(old, 0xee, sizeof old);
+  std::memset(src, 0x5c, sizeof src);
+  src[0] = 1;
+  src[4095] = 2;
+  for (const std::uint8_t* from : {static_cast<const std::uint8_t*>(src), static_cast<const std::uint8_t*>(nullptr)}) {
+    PageRef stale = PageRef::unhashed_copy(old).release_value();
+    stale.reset();  // its frame goes back with 0xee in it; the next allocation here reuses it
+    PageRef p = PageRef::unhashed_frame(from).release_value();
+    p.unhashed_fill(from);
+    EXPECT_TRUE(p.unhashed());
+    EXPECT_EQ(p.hash(), Hash32{});
+    EXPECT_EQ(p.ref_count(), 1u);
+    if (from != nullptr) {
+      EXPECT_EQ(std::memcmp(p.bytes(), src, PAGE_SIZE), 0);
+    } else {
+      EXPECT_TRUE(mem::page_is_zero(p.bytes()));
+    }
+  }
+}
+
 // Rules 3.5 / 3.6 decide Empty with mem::page_is_zero: any one non-zero bit anywhere in
 // the 4096 bytes, at any alignment of the page, makes it non-zero.
 TEST(Rule3_5, PageIsZeroSeesEveryByte) {
