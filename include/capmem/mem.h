@@ -18,6 +18,16 @@ inline void fill_page(void* dst, std::uint8_t v) {
 }
 inline void zero_page(void* dst) { fill_page(dst, 0); }
 
+// Asks for a page's 64 cache lines ahead of use, to be read or (`for_write`) written: a
+// hint only, it reads nothing and cannot fault.
+inline void prefetch_page(const void* p, bool for_write = false) {
+  const auto* b = static_cast<const std::uint8_t*>(p);
+  for (std::size_t off = 0; off < 4096; off += 64) {
+    if (for_write) __builtin_prefetch(b + off, 1);
+    else __builtin_prefetch(b + off, 0);
+  }
+}
+
 // True if all 4096 bytes are zero (rule 3.5 / 3.6: such pages become Empty).
 bool page_is_zero(const void* p);
 

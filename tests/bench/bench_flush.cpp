@@ -51,8 +51,7 @@ void BM_FlushDirty(benchmark::State& state) {
   std::vector<std::vector<std::uint32_t>> dirty(per);  // the slots each cap's last timed flush gave their own pages
   for (auto _ : state) {
     state.PauseTiming();
-    bool ok = true;
-    for (std::uint32_t c = 0; c < per && ok; ++c) {
+    for (std::uint32_t c = 0; c < per; ++c) {
       DataCap& cap = caps[c];
       // Those slots get their pool pages back (an untimed flush: hashed pages, no page
       // hash), so every timed flush starts from the cap as built, every slot a shared pool
@@ -64,12 +63,12 @@ void BM_FlushDirty(benchmark::State& state) {
         return;
       }
       dirty[c].clear();
-      for (std::uint32_t j = 0; j < k && ok; ++j) {
+      for (std::uint32_t j = 0; j < k; ++j) {
         // A fresh unhashed private copy (as the CoW fault path makes): flush hashes it.
         auto p = PageRef::unhashed_copy(pool[rng() % kPool].bytes());
         if (!p.ok()) {
-          ok = false;
-          break;
+          state.SkipWithError("out of simulated frames");
+          return;
         }
         ++tick;
         std::memcpy(p->mutable_bytes() + 8, &tick, 4);
@@ -77,10 +76,6 @@ void BM_FlushDirty(benchmark::State& state) {
         (void)cap.write_page(slot, p.release_value());
         dirty[c].push_back(slot);
       }
-    }
-    if (!ok) {
-      state.SkipWithError("out of simulated frames");
-      return;
     }
     state.ResumeTiming();
     for (DataCap& cap : caps)

@@ -8,6 +8,7 @@
 
 #include "capmem/env.h"
 #include "capmem/log.h"
+#include "capmem/mem.h"
 #include "hash_internal.h"
 
 namespace capmem::hash {
@@ -216,8 +217,7 @@ Hash32 node1(const Backend& be, const Hash32& l, const Hash32& r) {
 constexpr std::size_t kPageGroup = 8;
 
 void prefetch_page(const std::uint8_t* page) {
-  if (page == nullptr) return;
-  for (std::size_t off = 0; off < 4096; off += 64) __builtin_prefetch(page + off);
+  if (page != nullptr) mem::prefetch_page(page);
 }
 
 // `next` (or null): the page hashed after this group, prefetched during its last page.

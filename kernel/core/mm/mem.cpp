@@ -5,7 +5,7 @@ namespace capmem::mem {
 // `p` need not be aligned (the decoder checks pages in place in a wire buffer): words are
 // read with memcpy, which compiles to plain unaligned loads. A page that is not all zero
 // almost always shows it in its first 64 bytes, so each 64-byte block is tested as it is
-// read (a flush checks every dirty page before hashing it); an all-zero page reads all 4096
+// read (from_bytes skips all-zero input pages this way); an all-zero page reads all 4096
 // bytes either way. The answer is the same as OR-ing the whole page.
 bool page_is_zero(const void* p) {
   const auto* b = static_cast<const std::uint8_t*>(p);

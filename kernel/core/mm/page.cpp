@@ -38,19 +38,15 @@ Result<PageRef> PageRef::from_content(const std::uint8_t* content, std::size_t l
 
 Result<PageRef> PageRef::unhashed_copy(const std::uint8_t* src) {
   PageRef p = CAPMEM_TRY(fresh_page());
-  if (src != nullptr) mem::copy_page(p.mutable_bytes(), src);
-  else mem::zero_page(p.mutable_bytes());
+  p.unhashed_fill(src);
   // Sentinel hash (rule 1.3): fresh_page() left it as 32 zero bytes; no SHA-256 here.
   return p;
 }
 
 Result<PageRef> PageRef::unhashed_frame(const std::uint8_t* src) {
   PageRef p = CAPMEM_TRY(fresh_page());
-  const std::uint8_t* dst = p.bytes();
-  for (std::size_t off = 0; off < PAGE_SIZE; off += 64) {
-    __builtin_prefetch(dst + off, 1);
-    if (src != nullptr) __builtin_prefetch(src + off, 0);
-  }
+  mem::prefetch_page(p.bytes(), /*for_write=*/true);
+  if (src != nullptr) mem::prefetch_page(src);
   return p;
 }
 
