@@ -34,6 +34,12 @@ leftovers() { # temp files of the tool (.<name>.capmem-<hex>) in directory $1
   for f in "$1"/.*.capmem-*; do [ -e "$f" ] && n=$((n + 1)); done
   echo "$n"
 }
+flip_byte() { # invert every bit of byte $2 of file $1 in place: always a change, whatever the byte was
+  local b
+  b=$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')
+  [ -n "$b" ] || fail "flip_byte: $1 has no byte $2"
+  printf "\\$(printf %03o $((255 - b)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2> /dev/null
+}
 
 # --- OUT ------------------------------------------------------------------------------
 # `-` is standard output, not a file named `-`.
@@ -705,7 +711,7 @@ cmp thinp.ssz thin.ssz && diff -r st stp > /dev/null || fail "encode --thin --st
 [ "$(stat -c %a "$(entry stu "$rA")")" = 640 ] && [ "$(stat -c %a stu)" = 750 ] ||
   fail "store modes under umask 027: $(stat -c %a "$(entry stu "$rA")") $(stat -c %a stu)"
 # A damaged entry is rewritten by the next encode --store (each entry compared first).
-printf 'X' | dd of="$(entry stu "$rB")" bs=1 seek=9 conv=notrunc 2> /dev/null
+flip_byte "$(entry stu "$rB")" 9
 "$tool" encode --thin --store stu thin.bin /dev/null && cmp -s pB "$(entry stu "$rB")" ||
   fail "encode --store did not repair a damaged entry"
 
@@ -753,7 +759,7 @@ head -c 12288 /dev/zero > z3
 # is not created, or (existing, here hard-linked so it would be written in place, and a
 # plain file that would be replaced) left byte-identical.
 cp -r st stm; rm "$(entry stm "$rC")"
-cp -r st stc; printf 'X' | dd of="$(entry stc "$rC")" bs=1 seek=100 conv=notrunc 2> /dev/null
+cp -r st stc; flip_byte "$(entry stc "$rC")" 100
 cp -r st sts; head -c 4095 pC > "$(entry sts "$rC")"
 cp -r st stf; rm "$(entry stf "$rC")"; mkfifo "$(entry stf "$rC")"
 echo precious > keep1; ln keep1 keep1.link; echo precious > keep2; ino2=$(inode keep2)
@@ -828,7 +834,7 @@ cp -r st bad1; touch bad1/junk
 cp -r st bad2; mkdir bad2/zz
 cp -r st bad3; u=$(entry bad3 "$rA"); mv "$u" "$(dirname "$u")/$(basename "$u" | tr a-f A-F)"
 cp -r st bad4; head -c 4095 pB > "$(entry bad4 "$rB")"
-cp -r st bad5; printf 'X' | dd of="$(entry bad5 "$rB")" bs=1 seek=7 conv=notrunc 2> /dev/null
+cp -r st bad5; flip_byte "$(entry bad5 "$rB")" 7
 cp -r st bad6; cp pA "$(entry bad6 "$rB")"
 for b in 1 2 3 4 5 6; do
   case $b in
@@ -847,7 +853,7 @@ done
 # truncated pack: inspect, unpack and decode --store each exit 1 naming the page.
 pos() { echo "$sorted" | grep -n "$1" | cut -d: -f1; } # 1-based index position of a root
 iC=$(($(pos "$rC") - 1)) iA=$(($(pos "$rA") - 1)) iB=$(($(pos "$rB") - 1))
-cp st.pak corrupt.pak; printf 'X' | dd of=corrupt.pak bs=1 seek=$((4096 + 4096 * iC + 5)) conv=notrunc 2> /dev/null
+cp st.pak corrupt.pak; flip_byte corrupt.pak $((4096 + 4096 * iC + 5))
 want="corrupt.pak: index entry $iC (root $rC, bytes at offset $((4096 + 4096 * iC))): its bytes do not hash to that root (HashMismatch, rule 8.4)"
 if "$tool" inspect corrupt.pak > /dev/null 2> err; then fail "inspect of a corrupt pack exited 0"; fi
 [ "$(cat err)" = "capmem: $want" ] || fail "inspect corrupt pack: $(cat err)"
