@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <map>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -315,4 +316,58 @@ TEST(Tree, InPlaceTxnAbortRestoresTheBaseExactly) {
   tree::node_unref(shared_mid);
   tree::node_unref(shared_leaf);
   EXPECT_EQ(tree::live_nodes(), 0u);
+}
+
+// commit() takes a level's fresh nodes 64 at a time and prunes only nodes the Txn stored
+// an Empty slot or a null child in (Node::cleared): with hundreds of fresh leaves, whole
+// leaves and level-1 nodes emptied across those groups, the tree is still the canonical
+// one of its slot array (the same root and the same node count as built from scratch), in
+// both modes.
+TEST(Tree, CommitOfManyFreshNodesRehashesAndPrunesAcrossGroups) {
+  constexpr std::uint32_t kPages = 300 * 32;  // 300 leaves, level-1 nodes 0..9
+  std::vector<PageRef> pool;
+  for (std::uint32_t i = 0; i < 8; ++i) pool.push_back(page_of(100 + i));
+  for (const bool in_place : {false, true}) {
+    SCOPED_TRACE(in_place ? "in place" : "path copy");
+    std::map<std::uint32_t, unsigned> model;  // page -> pool index
+    tree::Txn build(nullptr);
+    for (std::uint32_t i = 0; i < kPages; i += 7) {
+      ASSERT_TRUE(build.set(i, Slot::loaded(pool[i % 8])).ok());
+      model[i] = i % 8;
+    }
+    tree::Node* root = build.commit();
+    const auto before = tree::live_nodes();
+    {
+      std::optional<tree::Txn> t;
+      if (in_place) t.emplace(root, tree::Txn::InPlace{});
+      else t.emplace(root);
+      // Leaves 0..149 lose every page (level-1 nodes 0..3 become all Empty, node 4 keeps
+      // 10 of its 32 leaves); leaves 150..299 get one more page each.
+      for (std::uint32_t i = 0; i < 150 * 32; i += 7) {
+        ASSERT_TRUE(t->set(i, Slot{}).ok());
+        model.erase(i);
+      }
+      for (std::uint32_t leaf = 150; leaf < 300; ++leaf) {
+        const std::uint32_t pg = leaf * 32 + leaf % 32;
+        ASSERT_TRUE(t->set(pg, Slot::loaded(pool[(leaf + 3) % 8])).ok());
+        model[pg] = (leaf + 3) % 8;
+      }
+      tree::Node* next = t->commit();
+      if (!in_place) tree::node_unref(root);
+      root = next;
+    }
+    std::map<std::uint32_t, Hash32> roots;
+    for (const auto& [i, k] : model) roots[i] = pool[k].hash();
+    EXPECT_LT(tree::live_nodes(), before) << "emptied leaves and level-1 nodes are gone";
+    EXPECT_EQ(tree::pages_root(root, kPages), ref_pages_root(roots, kPages));
+    const auto updated = tree::live_nodes();
+    tree::Txn fresh(nullptr);
+    for (const auto& [i, k] : model) ASSERT_TRUE(fresh.set(i, Slot::loaded(pool[k])).ok());
+    tree::Node* scratch = fresh.commit();
+    EXPECT_EQ(tree::live_nodes() - updated, updated) << "as many nodes as the tree built from scratch";
+    EXPECT_EQ(tree::pages_root(scratch, kPages), tree::pages_root(root, kPages));
+    tree::node_unref(scratch);
+    tree::node_unref(root);
+    EXPECT_EQ(tree::live_nodes(), 0u);
+  }
 }

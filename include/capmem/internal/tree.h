@@ -47,9 +47,10 @@ struct Node {
   // --- scratch, meaningful only while fresh (refs == 1: made by the open Txn, fresh == 1,
   // or taken over by an in-place Txn, fresh == 2) ---
   std::uint8_t fresh;
-  std::uint8_t index;  // position in the parent
-  std::uint8_t unused;
-  std::uint32_t dirty;  // bottom items changed since the node was copied
+  std::uint8_t index;    // position in the parent
+  std::uint8_t cleared;  // the Txn made it empty or stored an Empty slot / null child in it:
+                         // only such a node can have become all-Empty (commit() prunes)
+  std::uint32_t dirty;   // bottom items changed since the node was copied
   std::uint32_t unused2;
   Node* parent;
   Node* next;  // the Txn's list of fresh nodes of this level
@@ -155,6 +156,12 @@ class Txn {
   // marks nothing dirty: commit() rehashes no position for it, since no slot root changed.
   // OutOfFrames as set().
   Result<void> resolve(std::uint32_t page, Slot s);
+  // A hint ahead of set(page) or resolve(page): reads the Txn's tree, changes nothing.
+  // `near` = false (some pages ahead) asks for the level-1 node's line that links to the
+  // leaf; `near` = true (fewer ahead) follows that link and asks for the leaf's header,
+  // the page's slot and the five hash lines commit() rewrites, so that a walk over pages
+  // of a large tree overlaps those misses instead of taking them one by one.
+  void prefetch(std::uint32_t page, bool near) const;
   // The slot of `page` in the Txn's current tree (nullptr reads Empty), as lookup().
   [[nodiscard]] const Slot* find(std::uint32_t page) const { return lookup(root_, page); }
   // Moves the slot of `page` out of the Txn's tree (leaving Empty there) for a Txn used as a

@@ -323,6 +323,7 @@ void Txn::abort_in_place() {
       Node* next = n->next;
       n->fresh = 0;
       n->dirty = 0;
+      n->cleared = 0;
       n->parent = nullptr;
       n->next = nullptr;
       n = next;
@@ -361,6 +362,7 @@ Node* Txn::leaf_for(std::uint32_t page, bool mark) {
       if (in_place_ && n != nullptr && n->refs.load(std::memory_order_acquire) == 1) {
         n->fresh = kTaken;  // only the path down here holds it: change it in place
         n->dirty = 0;
+        n->cleared = 0;
       } else {
         const bool logged = parent != nullptr && parent->fresh == kTaken;
         if (logged && !log_room()) return nullptr;
@@ -374,6 +376,7 @@ Node* Txn::leaf_for(std::uint32_t page, bool mark) {
           node_unref(n);  // drop the reference the parent (or the Txn) held
         }
         c->fresh = kMade;
+        c->cleared = n == nullptr ? 1 : 0;  // a new node starts all-Empty
         *link = c;
         n = c;
       }
@@ -391,12 +394,33 @@ Node* Txn::leaf_for(std::uint32_t page, bool mark) {
   }
 }
 
+void Txn::prefetch(std::uint32_t page, bool near) const {
+  CAPMEM_ASSERT(page < kMaxPages);
+  const Node* n = root_;
+  for (unsigned level = kLevels - 1; n != nullptr && level > 1; --level)
+    n = n->u.kids[(page >> (kFanBits * level)) & (kFan - 1)];  // levels 3, 2: 33 nodes, hot
+  if (n == nullptr) return;
+  const Node* const* link = &n->u.kids[(page >> kFanBits) & (kFan - 1)];
+  if (!near) {
+    __builtin_prefetch(link, 0);
+    __builtin_prefetch(n, 0);  // leaf_for reads its header (fresh, refs)
+    return;
+  }
+  const Node* leaf = *link;
+  if (leaf == nullptr) return;
+  const unsigned i = page & (kFan - 1);
+  __builtin_prefetch(leaf, 1);  // refs, fresh, dirty, parent, next
+  __builtin_prefetch(&leaf->u.slots[i], 1);
+  prefetch_path(leaf, i);
+}
+
 // A slot of a taken-over leaf is changed only after the log holds the one it replaces.
 Result<void> Txn::store(Node* leaf, unsigned i, Slot&& s) {
   if (leaf->fresh == kTaken) {
     if (!log_room()) return Status::OutOfFrames;
     log(leaf, i, nullptr);
   }
+  if (s.empty()) leaf->cleared = 1;
   leaf->u.slots[i] = static_cast<Slot&&>(s);
   return {};
 }
@@ -424,7 +448,10 @@ Slot Txn::take(std::uint32_t page) {
   for (unsigned level = kLevels - 1; n != nullptr; --level) {
     if (n->fresh != kMade) env::panic("tree::Txn::take on a node the Txn did not make");
     const unsigned i = (page >> (kFanBits * level)) & (kFan - 1);
-    if (level == 0) return static_cast<Slot&&>(n->u.slots[i]);
+    if (level == 0) {
+      n->cleared = 1;
+      return static_cast<Slot&&>(n->u.slots[i]);
+    }
     n = n->u.kids[i];
   }
   return Slot{};
@@ -438,37 +465,54 @@ Node* Txn::commit() {
   }
   PairBatch batch;
   for (unsigned level = 0; level < kLevels; ++level) {
-    // Five local levels: width 16 (parents of the bottom items) up to 1 (the node root).
-    for (unsigned width = kFan / 2; width >= 1; width /= 2) {
-      // Pair p (children 2p, 2p+1 of this local level) is dirty when either bit is: visit
-      // only those, lowest first (a flush usually dirties one item per node).
-      const std::uint32_t in_level = width == kFan / 2 ? ~0u : (1u << (2 * width)) - 1;
-      for (Node* n = fresh_[level]; n != nullptr; n = n->next) {
-        std::uint32_t up = 0;
-        for (std::uint32_t pairs = (n->dirty | (n->dirty >> 1)) & 0x55555555u & in_level; pairs != 0;
-             pairs &= pairs - 1) {
-          const unsigned p = static_cast<unsigned>(__builtin_ctz(pairs)) / 2;
-          up |= 1u << p;
-          const unsigned pos = width + p;  // heap position; children 2pos, 2pos+1
-          batch.add(item(n, 2 * pos), item(n, 2 * pos + 1), &n->h[pos - 1]);
+    // A level's fresh nodes go kGroup at a time through all five local levels and the
+    // prune, so that a group's lines (header, hash lines, items) stay cached from one step
+    // to the next instead of being fetched again for each (a flush of many pages of a
+    // large tree has thousands of fresh leaves, and the list is a chain of loads).
+    constexpr unsigned kGroup = 64;
+    for (Node* group = fresh_[level]; group != nullptr;) {
+      // Five local levels: width 16 (parents of the bottom items) up to 1 (the node root).
+      for (unsigned width = kFan / 2; width >= 1; width /= 2) {
+        // Pair p (children 2p, 2p+1 of this local level) is dirty when either bit is: visit
+        // only those, lowest first (a flush usually dirties one item per node).
+        const std::uint32_t in_level = width == kFan / 2 ? ~0u : (1u << (2 * width)) - 1;
+        Node* n = group;
+        for (unsigned c = 0; n != nullptr && c < kGroup; ++c, n = n->next) {
+          std::uint32_t up = 0;
+          for (std::uint32_t pairs = (n->dirty | (n->dirty >> 1)) & 0x55555555u & in_level; pairs != 0;
+               pairs &= pairs - 1) {
+            const unsigned p = static_cast<unsigned>(__builtin_ctz(pairs)) / 2;
+            up |= 1u << p;
+            const unsigned pos = width + p;  // heap position; children 2pos, 2pos+1
+            batch.add(item(n, 2 * pos), item(n, 2 * pos + 1), &n->h[pos - 1]);
+          }
+          n->dirty = up;
         }
-        n->dirty = up;
+        batch.drain();
       }
-      batch.drain();
-    }
-    // Prune nodes that became all-Empty (their parent, fresh too, sees zero_hash).
-    for (Node* n = fresh_[level]; n != nullptr;) {
-      Node* next = n->next;
-      n->fresh = 0;
-      n->next = nullptr;
-      Node* parent = n->parent;
-      n->parent = nullptr;
-      if (all_empty(n)) {
-        if (parent == nullptr) root_ = nullptr;
-        else parent->u.kids[n->index] = nullptr;
-        node_unref(n);
+      // Prune the group's nodes that became all-Empty (the parent, a fresh node of the next
+      // level, then sees zero_hash). Only a node the Txn cleared something in can have.
+      Node* n = group;
+      for (unsigned c = 0; n != nullptr && c < kGroup; ++c) {
+        Node* next = n->next;
+        n->fresh = 0;
+        n->next = nullptr;
+        Node* parent = n->parent;
+        n->parent = nullptr;
+        const bool cleared = n->cleared != 0;
+        n->cleared = 0;
+        if (cleared && all_empty(n)) {
+          if (parent == nullptr) {
+            root_ = nullptr;
+          } else {
+            parent->u.kids[n->index] = nullptr;
+            parent->cleared = 1;
+          }
+          node_unref(n);
+        }
+        n = next;
       }
-      n = next;
+      group = n;
     }
     fresh_[level] = nullptr;
   }
