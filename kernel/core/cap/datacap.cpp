@@ -85,8 +85,8 @@ void hash_overlay_in_place(const Overlay& ov) {
     std::size_t m = 0;
     for (std::size_t i = 0; i < n; ++i) {
       FrameDesc* f = seen[i];
-      // Acquire: as settle(): a release on another CPU may have dropped the last other
-      // reference.
+      // Only the overlay holds it (acquire: a release on another CPU may have dropped the
+      // last other reference); a page a run's leaf also holds is settle()'s to copy.
       if (!f->hash.is_zero() || f->refs.load(std::memory_order_acquire) != 1) continue;
       mine[m] = f;
       ptrs[m++] = static_cast<const std::uint8_t*>(f->virt());
