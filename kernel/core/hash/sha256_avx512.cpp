@@ -109,37 +109,60 @@ inline constexpr IvRounds kIvRounds = [] {
 // registers; the schedule ring (16 words per batch) lives in memory and is reloaded through
 // laundered pointers (loads are cheap, spills of the state are not), so NB = 2 fits the 32
 // ZMM registers without spills.
-template <int NB, int I, bool kSchedule>
-[[gnu::always_inline]] inline void rounds16_msg(T (&s)[NB][8], T (*w)[16], const std::uint32_t* k) {
-  if constexpr (I < 16) {
+//
+// Code size: the rounds run in looped bodies of 8 (the state ring's period), not 16: with
+// g++ 12 batch<2> is 13.6 KiB instead of 19 and batch<1> 8 KiB instead of 10.6. A page hashed
+// alone (resolve, a one-page flush) runs each kernel once from a cold instruction cache,
+// where the bytes of code fetched cost more than the loop branches (docs/performance.md,
+// "Cold code"); the batched throughput is unchanged.
+//
+// The schedule ring holds word i in slot i & 15. A body of rounds base .. base + 7 (base a
+// multiple of 8) reaches it through two pointers per batch that swap every body: lo, the
+// slots of words base .. base + 7, and hi, the other 8. ring<Off>(lo, hi) is slot
+// (base + Off) & 15: lo + (Off & 15) when that is below 8, else hi + (Off & 15) - 8.
+template <int Off>
+[[gnu::always_inline]] inline T* ring(T* lo, T* hi) {
+  constexpr int o = Off & 15;
+  if constexpr (o < 8) return lo + o;
+  else return hi + (o - 8);
+}
+
+// Rounds base + I .. base + 7 of a message block. kSchedule: W[i] = W[i-16] + sigma0(W[i-15])
+// + W[i-7] + sigma1(W[i-2]) is computed into the ring; otherwise W[i] is read from it (the
+// message, base < 16). kIv: base == 0 of the first block (IvRounds).
+template <int NB, int I, bool kSchedule, bool kIv>
+[[gnu::always_inline]] inline void rounds8_msg(T (&s)[NB][8], T* const (&lo)[NB], T* const (&hi)[NB],
+                                               const std::uint32_t* k) {
+  if constexpr (I < 8) {
     for (int b = 0; b < NB; ++b) {
-      T* wb = launder(w[b]);
+      T* l = launder(lo[b]);
+      T* h = launder(hi[b]);
       T wi;
       if constexpr (kSchedule) {
-        // W[i] = W[i-16] + sigma0(W[i-15]) + W[i-7] + sigma1(W[i-2])
-        wi = add(add(wb[I], small_sigma0(wb[(I + 1) & 15])), add(wb[(I + 9) & 15], small_sigma1(wb[(I + 14) & 15])));
-        wb[I] = wi;
+        wi = add(add(*ring<I>(l, h), small_sigma0(*ring<I + 1>(l, h))),
+                 add(*ring<I + 9>(l, h), small_sigma1(*ring<I + 14>(l, h))));
+        *ring<I>(l, h) = wi;
       } else {
-        wi = wb[I];
+        wi = *ring<I>(l, h);
       }
-      if constexpr (!kSchedule && I == 0) {
+      if constexpr (kIv && I == 0) {
         s[b][3] = add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.e1)));  // d's slot: new e
         s[b][7] = add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.a1)));  // h's slot: new a
-      } else if constexpr (!kSchedule && I < 4) {
+      } else if constexpr (kIv && I < 4) {
         round_hkd<I>(s[b], add(wi, _mm512_set1_epi32(static_cast<int>(kIvRounds.hkd[I]))));
       } else {
         round<I>(s[b], add(add(s[b][(7 - I) & 7], bcast(k + I)), wi));
       }
     }
-    rounds16_msg<NB, I + 1, kSchedule>(s, w, k);
+    rounds8_msg<NB, I + 1, kSchedule, kIv>(s, lo, hi, k);
   }
 }
 
 template <int NB, int I>
-[[gnu::always_inline]] inline void rounds16_const(T (&s)[NB][8], const std::uint32_t* wk) {
-  if constexpr (I < 16) {
+[[gnu::always_inline]] inline void rounds8_const(T (&s)[NB][8], const std::uint32_t* wk) {
+  if constexpr (I < 8) {
     for (int b = 0; b < NB; ++b) round<I>(s[b], add(s[b][(7 - I) & 7], bcast(wk + I)));
-    rounds16_const<NB, I + 1>(s, wk);
+    rounds8_const<NB, I + 1>(s, wk);
   }
 }
 
@@ -153,15 +176,29 @@ template <int NB>
   for (int b = 0; b < NB; ++b)
     for (int j = 0; j < 8; ++j) s[b][j] = _mm512_set1_epi32(static_cast<int>(kInit[j]));
   const std::uint32_t* k = launder(kK);
-  rounds16_msg<NB, 0, false>(s, w, k);
+  T* lo[NB];
+  T* hi[NB];
+  for (int b = 0; b < NB; ++b) {
+    lo[b] = w[b];
+    hi[b] = w[b] + 8;
+  }
+  rounds8_msg<NB, 0, false, true>(s, lo, hi, k);       // rounds 0-7
+  rounds8_msg<NB, 0, false, false>(s, hi, lo, k + 8);  // rounds 8-15
 #pragma GCC unroll 1
-  for (int base = 16; base < 64; base += 16) rounds16_msg<NB, 0, true>(s, w, k + base);
+  for (int base = 16; base < 64; base += 8) {
+    rounds8_msg<NB, 0, true, false>(s, lo, hi, k + base);
+    for (int b = 0; b < NB; ++b) {
+      T* t = lo[b];
+      lo[b] = hi[b];
+      hi[b] = t;
+    }
+  }
   for (int b = 0; b < NB; ++b)
     for (int j = 0; j < 8; ++j) fm[b][j] = s[b][j] = add(s[b][j], _mm512_set1_epi32(static_cast<int>(kInit[j])));
   // Second block: the constant padding of a 64-byte message; W+K precomputed (kPadWK).
   const std::uint32_t* pwk = launder(kPadWK.data());
 #pragma GCC unroll 1
-  for (int base = 0; base < 64; base += 16) rounds16_const<NB, 0>(s, pwk + base);
+  for (int base = 0; base < 64; base += 8) rounds8_const<NB, 0>(s, pwk + base);
   for (int b = 0; b < NB; ++b)
     for (int j = 0; j < 8; ++j) out[b][j] = add(s[b][j], fm[b][j]);
 }

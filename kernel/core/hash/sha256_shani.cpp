@@ -18,22 +18,24 @@ inline __m128i iv1() { return _mm_set_epi32(int(kInit[2]), int(kInit[3]), int(kI
 inline __m128i bswap32_mask() { return _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL); }
 inline __m128i kvec(const std::uint32_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
 
-// 64 rounds over message words m[k][0..3] (W[0..15] of lane k), no feed-forward.
-template <int N>
-[[gnu::always_inline]] inline void rounds_msg(__m128i (&s0)[N], __m128i (&s1)[N], __m128i (&m)[N][4]) {
+// Four 4-round groups g = G0 .. G0 + 3 over message words m[k][0..3] (W[4g..4g+3] of lane k
+// sits in m[k][g & 3]); kSchedule (G0 >= 4) computes those words first. `kk` = K + 4 * G0.
+template <int N, bool kSchedule>
+[[gnu::always_inline]] inline void groups4_msg(__m128i (&s0)[N], __m128i (&s1)[N], __m128i (&m)[N][4],
+                                               const std::uint32_t* kk) {
   CAPMEM_UNROLL
-  for (int g = 0; g < 16; ++g) {
-    const __m128i kk = kvec(kK + 4 * g);
+  for (int j = 0; j < 4; ++j) {
+    const __m128i kv = kvec(kk + 4 * j);
     __m128i wk[N];
     CAPMEM_UNROLL
     for (int k = 0; k < N; ++k) {
-      if (g >= 4) {
+      if constexpr (kSchedule) {
         // W[4g..4g+3] = MSG2(MSG1(W[4g-16..], W[4g-12..]) + W[4g-7..4g-4], W[4g-4..4g-1])
-        __m128i x = _mm_sha256msg1_epu32(m[k][g & 3], m[k][(g + 1) & 3]);
-        x = _mm_add_epi32(x, _mm_alignr_epi8(m[k][(g + 3) & 3], m[k][(g + 2) & 3], 4));
-        m[k][g & 3] = _mm_sha256msg2_epu32(x, m[k][(g + 3) & 3]);
+        __m128i x = _mm_sha256msg1_epu32(m[k][j], m[k][(j + 1) & 3]);
+        x = _mm_add_epi32(x, _mm_alignr_epi8(m[k][(j + 3) & 3], m[k][(j + 2) & 3], 4));
+        m[k][j] = _mm_sha256msg2_epu32(x, m[k][(j + 3) & 3]);
       }
-      wk[k] = _mm_add_epi32(m[k][g & 3], kk);
+      wk[k] = _mm_add_epi32(m[k][j], kv);
       s1[k] = _mm_sha256rnds2_epu32(s1[k], s0[k], wk[k]);
     }
     CAPMEM_UNROLL
@@ -41,17 +43,31 @@ template <int N>
   }
 }
 
+// 64 rounds over message words m[k][0..3] (W[0..15] of lane k), no feed-forward: groups 0-3
+// from the message, then three passes of four scheduled groups. Looped rather than unrolled
+// (about a third of the code): a lone page root runs this once from a cold instruction
+// cache (docs/performance.md, "Cold code").
+template <int N>
+[[gnu::always_inline]] inline void rounds_msg(__m128i (&s0)[N], __m128i (&s1)[N], __m128i (&m)[N][4]) {
+  groups4_msg<N, false>(s0, s1, m, kK);
+#pragma GCC unroll 1
+  for (int g = 4; g < 16; g += 4) groups4_msg<N, true>(s0, s1, m, kK + 4 * g);
+}
+
 // 64 rounds of the constant padding block of a 64-byte message: W+K from kPadWK.
 template <int N>
 [[gnu::always_inline]] inline void rounds_pad(__m128i (&s0)[N], __m128i (&s1)[N]) {
-  CAPMEM_UNROLL
-  for (int g = 0; g < 16; ++g) {
-    const __m128i lo = kvec(kPadWK.data() + 4 * g);
-    const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kPadWK.data() + 4 * g + 2));
+#pragma GCC unroll 1
+  for (int g = 0; g < 16; g += 4) {
     CAPMEM_UNROLL
-    for (int k = 0; k < N; ++k) s1[k] = _mm_sha256rnds2_epu32(s1[k], s0[k], lo);
-    CAPMEM_UNROLL
-    for (int k = 0; k < N; ++k) s0[k] = _mm_sha256rnds2_epu32(s0[k], s1[k], hi);
+    for (int j = 0; j < 4; ++j) {
+      const __m128i lo = kvec(kPadWK.data() + 4 * (g + j));
+      const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kPadWK.data() + 4 * (g + j) + 2));
+      CAPMEM_UNROLL
+      for (int k = 0; k < N; ++k) s1[k] = _mm_sha256rnds2_epu32(s1[k], s0[k], lo);
+      CAPMEM_UNROLL
+      for (int k = 0; k < N; ++k) s0[k] = _mm_sha256rnds2_epu32(s0[k], s1[k], hi);
+    }
   }
 }
 
