@@ -111,10 +111,9 @@ inline constexpr IvRounds kIvRounds = [] {
 // ZMM registers without spills.
 //
 // Code size: the rounds run in looped bodies of 8 (the state ring's period), not 16: with
-// g++ 12 batch<2> is 13.6 KiB instead of 19 and batch<1> 8 KiB instead of 10.6. A page hashed
-// alone (resolve, a one-page flush) runs each kernel once from a cold instruction cache,
-// where the bytes of code fetched cost more than the loop branches (docs/performance.md,
-// "Cold code"); the batched throughput is unchanged.
+// g++ 12 batch<2> is 13.6 KiB instead of 19 and batch<1> 8 KiB instead of 10.6, at the same
+// throughput (docs/performance.md, "Cold code": a page hashed alone runs each kernel once,
+// often from a cold instruction cache).
 //
 // The schedule ring holds word i in slot i & 15. A body of rounds base .. base + 7 (base a
 // multiple of 8) reaches it through two pointers per batch that swap every body: lo, the

@@ -44,9 +44,8 @@ template <int N, bool kSchedule>
 }
 
 // 64 rounds over message words m[k][0..3] (W[0..15] of lane k), no feed-forward: groups 0-3
-// from the message, then three passes of four scheduled groups. Looped rather than unrolled
-// (about a third of the code): a lone page root runs this once from a cold instruction
-// cache (docs/performance.md, "Cold code").
+// from the message, then three passes of four scheduled groups. Looped rather than unrolled:
+// half the code at the same speed (docs/performance.md, "Cold code").
 template <int N>
 [[gnu::always_inline]] inline void rounds_msg(__m128i (&s0)[N], __m128i (&s1)[N], __m128i (&m)[N][4]) {
   groups4_msg<N, false>(s0, s1, m, kK);
