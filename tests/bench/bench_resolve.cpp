@@ -10,6 +10,14 @@
 //   BM_ResolveIntoCopy, BM_ResolveSharedIntoCopy: the same into an O(1) copy of the thin
 //                     cap (a run's own copy of a shared thin code cap): the backing is
 //                     shared, so each resolve path-copies its tree path; for information.
+//   BM_ResolveParts/k the byte path's own work without the cap, in the same order and with
+//                     the same frame reuse as BM_Resolve: /0 a fresh frame from the
+//                     allocator, /1 and the 4 KiB copy into it, /2 and the page hash of the
+//                     copy (BM_Resolve less its checks and install); for information.
+//   BM_Resolve_Impl/<back end>: BM_Resolve with the page hash forced to each back end the
+//                     CPU supports, for information beside BM_PageRoot_Impl/<back end>
+//                     (docs/performance.md: the 1.3x line against each back end's own batched
+//                     page-root rate).
 // The cap: 2^16 Missing pages (256 MiB of content: 64 blocks, each the same 1024 distinct
 // pages), a thin decode of its wire, so that it holds its tree alone as after a real decode
 // (or, IntoCopy, an O(1) copy of one). Blocks are resolved in a shuffled order, the pages of
@@ -25,6 +33,7 @@
 #include <vector>
 
 #include "capmem/datacap.h"
+#include "capmem/frame.h"
 #include "capmem/hash.h"
 
 using namespace capmem;
@@ -84,9 +93,12 @@ Result<DataCap> fresh(const ThinWorld& w, bool copy) {
 }
 
 // Runs `one(cap, page)` for a distinct Missing page per item (items per iteration: `per`).
+// `impl`: the hash back end to force for this benchmark (null: the default one).
 template <typename One>
-void resolve_loop(benchmark::State& state, const ThinWorld& w, bool copy, std::uint32_t per, One one) {
+void resolve_loop(benchmark::State& state, const ThinWorld& w, bool copy, std::uint32_t per, One one,
+                  const hash::Impl* impl = nullptr) {
   hash::init();
+  if (impl != nullptr) hash::force(*impl);
   if (!w.ok) {
     state.SkipWithError("could not build the thin cap (simulated RAM?)");
     return;
@@ -134,11 +146,14 @@ void resolve_loop(benchmark::State& state, const ThinWorld& w, bool copy, std::u
   state.SetLabel(hash::impl_name(hash::active()));
 }
 
-void resolve_bytes(benchmark::State& state, bool copy) {
+void resolve_bytes(benchmark::State& state, bool copy, const hash::Impl* impl = nullptr) {
   const ThinWorld w;
-  resolve_loop(state, w, copy, 1, [](DataCap& cap, const std::uint32_t* p, const ThinWorld& tw) {
-    return cap.resolve(*p, tw.page(*p), PAGE_SIZE).ok();
-  });
+  resolve_loop(
+      state, w, copy, 1,
+      [](DataCap& cap, const std::uint32_t* p, const ThinWorld& tw) {
+        return cap.resolve(*p, tw.page(*p), PAGE_SIZE).ok();
+      },
+      impl);
 }
 
 void resolve_shared(benchmark::State& state, bool copy) {
@@ -178,5 +193,63 @@ void BM_ResolveMany(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_ResolveMany)->Arg(16);
+
+// BM_ResolveParts/k (see the top of this file): k = 0 frame, 1 frame + copy, 2 frame + copy +
+// hash. Each block's frames stay allocated until the block ends, then go back with the timer
+// paused, as a resolved block's frames do in BM_Resolve.
+void BM_ResolveParts(benchmark::State& state) {
+  const auto parts = state.range(0);
+  const ThinWorld w;
+  hash::init();
+  if (!w.ok) {
+    state.SkipWithError("could not build the thin cap (simulated RAM?)");
+    return;
+  }
+  std::vector<FrameDesc*> block;
+  block.reserve(kWindow);
+  auto release = [&block] {
+    for (FrameDesc* d : block) (void)frames().unref(d);
+    block.clear();
+  };
+  std::uint32_t next = 0;
+  std::uint8_t sink = 0;
+  for (auto _ : state) {
+    if (block.size() == kWindow) {
+      state.PauseTiming();
+      release();
+      state.ResumeTiming();
+    }
+    FrameDesc* d = frames().alloc(FrameKind::Page);
+    if (d == nullptr) {
+      state.SkipWithError("out of simulated frames");
+      break;
+    }
+    block.push_back(d);
+    auto* dst = static_cast<std::uint8_t*>(d->virt());
+    const std::uint32_t p = w.order[next];
+    next = next + 1 == kPages ? 0 : next + 1;
+    if (parts >= 1) std::memcpy(dst, w.page(p), PAGE_SIZE);
+    if (parts >= 2) sink ^= hash::page_content_hash(dst).b[0];
+    benchmark::DoNotOptimize(sink);
+    benchmark::ClobberMemory();
+  }
+  release();
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  state.SetLabel(hash::impl_name(hash::active()));
+}
+BENCHMARK(BM_ResolveParts)->DenseRange(0, 2);
+
+// Per back end, registered at start-up for every Impl the CPU supports (as BM_PageRoot_Impl).
+const bool g_registered = [] {
+  for (hash::Impl impl : {hash::Impl::Portable, hash::Impl::ShaNi, hash::Impl::Avx2, hash::Impl::Avx512}) {
+    if (!hash::supported(impl)) continue;
+    benchmark::RegisterBenchmark((std::string("BM_Resolve_Impl/") + hash::impl_name(impl)).c_str(),
+                                 [impl](benchmark::State& s) {
+                                   resolve_bytes(s, false, &impl);
+                                   hash::init();  // the default back end for the benchmarks after it
+                                 });
+  }
+  return true;
+}();
 
 }  // namespace

@@ -364,6 +364,15 @@ RESOLVE_TABLE = [
     ("BM_ResolveShared", "BM_PageRoot", 0.3),  # a hashed page by reference: install only
     ("BM_ResolveMany/16", [(1, "BM_PageRoot"), (1, "BM_Memcpy4K/threads:1")], None),
 ]
+# For information: BM_Resolve's own byte path without the cap (a fresh frame, the copy, the
+# page hash of the copy; no checks, no install), against the same denominator.
+RESOLVE_TABLE.append(("BM_ResolveParts/2", [(1, "BM_PageRoot"), (1, "BM_Memcpy4K/threads:1")], None))
+# For information: BM_Resolve on each back end against that back end's own batched page roots
+# (docs/performance.md, "BM_Resolve on each back end"). The line is the default back
+# end's, above; a back end the CPU lacks prints "skipped".
+for impl in ("portable", "sha-ni", "avx2-8way", "avx512-16way"):
+    RESOLVE_TABLE.append(("BM_Resolve_Impl/" + impl,
+                          [(1, "BM_PageRoot_Impl/" + impl), (1, "BM_Memcpy4K/threads:1")], None))
 
 def backend(*names):
     seen = []
@@ -371,7 +380,9 @@ def backend(*names):
         for x in bench["benchmarks"]:
             if x.get("run_name", x["name"]) == n and x.get("label"):
                 lab = x["label"].split(",")[0]
-                if lab not in seen:
+                if lab.startswith("no PMU"):  # BM_PageRoot_Impl's label: its name says the back end
+                    lab = n.split("/", 1)[1] if n.startswith("BM_PageRoot_Impl/") else ""
+                if lab and lab not in seen:
                     seen.append(lab)
                 break
     return "/".join(seen) or bench.get("context", {}).get("capmem_hash_impl", "unknown")
