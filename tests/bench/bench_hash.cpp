@@ -107,7 +107,9 @@ class Pmu {
 // Compressions per page root (rule 1.2): 127 SHA-256 of 64 bytes, two compressions each.
 constexpr double kCompressionsPerPage = 254;
 
-void page_root(benchmark::State& state, std::size_t n = kPages) {
+// Labelled with the back end it ran on (`backend`), and ", no PMU counters" where the run
+// had no hardware counters; run-bench.sh names a ratio line's back end from the label.
+void page_root(benchmark::State& state, const char* backend, std::size_t n = kPages) {
   auto& p = pages();
   Pmu insn(PERF_COUNT_HW_INSTRUCTIONS), cycles(PERF_COUNT_HW_CPU_CYCLES);
   insn.start();
@@ -123,9 +125,8 @@ void page_root(benchmark::State& state, std::size_t n = kPages) {
     const double c16 = static_cast<double>(state.iterations()) * static_cast<double>(n) * kCompressionsPerPage / 16;
     state.counters["insn_per_16lane_compression"] = static_cast<double>(ni) / c16;
     state.counters["insn_per_cycle"] = static_cast<double>(ni) / static_cast<double>(nc);
-  } else {
-    state.SetLabel("no PMU counters");
   }
+  state.SetLabel(std::string(backend) + (state.counters.count("insn_per_cycle") != 0 ? "" : ", no PMU counters"));
 }
 
 void merkle_nodes(benchmark::State& state) {
@@ -143,9 +144,7 @@ void merkle_nodes(benchmark::State& state) {
 
 void BM_PageRoot(benchmark::State& state) {
   hash::init();
-  page_root(state);
-  state.SetLabel(std::string(hash::impl_name(hash::active())) +
-                 (state.counters.count("insn_per_cycle") != 0 ? "" : ", no PMU counters"));
+  page_root(state, hash::impl_name(hash::active()));
 }
 BENCHMARK(BM_PageRoot);
 
@@ -153,9 +152,7 @@ constexpr std::size_t kHotPages = 64;
 
 void BM_PageRootHot(benchmark::State& state) {
   hash::init();
-  page_root(state, kHotPages);
-  state.SetLabel(std::string(hash::impl_name(hash::active())) +
-                 (state.counters.count("insn_per_cycle") != 0 ? "" : ", no PMU counters"));
+  page_root(state, hash::impl_name(hash::active()), kHotPages);
 }
 BENCHMARK(BM_PageRootHot);
 
@@ -185,7 +182,7 @@ const bool g_registered = [] {
     const std::string name = hash::impl_name(impl);
     benchmark::RegisterBenchmark(("BM_PageRoot_Impl/" + name).c_str(), [impl](benchmark::State& s) {
       hash::force(impl);
-      page_root(s);
+      page_root(s, hash::impl_name(impl));
       hash::init();
     });
     benchmark::RegisterBenchmark(("BM_MerkleNodes_Impl/" + name).c_str(), [impl](benchmark::State& s) {
@@ -198,12 +195,12 @@ const bool g_registered = [] {
     const std::string name = hash::frozen_name(hash::Frozen::Avx512V1);
     benchmark::RegisterBenchmark(("BM_PageRoot_Impl/" + name).c_str(), [](benchmark::State& s) {
       hash::force_frozen(hash::Frozen::Avx512V1);
-      page_root(s);
+      page_root(s, hash::frozen_name(hash::Frozen::Avx512V1));
       hash::init();
     });
     benchmark::RegisterBenchmark(("BM_PageRootHot_Impl/" + name).c_str(), [](benchmark::State& s) {
       hash::force_frozen(hash::Frozen::Avx512V1);
-      page_root(s, kHotPages);
+      page_root(s, hash::frozen_name(hash::Frozen::Avx512V1), kHotPages);
       hash::init();
     });
   }

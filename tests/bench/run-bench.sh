@@ -363,10 +363,10 @@ RESOLVE_TABLE = [
     ("BM_Resolve", [(1, "BM_PageRoot"), (1, "BM_Memcpy4K/threads:1")], 1.3),  # copy + hash + install
     ("BM_ResolveShared", "BM_PageRoot", 0.3),  # a hashed page by reference: install only
     ("BM_ResolveMany/16", [(1, "BM_PageRoot"), (1, "BM_Memcpy4K/threads:1")], None),
+    # BM_Resolve's own byte path without the cap (a fresh frame, the copy, the page hash of
+    # the copy; no checks, no install), for information.
+    ("BM_ResolveParts/2", [(1, "BM_PageRoot"), (1, "BM_Memcpy4K/threads:1")], None),
 ]
-# For information: BM_Resolve's own byte path without the cap (a fresh frame, the copy, the
-# page hash of the copy; no checks, no install), against the same denominator.
-RESOLVE_TABLE.append(("BM_ResolveParts/2", [(1, "BM_PageRoot"), (1, "BM_Memcpy4K/threads:1")], None))
 # For information: BM_Resolve on each back end against that back end's own batched page roots
 # (docs/performance.md, "BM_Resolve on each back end"). The line is the default back
 # end's, above; a back end the CPU lacks prints "skipped".
@@ -380,9 +380,7 @@ def backend(*names):
         for x in bench["benchmarks"]:
             if x.get("run_name", x["name"]) == n and x.get("label"):
                 lab = x["label"].split(",")[0]
-                if lab.startswith("no PMU"):  # BM_PageRoot_Impl's label: its name says the back end
-                    lab = n.split("/", 1)[1] if n.startswith("BM_PageRoot_Impl/") else ""
-                if lab and lab not in seen:
+                if lab not in seen:
                     seen.append(lab)
                 break
     return "/".join(seen) or bench.get("context", {}).get("capmem_hash_impl", "unknown")
